@@ -1,0 +1,1 @@
+"""Build highly available LVS web cluster appliances from a cluster profile."""

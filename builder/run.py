@@ -1,0 +1,40 @@
+"""The one way this project runs an external command: logged, checked, explained."""
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+log = logging.getLogger("builder.run")
+
+
+@dataclass
+class CommandError(Exception):
+    """A command exited non-zero; carries the command line and what it printed on stderr."""
+
+    argv: list[str]
+    returncode: int
+    stderr: str
+
+    def __str__(self) -> str:
+        tail = "\n".join(self.stderr.strip().splitlines()[-20:])
+        return f"command failed (exit {self.returncode}): {shlex.join(self.argv)}\n{tail}"
+
+
+def run(argv: list[str], *, check: bool = True, capture: bool = True, input: str | None = None,
+        timeout: float | None = None, env: dict[str, str] | None = None, cwd: str | None = None,
+        ) -> subprocess.CompletedProcess[str]:
+    """Run argv (never through a shell), log it, and raise CommandError on failure.
+
+    With capture=False stdout/stderr go to the terminal (long steps show progress) and
+    the error carries no stderr text.
+    """
+    argv = [str(a) for a in argv]
+    log.info("$ %s", shlex.join(argv))
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.run(argv, stdout=pipe, stderr=pipe, input=input, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, proc.stderr or "")
+    return proc

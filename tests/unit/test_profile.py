@@ -1,0 +1,93 @@
+"""The profile is validated once, at the edge: good profiles load, bad ones say what to fix."""
+import copy
+import tomllib
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from builder import profile
+
+HOWTO = Path(__file__).resolve().parents[2] / "profiles" / "howto.toml"
+
+
+def howto_data():
+    return tomllib.loads(HOWTO.read_text())
+
+
+def test_howto_profile_loads_as_the_howto_describes():
+    c = profile.load(HOWTO)
+    assert [n.name for n in c.directors] == ["loadb1", "loadb2"]
+    assert [(n.name, str(n.address)) for n in c.real_servers] == [
+        ("webserver1", "192.168.0.101"), ("webserver2", "192.168.0.102")]
+    assert c.vip == IPv4Address("192.168.0.105")
+    assert str(c.network.broadcast_address) == "192.168.0.255"
+    assert c.services[0].scheduler == "rr" and c.heartbeat.auth == "md5"
+    assert profile.traps(c) == []
+
+
+def test_round_trip_through_the_seed_mapping():
+    c = profile.load(HOWTO)
+    assert profile.parse(profile.to_dict(c)) == c
+
+
+def mutate(change):
+    data = howto_data()
+    change(data)
+    return data
+
+
+BAD = {
+    "bad ipv4": (lambda d: d["directors"][0].update(address="192.168.0.300"),
+                 "loadb1: address 192.168.0.300 is not an IPv4 address"),
+    "vip outside subnet": (lambda d: d.update(vip="10.0.0.5"), "vip: 10.0.0.5 is outside the subnet"),
+    "vip equals node": (lambda d: d.update(vip="192.168.0.101"), "also the address of webserver1"),
+    "duplicate name": (lambda d: d["real_servers"][1].update(name="webserver1"), "duplicate node name webserver1"),
+    "duplicate address": (lambda d: d["real_servers"][1].update(address="192.168.0.101"),
+                          "duplicate node address 192.168.0.101"),
+    "invalid hostname": (lambda d: d["real_servers"][0].update(name="web_1"), "not a valid host name"),
+    "fqdn node name": (lambda d: d["directors"][0].update(name="loadb1.example.com"), "is a domain name"),
+    "three directors": (lambda d: d["directors"].append({"name": "loadb3", "address": "192.168.0.106"}),
+                        "exactly two directors, found 3"),
+    "no real servers": (lambda d: d.update(real_servers=[]), "at least two real servers"),
+    "unknown scheduler": (lambda d: d["services"][0].update(scheduler="fastest"),
+                          "services[0].scheduler: 'fastest' is not an IPVS scheduler"),
+    "port out of range": (lambda d: d["services"][0].update(port=70000), "services[0].port: 70000 is out of range"),
+    "empty receive": (lambda d: d["services"][0].update(receive=""), "services[0].receive: must not be empty"),
+    "mcast not multicast": (lambda d: d["heartbeat"].update(mcast_group="192.168.0.1"), "not a multicast group"),
+    "checktimeout range": (lambda d: d["services"][0].update(checktimeout=0), "checktimeout: 0 is out of range"),
+    "checkinterval range": (lambda d: d["services"][0].update(checkinterval=99999), "checkinterval: 99999 is out"),
+    "fallback not local": (lambda d: d["services"][0].update(fallback="192.168.0.50:80"), "must be a local address"),
+    "typo top level": (lambda d: d.update(vipp="1.2.3.4"), "unknown key 'vipp' (did you mean 'vip'?)"),
+    "typo in section": (lambda d: d["heartbeat"].update(autofailback=True), "heartbeat.autofailback: unknown key"),
+    "wrong type": (lambda d: d["services"][0].update(port="80"), "services[0].port: must be a int"),
+    "unknown auth": (lambda d: d["heartbeat"].update(auth="rot13"), "heartbeat.auth: 'rot13' is not"),
+    "deadtime vs keepalive": (lambda d: d["heartbeat"].update(keepalive=2, deadtime=4), "more than twice keepalive"),
+    "gateway outside": (lambda d: d["network"].update(gateway="10.1.1.1"), "gateway: 10.1.1.1 is outside"),
+    "node outside subnet": (lambda d: d["real_servers"][0].update(address="10.0.0.1"), "webserver1: address 10.0.0.1 is outside"),
+    "bad subnet": (lambda d: d["network"].update(subnet="192.168.0.0/33"), "network.subnet"),
+    "missing vip": (lambda d: d.pop("vip"), "vip: is required"),
+    "weight range": (lambda d: d["real_servers"][0].update(weight=-1), "webserver1: -1 is out of range"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_profile_is_rejected_with_a_message_that_says_what_to_fix(case):
+    change, expected = BAD[case]
+    with pytest.raises(profile.ProfileError) as err:
+        profile.parse(mutate(change))
+    assert any(expected in p for p in err.value.problems), err.value.problems
+
+
+def test_every_problem_is_reported_together():
+    def two_errors(d):
+        d["directors"][0]["address"] = "192.168.0.300"
+        d["services"][0]["scheduler"] = "fastest"
+    with pytest.raises(profile.ProfileError) as err:
+        profile.parse(mutate(two_errors))
+    assert len(err.value.problems) == 2
+
+
+def test_howto_teszt_oldal_page_is_flagged_as_a_trap():
+    c = profile.parse(mutate(lambda d: d["services"][0].update(check_content="Teszt Oldal")))
+    assert any("does not contain receive='Test Page'" in t for t in profile.traps(c))
