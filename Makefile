@@ -3,7 +3,9 @@ PROFILE ?= profiles/howto.toml
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 
-.PHONY: help test unit lint
+SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
+
+.PHONY: help test unit lint seeds
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -19,3 +21,6 @@ unit: $(VENV)/.done  ## fast tests, no VM
 
 lint: $(VENV)/.done  ## validate PROFILE and flag the howto's traps
 	$(PY) -m builder lint $(PROFILE)
+
+seeds: $(VENV)/.done  ## one seed ISO per node of PROFILE, in $(SEEDS)
+	$(PY) -m builder seed $(PROFILE) --out $(SEEDS)

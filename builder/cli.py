@@ -1,18 +1,44 @@
-"""Command line: `python -m builder lint PROFILE`."""
+"""Command line: `python -m builder {lint,render,seed} ...`; `--help` on each explains it."""
 from __future__ import annotations
 
 import argparse
+import logging
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
-from builder import profile
+from builder import profile, render, secret, seed
+
+
+class Fail(Exception):
+    """A user-facing error: printed without a traceback, exit status 1."""
+
+
+def _load(path: str) -> profile.Cluster:
+    try:
+        return profile.load(path)
+    except profile.ProfileError as e:
+        raise Fail(str(e)) from None
+
+
+def _node(cluster: profile.Cluster, name: str) -> profile.Node:
+    try:
+        return cluster.node(name)
+    except KeyError:
+        raise Fail(f"no node {name!r} in cluster {cluster.name}; "
+                   f"choose one of: {', '.join(n.name for n in cluster.nodes)}") from None
+
+
+def _secret(cluster: profile.Cluster, args: argparse.Namespace, create: bool) -> str | None:
+    try:
+        return secret.load_or_create(cluster, Path(args.profile), Path(args.secrets), create)
+    except secret.SecretError as e:
+        raise Fail(str(e)) from None
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    try:
-        cluster = profile.load(args.profile)
-    except profile.ProfileError as e:
-        print(e, file=sys.stderr)
-        return 1
+    cluster = _load(args.profile)
     found = profile.traps(cluster)
     for t in found:
         print(f"{args.profile}: {t}", file=sys.stderr)
@@ -21,12 +47,78 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    cluster = _load(args.profile)
+    node = _node(cluster, args.node)
+    key = _secret(cluster, args, create=False)
+    if key is None:  # a preview must not create the secret as a side effect
+        key = "(generated-by-`builder-seed`)"
+    files = render.node_files(cluster, node, key)
+    if args.out is None:
+        for path, f in files.items():
+            print(f"==> {path} (mode {f.mode:o})")
+            print(f.content, end="" if f.content.endswith("\n") else "\n")
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        render.write_tree(files, staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"{out}: {len(files)} files for {node.name}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    cluster = _load(args.profile)
+    for name in args.node or []:
+        _node(cluster, name)
+    key = _secret(cluster, args, create=True)
+    for path in seed.write_seeds(cluster, key, Path(args.out), args.node):
+        print(f"{path}: seed ISO for {path.stem}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m builder",
-                                     description="Build LVS/heartbeat web cluster appliances.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    lint = sub.add_parser("lint", help="validate a profile and flag the howto's traps")
-    lint.add_argument("profile", help="cluster profile (TOML), e.g. profiles/howto.toml")
-    lint.set_defaults(func=cmd_lint)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    parser = argparse.ArgumentParser(
+        prog="python -m builder",
+        description="Turn a cluster profile into LVS/heartbeat web cluster appliances.",
+        epilog="Start with: python -m builder lint profiles/howto.toml")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("lint", help="validate a profile and flag the howto's traps",
+                       description="Report every problem in a profile; exit 1 if there is any.")
+    p.add_argument("profile", help="cluster profile (TOML), e.g. profiles/howto.toml")
+    p.set_defaults(func=cmd_lint)
+
+    secrets_help = "where generated heartbeat secrets are kept (default: .secrets)"
+    p = sub.add_parser("render", help="preview the files first boot writes on a node",
+                       description="Print (or write under --out) the files a node gets at first "
+                       "boot, rendered from the profile exactly as inside the image.")
+    p.add_argument("profile", help="cluster profile (TOML)")
+    p.add_argument("node", help="node name, e.g. loadb1")
+    p.add_argument("--out", metavar="DIR", help="write the files under DIR (replaced atomically)")
+    p.add_argument("--secrets", default=".secrets", metavar="DIR", help=secrets_help)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("seed", help="write one NoCloud seed ISO per node",
+                       description="Write DIR/<node>.iso (label cidata) for every node. The "
+                       "heartbeat secret is generated on first use and reused after.")
+    p.add_argument("profile", help="cluster profile (TOML)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the ISOs")
+    p.add_argument("--node", action="append", metavar="NAME", help="only this node (repeatable)")
+    p.add_argument("--secrets", default=".secrets", metavar="DIR", help=secrets_help)
+    p.set_defaults(func=cmd_seed)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Fail as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

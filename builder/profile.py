@@ -357,6 +357,13 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
         top.error(f"at least two real servers are needed, found {given['real_servers']}", "real_servers")
     if not service_data:
         top.error("at least one virtual service is needed", "services")
+    # ldirectord.cf sets these once, globally: differing values would be silently lost
+    for key in ("checkinterval", "checktimeout", "quiescent"):
+        values = [getattr(s, key) for s in services if s]
+        if len(set(values)) > 1:
+            top.error(f"{key} differs between services ({', '.join(map(str, values))}); "
+                      "ldirectord applies one value to all: use the same in every service",
+                      "services")
     ports = [(s.protocol, s.port) for s in services if s]
     for dup in sorted({p for p in ports if ports.count(p) > 1}):
         top.error(f"{dup[0]} port {dup[1]} is defined twice", "services")

@@ -1,10 +1,12 @@
 """Pure functions from (cluster, node) to the files that node needs.
 
 No side effects and only Jinja2 beyond the standard library, so the same code previews
-files on the host and writes them inside the image at first boot.
+files on the host (``builder render``) and writes them inside the image at first boot.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,9 @@ import jinja2
 from builder.profile import Cluster, Node
 
 TEMPLATES = Path(__file__).with_name("templates")
+DOCROOT = "/var/www/html"  # Debian's Apache serves here, not the howto's /var/www
+SYSCTL_DIRECTOR = "/etc/sysctl.d/60-lvs-director.conf"
+SYSCTL_REALSERVER = "/etc/sysctl.d/60-lvs-realserver.conf"
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
@@ -23,14 +28,70 @@ class File:
     mode: int = 0o644
 
 
+def _renderer(cluster: Cluster, node: Node, **extra):
+    ctx = dict(cluster=cluster, node=node, hb=cluster.heartbeat,
+               iface=cluster.network.interface, **extra)
+    return lambda name: _env.get_template(f"{name}.j2").render(ctx)
+
+
 def director_files(cluster: Cluster, node: Node, secret: str) -> dict[str, File]:
     """heartbeat and ldirectord configuration, as in the howto's section 4."""
-    ctx = dict(cluster=cluster, node=node, hb=cluster.heartbeat,
-               iface=cluster.network.interface, secret=secret)
-    render = lambda name: _env.get_template(f"{name}.j2").render(ctx)  # noqa: E731
+    render = _renderer(cluster, node, secret=secret)
     return {
         "/etc/ha.d/ha.cf": File(render("ha.cf")),
         "/etc/ha.d/haresources": File(render("haresources")),
         "/etc/ha.d/authkeys": File(render("authkeys"), 0o600),
         "/etc/ha.d/ldirectord.cf": File(render("ldirectord.cf")),
+        SYSCTL_DIRECTOR: File(render("sysctl-director.conf")),
+        # what the fallback (127.0.0.1:80) serves when no real server is healthy
+        f"{DOCROOT}/index.html": File(render("index-fallback.html")),
     }
+
+
+def realserver_files(cluster: Cluster, node: Node) -> dict[str, File]:
+    """ARP suppression, the check page ldirectord requests, and a page naming this server."""
+    render = _renderer(cluster, node)
+    files = {
+        SYSCTL_REALSERVER: File(render("sysctl-realserver.conf")),
+        f"{DOCROOT}/index.html": File(render("index-realserver.html")),
+    }
+    for s in cluster.services:
+        if s.checktype == "negotiate":
+            files[f"{DOCROOT}/{s.request}"] = File(s.page_content + "\n")
+    return files
+
+
+def node_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, File]:
+    """Every file that makes an image into `node`; the secret is needed on directors only."""
+    sysctl = SYSCTL_DIRECTOR if node.is_director else SYSCTL_REALSERVER
+    render = _renderer(cluster, node, sysctl_path=sysctl)
+    files = {
+        "/etc/hostname": File(node.name + "\n"),
+        "/etc/hosts": File(render("hosts")),
+        "/etc/network/interfaces": File(render("interfaces")),
+    }
+    if cluster.network.dns:
+        files["/etc/resolv.conf"] = File("".join(f"nameserver {a}\n" for a in cluster.network.dns))
+    if node.is_director:
+        if not secret:
+            raise ValueError(f"{node.name}: a director needs the heartbeat secret")
+        files.update(director_files(cluster, node, secret))
+    else:
+        files.update(realserver_files(cluster, node))
+    return dict(sorted(files.items()))
+
+
+def write_tree(files: dict[str, File], root: Path) -> None:
+    """Write files under root, each atomically (temp file + rename), with its mode."""
+    for path, f in files.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            os.fchmod(fd, f.mode)
+            with os.fdopen(fd, "w") as out:
+                out.write(f.content)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise

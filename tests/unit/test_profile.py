@@ -67,6 +67,8 @@ BAD = {
     "node outside subnet": (lambda d: d["real_servers"][0].update(address="10.0.0.1"), "webserver1: address 10.0.0.1 is outside"),
     "bad subnet": (lambda d: d["network"].update(subnet="192.168.0.0/33"), "network.subnet"),
     "missing vip": (lambda d: d.pop("vip"), "vip: is required"),
+    "check timings differ": (lambda d: d["services"].append(dict(d["services"][0], port=8080, checktimeout=5)),
+                             "checktimeout differs between services (10, 5)"),
     "weight range": (lambda d: d["real_servers"][0].update(weight=-1), "webserver1: -1 is out of range"),
 }
 

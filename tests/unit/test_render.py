@@ -37,3 +37,78 @@ def test_authkeys_is_root_only_and_ldirectord_options_are_indented():
     lines = files["/etc/ha.d/ldirectord.cf"].content.splitlines()
     after_virtual = lines[lines.index("virtual=192.168.0.105:80") + 1:]
     assert after_virtual and all(line.startswith("\t") for line in after_virtual if line)
+
+
+def settings(text):
+    """The lines that take effect: comments and blank lines dropped."""
+    return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.fixture
+def howto():
+    return profile.load(ROOT / "profiles" / "howto.toml")
+
+
+def test_realserver_sysctl_sets_what_the_howto_sets(howto):
+    files = render.node_files(howto, howto.node("webserver1"), None)
+    rendered = files["/etc/sysctl.d/60-lvs-realserver.conf"].content
+    assert settings(rendered) == settings(GOLDEN.joinpath("sysctl-realserver.conf").read_text())
+
+
+def test_realserver_sysctl_follows_the_profile_interface(howto):
+    from dataclasses import replace
+    other = replace(howto, network=replace(howto.network, interface="ens2"))
+    rendered = render.node_files(other, other.node("webserver1"), None)[render.SYSCTL_REALSERVER].content
+    assert "net.ipv4.conf.ens2.arp_ignore = 1" in rendered and ".eth0." not in rendered
+
+
+def test_vip_on_lo_stanza_is_the_howtos(howto):
+    # the howto reloads all of /etc/sysctl.conf; we load only our own file, quietly
+    fix = {"pre-up sysctl -p > /dev/null": "pre-up sysctl -q -p /etc/sysctl.d/60-lvs-realserver.conf"}
+    golden = [fix.get(line, line) for line in GOLDEN.joinpath("interfaces-lo0").read_text().splitlines()]
+    lines = render.node_files(howto, howto.node("webserver2"), None)["/etc/network/interfaces"].content.splitlines()
+    start = lines.index("auto lo:0")
+    assert lines[start:start + len(golden)] == golden
+
+
+def test_each_node_gets_its_own_static_address(howto):
+    for node in howto.nodes:
+        text = render.node_files(howto, node, "k" * 32)["/etc/network/interfaces"].content
+        assert f"\taddress {node.address}/24" in text
+        assert ("auto lo:0" in text) == (not node.is_director)
+
+
+def test_hosts_and_hostname_name_every_node(howto):
+    files = render.node_files(howto, howto.node("loadb2"), "k" * 32)
+    assert files["/etc/hostname"].content == "loadb2\n"
+    hosts = files["/etc/hosts"].content
+    for n in howto.nodes:
+        assert f"{n.address}\t{n.name}.example.com\t{n.name}" in hosts
+
+
+def test_check_page_contains_receive_and_index_names_the_server(howto):
+    files = render.node_files(howto, howto.node("webserver2"), None)
+    assert "Test Page" in files["/var/www/html/ldirector.html"].content
+    assert 'data-server="webserver2"' in files["/var/www/html/index.html"].content
+
+
+def test_directors_forward_and_serve_the_fallback_page(howto):
+    files = render.node_files(howto, howto.node("loadb1"), "k" * 32)
+    assert settings(files[render.SYSCTL_DIRECTOR].content) == [["net.ipv4.ip_forward", "=", "1"]]
+    assert "temporarily unavailable" in files["/var/www/html/index.html"].content
+    assert "/var/www/html/ldirector.html" not in files
+
+
+def test_real_servers_never_get_the_secret_and_directors_need_it(howto):
+    files = render.node_files(howto, howto.node("webserver1"), "k" * 32)
+    assert not any("ha.d" in p for p in files)
+    assert not any("k" * 32 in f.content for f in files.values())
+    with pytest.raises(ValueError, match="loadb1: a director needs the heartbeat secret"):
+        render.node_files(howto, howto.node("loadb1"), None)
+
+
+def test_write_tree_keeps_modes(howto, tmp_path):
+    render.write_tree(render.node_files(howto, howto.node("loadb1"), "k" * 32), tmp_path)
+    assert (tmp_path / "etc/ha.d/authkeys").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "etc/hosts").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.rglob(".*"))  # no temp files left behind

@@ -1,0 +1,130 @@
+"""Per-node NoCloud seed ISOs (volume label ``cidata``), written with pycdlib.
+
+The ISO carries cloud-init's standard files (``meta-data``, ``user-data``,
+``network-config`` v2) and ``appliance.json``: the node's role, the validated cluster
+and, on directors only, the heartbeat secret. First boot reads ``appliance.json``.
+The same inputs give a byte-identical ISO: pycdlib's clock is frozen while it works.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import pycdlib
+
+from builder import profile
+from builder.profile import Cluster, Node
+
+LABEL = "cidata"
+APPLIANCE = "appliance.json"
+FORMAT = 1
+EPOCH = 1700000000  # used when SOURCE_DATE_EPOCH is not set
+ISO_NAMES = {"meta-data": "METADATA.;1", "user-data": "USERDATA.;1",
+             "network-config": "NETWORKC.;1", APPLIANCE: "APPLIANC.JSO;1"}
+
+
+def appliance(cluster: Cluster, node: Node, secret: str | None) -> dict:
+    data = {"format": FORMAT, "node": node.name, "role": node.role,
+            "cluster": profile.to_dict(cluster)}
+    if node.is_director:
+        data["secret"] = secret
+    return data
+
+
+def _q(value: object) -> str:
+    return json.dumps(str(value))  # a JSON string is a valid YAML scalar
+
+
+def seed_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, bytes]:
+    """The files on a node's seed ISO. Pure: same inputs, same bytes."""
+    body = json.dumps(appliance(cluster, node, secret), indent=2, sort_keys=True) + "\n"
+    instance = f"{cluster.name}-{node.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+    fqdn = f"{node.name}.{cluster.domain}"
+    net = cluster.network
+    network = ["version: 2", "ethernets:", f"  {net.interface}:",
+               f"    match: {{name: {_q(net.interface)}}}",
+               f"    addresses: [{_q(f'{node.address}/{net.prefixlen}')}]"]
+    if net.gateway:
+        network.append(f"    routes: [{{to: default, via: {_q(net.gateway)}}}]")
+    if net.dns:
+        network.append(f"    nameservers: {{addresses: [{', '.join(_q(a) for a in net.dns)}]}}")
+    return {
+        "meta-data": f"instance-id: {_q(instance)}\nlocal-hostname: {_q(node.name)}\n".encode(),
+        "user-data": (f"#cloud-config\nhostname: {_q(node.name)}\nfqdn: {_q(fqdn)}\n"
+                      "preserve_hostname: false\n").encode(),
+        "network-config": ("\n".join(network) + "\n").encode(),
+        APPLIANCE: body.encode(),
+    }
+
+
+@contextlib.contextmanager
+def _frozen_clock(epoch: int):
+    with mock.patch("time.time", return_value=float(epoch)), \
+            mock.patch("time.localtime", time.gmtime):
+        yield
+
+
+def build_iso(files: dict[str, bytes]) -> bytes:
+    """An ISO9660 image with Rock Ridge and Joliet names, as genisoimage -J -r makes."""
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", EPOCH))
+    iso = pycdlib.PyCdlib()
+    out = io.BytesIO()
+    with _frozen_clock(epoch):
+        iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=LABEL)
+        for name, data in sorted(files.items()):
+            iso.add_fp(io.BytesIO(data), len(data), f"/{ISO_NAMES[name]}", rr_name=name,
+                       joliet_path=f"/{name}")
+        iso.write_fp(out)
+        iso.close()
+    return out.getvalue()
+
+
+def read_iso(path: Path) -> tuple[str, dict[str, bytes]]:
+    """The volume label and the files (by Rock Ridge name) of a seed ISO."""
+    iso = pycdlib.PyCdlib()
+    iso.open(str(path))
+    try:
+        label = iso.pvd.volume_identifier.decode().strip()
+        files = {}
+        for child in iso.list_children(rr_path="/"):
+            if child.is_file():
+                name = child.rock_ridge.name().decode()
+                buf = io.BytesIO()
+                iso.get_file_from_iso_fp(buf, rr_path=f"/{name}")
+                files[name] = buf.getvalue()
+        return label, files
+    finally:
+        iso.close()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file and rename: an interrupted run leaves no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o600)  # directors' seeds hold the heartbeat secret
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_seeds(cluster: Cluster, secret: str, out: Path, names: list[str] | None = None) -> list[Path]:
+    """One ``<node>.iso`` per node (or per name given) under out."""
+    paths = []
+    for node in cluster.nodes:
+        if names and node.name not in names:
+            continue
+        path = out / f"{node.name}.iso"
+        write_atomic(path, build_iso(seed_files(cluster, node, secret)))
+        paths.append(path)
+    return paths
