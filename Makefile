@@ -5,16 +5,24 @@ PY      := $(VENV)/bin/python
 
 SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 
-.PHONY: help test unit lint seeds
+PYTEST  := $(PY) -m pytest -p no:cacheprovider
+IMAGES  := director.img webserver.img
+
+.PHONY: help test unit boot acceptance lint seeds host-setup test-tools
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
+RELEASE ?= bookworm
+IMAGE_INPUTS := $(shell find images firstboot builder/templates -type f -not -name '*.pyc') \
+	builder/profile.py builder/render.py builder/secret.py builder/image.py
+
 $(VENV)/.done: pyproject.toml
+	python3 -c 'import ensurepip' 2>/dev/null || apt-get install -y -q python3-venv
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-test: unit  ## run every test
+test: unit boot  ## run every test: unit, then the images boot under QEMU
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
@@ -24,3 +32,18 @@ lint: $(VENV)/.done  ## validate PROFILE and flag the howto's traps
 
 seeds: $(VENV)/.done  ## one seed ISO per node of PROFILE, in $(SEEDS)
 	$(PY) -m builder seed $(PROFILE) --out $(SEEDS)
+
+host-setup: $(VENV)/.done  ## install the host tools (mkosi from backports, QEMU, OVMF...)
+	$(PY) -m builder host-setup --release $(RELEASE)
+
+director.img webserver.img: %.img: $(IMAGE_INPUTS) | $(VENV)/.done  ## build an appliance image
+	$(PY) -m builder image $* --release $(RELEASE)
+
+%.qcow2: %.img  ## compressed qcow2 copy of an image
+	$(PY) -c 'from builder import image; from pathlib import Path; image.to_qcow2(Path("$<"))'
+
+test-tools: $(VENV)/.done
+	$(PY) -m builder host-setup --tests --release $(RELEASE)
+
+boot: $(IMAGES) test-tools  ## boot each image with and without its seed (QEMU; TCG unless KVM works)
+	$(PYTEST) -q -s -m vm tests/boot --junitxml=test-results/boot.xml

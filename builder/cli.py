@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from builder import profile, render, secret, seed
+from builder import host, image, profile, render, secret, seed
 
 
 class Fail(Exception):
@@ -84,6 +84,28 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_host_setup(args: argparse.Namespace) -> int:
+    try:
+        installed = host.ensure(args.release, tests=args.tests)
+    except host.HostError as e:
+        raise Fail(str(e)) from None
+    print(f"host tools: installed {', '.join(installed)}" if installed else "host tools: all present")
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    try:
+        for role in args.role:
+            path = image.build(role, args.release)
+            print(f"{path}: {path.stat().st_size / 2**20:.0f} MiB raw disk image ({role})")
+            if args.qcow2:
+                q = image.to_qcow2(path)
+                print(f"{q}: {q.stat().st_size / 2**20:.0f} MiB qcow2")
+    except host.HostError as e:
+        raise Fail(str(e)) from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     parser = argparse.ArgumentParser(
@@ -115,6 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node", action="append", metavar="NAME", help="only this node (repeatable)")
     p.add_argument("--secrets", default=".secrets", metavar="DIR", help=secrets_help)
     p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("image", help="build appliance images with mkosi",
+                       description="Build ROLE.img (raw GPT disk, UEFI-bootable) at the repo root, "
+                       "with ROLE.packages listing its packages. Installs missing host tools "
+                       "first when run as root.")
+    p.add_argument("role", nargs="+", choices=image.ROLES)
+    p.add_argument("--release", default="bookworm", help="Debian release (default: bookworm)")
+    p.add_argument("--qcow2", action="store_true", help="also write ROLE.qcow2 (compressed)")
+    p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("host-setup", help="install the host tools builds and tests need",
+                       description="Install mkosi (backports), systemd-boot, QEMU, OVMF and "
+                       "the file system tools, if missing. Not root: prints the command.")
+    p.add_argument("--release", default="bookworm", help="the host's Debian release")
+    p.add_argument("--tests", action="store_true", help="also what the VM tests need (chromium, curl)")
+    p.set_defaults(func=cmd_host_setup)
 
     args = parser.parse_args(argv)
     try:

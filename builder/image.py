@@ -1,0 +1,104 @@
+"""Build an appliance image with mkosi.
+
+The builder stages what first boot needs (the profile and rendering code, firstboot/, the
+units), gives mkosi the package sources explicitly (mkosi 24.3 would add debian-debug, which
+mirrors may reject), and moves the finished image into place only when mkosi succeeded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from builder import host
+from builder.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = ("director", "webserver")
+# what goes into the image: code that runs at first boot, and nothing host-only
+STAGED = ["builder/__init__.py", "builder/profile.py", "builder/render.py", "builder/secret.py",
+          "builder/templates", "firstboot/__init__.py", "firstboot/configure.py"]
+UNITS = ["firstboot/appliance-firstboot.service", "firstboot/appliance-ready.service"]
+
+
+def sources(mirror: str, release: str) -> str:
+    """deb822 sources for the image: the release, its updates and its security suite."""
+    security = mirror.rsplit("/", 1)[0] + "/debian-security"
+    key = "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    return (f"Types: deb\nURIs: {mirror}\nSuites: {release} {release}-updates\nComponents: main\n{key}\n"
+            f"Types: deb\nURIs: {security}\nSuites: {release}-security\nComponents: main\n{key}")
+
+
+def source_date_epoch() -> str:
+    """SOURCE_DATE_EPOCH, else the last commit's time: same commit, same timestamps."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return os.environ["SOURCE_DATE_EPOCH"]
+    try:
+        out = run(["git", "-C", ROOT, "log", "-1", "--format=%ct"], check=False).stdout.strip()
+    except OSError:
+        out = ""
+    return out or "1700000000"
+
+
+def stage(dest: Path) -> None:
+    """The first-boot tree, copied fresh (no __pycache__, no host timestamps kept)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    lib = dest / "usr/lib/appliance"
+    for rel in STAGED:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, lib / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (lib / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, lib / rel)
+    units = dest / "usr/lib/systemd/system"
+    units.mkdir(parents=True)
+    for rel in UNITS:
+        shutil.copy(ROOT / rel, units)
+    shutil.copy(ROOT / "firstboot/README.md", lib / "README")
+
+
+def package_list(manifest: Path) -> str:
+    """`name version` per installed package, from mkosi's JSON manifest."""
+    data = json.loads(manifest.read_text())
+    pkgs = sorted((p["name"], p["version"]) for p in data.get("packages", []))
+    return "".join(f"{n} {v}\n" for n, v in pkgs)
+
+
+def build(role: str, release: str = "bookworm", out: Path = ROOT, work: Path = ROOT / "build") -> Path:
+    """Build <out>/<role>.img (raw GPT disk) and <role>.packages next to it."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    host.ensure(release)
+    w = work / role
+    pmt = w / "package-manager-tree"
+    (pmt / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
+    (pmt / "etc/apt/sources.list.d/mkosi.sources").write_text(sources(host.debian_mirror(), release))
+    stage(w / "stage")
+    output = w / "output"
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    cache = work / "cache"
+    (cache / role).mkdir(parents=True, exist_ok=True)
+    (cache / "packages").mkdir(parents=True, exist_ok=True)
+    run(["mkosi", "--directory", ROOT / "images", "--include", ROOT / "images" / role,
+         "--release", release, "--package-manager-tree", pmt, "--extra-tree", f"{w / 'stage'}:/",
+         "--output-dir", output, "--cache-dir", cache / role, "--package-cache-dir", cache / "packages",
+         "--output", role, "--source-date-epoch", source_date_epoch(), "--incremental",
+         "--force", "build"], capture=False)
+    image = out / f"{role}.img"
+    packages = out / f"{role}.packages"
+    packages.with_suffix(".tmp").write_text(package_list(output / f"{role}.manifest"))
+    os.replace(output / f"{role}.raw", image)
+    os.replace(packages.with_suffix(".tmp"), packages)
+    return image
+
+
+def to_qcow2(image: Path) -> Path:
+    target = image.with_suffix(".qcow2")
+    tmp = target.with_suffix(".qcow2.tmp")
+    run(["qemu-img", "convert", "-O", "qcow2", "-c", image, tmp])
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,198 @@
+"""Turn this image into the node its seed ISO describes, once per instance-id.
+
+Runs inside the image (appliance-firstboot.service), before networking and the cluster
+services, using the same rendering code as ``python -m builder render``. Without a usable
+seed the node still boots, says on the console what is wrong and how to fix it, and no
+cluster service starts (they require /var/lib/appliance/configured).
+
+``configure`` is the first-boot step; ``ready`` (appliance-ready.service, after
+multi-user.target) prints the line a harness waits for::
+
+    APPLIANCE READY node=loadb1 role=director address=192.168.0.103 instance=howto-loadb1-…
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder import profile, render, secret
+
+LABELS = ("cidata", "CIDATA")
+STATE = Path("/var/lib/appliance")
+IMAGE_ROLE = Path("/usr/lib/appliance/role")
+READY, NOT_CONFIGURED, FAILED = "APPLIANCE READY", "APPLIANCE NOT CONFIGURED", "APPLIANCE FAILED"
+SERVICES = {profile.DIRECTOR: ("heartbeat.service", "apache2.service"),
+            profile.REALSERVER: ("apache2.service",)}
+HOW_TO_SEED = ("make one on the host with `python -m builder seed PROFILE --out DIR` and attach "
+               "DIR/<node>.iso to this machine as a disk or CD-ROM, then reboot")
+
+
+class SeedError(Exception):
+    """The seed is missing or unusable; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Seed:
+    instance_id: str
+    cluster: profile.Cluster
+    node: profile.Node
+    secret: str | None
+
+
+def _meta_data(text: str) -> dict[str, str]:
+    """The flat `key: value` lines of NoCloud meta-data (values may be JSON-quoted)."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not line.startswith((" ", "#")):
+            value = value.strip()
+            values[key.strip()] = json.loads(value) if value.startswith('"') else value
+    return values
+
+
+def read_seed(directory: Path, image_role: str | None) -> Seed:
+    """Validate the seed's files; every problem becomes one SeedError saying what to fix."""
+    try:
+        meta = _meta_data((directory / "meta-data").read_text())
+        data = json.loads((directory / "appliance.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SeedError(f"the seed ISO is not an appliance seed ({e}); {HOW_TO_SEED}") from None
+    instance = meta.get("instance-id")
+    if not instance:
+        raise SeedError(f"meta-data has no instance-id; {HOW_TO_SEED}")
+    if data.get("format") != 1:
+        raise SeedError(f"appliance.json format {data.get('format')!r} is not supported by this "
+                        "image (expected 1): rebuild the seed with the builder of this image")
+    try:
+        cluster = profile.parse(data.get("cluster") or {}, "seed appliance.json")
+    except profile.ProfileError as e:
+        raise SeedError(f"{e}\nFix the profile, then remake the seed") from None
+    try:
+        node = cluster.node(str(data.get("node")))
+    except KeyError:
+        raise SeedError(f"node {data.get('node')!r} is not in cluster {cluster.name}") from None
+    if image_role and node.role != image_role:
+        raise SeedError(f"this is a {image_role} image but the seed is for {node.role} {node.name}: "
+                        "attach that node's seed, or boot the image of its role")
+    key = data.get("secret")
+    if node.is_director:
+        found = secret.problems(key) if isinstance(key, str) else ["it is missing"]
+        if found:
+            raise SeedError(f"the heartbeat secret on the seed is unusable: {'; '.join(found)}")
+    return Seed(instance, cluster, node, key if node.is_director else None)
+
+
+def files_for(seed: Seed) -> dict[str, render.File]:
+    return render.node_files(seed.cluster, seed.node, seed.secret)
+
+
+def _run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def find_seed_device(wait: float = 10.0) -> str | None:
+    """The block device labelled cidata, waiting a little for slow (CD-ROM) devices."""
+    deadline = time.monotonic() + wait
+    while True:
+        with contextlib.suppress(FileNotFoundError, subprocess.CalledProcessError):
+            _run("udevadm", "settle", "--timeout=5")
+        for label in LABELS:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                device = _run("blkid", "-c", "/dev/null", "-t", f"LABEL={label}", "-o", "device").split()
+                if device:
+                    return device[0]
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(1)
+
+
+@contextlib.contextmanager
+def mounted(device: str):
+    with tempfile.TemporaryDirectory(prefix="seed.") as mountpoint:
+        _run("mount", "-o", "ro", device, mountpoint)
+        try:
+            yield Path(mountpoint)
+        finally:
+            _run("umount", mountpoint)
+
+
+def apply_live(seed: Seed, root: Path = Path("/")) -> None:
+    """What the files alone do not change in the running system: hostname and sysctls."""
+    Path("/proc/sys/kernel/hostname").write_text(seed.node.name)
+    sysctl = render.SYSCTL_DIRECTOR if seed.node.is_director else render.SYSCTL_REALSERVER
+    _run("sysctl", "-q", "-p", str(root / sysctl.lstrip("/")))
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def configure(state: Path = STATE, root: Path = Path("/")) -> int:
+    marker = state / "configured"
+    image_role = IMAGE_ROLE.read_text().strip() if IMAGE_ROLE.exists() else None
+    device = find_seed_device()
+    if device is None:
+        if marker.exists():
+            say(f"appliance: no seed attached; keeping the configuration of {marker.read_text().strip()}")
+            return 0
+        say(f"{NOT_CONFIGURED}: no seed ISO (volume label cidata) found; {HOW_TO_SEED}. "
+            "No cluster service was started.")
+        return 1
+    try:
+        with mounted(device) as directory:
+            seed = read_seed(directory, image_role)
+    except (SeedError, subprocess.CalledProcessError) as e:
+        marker.unlink(missing_ok=True)
+        detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else e
+        say(f"{NOT_CONFIGURED}: seed on {device}: {detail}. No cluster service was started.")
+        return 1
+    if marker.exists() and marker.read_text().strip() == seed.instance_id:
+        say(f"appliance: {seed.node.name} already configured for {seed.instance_id}")
+        apply_live(seed, root)
+        return 0
+    marker.unlink(missing_ok=True)  # half-configured must never look configured
+    files = files_for(seed)
+    render.write_tree(files, root)
+    apply_live(seed, root)
+    state.mkdir(parents=True, exist_ok=True)
+    node = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
+            "interface": seed.cluster.network.interface, "instance": seed.instance_id}
+    render.write_tree({str(state / "node.json"): render.File(json.dumps(node) + "\n"),
+                       str(marker): render.File(seed.instance_id + "\n")}, Path("/"))
+    say(f"appliance: configured {seed.node.name} ({seed.node.role}, {seed.node.address}) "
+        f"from {device}: {len(files)} files, instance {seed.instance_id}")
+    return 0
+
+
+def ready(state: Path = STATE) -> int:
+    """Print the ready line once the role's services are up (or say which are not)."""
+    node = json.loads((state / "node.json").read_text())
+    role = node["role"]
+    down = [s for s in SERVICES[role]
+            if subprocess.run(["systemctl", "is-active", "--quiet", s]).returncode != 0]
+    if down:
+        say(f"{FAILED} node={node['node']} role={role} inactive={','.join(down)}")
+        return 1
+    say(f"{READY} node={node['node']} role={role} address={node['address']} "
+        f"instance={node['instance']}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    commands = {"configure": configure, "ready": ready}
+    if len(argv) != 1 or argv[0] not in commands:
+        print(f"usage: python3 -m firstboot.configure {{{'|'.join(commands)}}}", file=sys.stderr)
+        return 2
+    os.umask(0o022)
+    return commands[argv[0]]()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

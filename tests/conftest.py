@@ -1,0 +1,38 @@
+"""Shared pytest set-up: the harness package lives in tests/harness."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "test-results"
+
+
+def image(role: str) -> Path:
+    path = ROOT / f"{role}.img"
+    if not path.exists():
+        pytest.fail(f"{path.name} is missing: run `make {path.name}` (make test builds it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def accel() -> str:
+    """kvm if a probe boot works under it, else tcg (printed, so runs say which)."""
+    from harness import accel as probe
+    kernel = ROOT / "build" / "director" / "output" / "director.vmlinuz"
+    chosen = probe.probe(kernel)
+    print(f"\nQEMU accelerator: {chosen}")
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def seeds(tmp_path_factory) -> Path:
+    """Seed ISOs for howto.toml, written with the builder (secret in a temp dir)."""
+    from builder import profile, secret, seed
+    out = tmp_path_factory.mktemp("seeds")
+    cluster = profile.load(ROOT / "profiles" / "howto.toml")
+    key = secret.load_or_create(cluster, ROOT / "profiles" / "howto.toml", out / "secrets")
+    seed.write_seeds(cluster, key, out)
+    return out

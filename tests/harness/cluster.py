@@ -1,0 +1,163 @@
+"""The howto's four machines booted from the images on one isolated segment, plus a client.
+
+    with Cluster(profile_path, workdir, accel) as cluster:
+        cluster["loadb1"].succeed("ipvsadm -L -n")
+        cluster.vip.get("/")
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from builder import profile, secret, seed
+from harness import net, wait
+from harness.vm import VM
+
+log = logging.getLogger("harness.cluster")
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = {profile.DIRECTOR: "director.img", profile.REALSERVER: "webserver.img"}
+SERVER_RE = re.compile(r'data-server="([^"]+)"')
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int          # 0: no HTTP answer (timeout, refused)
+    body: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def server(self) -> str | None:
+        """Which real server (or `<director>-fallback`) produced the page."""
+        match = SERVER_RE.search(self.body)
+        return match.group(1) if match else None
+
+
+class Client:
+    """The howto's browser: HTTP from the client address inside the namespace."""
+
+    def __init__(self, segment: net.Segment, host: IPv4Address):
+        self.segment, self.host = segment, host
+
+    def get(self, path: str = "/", timeout: float = 3) -> Response:
+        started = time.monotonic()
+        proc = self.segment.run("curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}",
+                                f"http://{self.host}{path}", check=False, timeout=timeout + 5)
+        body, _, code = proc.stdout.rpartition("\n")
+        return Response(int(code) if code.isdigit() else 0, body, time.monotonic() - started)
+
+    def servers(self, count: int, path: str = "/") -> list[str | None]:
+        """Who answered each of `count` requests in turn (None: the request failed)."""
+        return [r.server if r.ok else None for r in (self.get(path) for _ in range(count))]
+
+    def browse(self, path: str = "/", timeout: float = 90) -> str:
+        """Load the page in headless chromium, run inside the namespace; returns the DOM."""
+        proc = self.segment.run(
+            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-dev-shm-usage", "--user-data-dir=/tmp/lvs-appliance-chromium",
+            f"--timeout={int(timeout * 1000)}", "--dump-dom", f"http://{self.host}{path}",
+            timeout=timeout + 30)
+        return proc.stdout
+
+
+class Cluster:
+    def __init__(self, profile_path: Path, workdir: Path, accel: str, boot_timeout: float = 600):
+        self.profile_path = profile_path
+        self.spec = profile.load(profile_path)
+        self.workdir, self.accel, self.boot_timeout = workdir, accel, boot_timeout
+        self.vms: dict[str, VM] = {}
+        self._stack = contextlib.ExitStack()
+        self.segment: net.Segment | None = None
+        self.boot_seconds = 0.0
+
+    # the client takes the highest free address of the subnet
+    def _client_address(self) -> IPv4Address:
+        used = {n.address for n in self.spec.nodes} | {self.spec.vip}
+        return next(a for a in reversed(list(self.spec.network.subnet.hosts())) if a not in used)
+
+    def __enter__(self) -> "Cluster":
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        spec = self.spec
+        seeds = self.workdir / "seeds"
+        key = secret.load_or_create(spec, self.profile_path, self.workdir / "secrets")
+        seed.write_seeds(spec, key, seeds)
+        self.segment = self._stack.enter_context(
+            net.Segment(str(self._client_address()), spec.network.prefixlen))
+        for node in spec.nodes:
+            image = ROOT / IMAGES[node.role]
+            if not image.exists():
+                raise FileNotFoundError(f"{image.name} is missing: run `make {image.name}`")
+            octets = node.address.packed
+            vm = VM(node.name, image, self.workdir, seed=seeds / f"{node.name}.iso",
+                    accel=self.accel, tap=self.segment.tap(f"tap-{node.name}"[:15]),
+                    mac="52:54:00:%02x:%02x:%02x" % tuple(octets[1:]), netns=net.NETNS)
+            self.vms[node.name] = vm
+            self._stack.callback(vm.shutdown)
+        started = time.monotonic()
+        for vm in self.vms.values():  # all boot at once; the waits below overlap
+            vm.start()
+        with concurrent.futures.ThreadPoolExecutor(len(self.vms)) as pool:
+            for f in [pool.submit(vm.wait_until_ready, self.boot_timeout) for vm in self.vms.values()]:
+                f.result()
+        for vm in self.vms.values():
+            vm.wait_for_agent(120)
+        self.boot_seconds = time.monotonic() - started
+        log.info("cluster ready in %.0fs", self.boot_seconds)
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    # ---- what tests use -------------------------------------------------------------
+    def __getitem__(self, name: str) -> VM:
+        return self.vms[name]
+
+    @property
+    def directors(self) -> list[VM]:
+        return [self.vms[n.name] for n in self.spec.directors]
+
+    @property
+    def real_servers(self) -> list[VM]:
+        return [self.vms[n.name] for n in self.spec.real_servers]
+
+    @property
+    def vip(self) -> Client:
+        assert self.segment
+        return Client(self.segment, self.spec.vip)
+
+    def holds_vip(self, director: VM) -> bool:
+        out = director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}")
+        return f"inet {self.spec.vip}/" in out
+
+    def active_director(self, timeout: float = 120) -> VM:
+        """The one director holding the VIP (waits until exactly one does)."""
+        def find():
+            holders = [d for d in self.directors if self.holds_vip(d)]
+            return holders[0] if len(holders) == 1 else None
+        return wait.until(find, timeout, "exactly one director to hold the VIP", interval=1)
+
+    def standby_of(self, active: VM) -> VM:
+        return next(d for d in self.directors if d is not active)
+
+    def console_tails(self, lines: int = 40) -> str:
+        out = []
+        for name, vm in self.vms.items():
+            if vm.console_log.exists():
+                tail = vm.console_log.read_text(errors="replace").splitlines()[-lines:]
+                out += [f"[{name}] {line}" for line in tail if line.strip()]
+        return "\n".join(out)

@@ -1,0 +1,68 @@
+"""First boot's seed reader, run on the host against seeds the builder writes."""
+import json
+from pathlib import Path
+
+import pytest
+
+from builder import profile, render, seed
+from firstboot import configure
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "3f9a1c5e7b2d4086" * 4
+
+
+@pytest.fixture
+def howto():
+    return profile.load(ROOT / "profiles" / "howto.toml")
+
+
+def unpack(cluster, name, tmp_path, key=KEY):
+    """What first boot sees on the mounted ISO."""
+    [iso] = seed.write_seeds(cluster, key, tmp_path / "iso", [name])
+    _, files = seed.read_iso(iso)
+    d = tmp_path / name
+    d.mkdir()
+    for fname, data in files.items():
+        (d / fname).write_bytes(data)
+    return d
+
+
+def test_seed_gives_the_same_files_as_builder_render(howto, tmp_path):
+    s = configure.read_seed(unpack(howto, "loadb2", tmp_path), "director")
+    assert s.node.name == "loadb2" and s.instance_id.startswith("howto-loadb2-")
+    assert configure.files_for(s) == render.node_files(howto, howto.node("loadb2"), KEY)
+
+
+def test_seed_for_the_other_role_is_refused(howto, tmp_path):
+    with pytest.raises(configure.SeedError, match="this is a director image but the seed is for realserver webserver1"):
+        configure.read_seed(unpack(howto, "webserver1", tmp_path), "director")
+
+
+def test_seed_with_a_broken_cluster_lists_the_problems(howto, tmp_path):
+    d = unpack(howto, "loadb1", tmp_path)
+    data = json.loads((d / "appliance.json").read_text())
+    data["cluster"]["vip"] = "192.168.0.300"
+    (d / "appliance.json").write_text(json.dumps(data))
+    with pytest.raises(configure.SeedError, match="vip: address 192.168.0.300 is not an IPv4 address"):
+        configure.read_seed(d, "director")
+
+
+def test_seed_without_appliance_json_says_how_to_make_one(howto, tmp_path):
+    d = unpack(howto, "loadb1", tmp_path)
+    (d / "appliance.json").unlink()
+    with pytest.raises(configure.SeedError, match="python -m builder seed"):
+        configure.read_seed(d, "director")
+
+
+def test_director_seed_with_a_weak_secret_is_refused(howto, tmp_path):
+    d = unpack(howto, "loadb1", tmp_path)
+    data = json.loads((d / "appliance.json").read_text())
+    data["secret"] = "password"
+    (d / "appliance.json").write_text(json.dumps(data))
+    with pytest.raises(configure.SeedError, match="heartbeat secret on the seed is unusable"):
+        configure.read_seed(d, "director")
+
+
+def test_meta_data_values_are_read_quoted_or_not():
+    assert configure._meta_data('instance-id: "a-1"\nlocal-hostname: web\n') == {
+        "instance-id": "a-1", "local-hostname": "web"}
