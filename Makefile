@@ -22,7 +22,7 @@ $(VENV)/.done: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-test: unit boot  ## run every test: unit, then the images boot under QEMU
+test: unit boot acceptance  ## run every test: unit, image boots, then the four-VM cluster suite
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
@@ -47,3 +47,6 @@ test-tools: $(VENV)/.done
 
 boot: $(IMAGES) test-tools  ## boot each image with and without its seed (QEMU; TCG unless KVM works)
 	$(PYTEST) -q -s -m vm tests/boot --junitxml=test-results/boot.xml
+
+acceptance: $(IMAGES) test-tools  ## the howto's checks and failovers on a four-VM cluster (PROFILE=...)
+	PROFILE=$(PROFILE) $(PYTEST) -q -s -m vm tests/acceptance --junitxml=test-results/acceptance.xml

@@ -6,15 +6,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "test-results"
-
-
-def image(role: str) -> Path:
-    path = ROOT / f"{role}.img"
-    if not path.exists():
-        pytest.fail(f"{path.name} is missing: run `make {path.name}` (make test builds it)")
-    return path
+from harness.paths import ROOT  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RESULTS, ROOT
+from harness.paths import RESULTS, ROOT
 from harness.cluster import Cluster
 
 _cluster: Cluster | None = None

@@ -46,7 +46,7 @@ def test_1_exactly_one_director_is_active(cluster):
     active = cluster.active_director(timeout=240)
     standby = cluster.standby_of(active)
     assert not cluster.holds_vip(standby)
-    active.wait_until_succeeds("ldirectord ldirectord.cf status | grep -q 'is running'", 60)
+    active.wait_until_succeeds("ldirectord ldirectord.cf status 2>&1 | grep -q 'is running'", 60)
     assert "running with pid" in active.succeed("ldirectord ldirectord.cf status")
     assert "is stopped" in standby.execute("ldirectord ldirectord.cf status")[1]
     assert active.succeed("/etc/ha.d/resource.d/LVSSyncDaemonSwap master status").startswith("master running")
@@ -117,7 +117,7 @@ def test_6_active_director_crash_the_standby_takes_over(cluster):
     print(f"\ndirector crash ({active.name}): service back after {outage:.1f}s, "
           f"{failed} failed requests")
     assert cluster.holds_vip(standby)
-    standby.wait_until_succeeds("ldirectord ldirectord.cf status | grep -q 'is running'", 60)
+    standby.wait_until_succeeds("ldirectord ldirectord.cf status 2>&1 | grep -q 'is running'", 60)
     assert standby.succeed("/etc/ha.d/resource.d/LVSSyncDaemonSwap master status").startswith("master running")
     wait.until(lambda: set(cluster.vip.servers(4)) == {"webserver1", "webserver2"},
                settle_time(cluster) * 2, "both real servers behind the new director")

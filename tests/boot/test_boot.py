@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RESULTS, image
+from harness.paths import RESULTS, image
 from harness.vm import VM
 
 pytestmark = pytest.mark.vm

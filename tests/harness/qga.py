@@ -72,9 +72,21 @@ class GuestAgent:
             return True
         except GuestAgentError:
             return False
+        finally:
+            self.close()
 
     def exec(self, command: str, timeout: float = 60) -> tuple[int, str]:
-        """Run `sh -c command`; returns (exit code, stdout + stderr)."""
+        """Run `sh -c command`; returns (exit code, stdout + stderr).
+
+        The connection is closed afterwards: the agent's port takes one client at a time, and
+        a developer may want to attach to a running test cluster too.
+        """
+        try:
+            return self._exec(command, timeout)
+        finally:
+            self.close()
+
+    def _exec(self, command: str, timeout: float) -> tuple[int, str]:
         pid = self.call("guest-exec", path="/bin/sh", arg=["-c", command],
                         **{"capture-output": True})["pid"]
         deadline = time.monotonic() + timeout
