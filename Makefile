@@ -8,7 +8,7 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test unit boot acceptance lint seeds host-setup test-tools
+.PHONY: help test unit boot acceptance lint seeds host-setup test-tools bench-images bench
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -50,3 +50,9 @@ boot: $(IMAGES) test-tools  ## boot each image with and without its seed (QEMU; 
 
 acceptance: $(IMAGES) test-tools  ## the howto's checks and failovers on a four-VM cluster (PROFILE=...)
 	PROFILE=$(PROFILE) $(PYTEST) -q -s -m vm tests/acceptance --junitxml=test-results/acceptance.xml
+
+bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, reproducibility
+	$(PY) tests/bench/bench_images.py
+
+bench: $(IMAGES) test-tools  ## failover benchmark on both profiles; report in bench-results/
+	$(PY) tests/bench/bench_failover.py

@@ -1,0 +1,237 @@
+"""Failover benchmark: request loss and outage per fault, on the real four-VM cluster.
+
+For each profile (default: howto and fast-failover) it boots the cluster, runs a steady,
+bounded HTTP load from the client namespace, and injects one fault at a time, each REPS times
+(default 3) with recovery in between: Apache stop on webserver1, active-director crash,
+crashed director's return, standby crash, and a cut of the standby director's link (split
+brain). It prints a table (median and range) and writes a self-contained HTML report with a
+timeline per fault to bench-results/. It prints figures; it never fails on a threshold.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import accel as accel_probe, net, wait  # noqa: E402
+from harness.cluster import Cluster  # noqa: E402
+from harness.paths import ROOT  # noqa: E402
+
+import report  # noqa: E402
+
+OUT = ROOT / "bench-results"
+RATE, TIMEOUT, LEAD = 20, 1.0, 5.0
+LOADGEN = Path(__file__).with_name("loadgen.py")
+
+
+@dataclass
+class Window:
+    profile: str
+    fault: str
+    rep: int
+    fault_at: float
+    records: list[dict]
+    recovered_at: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def after(self):
+        return [r for r in self.records if r["t"] >= self.fault_at]
+
+    def before(self):
+        return [r for r in self.records if r["t"] < self.fault_at]
+
+    @property
+    def failed(self) -> int:
+        return sum(r["status"] != 200 for r in self.after())
+
+    @property
+    def outage(self) -> float:
+        """Fault to the end of the last failed request (0: none failed)."""
+        bad = [r["t"] + r["latency"] for r in self.after() if r["status"] != 200]
+        return max(bad) - self.fault_at if bad else 0.0
+
+    def complete(self, final) -> float:
+        """Fault to the last request not yet in the final state."""
+        bad = [r["t"] + r["latency"] for r in self.after() if not final(r)]
+        return max(bad) - self.fault_at if bad else 0.0
+
+    @staticmethod
+    def pct(records, q) -> float:
+        lat = sorted(r["latency"] for r in records if r["status"] == 200)
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
+
+
+class Load:
+    """loadgen.py inside the namespace, collecting its JSON lines."""
+
+    def __init__(self, cluster: Cluster, duration: float):
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", net.NETNS, sys.executable, str(LOADGEN), f"http://{cluster.spec.vip}/",
+             "--rate", str(RATE), "--duration", str(duration), "--timeout", str(TIMEOUT)],
+            stdout=subprocess.PIPE, text=True)
+        self.started = time.time()
+
+    def finish(self, stop: bool = False) -> list[dict]:
+        if stop:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=1900)
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def vip_holders(cluster: Cluster) -> list[str]:
+    held = []
+    for d in cluster.directors:
+        try:
+            if cluster.holds_vip(d):
+                held.append(d.name)
+        except Exception:  # noqa: BLE001 - a crashed director cannot say
+            pass
+    return held
+
+
+def pause_until(t: float) -> None:
+    """Bench timeline: inject the fault LEAD seconds into the load window."""
+    time.sleep(max(0.0, t - time.time()))
+
+
+def both_serving(cluster: Cluster, timeout: float) -> None:
+    wait.until(lambda: set(cluster.vip.servers(4)) == {"webserver1", "webserver2"}, timeout,
+               "both real servers serving")
+
+
+def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window], dict]:
+    name = profile_path.stem
+    started = time.monotonic()
+    windows: list[Window] = []
+    with Cluster(profile_path, OUT / "cluster" / name, accel) as cluster:
+        wait.until(lambda: cluster.vip.get().ok, 300, "the first good response on the VIP")
+        first_ok = time.monotonic() - started
+        hb = cluster.spec.heartbeat
+        deadtime = hb.deadtime or 30
+        check = cluster.spec.services[0].checkinterval + cluster.spec.services[0].checktimeout
+        both_serving(cluster, 120)
+        print(f"[{name}] cluster up; first good response {first_ok:.0f}s after start", flush=True)
+
+        def window(fault: str, rep: int, duration: float, inject, stop_when=None) -> Window:
+            load = Load(cluster, duration)
+            pause_until(load.started + LEAD)
+            at = time.time()
+            notes = inject() or []
+            if stop_when:
+                stop_when()
+                time.sleep(5)
+            w = Window(name, fault, rep, at, load.finish(stop=bool(stop_when)), notes=notes)
+            windows.append(w)
+            print(f"[{name}] {fault} #{rep}: outage {w.outage:.1f}s, {w.failed} failed "
+                  f"{' '.join(w.notes)}", flush=True)
+            return w
+
+        for rep in range(1, reps + 1):
+            web1 = cluster["webserver1"]
+            window("apache stop", rep, LEAD + check + 10, lambda: web1.stop("apache2"))
+            web1.start_service("apache2")
+            both_serving(cluster, check * 3 + 30)
+
+        for rep in range(1, reps + 1):
+            active = cluster.active_director()
+            window("director crash", rep, LEAD + deadtime * 2 + 15, active.crash)
+            window("director return", rep, 600, active.power_on,
+                   stop_when=lambda: (active.wait_until_ready(600), active.wait_for_agent(120),
+                                      active.wait_until_succeeds("cl_status rscstatus", deadtime * 3)))
+
+        for rep in range(1, reps + 1):
+            standby = cluster.standby_of(cluster.active_director())
+            window("standby crash", rep, LEAD + deadtime + 10, standby.crash)
+            standby.power_on()
+            standby.wait_until_ready(600)
+            standby.wait_for_agent(120)
+            standby.wait_until_succeeds("cl_status rscstatus", deadtime * 3)
+
+        for rep in range(1, reps + 1):
+            standby = cluster.standby_of(cluster.active_director())
+            seen: list[str] = []
+
+            def split():
+                standby.set_link(False)
+                time.sleep(deadtime + 10)  # hold the cut past heartbeat's deadtime
+                seen.append("cut:" + "+".join(vip_holders(cluster)))
+                standby.set_link(True)
+                wait.until(lambda: len(vip_holders(cluster)) == 1, deadtime * 4 + 60,
+                           "a single VIP holder after the link returned")
+                seen.append("healed:" + "+".join(vip_holders(cluster)))
+                return seen
+            window("split brain", rep, LEAD + deadtime * 6 + 90, split, stop_when=lambda: None)
+            both_serving(cluster, 120)
+    return windows, {"boot_to_first_ok": first_ok}
+
+
+FINAL = {
+    "apache stop": lambda r: r["status"] == 200 and r["server"] == "webserver2",
+}
+
+
+def summary(windows: list[Window]) -> list[dict]:
+    rows = []
+    for key in dict.fromkeys((w.profile, w.fault) for w in windows):
+        ws = [w for w in windows if (w.profile, w.fault) == key]
+        final = FINAL.get(key[1], lambda r: r["status"] == 200)
+        figures = {
+            "outage": [w.outage for w in ws], "failed": [w.failed for w in ws],
+            "complete": [w.complete(final) for w in ws],
+            "p50 before": [w.pct(w.before(), .5) for w in ws], "p99 before": [w.pct(w.before(), .99) for w in ws],
+            "p50 after": [w.pct(w.after(), .5) for w in ws], "p99 after": [w.pct(w.after(), .99) for w in ws],
+        }
+        rows.append({"profile": key[0], "fault": key[1], "runs": len(ws),
+                     **{k: (statistics.median(v), min(v), max(v)) for k, v in figures.items()},
+                     "notes": sorted({n for w in ws for n in w.notes})})
+    return rows
+
+
+def print_table(rows: list[dict], extra: dict) -> None:
+    print(f"\nfailover benchmark: {RATE} req/s, {TIMEOUT}s timeout; median [min-max] of each run")
+    print(f"{'profile':14} {'fault':16} {'outage s':>16} {'failed':>12} {'complete s':>16} "
+          f"{'p50/p99 ms before':>18} {'after':>12}")
+    for r in rows:
+        def mmr(k, f="{:.1f}"):
+            m, lo, hi = r[k]
+            return f"{f.format(m)} [{f.format(lo)}-{f.format(hi)}]"
+        print(f"{r['profile']:14} {r['fault']:16} {mmr('outage'):>16} {mmr('failed', '{:.0f}'):>12} "
+              f"{mmr('complete'):>16} {r['p50 before'][0]:8.0f}/{r['p99 before'][0]:<8.0f} "
+              f"{r['p50 after'][0]:5.0f}/{r['p99 after'][0]:<6.0f} {' '.join(r['notes'])}")
+    for name, figures in extra.items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.0f}s" for k, v in figures.items()))
+
+
+def main() -> int:
+    profiles = [ROOT / p for p in os.environ.get(
+        "PROFILES", "profiles/howto.toml profiles/fast-failover.toml").split()]
+    reps = int(os.environ.get("REPS", "3"))
+    OUT.mkdir(exist_ok=True)
+    accel = accel_probe.probe(ROOT / "build" / "director" / "output" / "director.vmlinuz")
+    images = OUT.parent / "build" / "bench" / "images.json"
+    windows, extra = [], {}
+    started = time.monotonic()
+    for p in profiles:
+        w, figures = run_profile(p, accel, reps)
+        windows += w
+        extra[p.stem] = figures
+    rows = summary(windows)
+    print_table(rows, extra)
+    page = report.write(OUT, windows, rows, extra, images if images.exists() else None,
+                        f"{RATE} req/s, {TIMEOUT}s timeout, {accel}, {os.cpu_count()} cores")
+    print(f"\nreport: {page} (screenshot {report.screenshot(page)}); "
+          f"wall time {(time.monotonic() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

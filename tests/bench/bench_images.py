@@ -1,0 +1,138 @@
+"""Image benchmark: cold and warm build time, sizes, boot-to-ready under QEMU, reproducibility.
+
+Prints figures; never fails on a threshold. Run with `make bench-images`.
+Two cold builds per role (separate mkosi caches, shared package downloads) are compared by
+sha256; if they differ, the files that differ in the root file systems are listed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from builder import image, profile, secret, seed  # noqa: E402
+from builder.run import run  # noqa: E402
+from harness import accel as accel_probe  # noqa: E402
+from harness.paths import ROOT  # noqa: E402
+from harness.vm import VM  # noqa: E402
+
+BENCH = ROOT / "build" / "bench"
+SEED_NODE = {"director": "loadb1", "webserver": "webserver1"}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def timed_build(role: str, out: Path, work: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    image.build(role, out=out, work=work)
+    return time.monotonic() - started
+
+
+def root_partition(img: Path) -> tuple[int, int]:
+    table = json.loads(run(["sfdisk", "-J", img]).stdout)["partitiontable"]
+    part = next(p for p in table["partitions"] if p["type"] == "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709")
+    return part["start"] * 512, part["size"] * 512
+
+
+def tree_hashes(img: Path) -> dict[str, str]:
+    offset, size = root_partition(img)
+    with tempfile.TemporaryDirectory() as mnt:
+        run(["mount", "-o", f"ro,loop,offset={offset},sizelimit={size}", img, mnt])
+        try:
+            hashes = {}
+            for dirpath, dirs, files in os.walk(mnt):
+                for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
+                    p = Path(dirpath) / name
+                    rel = "/" + str(p.relative_to(mnt))
+                    st = p.lstat()
+                    data = os.readlink(p).encode() if p.is_symlink() else (
+                        p.read_bytes() if p.is_file() else b"")
+                    hashes[rel] = hashlib.sha256(data + f"{st.st_mode}:{st.st_mtime_ns}".encode()).hexdigest()
+            return hashes
+        finally:
+            run(["umount", mnt])
+
+
+def differing_files(a: Path, b: Path) -> list[str]:
+    ha, hb = tree_hashes(a), tree_hashes(b)
+    return sorted(p for p in ha.keys() | hb.keys() if ha.get(p) != hb.get(p))
+
+
+def compressed_size(img: Path) -> int:
+    proc = subprocess.run(["zstd", "-T0", "-3", "-q", "-c", str(img)], stdout=subprocess.PIPE, check=True)
+    return len(proc.stdout)
+
+
+def boot_to_ready(role: str, img: Path, accel: str) -> float:
+    cluster = profile.load(ROOT / "profiles" / "howto.toml")
+    with tempfile.TemporaryDirectory() as tmp:
+        key = secret.load_or_create(cluster, ROOT / "profiles" / "howto.toml", Path(tmp) / "s")
+        [iso] = seed.write_seeds(cluster, key, Path(tmp), [SEED_NODE[role]])
+        vm = VM(SEED_NODE[role], img, BENCH / "boot", seed=iso, accel=accel)
+        try:
+            vm.start()
+            vm.wait_until_ready(600)
+            return time.monotonic() - vm.started_at
+        finally:
+            vm.shutdown()
+
+
+def main() -> int:
+    shutil.rmtree(BENCH, ignore_errors=True)
+    packages = BENCH / "packages-shared"
+    accel = accel_probe.probe(ROOT / "build" / "director" / "output" / "director.vmlinuz")
+    rows = []
+    for role in image.ROLES:
+        print(f"== {role}: cold build 1", flush=True)
+        cold = timed_build(role, BENCH / "a", BENCH / "work-a")
+        print(f"== {role}: warm rebuild", flush=True)
+        warm = timed_build(role, BENCH / "warm", BENCH / "work-a")
+        # second clean build: fresh mkosi cache, package downloads reused
+        (BENCH / "work-b" / "cache").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(BENCH / "work-a" / "cache" / "packages", BENCH / "work-b" / "cache" / "packages",
+                        dirs_exist_ok=True)
+        print(f"== {role}: cold build 2 (reproducibility)", flush=True)
+        cold2 = timed_build(role, BENCH / "b", BENCH / "work-b")
+        a, b = BENCH / "a" / f"{role}.img", BENCH / "b" / f"{role}.img"
+        identical = sha256(a) == sha256(b)
+        diff = [] if identical else differing_files(a, b)
+        st = a.stat()
+        ready = boot_to_ready(role, a, accel)
+        rows.append(dict(role=role, cold=cold, cold2=cold2, warm=warm, raw=st.st_size,
+                         allocated=st.st_blocks * 512, zstd=compressed_size(a), ready=ready,
+                         identical=identical, diff=diff))
+        shutil.rmtree(BENCH / "work-b", ignore_errors=True)
+    mib = 2 ** 20
+    print(f"\nimage benchmark ({accel}, {os.cpu_count()} cores)")
+    print(f"{'image':10} {'cold s':>7} {'warm s':>7} {'raw MiB':>8} {'used MiB':>9} {'zstd MiB':>9} "
+          f"{'ready s':>8}  identical")
+    for r in rows:
+        print(f"{r['role']:10} {r['cold']:7.0f} {r['warm']:7.0f} {r['raw'] / mib:8.0f} "
+              f"{r['allocated'] / mib:9.0f} {r['zstd'] / mib:9.0f} {r['ready']:8.1f}  "
+              f"{'yes' if r['identical'] else 'no'}")
+    for r in rows:
+        if r["diff"]:
+            print(f"\n{r['role']}: {len(r['diff'])} files differ between two clean builds:")
+            for p in r["diff"][:40]:
+                print(f"  {p}")
+    (BENCH / "images.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

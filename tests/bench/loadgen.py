@@ -1,0 +1,65 @@
+"""Steady, bounded HTTP load on one URL; one JSON line per request.
+
+Runs inside the test network namespace (`ip netns exec ... python3 loadgen.py`): fixed rate,
+fixed duration, short per-request timeout, so it can never run away. Each line holds the
+request's start (seconds since the epoch), latency, HTTP status (0 = failed) and which server
+answered (from the page's data-server attribute).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import re
+import sys
+import threading
+import time
+import urllib.request
+
+SERVER_RE = re.compile(rb'data-server="([^"]+)"')
+MAX_RATE, MAX_DURATION = 200, 1800
+
+
+def fetch(url: str, timeout: float) -> dict:
+    start = time.time()
+    status, server = 0, None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = r.read()
+            status = r.status
+            m = SERVER_RE.search(body)
+            server = m.group(1).decode() if m else None
+    except Exception:  # noqa: BLE001 - any failure is a failed request
+        pass
+    return {"t": start, "latency": time.time() - start, "status": status, "server": server}
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("url")
+    p.add_argument("--rate", type=float, default=20, help="requests per second (max 200)")
+    p.add_argument("--duration", type=float, default=30, help="seconds (max 1800)")
+    p.add_argument("--timeout", type=float, default=1.0, help="per-request timeout, seconds")
+    args = p.parse_args(argv)
+    if not 0 < args.rate <= MAX_RATE or not 0 < args.duration <= MAX_DURATION:
+        p.error(f"rate must be in (0, {MAX_RATE}] and duration in (0, {MAX_DURATION}]")
+    lock = threading.Lock()
+
+    def record(future: concurrent.futures.Future) -> None:
+        with lock:
+            print(json.dumps(future.result()), flush=True)
+
+    total = int(args.rate * args.duration)
+    workers = int(args.rate * args.timeout) + 4
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for i in range(total):
+            delay = start + i / args.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(fetch, args.url, args.timeout).add_done_callback(record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

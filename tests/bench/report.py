@@ -1,0 +1,102 @@
+"""The failover benchmark's HTML report: one self-contained page, inline SVG, no scripts."""
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from harness import net
+
+BUCKET = 0.1  # seconds per bar
+COLOURS = {"webserver1": "#4c78a8", "webserver2": "#72b7b2", "failed": "#e45756"}
+OTHER = "#b279a2"
+
+
+def timeline(w, width: int = 900, height: int = 120) -> str:
+    """Requests per 100 ms bucket by answering server, failures on top; fault and recovery lines."""
+    if not w.records:
+        return "<p>no requests recorded</p>"
+    t0 = min(r["t"] for r in w.records)
+    t1 = max(r["t"] for r in w.records) + BUCKET
+    n = max(1, int((t1 - t0) / BUCKET) + 1)
+    buckets = [Counter() for _ in range(n)]
+    for r in w.records:
+        key = "failed" if r["status"] != 200 else (r["server"] or "other")
+        buckets[int((r["t"] - t0) / BUCKET)][key] += 1
+    peak = max(sum(b.values()) for b in buckets) or 1
+    bw = width / n
+    parts = []
+    for i, b in enumerate(buckets):
+        y = height
+        for key in ("webserver1", "webserver2", *sorted(k for k in b if k not in COLOURS), "failed"):
+            if b.get(key):
+                h = b[key] / peak * (height - 10)
+                y -= h
+                parts.append(f'<rect x="{i * bw:.1f}" y="{y:.1f}" width="{max(bw, 1):.1f}" '
+                             f'height="{h:.1f}" fill="{COLOURS.get(key, OTHER)}"/>')
+    x_fault = (w.fault_at - t0) / (t1 - t0) * width
+    parts.append(f'<line x1="{x_fault:.1f}" x2="{x_fault:.1f}" y1="0" y2="{height}" stroke="black" '
+                 'stroke-dasharray="4 2"/><text x="{:.1f}" y="10" font-size="10">fault</text>'.format(x_fault + 2))
+    if w.outage:
+        x_rec = (w.fault_at + w.outage - t0) / (t1 - t0) * width
+        parts.append(f'<line x1="{x_rec:.1f}" x2="{x_rec:.1f}" y1="0" y2="{height}" stroke="green"/>'
+                     f'<text x="{x_rec + 2:.1f}" y="22" font-size="10" fill="green">last failure</text>')
+    axis = f'<text x="0" y="{height + 12}" font-size="10">0 s</text>' \
+           f'<text x="{width - 40}" y="{height + 12}" font-size="10">{t1 - t0:.0f} s</text>'
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 16}" '
+            f'role="img" aria-label="{html.escape(w.fault)} timeline">{"".join(parts)}{axis}</svg>')
+
+
+def write(out: Path, windows, rows, extra: dict, images_json: Path | None, setup: str) -> Path:
+    def fmt(v, f="{:.1f}"):
+        m, lo, hi = v
+        return f"{f.format(m)} <small>[{f.format(lo)}&ndash;{f.format(hi)}]</small>"
+    table = "".join(
+        f"<tr><td>{html.escape(r['profile'])}</td><td>{html.escape(r['fault'])}</td><td>{r['runs']}</td>"
+        f"<td>{fmt(r['outage'])}</td><td>{fmt(r['failed'], '{:.0f}')}</td><td>{fmt(r['complete'])}</td>"
+        f"<td>{r['p50 before'][0]:.0f} / {r['p99 before'][0]:.0f}</td>"
+        f"<td>{r['p50 after'][0]:.0f} / {r['p99 after'][0]:.0f}</td>"
+        f"<td>{html.escape(' '.join(r['notes']))}</td></tr>" for r in rows)
+    legend = " ".join(f'<span style="color:{c}">&#9632; {k}</span>' for k, c in COLOURS.items())
+    sections = "".join(
+        f"<h3>{html.escape(w.profile)}: {html.escape(w.fault)} #{w.rep} &mdash; outage {w.outage:.1f} s, "
+        f"{w.failed} failed</h3>{timeline(w)}" for w in windows)
+    boots = "".join(f"<li>{html.escape(k)}: " + ", ".join(f"{a} {b:.0f} s" for a, b in v.items()) + "</li>"
+                    for k, v in extra.items())
+    images = ""
+    if images_json:
+        images = "<h2>Images</h2><pre>" + html.escape(json.dumps(
+            [{k: v for k, v in r.items() if k != "diff"} for r in json.loads(images_json.read_text())],
+            indent=1)) + "</pre>"
+    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<title>LVS appliance failover benchmark</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2){{text-align:left}}
+small{{color:#666}}</style></head><body>
+<h1>Failover benchmark</h1><p>{html.escape(setup)}. Median [min&ndash;max] over the runs.
+<em>Outage</em>: fault to the end of the last failed request. <em>Complete</em>: fault to the last
+request not yet in the final state (e.g. still answered by the stopped server).</p>
+<table><tr><th>profile</th><th>fault</th><th>runs</th><th>outage s</th><th>failed</th><th>complete s</th>
+<th>p50/p99 ms before</th><th>after</th><th>VIP holders</th></tr>{table}</table>
+<h2>Start-up</h2><ul>{boots}</ul>{images}
+<h2>Timelines</h2><p>Requests per 100 ms by answering server. {legend}</p>{sections}
+</body></html>"""
+    path = out / "report.html"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
+
+
+def screenshot(page: Path) -> Path:
+    """Render the report in headless chromium (inside the test namespace: no network at all)."""
+    shot = page.with_name("report.png")
+    argv = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--user-data-dir=/tmp/lvs-appliance-chromium", "--window-size=1100,2400",
+            f"--screenshot={shot}", page.as_uri()]
+    if net.exists():
+        argv = ["ip", "netns", "exec", net.NETNS, *argv]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    return shot

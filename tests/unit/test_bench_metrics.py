@@ -1,0 +1,39 @@
+"""The failover benchmark's arithmetic and report, on synthetic request records."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import bench_failover  # noqa: E402
+import report  # noqa: E402
+
+
+def records():
+    # 10 s at 10 req/s; fault at t=3; requests between 3.0 and 5.0 fail; after that only webserver2
+    out = []
+    for i in range(100):
+        t = 100 + i / 10
+        if 103 <= t < 105:
+            out.append({"t": t, "latency": 1.0, "status": 0, "server": None})
+        else:
+            server = "webserver2" if t >= 105 or i % 2 else "webserver1"
+            out.append({"t": t, "latency": 0.01, "status": 200, "server": server})
+    return out
+
+
+def test_outage_failed_and_complete_are_measured_from_the_fault():
+    w = bench_failover.Window("p", "apache stop", 1, 103.0, records())
+    assert w.failed == 20
+    assert abs(w.outage - (104.9 + 1.0 - 103.0)) < 1e-6
+    assert abs(w.complete(bench_failover.FINAL["apache stop"]) - 2.9) < 1e-6
+    assert w.pct(w.before(), .5) == 10.0
+
+
+def test_summary_gives_median_and_range_and_the_report_has_a_timeline(tmp_path):
+    ws = [bench_failover.Window("p", "director crash", i, 103.0 + d, records()) for i, d in enumerate((0, .5, 1))]
+    [row] = bench_failover.summary(ws)
+    m, lo, hi = row["outage"]
+    assert lo < m < hi and row["runs"] == 3
+    page = report.write(tmp_path, ws, [row], {"p": {"boot_to_first_ok": 90.0}}, None, "test")
+    text = page.read_text()
+    assert text.count("<svg") == 3 and "director crash" in text and "<script" not in text
