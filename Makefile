@@ -46,10 +46,10 @@ test-tools: $(VENV)/.done
 	$(PY) -m builder host-setup --tests --release $(RELEASE)
 
 boot: $(IMAGES) test-tools  ## boot each image with and without its seed (QEMU; TCG unless KVM works)
-	$(PYTEST) -q -s -m vm tests/boot --junitxml=test-results/boot.xml
+	$(PYTEST) -q -s tests/boot --junitxml=test-results/boot.xml
 
 acceptance: $(IMAGES) test-tools  ## the howto's checks and failovers on a four-VM cluster (PROFILE=...)
-	PROFILE=$(PROFILE) $(PYTEST) -q -s -m vm tests/acceptance --junitxml=test-results/acceptance.xml
+	PROFILE=$(PROFILE) $(PYTEST) -q -s tests/acceptance --junitxml=test-results/acceptance.xml
 
 bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, reproducibility
 	$(PY) tests/bench/bench_images.py
