@@ -6,7 +6,6 @@ runs inside the images at first boot, reading the cluster back from the seed ISO
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field

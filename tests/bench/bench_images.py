@@ -94,7 +94,6 @@ def boot_to_ready(role: str, img: Path, accel: str) -> float:
 
 def main() -> int:
     shutil.rmtree(BENCH, ignore_errors=True)
-    packages = BENCH / "packages-shared"
     accel = accel_probe.probe(ROOT / "build" / "director" / "output" / "director.vmlinuz")
     rows = []
     for role in image.ROLES:

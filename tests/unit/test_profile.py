@@ -1,5 +1,4 @@
 """The profile is validated once, at the edge: good profiles load, bad ones say what to fix."""
-import copy
 import tomllib
 from ipaddress import IPv4Address
 from pathlib import Path
