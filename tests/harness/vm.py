@@ -102,7 +102,7 @@ class VM:
 
     def monitor(self, command: str, **args) -> object:
         assert self.qmp, f"{self.name} is not running"
-        reply = self.qmp.cmd(command, args) if args else self.qmp.cmd(command)
+        reply = self.qmp.cmd_raw(command, args or None)
         if "error" in reply:
             raise RuntimeError(f"{self.name}: QMP {command}: {reply['error']}")
         return reply.get("return")
