@@ -149,7 +149,7 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
 
         def director_crash_and_return(rep: int) -> None:
             active = cluster.active_director()
-            window("director crash", rep, LEAD + deadtime * 2 + 15, active.crash)
+            window("director crash", rep, LEAD + deadtime * 2 + 45, active.crash)
             window("director return", rep, 600, active.power_on, stop_when=lambda: rejoined(active))
 
         def standby_crash(rep: int) -> None:
