@@ -83,17 +83,21 @@ def node_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, Fi
     return dict(sorted(files.items()))
 
 
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Write to a temp file with its mode, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def write_tree(files: dict[str, File], root: Path) -> None:
-    """Write files under root, each atomically (temp file + rename), with its mode."""
+    """Write files under root, each atomically, with its mode."""
     for path, f in files.items():
-        target = root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            os.fchmod(fd, f.mode)
-            with os.fdopen(fd, "w") as out:
-                out.write(f.content)
-            os.replace(tmp, target)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(root / path.lstrip("/"), f.content, f.mode)

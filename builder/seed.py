@@ -12,14 +12,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from unittest import mock
 
 import pycdlib
 
-from builder import profile
+from builder import profile, render
 from builder.profile import Cluster, Node
 
 LABEL = "cidata"
@@ -104,20 +103,6 @@ def read_iso(path: Path) -> tuple[str, dict[str, bytes]]:
         iso.close()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file and rename: an interrupted run leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o600)  # directors' seeds hold the heartbeat secret
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_seeds(cluster: Cluster, secret: str, out: Path, names: list[str] | None = None) -> list[Path]:
     """One ``<node>.iso`` per node (or per name given) under out."""
     paths = []
@@ -125,6 +110,7 @@ def write_seeds(cluster: Cluster, secret: str, out: Path, names: list[str] | Non
         if names and node.name not in names:
             continue
         path = out / f"{node.name}.iso"
-        write_atomic(path, build_iso(seed_files(cluster, node, secret)))
+        # 0600: directors' seeds hold the heartbeat secret
+        render.write_atomic(path, build_iso(seed_files(cluster, node, secret)), 0o600)
         paths.append(path)
     return paths

@@ -164,8 +164,8 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
     state.mkdir(parents=True, exist_ok=True)
     node = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
             "interface": seed.cluster.network.interface, "instance": seed.instance_id}
-    render.write_tree({str(state / "node.json"): render.File(json.dumps(node) + "\n"),
-                       str(marker): render.File(seed.instance_id + "\n")}, Path("/"))
+    render.write_atomic(state / "node.json", json.dumps(node) + "\n")
+    render.write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
     say(f"appliance: configured {seed.node.name} ({seed.node.role}, {seed.node.address}) "
         f"from {device}: {len(files)} files, instance {seed.instance_id}")
     return 0
