@@ -14,7 +14,7 @@ help:  ## list the targets
 
 RELEASE ?= bookworm
 IMAGE_INPUTS := $(shell find images firstboot builder/templates -type f -not -name '*.pyc') \
-	builder/profile.py builder/render.py builder/secret.py builder/image.py
+	builder/profile.py builder/render.py builder/secret.py builder/run.py builder/image.py
 
 $(VENV)/.done: pyproject.toml
 	python3 -c 'import ensurepip' 2>/dev/null || apt-get install -y -q python3-venv

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("director", "webserver")
 # what goes into the image: code that runs at first boot, and nothing host-only
 STAGED = ["builder/__init__.py", "builder/profile.py", "builder/render.py", "builder/secret.py",
-          "builder/templates", "firstboot/__init__.py", "firstboot/configure.py"]
+          "builder/run.py", "builder/templates", "firstboot/__init__.py", "firstboot/configure.py"]
 UNITS = ["firstboot/appliance-firstboot.service", "firstboot/appliance-ready.service"]
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import profile, render, secret
+from builder.run import CommandError, run
 
 LABELS = ("cidata", "CIDATA")
 STATE = Path("/var/lib/appliance")
@@ -93,21 +93,18 @@ def files_for(seed: Seed) -> dict[str, render.File]:
     return render.node_files(seed.cluster, seed.node, seed.secret)
 
 
-def _run(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-
-
 def find_seed_device(wait: float = 10.0) -> str | None:
     """The block device labelled cidata, waiting a little for slow (CD-ROM) devices."""
     deadline = time.monotonic() + wait
     while True:
-        with contextlib.suppress(FileNotFoundError, subprocess.CalledProcessError):
-            _run("udevadm", "settle", "--timeout=5")
+        with contextlib.suppress(FileNotFoundError):
+            run(["udevadm", "settle", "--timeout=5"], check=False)
         for label in LABELS:
-            with contextlib.suppress(subprocess.CalledProcessError):
-                device = _run("blkid", "-c", "/dev/null", "-t", f"LABEL={label}", "-o", "device").split()
-                if device:
-                    return device[0]
+            # blkid exits 2 when no device has the label
+            device = run(["blkid", "-c", "/dev/null", "-t", f"LABEL={label}", "-o", "device"],
+                         check=False).stdout.split()
+            if device:
+                return device[0]
         if time.monotonic() > deadline:
             return None
         time.sleep(1)
@@ -116,18 +113,18 @@ def find_seed_device(wait: float = 10.0) -> str | None:
 @contextlib.contextmanager
 def mounted(device: str):
     with tempfile.TemporaryDirectory(prefix="seed.") as mountpoint:
-        _run("mount", "-o", "ro", device, mountpoint)
+        run(["mount", "-o", "ro", device, mountpoint])
         try:
             yield Path(mountpoint)
         finally:
-            _run("umount", mountpoint)
+            run(["umount", mountpoint])
 
 
 def apply_live(seed: Seed, root: Path = Path("/")) -> None:
     """What the files alone do not change in the running system: hostname and sysctls."""
     Path("/proc/sys/kernel/hostname").write_text(seed.node.name)
     sysctl = render.SYSCTL_DIRECTOR if seed.node.is_director else render.SYSCTL_REALSERVER
-    _run("sysctl", "-q", "-p", str(root / sysctl.lstrip("/")))
+    run(["sysctl", "-q", "-p", root / sysctl.lstrip("/")])
 
 
 def say(line: str) -> None:
@@ -148,9 +145,9 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
     try:
         with mounted(device) as directory:
             seed = read_seed(directory, image_role)
-    except (SeedError, subprocess.CalledProcessError) as e:
+    except (SeedError, CommandError) as e:
         marker.unlink(missing_ok=True)
-        detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else e
+        detail = e.stderr.strip() if isinstance(e, CommandError) else e
         say(f"{NOT_CONFIGURED}: seed on {device}: {detail}. No cluster service was started.")
         return 1
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
@@ -176,7 +173,7 @@ def ready(state: Path = STATE) -> int:
     node = json.loads((state / "node.json").read_text())
     role = node["role"]
     down = [s for s in SERVICES[role]
-            if subprocess.run(["systemctl", "is-active", "--quiet", s]).returncode != 0]
+            if run(["systemctl", "is-active", "--quiet", s], check=False).returncode != 0]
     if down:
         say(f"{FAILED} node={node['node']} role={role} inactive={','.join(down)}")
         return 1
