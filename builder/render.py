@@ -1,7 +1,8 @@
 """Pure functions from (cluster, node) to the files that node needs.
 
-No side effects and only Jinja2 beyond the standard library, so the same code previews
-files on the host (``builder render``) and writes them inside the image at first boot.
+Only Jinja2 beyond the standard library, so the same code previews files on the host
+(``builder render``) and writes them inside the image at first boot. The rendering functions
+have no side effects; ``write_atomic`` and ``write_tree`` at the end are the only writers.
 """
 from __future__ import annotations
 
