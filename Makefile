@@ -34,7 +34,7 @@ seeds: $(VENV)/.done  ## one seed ISO per node of PROFILE, in $(SEEDS)
 	$(PY) -m builder seed $(PROFILE) --out $(SEEDS)
 
 host-setup: $(VENV)/.done  ## install the host tools (mkosi from backports, QEMU, OVMF...)
-	$(PY) -m builder host-setup --release $(RELEASE)
+	$(PY) -m builder host-setup
 
 director.img webserver.img: %.img: $(IMAGE_INPUTS) | $(VENV)/.done  ## build an appliance image
 	$(PY) -m builder image $* --release $(RELEASE)
@@ -43,7 +43,7 @@ director.img webserver.img: %.img: $(IMAGE_INPUTS) | $(VENV)/.done  ## build an 
 	$(PY) -c 'from builder import image; from pathlib import Path; image.to_qcow2(Path("$<"))'
 
 test-tools: $(VENV)/.done
-	$(PY) -m builder host-setup --tests --release $(RELEASE)
+	$(PY) -m builder host-setup --tests
 
 boot: $(IMAGES) test-tools  ## boot each image with and without its seed (QEMU; TCG unless KVM works)
 	$(PYTEST) -q -s tests/boot --junitxml=test-results/boot.xml

@@ -86,7 +86,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_host_setup(args: argparse.Namespace) -> int:
     try:
-        installed = host.ensure(args.release, tests=args.tests)
+        installed = host.ensure(tests=args.tests)
     except host.HostError as e:
         raise Fail(str(e)) from None
     print(f"host tools: installed {', '.join(installed)}" if installed else "host tools: all present")
@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_image)
 
     p = sub.add_parser("host-setup", help="install the host tools builds and tests need",
-                       description="Install mkosi (backports), systemd-boot, QEMU, OVMF and "
+                       description="Install mkosi, systemd-boot and e2fsprogs (from the "
+                       "host release's backports where its own are too old), QEMU, OVMF and "
                        "the file system tools, if missing. Not root: prints the command.")
-    p.add_argument("--release", default="bookworm", help="the host's Debian release")
     p.add_argument("--tests", action="store_true", help="also what the VM tests need (chromium, curl)")
     p.set_defaults(func=cmd_host_setup)
 

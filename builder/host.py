@@ -1,7 +1,9 @@
 """The host tools image builds and VM tests need, installed on demand (Debian, as root).
 
-mkosi 24 comes from bookworm-backports (bookworm's own is too old), and so does a
-systemd-boot that ships `bootctl`; the rest is from the release itself.
+On a bookworm host, mkosi 24, a systemd-boot that ships `bootctl` and e2fsprogs 1.47.1 (whose
+mkfs.ext4 clamps inode times to SOURCE_DATE_EPOCH: reproducible root file systems) come from
+bookworm-backports; the rest is from the host's release. Backports are those of the host's
+release, whatever release the image is built for.
 """
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ TOOLS = {
 FILES = {"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf"}
 # only for the acceptance suite: the howto's "browser" and an HTTP client in the test namespace
 TEST_TOOLS = {"chromium": "chromium", "curl": "curl"}
-FROM_BACKPORTS = {"mkosi", "systemd-boot"}
-MIN_MKOSI = 24
+# per host release: what its own suite has too old (later releases have all of it)
+FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs"}}
+# installed but too old counts as missing
+MINIMUM = {"mkosi": "24", "e2fsprogs": "1.47.1"}
 BACKPORTS_FILE = Path("/etc/apt/sources.list.d/backports.sources")
 
 
@@ -30,12 +34,12 @@ class HostError(Exception):
     """The host lacks tools and they cannot be installed here; says what to run."""
 
 
-def mkosi_version() -> int | None:
-    if not shutil.which("mkosi"):
-        return None
-    out = run(["mkosi", "--version"], check=False).stdout
-    match = re.search(r"(\d+)", out)
-    return int(match.group(1)) if match else None
+def too_old(pkg: str, minimum: str) -> bool:
+    """True when the installed Debian package is older than minimum (or not installed)."""
+    out = run(["dpkg-query", "-W", "-f", "${Version}", pkg], check=False).stdout.strip()
+    if not out:
+        return True
+    return run(["dpkg", "--compare-versions", out, "lt", minimum], check=False).returncode == 0
 
 
 def missing(tests: bool = False) -> list[str]:
@@ -43,9 +47,15 @@ def missing(tests: bool = False) -> list[str]:
     tools = {**TOOLS, **TEST_TOOLS} if tests else TOOLS
     pkgs = {pkg for tool, pkg in tools.items() if not shutil.which(tool)}
     pkgs |= {pkg for path, pkg in FILES.items() if not Path(path).exists()}
-    if (mkosi_version() or 0) < MIN_MKOSI:
-        pkgs.add("mkosi")
+    pkgs |= {pkg for pkg, minimum in MINIMUM.items() if too_old(pkg, minimum)}
     return sorted(pkgs)
+
+
+def host_release(os_release: Path = Path("/etc/os-release")) -> str:
+    """The host's Debian codename: backports must match the host, not the image."""
+    text = os_release.read_text() if os_release.exists() else ""
+    match = re.search(r"^VERSION_CODENAME=\"?([a-z]+)", text, re.M)
+    return match.group(1) if match else "bookworm"
 
 
 def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
@@ -53,15 +63,16 @@ def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
     texts = [p.read_text() for p in sorted(sources_dir.glob("sources.list.d/*.sources"))]
     texts += [p.read_text() for p in sources_dir.glob("sources.list") if p.exists()]
     for text in texts:
-        for uri in re.findall(r"(?:URIs:|deb(?:\s+\[[^\]]*\])?)\s+(\S+)", text):
+        for uri in re.findall(r"^(?:URIs:|deb(?:[ \t]+\[[^\]]*\])?)[ \t]+(\S+)", text, re.M):
             if uri.rstrip("/").endswith("/debian"):
                 return uri.rstrip("/")
     return "http://deb.debian.org/debian"
 
 
 def install_command(pkgs: list[str], release: str) -> list[list[str]]:
-    plain = [p for p in pkgs if p not in FROM_BACKPORTS]
-    bpo = [p for p in pkgs if p in FROM_BACKPORTS]
+    backports = FROM_BACKPORTS.get(release, set())
+    plain = [p for p in pkgs if p not in backports]
+    bpo = [p for p in pkgs if p in backports]
     cmds = [["apt-get", "update", "-q"]]
     base = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
     if plain:
@@ -71,18 +82,19 @@ def install_command(pkgs: list[str], release: str) -> list[list[str]]:
     return cmds
 
 
-def ensure(release: str = "bookworm", tests: bool = False) -> list[str]:
+def ensure(tests: bool = False) -> list[str]:
     """Install what is missing; returns the packages installed (empty: nothing to do)."""
     pkgs = missing(tests)
     if not pkgs:
         return []
+    release = host_release()
     cmds = install_command(pkgs, release)
     if os.geteuid() != 0:
         shown = "\n".join("  sudo " + " ".join(c) for c in cmds)
         raise HostError(f"missing host packages: {', '.join(pkgs)}. As root, run:\n{shown}"
                         + (f"\n(with {release}-backports in the apt sources)"
-                           if set(pkgs) & FROM_BACKPORTS else ""))
-    if set(pkgs) & FROM_BACKPORTS and not BACKPORTS_FILE.exists():
+                           if set(pkgs) & FROM_BACKPORTS.get(release, set()) else ""))
+    if set(pkgs) & FROM_BACKPORTS.get(release, set()) and not BACKPORTS_FILE.exists():
         BACKPORTS_FILE.write_text(
             f"Types: deb\nURIs: {debian_mirror()}\nSuites: {release}-backports\nComponents: main\n"
             "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")

@@ -71,7 +71,7 @@ def build(role: str, release: str = "bookworm", out: Path = ROOT, work: Path = R
     """Build <out>/<role>.img (raw GPT disk) and <role>.packages next to it."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
-    host.ensure(release)
+    host.ensure()
     w = work / role
     pmt = w / "package-manager-tree"
     (pmt / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
@@ -83,10 +83,13 @@ def build(role: str, release: str = "bookworm", out: Path = ROOT, work: Path = R
     cache = work / "cache"
     (cache / role).mkdir(parents=True, exist_ok=True)
     (cache / "packages").mkdir(parents=True, exist_ok=True)
+    epoch = source_date_epoch()
     run(["mkosi", "--directory", ROOT / "images", "--include", ROOT / "images" / role,
          "--release", release, "--package-manager-tree", pmt, "--extra-tree", f"{w / 'stage'}:/",
          "--output-dir", output, "--cache-dir", cache / role, "--package-cache-dir", cache / "packages",
-         "--output", role, "--source-date-epoch", source_date_epoch(), "--incremental",
+         "--output", role, "--source-date-epoch", epoch, "--incremental",
+         # for systemd-repart's mkfs.ext4 (>= 1.47.1 clamps every inode time to it) and mcopy
+         "--environment", f"SOURCE_DATE_EPOCH={epoch}",
          "--force", "build"], capture=False)
     image = out / f"{role}.img"
     packages = out / f"{role}.packages"

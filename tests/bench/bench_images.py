@@ -43,10 +43,38 @@ def timed_build(role: str, out: Path, work: Path) -> float:
     return time.monotonic() - started
 
 
-def root_partition(img: Path) -> tuple[int, int]:
+ROOT_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+
+
+def partitions(img: Path) -> dict[str, tuple[int, int]]:
+    """Partition name (ESP, root) -> byte offset and size, from the GPT."""
     table = json.loads(run(["sfdisk", "-J", img]).stdout)["partitiontable"]
-    part = next(p for p in table["partitions"] if p["type"] == "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709")
-    return part["start"] * 512, part["size"] * 512
+    return {("root" if p["type"] == ROOT_TYPE else "ESP"): (p["start"] * 512, p["size"] * 512)
+            for p in table["partitions"]}
+
+
+def root_partition(img: Path) -> tuple[int, int]:
+    return partitions(img)["root"]
+
+
+def region_hash(img: Path, offset: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(img, "rb") as f:
+        f.seek(offset)
+        while size > 0:
+            chunk = f.read(min(size, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            size -= len(chunk)
+    return h.hexdigest()
+
+
+def differing_partitions(a: Path, b: Path) -> list[str]:
+    pa, pb = partitions(a), partitions(b)
+    if pa != pb:
+        return ["partition table"]
+    return [name for name, (off, size) in pa.items() if region_hash(a, off, size) != region_hash(b, off, size)]
 
 
 def tree_hashes(img: Path) -> dict[str, str]:
@@ -109,12 +137,13 @@ def main() -> int:
         cold2 = timed_build(role, BENCH / "b", BENCH / "work-b")
         a, b = BENCH / "a" / f"{role}.img", BENCH / "b" / f"{role}.img"
         identical = sha256(a) == sha256(b)
-        diff = [] if identical else differing_files(a, b)
+        parts = [] if identical else differing_partitions(a, b)
+        diff = differing_files(a, b) if "root" in parts else []
         st = a.stat()
         ready = boot_to_ready(role, a, accel)
         rows.append(dict(role=role, cold=cold, cold2=cold2, warm=warm, raw=st.st_size,
                          allocated=st.st_blocks * 512, zstd=compressed_size(a), ready=ready,
-                         identical=identical, diff=diff))
+                         identical=identical, parts=parts, diff=diff))
         shutil.rmtree(BENCH / "work-b", ignore_errors=True)
     mib = 2 ** 20
     print(f"\nimage benchmark ({accel}, {os.cpu_count()} cores)")
@@ -125,8 +154,10 @@ def main() -> int:
               f"{r['allocated'] / mib:9.0f} {r['zstd'] / mib:9.0f} {r['ready']:8.1f}  "
               f"{'yes' if r['identical'] else 'no'}")
     for r in rows:
+        if r["parts"]:
+            print(f"\n{r['role']}: differs in {', '.join(r['parts'])} between two clean builds")
         if r["diff"]:
-            print(f"\n{r['role']}: {len(r['diff'])} files differ between two clean builds:")
+            print(f"{r['role']}: {len(r['diff'])} files differ in the root file system:")
             for p in r["diff"][:40]:
                 print(f"  {p}")
     (BENCH / "images.json").write_text(json.dumps(rows, indent=2))
