@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from builder import host
+from builder.render import write_atomic
 from builder.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,10 +93,8 @@ def build(role: str, release: str = "bookworm", out: Path = ROOT, work: Path = R
          "--environment", f"SOURCE_DATE_EPOCH={epoch}",
          "--force", "build"], capture=False)
     image = out / f"{role}.img"
-    packages = out / f"{role}.packages"
-    packages.with_suffix(".tmp").write_text(package_list(output / f"{role}.manifest"))
     os.replace(output / f"{role}.raw", image)
-    os.replace(packages.with_suffix(".tmp"), packages)
+    write_atomic(out / f"{role}.packages", package_list(output / f"{role}.manifest"))
     return image
 
 

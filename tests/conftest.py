@@ -13,8 +13,7 @@ from harness.paths import ROOT  # noqa: E402
 def accel() -> str:
     """kvm if a probe boot works under it, else tcg (printed, so runs say which)."""
     from harness import accel as probe
-    kernel = ROOT / "build" / "director" / "output" / "director.vmlinuz"
-    chosen = probe.probe(kernel)
+    chosen = probe.probe()
     print(f"\nQEMU accelerator: {chosen}")
     return chosen
 

@@ -122,7 +122,7 @@ def boot_to_ready(role: str, img: Path, accel: str) -> float:
 
 def main() -> int:
     shutil.rmtree(BENCH, ignore_errors=True)
-    accel = accel_probe.probe(ROOT / "build" / "director" / "output" / "director.vmlinuz")
+    accel = accel_probe.probe()
     rows = []
     for role in image.ROLES:
         print(f"== {role}: cold build 1", flush=True)

@@ -7,6 +7,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+from builder.render import write_atomic
 from harness import net
 
 BUCKET = 0.1  # seconds per bar
@@ -84,9 +85,7 @@ request not yet in the final state (e.g. still answered by the stopped server).<
 <h2>Timelines</h2><p>Requests per 100 ms by answering server. {legend}</p>{sections}
 </body></html>"""
     path = out / "report.html"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_atomic(path, page)
     return path
 
 
