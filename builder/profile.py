@@ -18,6 +18,7 @@ CHECKTYPES = ("negotiate", "connect", "ping", "on", "off")
 NEGOTIATE_SERVICES = ("http", "https")
 PROTOCOLS = ("tcp", "udp")
 AUTH_METHODS = ("sha1", "md5", "crc")
+LDIRECTORD_MODES = ("active", "both")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 DIRECTOR, REALSERVER = "director", "realserver"
 
@@ -97,6 +98,9 @@ class Heartbeat:
     initdead: int | None = None
     ping_nodes: tuple[IPv4Address, ...] = ()
     logfacility: str = "local0"
+    # "active": heartbeat starts ldirectord with the VIP (the howto); "both": ldirectord runs on
+    # both directors all the time, so a takeover only has to move the VIP (faster failover)
+    ldirectord: str = "active"
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,7 @@ def _read_heartbeat(problems: list[str], data: Any) -> Heartbeat | None:
         warntime=t.in_range("warntime", 1, 3600, None),
         initdead=t.in_range("initdead", 1, 3600, None),
         logfacility=t.get("logfacility", str, d.logfacility),
+        ldirectord=t.one_of("ldirectord", LDIRECTORD_MODES, d.ldirectord, "where ldirectord runs"),
     )
     t.done()
     if mcast is not None and not mcast.is_multicast:
@@ -323,7 +328,7 @@ def _read_heartbeat(problems: list[str], data: Any) -> Heartbeat | None:
     if h["initdead"] is not None and h["initdead"] < deadtime:
         t.error(f"initdead {h['initdead']} must be at least deadtime {deadtime}", "initdead")
     pings = tuple(a for a in (t.parse_ipv4(str(x), "ping_nodes") for x in ping) if a)
-    if any(h[k] is None for k in ("auth", "bcast", "port", "mcast_ttl", "auto_failback")):
+    if any(h[k] is None for k in ("auth", "bcast", "port", "mcast_ttl", "auto_failback", "ldirectord")):
         return None
     return Heartbeat(mcast_group=mcast, ping_nodes=pings, **h)
 

@@ -120,11 +120,24 @@ def mounted(device: str):
             run(["umount", mountpoint])
 
 
+def unit_commands(seed: Seed) -> list[list[str]]:
+    """ldirectord's own unit: off where heartbeat starts it (the howto), on where the profile
+    runs it on both directors. --no-block: this runs before sysinit.target."""
+    if not seed.node.is_director:
+        return []
+    if seed.cluster.heartbeat.ldirectord == "both":
+        return [["systemctl", "enable", "--no-reload", "ldirectord.service"],
+                ["systemctl", "start", "--no-block", "ldirectord.service"]]
+    return [["systemctl", "disable", "--no-reload", "--quiet", "ldirectord.service"]]
+
+
 def apply_live(seed: Seed, root: Path = Path("/")) -> None:
-    """What the files alone do not change in the running system: hostname and sysctls."""
+    """What the files alone do not change in the running system: hostname, sysctls, units."""
     Path("/proc/sys/kernel/hostname").write_text(seed.node.name)
     sysctl = render.SYSCTL_DIRECTOR if seed.node.is_director else render.SYSCTL_REALSERVER
     run(["sysctl", "-q", "-p", root / sysctl.lstrip("/")])
+    for command in unit_commands(seed):
+        run(command)
 
 
 def say(line: str) -> None:

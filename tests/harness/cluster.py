@@ -151,6 +151,12 @@ class Cluster:
             return holders[0] if len(holders) == 1 else None
         return wait.until(find, timeout, "exactly one director to hold the VIP", interval=1)
 
+    def wait_all_serving(self, timeout: float) -> None:
+        """Every real server answers through the VIP again: a fault's recovery is complete."""
+        names = {n.name for n in self.spec.real_servers}
+        wait.until(lambda: set(self.vip.servers(2 * len(names))) == names, timeout,
+                   f"{' and '.join(sorted(names))} all serving through the VIP")
+
     def standby_of(self, active: VM) -> VM:
         return next(d for d in self.directors if d is not active)
 

@@ -66,3 +66,14 @@ def test_director_seed_with_a_weak_secret_is_refused(howto, tmp_path):
 def test_meta_data_values_are_read_quoted_or_not():
     assert configure._meta_data('instance-id: "a-1"\nlocal-hostname: web\n') == {
         "instance-id": "a-1", "local-hostname": "web"}
+
+
+def test_ldirectord_unit_follows_the_profile(howto, tmp_path):
+    fast = profile.load(ROOT / "profiles" / "fast-failover.toml")
+    both = configure.read_seed(unpack(fast, "loadb1", tmp_path), "director")
+    assert ["systemctl", "start", "--no-block", "ldirectord.service"] in configure.unit_commands(both)
+    active = configure.read_seed(unpack(howto, "loadb2", tmp_path), "director")
+    assert configure.unit_commands(active) == [
+        ["systemctl", "disable", "--no-reload", "--quiet", "ldirectord.service"]]
+    web = configure.read_seed(unpack(howto, "webserver1", tmp_path), "realserver")
+    assert configure.unit_commands(web) == []

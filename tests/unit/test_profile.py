@@ -69,6 +69,8 @@ BAD = {
     "check timings differ": (lambda d: d["services"].append(dict(d["services"][0], port=8080, checktimeout=5)),
                              "checktimeout differs between services (10, 5)"),
     "weight range": (lambda d: d["real_servers"][0].update(weight=-1), "webserver1: -1 is out of range"),
+    "ldirectord mode": (lambda d: d["heartbeat"].update(ldirectord="standby"),
+                        "heartbeat.ldirectord: 'standby' is not where ldirectord runs (one of active, both)"),
 }
 
 

@@ -112,3 +112,10 @@ def test_write_tree_keeps_modes(howto, tmp_path):
     assert (tmp_path / "etc/ha.d/authkeys").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "etc/hosts").stat().st_mode & 0o777 == 0o644
     assert not list(tmp_path.rglob(".*"))  # no temp files left behind
+
+
+def test_with_ldirectord_on_both_directors_takeover_moves_the_vip_first():
+    fast = profile.load(ROOT / "profiles" / "fast-failover.toml")
+    haresources = render.director_files(fast, fast.node("loadb2"), "x" * 32)["/etc/ha.d/haresources"]
+    assert tokens(haresources.content) == [
+        ["loadb1", "\\"], ["IPaddr2::192.168.0.105/24/eth0/192.168.0.255", "\\"], ["LVSSyncDaemonSwap::master"]]
