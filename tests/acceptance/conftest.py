@@ -39,3 +39,5 @@ def pytest_runtest_makereport(item, call):
     if report.failed and _cluster is not None:
         report.sections.append(("node consoles (full logs in test-results/acceptance/)",
                                 _cluster.console_tails()))
+        report.sections.append(("directors: heartbeat and ldirectord journals, IPVS table",
+                                _cluster.director_journals()))

@@ -160,6 +160,19 @@ class Cluster:
     def standby_of(self, active: VM) -> VM:
         return next(d for d in self.directors if d is not active)
 
+    def director_journals(self, lines: int = 25) -> str:
+        """heartbeat's and ldirectord's last journal lines per director, for a failure report;
+        a crashed or unreachable director says so instead."""
+        out = []
+        for vm in self.directors:
+            try:
+                text = vm.succeed(f"journalctl -b --no-pager -o short-monotonic -n {lines} "
+                                  "-u heartbeat -u ldirectord; ipvsadm -L -n", timeout=20)
+            except Exception as e:  # noqa: BLE001 - a report must not fail on a dead node
+                text = f"(no journal: {e})"
+            out += [f"[{vm.name}] {line}" for line in text.splitlines() if line.strip()]
+        return "\n".join(out)
+
     def console_tails(self, lines: int = 40) -> str:
         out = []
         for name, vm in self.vms.items():
