@@ -89,12 +89,12 @@ def ensure(tests: bool = False) -> list[str]:
         return []
     release = host_release()
     cmds = install_command(pkgs, release)
+    needs_backports = bool(set(pkgs) & FROM_BACKPORTS.get(release, set()))
     if os.geteuid() != 0:
         shown = "\n".join("  sudo " + " ".join(c) for c in cmds)
         raise HostError(f"missing host packages: {', '.join(pkgs)}. As root, run:\n{shown}"
-                        + (f"\n(with {release}-backports in the apt sources)"
-                           if set(pkgs) & FROM_BACKPORTS.get(release, set()) else ""))
-    if set(pkgs) & FROM_BACKPORTS.get(release, set()) and not BACKPORTS_FILE.exists():
+                        + (f"\n(with {release}-backports in the apt sources)" if needs_backports else ""))
+    if needs_backports and not BACKPORTS_FILE.exists():
         BACKPORTS_FILE.write_text(
             f"Types: deb\nURIs: {debian_mirror()}\nSuites: {release}-backports\nComponents: main\n"
             "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
