@@ -29,11 +29,7 @@ SEED_NODE = {"director": "loadb1", "webserver": "webserver1"}
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return region_hash(path, 0, path.stat().st_size)
 
 
 def timed_build(role: str, out: Path, work: Path) -> float:
@@ -58,6 +54,7 @@ def root_partition(img: Path) -> tuple[int, int]:
 
 
 def region_hash(img: Path, offset: int, size: int) -> str:
+    """sha256 of `size` bytes of img from `offset`."""
     h = hashlib.sha256()
     with open(img, "rb") as f:
         f.seek(offset)
