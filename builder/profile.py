@@ -19,6 +19,7 @@ NEGOTIATE_SERVICES = ("http", "https")
 PROTOCOLS = ("tcp", "udp")
 AUTH_METHODS = ("sha1", "md5", "crc")
 LDIRECTORD_MODES = ("active", "both")
+TAKEOVERS = ("heartbeat", "fast")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 DIRECTOR, REALSERVER = "director", "realserver"
 
@@ -92,15 +93,19 @@ class Heartbeat:
     port: int = 694
     mcast_ttl: int = 1
     auto_failback: bool = False
-    keepalive: int | None = None
-    deadtime: int | None = None
-    warntime: int | None = None
-    initdead: int | None = None
+    # seconds; fractions become milliseconds in ha.cf ("keepalive 500ms")
+    keepalive: float | None = None
+    deadtime: float | None = None
+    warntime: float | None = None
+    initdead: float | None = None
     ping_nodes: tuple[IPv4Address, ...] = ()
     logfacility: str = "local0"
     # "active": heartbeat starts ldirectord with the VIP (the howto); "both": ldirectord runs on
     # both directors all the time, so a takeover only has to move the VIP (faster failover)
     ldirectord: str = "active"
+    # "heartbeat": its resource scripts move the VIP (IPaddr2, the howto); "fast": the image's
+    # lean VIPaddr script, started by vip-takeover the moment heartbeat declares the peer dead
+    takeover: str = "heartbeat"
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,17 @@ class _Table:
         value = self.get(key, int, default)
         if value is not None and not low <= value <= high:
             self.error(f"{value} is out of range ({low}..{high})", key)
+            return None
+        return value
+
+    def seconds(self, key: str, low: float, high: float) -> float | None:
+        """An optional duration in seconds; heartbeat counts in milliseconds."""
+        value = self.get(key, (int, float), None)
+        if value is not None and not low <= value <= high:
+            self.error(f"{value} s is out of range ({low}..{high} s)", key)
+            return None
+        if value is not None and abs(value * 1000 - round(value * 1000)) > 1e-6:
+            self.error(f"{value} s is finer than heartbeat's milliseconds", key)
             return None
         return value
 
@@ -304,12 +320,13 @@ def _read_heartbeat(problems: list[str], data: Any) -> Heartbeat | None:
         port=t.in_range("port", 1, 65535, d.port),
         mcast_ttl=t.in_range("mcast_ttl", 1, 255, d.mcast_ttl),
         auto_failback=t.get("auto_failback", bool, d.auto_failback),
-        keepalive=t.in_range("keepalive", 1, 3600, None),
-        deadtime=t.in_range("deadtime", 1, 3600, None),
-        warntime=t.in_range("warntime", 1, 3600, None),
-        initdead=t.in_range("initdead", 1, 3600, None),
+        keepalive=t.seconds("keepalive", 0.1, 3600),
+        deadtime=t.seconds("deadtime", 0.1, 3600),
+        warntime=t.seconds("warntime", 0.1, 3600),
+        initdead=t.seconds("initdead", 0.1, 3600),
         logfacility=t.get("logfacility", str, d.logfacility),
         ldirectord=t.one_of("ldirectord", LDIRECTORD_MODES, d.ldirectord, "where ldirectord runs"),
+        takeover=t.one_of("takeover", TAKEOVERS, d.takeover, "a way to take over the VIP"),
     )
     t.done()
     if mcast is not None and not mcast.is_multicast:
@@ -327,8 +344,12 @@ def _read_heartbeat(problems: list[str], data: Any) -> Heartbeat | None:
                 f"and deadtime {deadtime}", "warntime")
     if h["initdead"] is not None and h["initdead"] < deadtime:
         t.error(f"initdead {h['initdead']} must be at least deadtime {deadtime}", "initdead")
+    if h["takeover"] == "fast" and h["ldirectord"] != "both":
+        t.error('"fast" needs ldirectord = "both": the VIP would answer before ldirectord '
+                "has loaded the IPVS table", "takeover")
     pings = tuple(a for a in (t.parse_ipv4(str(x), "ping_nodes") for x in ping) if a)
-    if any(h[k] is None for k in ("auth", "bcast", "port", "mcast_ttl", "auto_failback", "ldirectord")):
+    required = ("auth", "bcast", "port", "mcast_ttl", "auto_failback", "ldirectord", "takeover")
+    if any(h[k] is None for k in required):
         return None
     return Heartbeat(mcast_group=mcast, ping_nodes=pings, **h)
 

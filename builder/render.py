@@ -23,6 +23,14 @@ _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
+def heartbeat_time(seconds: float) -> str:
+    """ha.cf durations: whole seconds as the howto writes them, fractions in milliseconds."""
+    return str(int(seconds)) if seconds == int(seconds) else f"{round(seconds * 1000)}ms"
+
+
+_env.filters["hbtime"] = heartbeat_time
+
+
 @dataclass(frozen=True)
 class File:
     content: str

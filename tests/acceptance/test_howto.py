@@ -126,6 +126,8 @@ def test_6_active_director_crash_the_standby_takes_over(cluster):
     print(f"\ndirector crash ({active.name}): service back after {outage:.1f}s, "
           f"{failed} failed requests")
     assert cluster.holds_vip(standby)
+    if cluster.spec.heartbeat.takeover == "fast":  # the VIP came from vip-takeover, not ResourceManager
+        standby.succeed(f"journalctl -b -t vip-takeover | grep -q '{active.name} is dead: added'")
     standby.wait_until_succeeds("ldirectord ldirectord.cf status 2>&1 | grep -q 'is running'", 60)
     assert standby.succeed("/etc/ha.d/resource.d/LVSSyncDaemonSwap master status").startswith("master running")
     cluster.wait_all_serving(settle_time(cluster) * 2)

@@ -69,6 +69,13 @@ BAD = {
     "check timings differ": (lambda d: d["services"].append(dict(d["services"][0], port=8080, checktimeout=5)),
                              "checktimeout differs between services (10, 5)"),
     "weight range": (lambda d: d["real_servers"][0].update(weight=-1), "webserver1: -1 is out of range"),
+    "below 100 ms": (lambda d: d["heartbeat"].update(keepalive=0.0005),
+                      "heartbeat.keepalive: 0.0005 s is out of range (0.1..3600 s)"),
+    "fractional ms": (lambda d: d["heartbeat"].update(keepalive=0.2505), "0.2505 s is finer than heartbeat's milliseconds"),
+    "fast takeover needs ldirectord on both": (lambda d: d["heartbeat"].update(takeover="fast"),
+                                               'heartbeat.takeover: "fast" needs ldirectord = "both"'),
+    "unknown takeover": (lambda d: d["heartbeat"].update(takeover="quick"),
+                         "heartbeat.takeover: 'quick' is not a way to take over the VIP (one of heartbeat, fast)"),
     "ldirectord mode": (lambda d: d["heartbeat"].update(ldirectord="standby"),
                         "heartbeat.ldirectord: 'standby' is not where ldirectord runs (one of active, both)"),
 }

@@ -118,4 +118,18 @@ def test_with_ldirectord_on_both_directors_takeover_moves_the_vip_first():
     fast = profile.load(ROOT / "profiles" / "fast-failover.toml")
     haresources = render.director_files(fast, fast.node("loadb2"), "x" * 32)["/etc/ha.d/haresources"]
     assert tokens(haresources.content) == [
-        ["loadb1", "\\"], ["IPaddr2::192.168.0.105/24/eth0/192.168.0.255", "\\"], ["LVSSyncDaemonSwap::master"]]
+        ["loadb1", "\\"], ["VIPaddr::192.168.0.105/24/eth0/192.168.0.255", "\\"], ["LVSSyncDaemonSwap::master"]]
+
+
+def test_fast_takeover_runs_vip_takeover_and_sub_second_timings_are_milliseconds():
+    fast = profile.load(ROOT / "profiles" / "fast-failover.toml")
+    ha_cf = tokens(render.director_files(fast, fast.node("loadb1"), "x" * 32)["/etc/ha.d/ha.cf"].content)
+    assert ["keepalive", "500ms"] in ha_cf and ["deadtime", "1500ms"] in ha_cf
+    assert ["respawn", "root", "/usr/libexec/appliance/vip-takeover"] in ha_cf
+    howto = profile.load(ROOT / "profiles" / "howto.toml")
+    assert "vip-takeover" not in render.director_files(howto, howto.node("loadb1"), "x" * 32)["/etc/ha.d/ha.cf"].content
+
+
+@pytest.mark.parametrize("seconds, text", [(2, "2"), (2.0, "2"), (0.5, "500ms"), (1.25, "1250ms")])
+def test_heartbeat_times(seconds, text):
+    assert render.heartbeat_time(seconds) == text

@@ -1,0 +1,108 @@
+"""The fast takeover path of the director image: vip-takeover (heartbeat API client) and the
+VIPaddr resource script, run on the host."""
+import importlib.machinery
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from builder import profile, render
+
+ROOT = Path(__file__).resolve().parents[2]
+EXTRA = ROOT / "images" / "director" / "mkosi.extra"
+VIPADDR = EXTRA / "etc" / "ha.d" / "resource.d" / "VIPaddr"
+
+
+def _load_vip_takeover():
+    path = EXTRA / "usr" / "libexec" / "appliance" / "vip-takeover"
+    loader = importlib.machinery.SourceFileLoader("vip_takeover", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+vt = _load_vip_takeover()
+
+
+@pytest.fixture
+def fast_files():
+    c = profile.load(ROOT / "profiles" / "fast-failover.toml")
+    return render.director_files(c, c.node("loadb2"), "x" * 32)
+
+
+def test_reads_its_resource_and_peers_from_the_rendered_files(fast_files):
+    assert vt.vip_argument(fast_files["/etc/ha.d/haresources"].content) == "192.168.0.105/24/eth0/192.168.0.255"
+    assert vt.cluster_nodes(fast_files["/etc/ha.d/ha.cf"].content) == {"loadb1", "loadb2"}
+    with pytest.raises(ValueError, match="no VIPaddr:: resource"):
+        vt.vip_argument("loadb1 IPaddr2::192.168.0.105/24/eth0/192.168.0.255")
+
+
+def test_messages_round_trip_through_heartbeats_framing():
+    a, b = socket.socketpair()
+    a.sendall(vt.encode({"t": "status", "src": "loadb1", "st": "dead"}))
+    assert vt.read_message(b) == {"t": "status", "src": "loadb1", "st": "dead"}
+
+
+def test_starts_the_vip_only_on_a_peers_death(tmp_path):
+    """Feed heartbeat's messages through a socket; count the takeovers."""
+    heartbeat, client = socket.socketpair()
+    taken, logged, ended = [], [], []
+
+    def take():
+        taken.append(1)
+        return "added"
+
+    def run():
+        try:
+            vt.serve(client, "loadb2", {"loadb1", "loadb2"}, take, logged.append)
+        except EOFError as e:  # heartbeat hung up: the daemon exits and heartbeat respawns it
+            ended.append(e)
+    thread = threading.Thread(target=run)
+    thread.start()
+    for message in [{"t": "status", "src": "loadb1", "st": "active"},   # peer up: nothing
+                    {"t": "status", "src": "192.168.0.1", "st": "dead"},  # ping node
+                    {"t": "ifstat", "node": "loadb1", "ifname": "eth0", "st": "dead"},
+                    {"t": "status", "src": "loadb2", "st": "dead"},   # ourselves
+                    {"t": "status", "src": "loadb1", "st": "dead"}]:  # the one that counts
+        heartbeat.sendall(vt.encode(message))
+    heartbeat.close()
+    thread.join(30)
+    assert ended and taken == [1] and logged == ["loadb1 is dead: added"]
+
+
+def test_vipaddr_status_checks_the_interface_and_rejects_a_bad_argument():
+    held = subprocess.run(["sh", str(VIPADDR), "127.0.0.1/8/lo/127.255.255.255", "status"],
+                          capture_output=True, text=True)
+    assert held.stdout.strip() == "VIPaddr 127.0.0.1 running"
+    absent = subprocess.run(["sh", str(VIPADDR), "127.0.0.77/8/lo/127.255.255.255", "status"],
+                            capture_output=True, text=True)
+    assert absent.stdout.strip() == "VIPaddr 127.0.0.77 stopped"
+    bad = subprocess.run(["sh", str(VIPADDR), "127.0.0.1/8/lo", "start"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "IP/PREFIX/IFACE/BROADCAST" in bad.stderr
+
+
+TAKE_IN_A_NETNS = f"""
+import importlib.machinery, importlib.util, subprocess
+loader = importlib.machinery.SourceFileLoader("vt", {str(EXTRA / "usr/libexec/appliance/vip-takeover")!r})
+vt = importlib.util.module_from_spec(importlib.util.spec_from_loader("vt", loader)); loader.exec_module(vt)
+vt.SEND_ARP = "/bin/true"  # heartbeat's send_arp is in the image only
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+take = vt.vip_taker("10.9.9.9/32/lo/10.9.9.9")
+print(take()); print(take())
+print(subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
+def test_takes_the_vip_over_netlink_once():
+    """The real netlink call, in a network namespace of its own (unshare -n)."""
+    out = subprocess.run(["unshare", "-n", sys.executable, "-c", TAKE_IN_A_NETNS],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "added 10.9.9.9/32 to lo, gratuitous ARP sent"
+    assert out[1] == "10.9.9.9 was already on lo"
+    assert any("inet 10.9.9.9/32" in line for line in out[2:])
