@@ -132,12 +132,10 @@ def unit_commands(seed: Seed) -> list[list[str]]:
 
 
 def apply_live(seed: Seed, root: Path = Path("/")) -> None:
-    """What the files alone do not change in the running system: hostname, sysctls, units."""
+    """What the files alone do not change in the running system: hostname, sysctls."""
     Path("/proc/sys/kernel/hostname").write_text(seed.node.name)
     sysctl = render.SYSCTL_DIRECTOR if seed.node.is_director else render.SYSCTL_REALSERVER
     run(["sysctl", "-q", "-p", root / sysctl.lstrip("/")])
-    for command in unit_commands(seed):
-        run(command)
 
 
 def say(line: str) -> None:
@@ -165,12 +163,16 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
         return 1
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
         say(f"appliance: {seed.node.name} already configured for {seed.instance_id}")
+        # units were enabled when it was configured: `systemctl enable ldirectord` goes through
+        # update-rc.d (SysV script) and costs ~15 s of every director boot under TCG
         apply_live(seed, root)
         return 0
     marker.unlink(missing_ok=True)  # half-configured must never look configured
     files = files_for(seed)
     render.write_tree(files, root)
     apply_live(seed, root)
+    for command in unit_commands(seed):
+        run(command)
     state.mkdir(parents=True, exist_ok=True)
     node = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
             "interface": seed.cluster.network.interface, "instance": seed.instance_id}
