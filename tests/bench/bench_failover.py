@@ -237,6 +237,7 @@ def main() -> int:
         "PROFILES", "profiles/howto.toml profiles/fast-failover.toml").split()]
     reps = int(os.environ.get("REPS", "3"))
     OUT.mkdir(exist_ok=True)
+    (OUT / "windows.jsonl").unlink(missing_ok=True)  # this run's windows only
     accel = accel_probe.probe()
     images = OUT.parent / "build" / "bench" / "images.json"
     windows, extra = [], {}
