@@ -87,17 +87,6 @@ class Load:
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def vip_holders(cluster: Cluster) -> list[str]:
-    held = []
-    for d in cluster.directors:
-        try:
-            if cluster.holds_vip(d):
-                held.append(d.name)
-        except Exception:  # noqa: BLE001 - a crashed director cannot say
-            pass
-    return held
-
-
 def pause_until(t: float) -> None:
     """Bench timeline: inject the fault LEAD seconds into the load window."""
     time.sleep(max(0.0, t - time.time()))
@@ -161,7 +150,7 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
             standby = cluster.standby_of(cluster.active_director())
 
             def holders() -> str:
-                return "+".join(vip_holders(cluster)) or "none"
+                return "+".join(d.name for d in cluster.vip_holders()) or "none"
 
             def split() -> list[str]:
                 """Notes: VIP holders during the cut, and whether heartbeat healed on its own."""
@@ -171,14 +160,14 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                 standby.set_link(True)
                 heal = deadtime * 2 + 30
                 try:
-                    wait.until(lambda: len(vip_holders(cluster)) == 1, heal, "a single VIP holder")
+                    wait.until(lambda: len(cluster.vip_holders()) == 1, heal, "a single VIP holder")
                     seen.append(f"healed:{holders()}")
                 except wait.Timeout:
                     # record what it is stuck in, then restart heartbeat on the cut node so the
                     # next run starts from one holder again
                     seen.append(f"not-healed-in-{heal}s:{holders()}")
                     standby.succeed("systemctl restart heartbeat")
-                    wait.until(lambda: len(vip_holders(cluster)) == 1, deadtime * 4 + 60,
+                    wait.until(lambda: len(cluster.vip_holders()) == 1, deadtime * 4 + 60,
                                "a single VIP holder after restarting heartbeat")
                     seen.append(f"after-heartbeat-restart-on-{standby.name}:{holders()}")
                 return seen

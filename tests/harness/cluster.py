@@ -144,10 +144,21 @@ class Cluster:
         out = director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}")
         return f"inet {self.spec.vip}/" in out
 
+    def vip_holders(self) -> list[VM]:
+        """The directors holding the VIP; a crashed (unreachable) one holds nothing."""
+        held = []
+        for d in self.directors:
+            try:
+                if self.holds_vip(d):
+                    held.append(d)
+            except Exception:  # noqa: BLE001 - a crashed director cannot answer
+                pass
+        return held
+
     def active_director(self, timeout: float = 120) -> VM:
         """The one director holding the VIP (waits until exactly one does)."""
         def find():
-            holders = [d for d in self.directors if self.holds_vip(d)]
+            holders = self.vip_holders()
             return holders[0] if len(holders) == 1 else None
         return wait.until(find, timeout, "exactly one director to hold the VIP", interval=1)
 
