@@ -237,6 +237,13 @@ def main() -> int:
         extra[p.stem] = figures
     rows = summary(windows)
     print_table(rows, extra)
+    if images.exists():  # figures of the last `make bench-images`
+        for r in json.loads(images.read_text()):
+            print(f"image {r['role']}: cold build {r['cold']:.0f}s, warm {r['warm']:.0f}s, "
+                  f"raw {r['raw'] >> 20} MiB, zstd {r['zstd'] >> 20} MiB, boot to ready {r['ready']:.1f}s, "
+                  f"two builds {'identical' if r['identical'] else 'differ'}")
+    else:
+        print("image figures: none yet (run `make bench-images`)")
     page = report.write(OUT, windows, rows, extra, images if images.exists() else None,
                         f"{RATE} req/s, {TIMEOUT}s timeout, {accel}, {os.cpu_count()} cores")
     print(f"\nreport: {page} (screenshot {report.screenshot(page)}); "

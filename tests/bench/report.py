@@ -68,9 +68,14 @@ def write(out: Path, windows, rows, extra: dict, images_json: Path | None, setup
                     for k, v in extra.items())
     images = ""
     if images_json:
-        images = "<h2>Images</h2><pre>" + html.escape(json.dumps(
-            [{k: v for k, v in r.items() if k != "diff"} for r in json.loads(images_json.read_text())],
-            indent=1)) + "</pre>"
+        mib = 1 << 20
+        images = ("<h2>Images</h2><p>From the last <code>make bench-images</code>.</p><table><tr>"
+                  "<th>image</th><th>cold build s</th><th>warm build s</th><th>raw MiB</th>"
+                  "<th>zstd MiB</th><th>boot to ready s</th><th>two builds identical</th></tr>" + "".join(
+                      f"<tr><td>{html.escape(r['role'])}</td><td>{r['cold']:.0f}</td><td>{r['warm']:.0f}</td>"
+                      f"<td>{r['raw'] / mib:.0f}</td><td>{r['zstd'] / mib:.0f}</td><td>{r['ready']:.1f}</td>"
+                      f"<td>{'yes' if r['identical'] else 'no'}</td></tr>"
+                      for r in json.loads(images_json.read_text())) + "</table>")
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>LVS appliance failover benchmark</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}
