@@ -181,6 +181,13 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                 except Exception as e:  # noqa: BLE001 - a benchmark reports and goes on
                     print(f"[{name}] {family.__name__} #{rep}: stopped by "
                           f"{type(e).__name__}: {e}", flush=True)
+        # flapping check for the timings: heartbeat's warnings in this boot of each director
+        for d in cluster.directors:
+            try:
+                late = d.execute("journalctl -b --no-pager -u heartbeat | grep -c 'Late heartbeat'")[1]
+            except Exception as e:  # noqa: BLE001 - the figures so far matter more
+                late = f"unknown ({e})"
+            print(f"[{name}] {d.name}: {late.strip()} late-heartbeat warnings since its last boot", flush=True)
     return windows, {"boot_to_first_ok": first_ok}
 
 
