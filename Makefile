@@ -8,7 +8,7 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test unit boot acceptance lint seeds host-setup test-tools bench-images bench
+.PHONY: help test unit boot acceptance acceptance-tuned lint seeds host-setup test-tools bench-images bench
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -22,7 +22,9 @@ $(VENV)/.done: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-test: unit boot acceptance  ## run every test: unit, image boots, then the four-VM cluster suite
+TUNED   ?= profiles/fast-failover.toml
+
+test: unit boot acceptance acceptance-tuned  ## every test: unit, image boots, the four-VM cluster suite on the howto and the tuned profile
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
@@ -49,7 +51,11 @@ boot: $(IMAGES) test-tools  ## boot each image with and without its seed (QEMU; 
 	$(PYTEST) -q -s tests/boot --junitxml=test-results/boot.xml
 
 acceptance: $(IMAGES) test-tools  ## the howto's checks and failovers on a four-VM cluster (PROFILE=...)
-	PROFILE=$(PROFILE) $(PYTEST) -q -s tests/acceptance --junitxml=test-results/acceptance.xml
+	PROFILE=$(PROFILE) $(PYTEST) -q -s tests/acceptance \
+		--junitxml=test-results/acceptance-$(basename $(notdir $(PROFILE))).xml
+
+acceptance-tuned: $(IMAGES) test-tools  ## the same suite on the tuned profile (TUNED=...)
+	$(MAKE) --no-print-directory acceptance PROFILE=$(TUNED)
 
 bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, reproducibility
 	$(PY) tests/bench/bench_images.py

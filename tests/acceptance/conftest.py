@@ -23,7 +23,7 @@ def cluster(accel):
     signal.signal(signal.SIGTERM, _sigterm)
     profile_path = ROOT / os.environ.get("PROFILE", "profiles/howto.toml")
     started = time.monotonic()
-    with Cluster(profile_path, RESULTS / "acceptance", accel) as c:
+    with Cluster(profile_path, RESULTS / "acceptance" / profile_path.stem, accel) as c:
         _cluster = c
         print(f"\ncluster of {len(c.vms)} VMs ready in {c.boot_seconds:.0f}s ({accel})")
         yield c

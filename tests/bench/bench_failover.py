@@ -15,6 +15,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,20 +72,26 @@ class Window:
 
 
 class Load:
-    """loadgen.py inside the namespace, collecting its JSON lines."""
+    """loadgen.py inside the namespace, its JSON lines going to a file. Not a pipe: nobody reads
+    a pipe until the window ends, and a full pipe (~700 lines, 35 s at 20 req/s) blocked the
+    load generator, so every longer window used to stop recording after ~35 s."""
 
     def __init__(self, cluster: Cluster, duration: float):
+        self.out = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", net.NETNS, sys.executable, str(LOADGEN), f"http://{cluster.spec.vip}/",
              "--rate", str(RATE), "--duration", str(duration), "--timeout", str(TIMEOUT)],
-            stdout=subprocess.PIPE, text=True)
+            stdout=self.out, text=True)
         self.started = time.time()
 
     def finish(self, stop: bool = False) -> list[dict]:
         if stop:
             self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=1900)
-        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        self.proc.wait(timeout=1900)
+        with self.out:
+            self.out.seek(0)
+            # a SIGTERM can cut the last line short
+            return [json.loads(line) for line in self.out if line.startswith("{") and line.endswith("}\n")]
 
 
 def pause_until(t: float) -> None:
@@ -228,7 +235,12 @@ def print_table(rows: list[dict], extra: dict) -> None:
         print(f"{name}: " + ", ".join(f"{k} {v:.0f}s" for k, v in figures.items()))
 
 
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")  # tear the cluster down as on Ctrl-C
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _sigterm)
     profiles = [ROOT / p for p in os.environ.get(
         "PROFILES", "profiles/howto.toml profiles/fast-failover.toml").split()]
     reps = int(os.environ.get("REPS", "3"))
