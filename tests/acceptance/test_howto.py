@@ -51,7 +51,9 @@ def test_1_exactly_one_director_is_active(cluster):
     active = cluster.active_director(timeout=240)
     standby = cluster.standby_of(active)
     assert not cluster.holds_vip(standby)
-    active.wait_until_succeeds("ldirectord ldirectord.cf status 2>&1 | grep -q 'is running'", 60)
+    # 180 s: on first boot a profile's own ldirectord unit starts outside multi-user.target (it is
+    # enabled by first boot itself), and Perl under a loaded TCG host took 54 s to get going
+    active.wait_until_succeeds("ldirectord ldirectord.cf status 2>&1 | grep -q 'is running'", 180)
     assert "running with pid" in active.succeed("ldirectord ldirectord.cf status")
     if ldirectord_on_both(cluster):
         assert "running with pid" in standby.succeed("ldirectord ldirectord.cf status")
