@@ -247,7 +247,8 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "windows.jsonl").unlink(missing_ok=True)  # this run's windows only
     accel = accel_probe.probe()
-    images = OUT.parent / "build" / "bench" / "images.json"
+    images_json = OUT.parent / "build" / "bench" / "images.json"  # from `make bench-images`
+    images = json.loads(images_json.read_text()) if images_json.exists() else []
     windows, extra = [], {}
     started = time.monotonic()
     for p in profiles:
@@ -256,14 +257,13 @@ def main() -> int:
         extra[p.stem] = figures
     rows = summary(windows)
     print_table(rows, extra)
-    if images.exists():  # figures of the last `make bench-images`
-        for r in json.loads(images.read_text()):
-            print(f"image {r['role']}: cold build {r['cold']:.0f}s, warm {r['warm']:.0f}s, "
-                  f"raw {r['raw'] >> 20} MiB, zstd {r['zstd'] >> 20} MiB, boot to ready {r['ready']:.1f}s, "
-                  f"two builds {'identical' if r['identical'] else 'differ'}")
-    else:
+    for r in images:
+        print(f"image {r['role']}: cold build {r['cold']:.0f}s, warm {r['warm']:.0f}s, "
+              f"raw {r['raw'] >> 20} MiB, zstd {r['zstd'] >> 20} MiB, boot to ready {r['ready']:.1f}s, "
+              f"two builds {'identical' if r['identical'] else 'differ'}")
+    if not images:
         print("image figures: none yet (run `make bench-images`)")
-    page = report.write(OUT, windows, rows, extra, images if images.exists() else None,
+    page = report.write(OUT, windows, rows, extra, images,
                         f"{RATE} req/s, {TIMEOUT}s timeout, {accel}, {os.cpu_count()} cores")
     print(f"\nreport: {page} (screenshot {report.screenshot(page)}); "
           f"wall time {(time.monotonic() - started) / 60:.1f} min")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-import json
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -50,7 +49,7 @@ def timeline(w, width: int = 900, height: int = 120) -> str:
             f'role="img" aria-label="{html.escape(w.fault)} timeline">{"".join(parts)}{axis}</svg>')
 
 
-def write(out: Path, windows, rows, extra: dict, images_json: Path | None, setup: str) -> Path:
+def write(out: Path, windows, rows, extra: dict, images: list[dict], setup: str) -> Path:
     def fmt(v, f="{:.1f}"):
         m, lo, hi = v
         return f"{f.format(m)} <small>[{f.format(lo)}&ndash;{f.format(hi)}]</small>"
@@ -66,16 +65,16 @@ def write(out: Path, windows, rows, extra: dict, images_json: Path | None, setup
         f"{w.failed} failed</h3>{timeline(w)}" for w in windows)
     boots = "".join(f"<li>{html.escape(k)}: " + ", ".join(f"{a} {b:.0f} s" for a, b in v.items()) + "</li>"
                     for k, v in extra.items())
-    images = ""
-    if images_json:
+    images_html = ""
+    if images:
         mib = 1 << 20
-        images = ("<h2>Images</h2><p>From the last <code>make bench-images</code>.</p><table><tr>"
+        images_html = ("<h2>Images</h2><p>From the last <code>make bench-images</code>.</p><table><tr>"
                   "<th>image</th><th>cold build s</th><th>warm build s</th><th>raw MiB</th>"
                   "<th>zstd MiB</th><th>boot to ready s</th><th>two builds identical</th></tr>" + "".join(
                       f"<tr><td>{html.escape(r['role'])}</td><td>{r['cold']:.0f}</td><td>{r['warm']:.0f}</td>"
                       f"<td>{r['raw'] / mib:.0f}</td><td>{r['zstd'] / mib:.0f}</td><td>{r['ready']:.1f}</td>"
                       f"<td>{'yes' if r['identical'] else 'no'}</td></tr>"
-                      for r in json.loads(images_json.read_text())) + "</table>")
+                      for r in images) + "</table>")
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>LVS appliance failover benchmark</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}
@@ -86,7 +85,7 @@ small{{color:#666}}</style></head><body>
 request not yet in the final state (e.g. still answered by the stopped server).</p>
 <table><tr><th>profile</th><th>fault</th><th>runs</th><th>outage s</th><th>failed</th><th>complete s</th>
 <th>p50/p99 ms before</th><th>after</th><th>VIP holders</th></tr>{table}</table>
-<h2>Start-up</h2><ul>{boots}</ul>{images}
+<h2>Start-up</h2><ul>{boots}</ul>{images_html}
 <h2>Timelines</h2><p>Requests per 100 ms by answering server. {legend}</p>{sections}
 </body></html>"""
     path = out / "report.html"

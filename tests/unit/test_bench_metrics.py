@@ -34,6 +34,6 @@ def test_summary_gives_median_and_range_and_the_report_has_a_timeline(tmp_path):
     [row] = bench_failover.summary(ws)
     m, lo, hi = row["outage"]
     assert lo < m < hi and row["runs"] == 3
-    page = report.write(tmp_path, ws, [row], {"p": {"boot_to_first_ok": 90.0}}, None, "test")
+    page = report.write(tmp_path, ws, [row], {"p": {"boot_to_first_ok": 90.0}}, [], "test")
     text = page.read_text()
     assert text.count("<svg") == 3 and "director crash" in text and "<script" not in text
