@@ -112,6 +112,10 @@ class VM:
         self.monitor("stop")
         self.agent.close()
 
+    def resume(self) -> None:
+        """Let a crashed VM run on from the instruction where it stopped."""
+        self.monitor("cont")
+
     def power_on(self) -> None:
         """Power a crashed VM back on: reset and run; it boots again from its disk."""
         self._console_from = self.console_log.stat().st_size
