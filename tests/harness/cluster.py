@@ -37,7 +37,8 @@ for a in $(ip -4 -o addr show dev {iface} | awk '$4 ~ /^{vip}\\// {{print $4}}')
 done
 ipvsadm -C
 ipvsadm --stop-daemon master 2>/dev/null; ipvsadm --stop-daemon backup 2>/dev/null
-rm -rf /run/heartbeat/rsctmp/* /run/resource-agents/* /run/heartbeat.pid /run/ldirectord.*.pid
+rm -rf /run/heartbeat/rsctmp/* /run/resource-agents/* /run/heartbeat.pid /run/ldirectord.*.pid \\
+       /run/vipaddr-send_arp-*.pid
 ip neigh flush all
 date -s @{now:.3f} >/dev/null
 ! ip -4 -o addr show dev {iface} | grep -F ' {vip}/'
@@ -207,11 +208,27 @@ class Cluster:
         director.wait_until_succeeds(f"cl_status nodestatus {peer.name} | grep -qx active && "
                                      "cl_status rscstatus", timeout)
 
+    def all_serving(self) -> bool:
+        names = {n.name for n in self.spec.real_servers}
+        return set(self.vip.servers(2 * len(names))) == names
+
     def wait_all_serving(self, timeout: float) -> None:
         """Every real server answers through the VIP again: a fault's recovery is complete."""
-        names = {n.name for n in self.spec.real_servers}
-        wait.until(lambda: set(self.vip.servers(2 * len(names))) == names, timeout,
-                   f"{' and '.join(sorted(names))} all serving through the VIP")
+        wait.until(self.all_serving, timeout, "every real server serving through the VIP")
+
+    def settled(self) -> bool:
+        """Both directors' heartbeats see each other active and neither is moving resources,
+        exactly one holds the VIP, and every real server answers through it."""
+        for d in self.directors:
+            out = d.execute(f"cl_status nodestatus {self.standby_of(d).name}; cl_status rscstatus")[1].split()
+            if len(out) != 2 or out[0] != "active" or out[1] == "transition":
+                return False
+        return len(self.vip_holders()) == 1 and self.all_serving()
+
+    def wait_settled(self, timeout: float, steady: float = 10) -> None:
+        """After a split brain heartbeat v1 gives up resources and restarts on both nodes, for
+        over a minute: wait until the pair has stopped changing, not for a passing good moment."""
+        wait.steady(self.settled, steady, timeout, "both directors settled with one VIP holder")
 
     def standby_of(self, active: VM) -> VM:
         return next(d for d in self.directors if d is not active)

@@ -44,3 +44,23 @@ def during(check: Callable[[], object], seconds: float, what: str, interval: flo
         if time.monotonic() >= deadline:
             return
         time.sleep(interval)
+
+
+def steady(check: Callable[[], object], seconds: float, timeout: float, what: str,
+           interval: float = 1) -> None:
+    """Wait until check has held for `seconds` in a row: a state that has stopped changing,
+    not one passed through on the way somewhere else. A check that raises counts as false."""
+    deadline = time.monotonic() + timeout
+    since: float | None = None
+    while True:
+        try:
+            ok = bool(check())
+        except Exception:  # noqa: BLE001 - an unanswerable check is not a steady state
+            ok = False
+        now = time.monotonic()
+        since = (since or now) if ok else None
+        if since is not None and now - since >= seconds:
+            return
+        if now >= deadline:
+            raise Timeout(f"timed out after {timeout:.0f}s waiting for {what} to hold for {seconds:.0f}s")
+        time.sleep(interval)
