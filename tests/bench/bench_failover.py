@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from builder import image  # noqa: E402
 from harness import accel as accel_probe, net, wait  # noqa: E402
 from harness.cluster import Cluster  # noqa: E402
 from harness.paths import ROOT  # noqa: E402
@@ -32,7 +33,7 @@ import report  # noqa: E402
 
 OUT = ROOT / "bench-results"
 RATE, TIMEOUT, LEAD = 20, 1.0, 3.0
-TAIL = 8.0  # load kept after a fault's recovery, for the latency "after"
+TAIL = 5.0  # load kept after a fault's recovery, for the latency "after"
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
 
@@ -61,6 +62,10 @@ class Window:
         """Fault to the end of the last failed request (0: none failed)."""
         bad = [r["t"] + r["latency"] for r in self.after() if r["status"] != 200]
         return max(bad) - self.fault_at if bad else 0.0
+
+    def failed_after(self, seconds: float) -> int:
+        """Failed requests sent more than `seconds` after the fault (e.g. past a check window)."""
+        return sum(r["status"] != 200 for r in self.records if r["t"] > self.fault_at + seconds)
 
     def complete(self, final) -> float:
         """Fault to the last request not yet in the final state."""
@@ -101,7 +106,8 @@ def pause_until(t: float) -> None:
     time.sleep(max(0.0, t - time.time()))
 
 
-def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window], dict]:
+def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window], str]:
+    """The profile's windows, and a line on how long its cluster took to start."""
     name = profile_path.stem
     started = time.monotonic()
     windows: list[Window] = []
@@ -114,8 +120,10 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
         cluster.wait_all_serving(120)
         print(f"[{name}] cluster up; first good response {first_ok:.0f}s after start", flush=True)
 
-        def window(fault: str, rep: int, duration: float, inject, stop_when=None) -> Window:
-            """Load for at most `duration`; with stop_when, until it returns and TAIL more seconds."""
+        def window(fault: str, rep: int, duration: float, inject, stop_when=None,
+                   check_window: float | None = None) -> Window:
+            """Load for at most `duration`; with stop_when, until it returns and TAIL more seconds.
+            With check_window, a note counts the requests that still failed after it."""
             load = Load(cluster, duration)
             pause_until(load.started + LEAD)
             at = time.time()
@@ -124,6 +132,8 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                 stop_when()
                 time.sleep(TAIL)
             w = Window(name, fault, rep, at, load.finish(stop=bool(stop_when)), notes=notes)
+            if check_window is not None:
+                w.notes.append(f"failed-after-{check_window:.0f}s-check-window:{w.failed_after(check_window)}")
             windows.append(w)
             with open(OUT / "windows.jsonl", "a") as f:  # kept even if a later fault breaks
                 f.write(json.dumps(vars(w)) + "\n")
@@ -133,7 +143,7 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
 
         def apache_stop(rep: int) -> None:
             web1 = cluster["webserver1"]
-            window("apache stop", rep, LEAD + check + 10, lambda: web1.stop("apache2"))
+            window("apache stop", rep, LEAD + check + 10, lambda: web1.stop("apache2"), check_window=check)
             web1.start_service("apache2")
             cluster.wait_all_serving(check * 3 + 30)
 
@@ -153,31 +163,37 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
 
         def split_brain(rep: int) -> None:
             standby = cluster.standby_of(cluster.active_director())
+            notes: list[str] = []
 
             def holders() -> str:
                 return "+".join(d.name for d in cluster.vip_holders()) or "none"
 
             def split() -> list[str]:
-                """Notes: VIP holders during the cut, and whether heartbeat healed on its own."""
                 standby.set_link(False)
                 time.sleep(deadtime + 5)  # hold the cut past heartbeat's deadtime
-                seen = [f"cut:{holders()}"]
+                notes.append(f"cut:{holders()}")
                 standby.set_link(True)
-                heal = deadtime * 2 + 30
+                return notes
+
+            def settle() -> None:
+                """The window lasts until the pair has settled: heartbeat's own recovery from the
+                partition (give up, restart, initdead, take over) is part of what is measured."""
+                limit = deadtime * 4 + 180  # howto: ~15 s giving up + 60 s initdead + takeover
+                # steady for longer than a deadtime: after the heal the howto pair looked settled
+                # for 15 s between one node's takeover and the other's restart
+                steady = max(10.0, deadtime + 5)
                 try:
-                    wait.until(lambda: len(cluster.vip_holders()) == 1, heal, "a single VIP holder")
-                    seen.append(f"healed:{holders()}")
+                    cluster.wait_settled(limit, steady)
+                    notes.append(f"settled:{holders()}")
                 except wait.Timeout:
-                    # record what it is stuck in, then restart heartbeat on the cut node so the
-                    # next run starts from one holder again
-                    seen.append(f"not-healed-in-{heal}s:{holders()}")
-                    standby.succeed("systemctl restart heartbeat")
-                    wait.until(lambda: len(cluster.vip_holders()) == 1, deadtime * 4 + 60,
-                               "a single VIP holder after restarting heartbeat")
-                    seen.append(f"after-heartbeat-restart-on-{standby.name}:{holders()}")
-                return seen
-            window("split brain", rep, LEAD + deadtime * 8 + 150, split, stop_when=lambda: None)
-            cluster.wait_all_serving(120)
+                    # record what it is stuck in, then restart heartbeat on both directors so
+                    # the next run starts from a settled pair again
+                    notes.append(f"not-settled-in-{limit:.0f}s:{holders()}")
+                    for d in cluster.directors:
+                        d.succeed("systemctl restart heartbeat")
+                    cluster.wait_settled(limit, steady)
+                    notes.append(f"after-heartbeat-restarts:{holders()}")
+            window("split brain", rep, LEAD + deadtime + 5 + deadtime * 8 + 400, split, stop_when=settle)
 
         for family in (apache_stop, director_crash_and_return, standby_crash, split_brain):
             for rep in range(1, reps + 1):
@@ -193,7 +209,8 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
             except Exception as e:  # noqa: BLE001 - the figures so far matter more
                 late = f"unknown ({e})"
             print(f"[{name}] {d.name}: {late.strip()} late-heartbeat warnings since its last boot", flush=True)
-    return windows, {"boot_to_first_ok": first_ok}
+    return windows, (f"{name}: all {len(cluster.vms)} VMs ready {cluster.boot_seconds:.0f} s after they "
+                     f"started, first good response on the VIP {first_ok:.0f} s after")
 
 
 FINAL = {
@@ -218,7 +235,7 @@ def summary(windows: list[Window]) -> list[dict]:
     return rows
 
 
-def print_table(rows: list[dict], extra: dict) -> None:
+def print_table(rows: list[dict]) -> None:
     print(f"\nfailover benchmark: {RATE} req/s, {TIMEOUT}s timeout; median [min-max] of each run")
     print(f"{'profile':14} {'fault':16} {'outage s':>16} {'failed':>12} {'complete s':>16} "
           f"{'p50/p99 ms before':>18} {'after':>12}")
@@ -229,8 +246,21 @@ def print_table(rows: list[dict], extra: dict) -> None:
         print(f"{r['profile']:14} {r['fault']:16} {mmr('outage'):>16} {mmr('failed', '{:.0f}'):>12} "
               f"{mmr('complete'):>16} {r['p50 before'][0]:8.0f}/{r['p99 before'][0]:<8.0f} "
               f"{r['p50 after'][0]:5.0f}/{r['p99 after'][0]:<6.0f} {' '.join(r['notes'])}")
-    for name, figures in extra.items():
-        print(f"{name}: " + ", ".join(f"{k} {v:.0f}s" for k, v in figures.items()))
+
+
+def built_images() -> list[str]:
+    """How the images in use were built, from what `make director.img webserver.img` recorded."""
+    lines = []
+    for role in image.ROLES:
+        path = ROOT / "build" / role / "build.json"
+        if not path.exists():
+            lines.append(f"image {role}: no build record (built before builds were recorded)")
+            continue
+        b = json.loads(path.read_text())
+        lines.append(f"image {role} ({b['release']}): built in {b['seconds']:.0f} s "
+                     f"({'incremental' if b['incremental'] else 'no mkosi cache'}), "
+                     f"raw {b['raw'] >> 20} MiB, {b['allocated'] >> 20} MiB allocated")
+    return lines
 
 
 def _sigterm(signum, frame):
@@ -247,21 +277,24 @@ def main() -> int:
     accel = accel_probe.probe()
     images_json = OUT.parent / "build" / "bench" / "images.json"  # from `make bench-images`
     images = json.loads(images_json.read_text()) if images_json.exists() else []
-    windows, extra = [], {}
+    windows, startup = [], []
     started = time.monotonic()
     for p in profiles:
-        w, figures = run_profile(p, accel, reps)
+        w, line = run_profile(p, accel, reps)
         windows += w
-        extra[p.stem] = figures
+        startup.append(line)
+    startup += built_images()
     rows = summary(windows)
-    print_table(rows, extra)
+    print_table(rows)
+    print("\n".join(startup))
     for r in images:
-        print(f"image {r['role']}: cold build {r['cold']:.0f}s, warm {r['warm']:.0f}s, "
+        print(f"image benchmark, {r['role']}: cold build {r['cold']:.0f}s, warm {r['warm']:.0f}s, "
               f"raw {r['raw'] >> 20} MiB, zstd {r['zstd'] >> 20} MiB, boot to ready {r['ready']:.1f}s, "
               f"two builds {'identical' if r['identical'] else 'differ'}")
     if not images:
-        print("image figures: none yet (run `make bench-images`)")
-    page = report.write(OUT, windows, rows, extra, images,
+        print("image benchmark figures (two cold builds each, sizes compressed, one VM's boot, "
+              "reproducibility): none yet, run `make bench-images`")
+    page = report.write(OUT, windows, rows, startup, images,
                         f"{RATE} req/s, {TIMEOUT}s timeout, {accel}, {os.cpu_count()} cores")
     print(f"\nreport: {page} (screenshot {report.screenshot(page)}); "
           f"wall time {(time.monotonic() - started) / 60:.1f} min")

@@ -49,7 +49,7 @@ def timeline(w, width: int = 900, height: int = 120) -> str:
             f'role="img" aria-label="{html.escape(w.fault)} timeline">{"".join(parts)}{axis}</svg>')
 
 
-def write(out: Path, windows, rows, extra: dict, images: list[dict], setup: str) -> Path:
+def write(out: Path, windows, rows, startup: list[str], images: list[dict], setup: str) -> Path:
     def fmt(v, f="{:.1f}"):
         m, lo, hi = v
         return f"{f.format(m)} <small>[{f.format(lo)}&ndash;{f.format(hi)}]</small>"
@@ -63,8 +63,7 @@ def write(out: Path, windows, rows, extra: dict, images: list[dict], setup: str)
     sections = "".join(
         f"<h3>{html.escape(w.profile)}: {html.escape(w.fault)} #{w.rep} &mdash; outage {w.outage:.1f} s, "
         f"{w.failed} failed</h3>{timeline(w)}" for w in windows)
-    boots = "".join(f"<li>{html.escape(k)}: " + ", ".join(f"{a} {b:.0f} s" for a, b in v.items()) + "</li>"
-                    for k, v in extra.items())
+    boots = "".join(f"<li>{html.escape(line)}</li>" for line in startup)
     images_html = ""
     if images:
         mib = 1 << 20
@@ -85,7 +84,7 @@ small{{color:#666}}</style></head><body>
 request not yet in the final state (e.g. still answered by the stopped server).</p>
 <table><tr><th>profile</th><th>fault</th><th>runs</th><th>outage s</th><th>failed</th><th>complete s</th>
 <th>p50/p99 ms before</th><th>after</th><th>VIP holders</th></tr>{table}</table>
-<h2>Start-up</h2><ul>{boots}</ul>{images_html}
+<h2>Start-up and images</h2><ul>{boots}</ul>{images_html}
 <h2>Timelines</h2><p>Requests per 100 ms by answering server. {legend}</p>{sections}
 </body></html>"""
     path = out / "report.html"

@@ -27,6 +27,7 @@ def test_outage_failed_and_complete_are_measured_from_the_fault():
     assert abs(w.outage - (104.9 + 1.0 - 103.0)) < 1e-6
     assert abs(w.complete(bench_failover.FINAL["apache stop"]) - 2.9) < 1e-6
     assert w.pct(w.before(), .5) == 10.0
+    assert w.failed_after(1.05) == 9 and w.failed_after(2.0) == 0  # failures: t in [103, 105)
 
 
 def test_summary_gives_median_and_range_and_the_report_has_a_timeline(tmp_path):
@@ -34,6 +35,7 @@ def test_summary_gives_median_and_range_and_the_report_has_a_timeline(tmp_path):
     [row] = bench_failover.summary(ws)
     m, lo, hi = row["outage"]
     assert lo < m < hi and row["runs"] == 3
-    page = report.write(tmp_path, ws, [row], {"p": {"boot_to_first_ok": 90.0}}, [], "test")
+    page = report.write(tmp_path, ws, [row], ["p: first good response <90 s"], [], "test")
     text = page.read_text()
     assert text.count("<svg") == 3 and "director crash" in text and "<script" not in text
+    assert "<li>p: first good response &lt;90 s</li>" in text
