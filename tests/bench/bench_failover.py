@@ -4,9 +4,10 @@ For each profile (default: howto and fast-failover) it boots the cluster, runs a
 bounded HTTP load from the client namespace, and injects one fault at a time, each REPS times
 (default 3) with recovery in between: Apache stop on webserver1, active-director crash,
 crashed director's return, standby crash, and a cut of the standby director's link (split
-brain). A crashed director returns through Cluster.revive (resumed with its link cut, cleared
-as a reboot would, heartbeat started anew): ~15 s where a TCG reboot takes 100-150 s, which is
-what keeps both profiles at 3 runs inside 30 minutes. It prints a table (median and range) and writes a self-contained HTML report with a
+brain, lasting until the pair has settled). A crashed director returns through
+Cluster.revive (resumed with its link cut, cleared as a reboot would, heartbeat started anew):
+~15 s where a TCG reboot takes 100-150 s, which is what keeps both profiles at 3 runs near 30
+minutes. It prints a table (median and range) and writes a self-contained HTML report with a
 timeline per fault to bench-results/. It prints figures; it never fails on a threshold.
 """
 from __future__ import annotations
@@ -164,6 +165,10 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
         def split_brain(rep: int) -> None:
             standby = cluster.standby_of(cluster.active_director())
             notes: list[str] = []
+            limit = deadtime * 4 + 180  # to settle; howto: ~15 s giving up + 60 s initdead + takeover
+            # steady for longer than a deadtime: after the heal the howto pair looked settled for
+            # 15 s between one node's takeover and the other's restart
+            steady = max(10.0, deadtime + 5)
 
             def holders() -> str:
                 return "+".join(d.name for d in cluster.vip_holders()) or "none"
@@ -178,10 +183,6 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
             def settle() -> None:
                 """The window lasts until the pair has settled: heartbeat's own recovery from the
                 partition (give up, restart, initdead, take over) is part of what is measured."""
-                limit = deadtime * 4 + 180  # howto: ~15 s giving up + 60 s initdead + takeover
-                # steady for longer than a deadtime: after the heal the howto pair looked settled
-                # for 15 s between one node's takeover and the other's restart
-                steady = max(10.0, deadtime + 5)
                 try:
                     cluster.wait_settled(limit, steady)
                     notes.append(f"settled:{holders()}")
@@ -193,7 +194,8 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                         d.succeed("systemctl restart heartbeat")
                     cluster.wait_settled(limit, steady)
                     notes.append(f"after-heartbeat-restarts:{holders()}")
-            window("split brain", rep, LEAD + deadtime + 5 + deadtime * 8 + 400, split, stop_when=settle)
+            # load for the cut and two tries at settling; stopped as soon as the pair settles
+            window("split brain", rep, LEAD + deadtime + 5 + 2 * (limit + steady), split, stop_when=settle)
 
         for family in (apache_stop, director_crash_and_return, standby_crash, split_brain):
             for rep in range(1, reps + 1):
