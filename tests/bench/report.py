@@ -83,7 +83,7 @@ small{{color:#666}}</style></head><body>
 <em>Outage</em>: fault to the end of the last failed request. <em>Complete</em>: fault to the last
 request not yet in the final state (e.g. still answered by the stopped server).</p>
 <table><tr><th>profile</th><th>fault</th><th>runs</th><th>outage s</th><th>failed</th><th>complete s</th>
-<th>p50/p99 ms before</th><th>after</th><th>VIP holders</th></tr>{table}</table>
+<th>p50/p99 ms before</th><th>after</th><th>notes (VIP holders, late failures)</th></tr>{table}</table>
 <h2>Start-up and images</h2><ul>{boots}</ul>{images_html}
 <h2>Timelines</h2><p>Requests per 100 ms by answering server. {legend}</p>{sections}
 </body></html>"""
