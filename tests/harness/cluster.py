@@ -202,11 +202,17 @@ class Cluster:
         both = self.spec.heartbeat.ldirectord == "both"
         director.succeed("systemctl start heartbeat.service" + (" ldirectord.service" if both else ""), 180)
 
+    def heartbeat_view(self, director: VM) -> tuple[str, str] | None:
+        """(its peer's status, its own resource status) as heartbeat on `director` sees them,
+        e.g. ("active", "all"); None while heartbeat cannot say (stopped, restarting)."""
+        out = director.execute(f"cl_status nodestatus {self.standby_of(director).name}; "
+                               "cl_status rscstatus")[1].split()
+        return (out[0], out[1]) if len(out) == 2 else None
+
     def wait_rejoined(self, director: VM, timeout: float) -> None:
         """heartbeat on `director` sees its peer active and knows its own resource state."""
-        peer = self.standby_of(director)
-        director.wait_until_succeeds(f"cl_status nodestatus {peer.name} | grep -qx active && "
-                                     "cl_status rscstatus", timeout)
+        wait.until(lambda: (self.heartbeat_view(director) or ("",))[0] == "active", timeout,
+                   f"{director.name}: heartbeat to see its peer active")
 
     def all_serving(self) -> bool:
         names = {n.name for n in self.spec.real_servers}
@@ -220,8 +226,8 @@ class Cluster:
         """Both directors' heartbeats see each other active and neither is moving resources,
         exactly one holds the VIP, and every real server answers through it."""
         for d in self.directors:
-            out = d.execute(f"cl_status nodestatus {self.standby_of(d).name}; cl_status rscstatus")[1].split()
-            if len(out) != 2 or out[0] != "active" or out[1] == "transition":
+            view = self.heartbeat_view(d)
+            if view is None or view[0] != "active" or view[1] == "transition":
                 return False
         return len(self.vip_holders()) == 1 and self.all_serving()
 
