@@ -99,9 +99,10 @@ def build(role: str, release: str = "bookworm", out: Path = ROOT, work: Path = R
     os.replace(output / f"{role}.raw", image)
     write_atomic(out / f"{role}.packages", package_list(output / f"{role}.manifest"))
     # what `make bench` prints as this image's build figures
+    st = image.stat()
     write_atomic(w / "build.json", json.dumps({
         "role": role, "release": release, "seconds": round(time.monotonic() - started, 1),
-        "incremental": incremental, "raw": image.stat().st_size, "allocated": image.stat().st_blocks * 512}))
+        "incremental": incremental, "raw": st.st_size, "allocated": st.st_blocks * 512}))
     return image
 
 
