@@ -94,11 +94,12 @@ def files_for(seed: Seed) -> dict[str, render.File]:
 
 
 def find_seed_device(wait: float = 10.0) -> str | None:
-    """The block device labelled cidata, waiting a little for slow (CD-ROM) devices."""
+    """The block device labelled cidata, waiting a little for slow (CD-ROM) devices.
+
+    blkid probes the kernel's devices itself, so a disk that is already there is found at
+    once; only then is udev waited for, which under TCG takes ~10 s of first boot."""
     deadline = time.monotonic() + wait
     while True:
-        with contextlib.suppress(FileNotFoundError):
-            run(["udevadm", "settle", "--timeout=5"], check=False)
         for label in LABELS:
             # blkid exits 2 when no device has the label
             device = run(["blkid", "-c", "/dev/null", "-t", f"LABEL={label}", "-o", "device"],
@@ -107,6 +108,8 @@ def find_seed_device(wait: float = 10.0) -> str | None:
                 return device[0]
         if time.monotonic() > deadline:
             return None
+        with contextlib.suppress(FileNotFoundError):
+            run(["udevadm", "settle", "--timeout=5"], check=False)
         time.sleep(1)
 
 
@@ -120,15 +123,23 @@ def mounted(device: str):
             run(["umount", mountpoint])
 
 
-def unit_commands(seed: Seed) -> list[list[str]]:
+LDIRECTORD_WANTS = "etc/systemd/system/multi-user.target.wants/ldirectord.service"
+LDIRECTORD_UNIT = "/lib/systemd/system/ldirectord.service"
+
+
+def set_ldirectord_unit(seed: Seed, root: Path = Path("/")) -> bool:
     """ldirectord's own unit: off where heartbeat starts it (the howto), on where the profile
-    runs it on both directors. --no-block: this runs before sysinit.target."""
-    if not seed.node.is_director:
-        return []
-    if seed.cluster.heartbeat.ldirectord == "both":
-        return [["systemctl", "enable", "--no-reload", "ldirectord.service"],
-                ["systemctl", "start", "--no-block", "ldirectord.service"]]
-    return [["systemctl", "disable", "--no-reload", "--quiet", "ldirectord.service"]]
+    runs it on both directors. The link `systemctl enable` would make, made by hand: through
+    systemd-sysv-install and update-rc.d (ldirectord has a SysV script) enabling cost two
+    daemon-reloads, ~14 s of every first boot under TCG. Returns whether it is wanted."""
+    link = root / LDIRECTORD_WANTS
+    wanted = seed.node.is_director and seed.cluster.heartbeat.ldirectord == "both"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    if wanted:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(LDIRECTORD_UNIT)
+    return wanted
 
 
 def apply_live(seed: Seed, root: Path = Path("/")) -> None:
@@ -163,16 +174,16 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
         return 1
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
         say(f"appliance: {seed.node.name} already configured for {seed.instance_id}")
-        # units were enabled when it was configured: `systemctl enable ldirectord` goes through
-        # update-rc.d (SysV script) and costs ~15 s of every director boot under TCG
+        # ldirectord's unit link was made when it was configured
         apply_live(seed, root)
         return 0
     marker.unlink(missing_ok=True)  # half-configured must never look configured
     files = files_for(seed)
     render.write_tree(files, root)
     apply_live(seed, root)
-    for command in unit_commands(seed):
-        run(command)
+    if set_ldirectord_unit(seed, root):
+        # this boot's unit graph predates the link: start it now (before sysinit.target)
+        run(["systemctl", "start", "--no-block", "ldirectord.service"])
     state.mkdir(parents=True, exist_ok=True)
     node = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
             "interface": seed.cluster.network.interface, "instance": seed.instance_id}

@@ -70,10 +70,15 @@ def test_meta_data_values_are_read_quoted_or_not():
 
 def test_ldirectord_unit_follows_the_profile(howto, tmp_path):
     fast = profile.load(ROOT / "profiles" / "fast-failover.toml")
+    root = tmp_path / "root"
+    link = root / configure.LDIRECTORD_WANTS
     both = configure.read_seed(unpack(fast, "loadb1", tmp_path), "director")
-    assert ["systemctl", "start", "--no-block", "ldirectord.service"] in configure.unit_commands(both)
+    assert configure.set_ldirectord_unit(both, root)
+    assert str(link.readlink()) == configure.LDIRECTORD_UNIT
+    assert configure.set_ldirectord_unit(both, root)  # a second run keeps one link
+    # re-seeded with the howto's profile: heartbeat starts ldirectord, the link goes
     active = configure.read_seed(unpack(howto, "loadb2", tmp_path), "director")
-    assert configure.unit_commands(active) == [
-        ["systemctl", "disable", "--no-reload", "--quiet", "ldirectord.service"]]
+    assert not configure.set_ldirectord_unit(active, root)
+    assert not link.is_symlink()
     web = configure.read_seed(unpack(howto, "webserver1", tmp_path), "realserver")
-    assert configure.unit_commands(web) == []
+    assert not configure.set_ldirectord_unit(web, root) and not link.is_symlink()
