@@ -2,8 +2,10 @@
 
 Runs inside the test network namespace (`ip netns exec ... python3 loadgen.py`): fixed rate,
 fixed duration, short per-request timeout, so it can never run away. Each line holds the
-request's start (seconds since the epoch), latency, HTTP status (0 = failed) and which server
-answered (from the page's data-server attribute).
+request's start (seconds since the epoch), latency, HTTP status (0 = no HTTP answer), which
+server answered (from the page's data-server attribute) and, for a failure, what it was
+(`ConnectionRefusedError`, `TimeoutError`, `HTTP 503`...): a refusal is a real server that is
+down, a timeout a director that is.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import re
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 SERVER_RE = re.compile(rb'data-server="([^"]+)"')
@@ -22,16 +25,18 @@ MAX_RATE, MAX_DURATION = 200, 1800
 
 def fetch(url: str, timeout: float) -> dict:
     start = time.time()
-    status, server = 0, None
+    status, server, error = 0, None, None
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             body = r.read()
             status = r.status
             m = SERVER_RE.search(body)
             server = m.group(1).decode() if m else None
-    except Exception:  # noqa: BLE001 - any failure is a failed request
-        pass
-    return {"t": start, "latency": time.time() - start, "status": status, "server": server}
+    except urllib.error.HTTPError as e:
+        status, error = e.code, f"HTTP {e.code}"
+    except Exception as e:  # noqa: BLE001 - any failure is a failed request
+        error = type(getattr(e, "reason", e)).__name__  # URLError wraps the socket's error
+    return {"t": start, "latency": time.time() - start, "status": status, "server": server, "error": error}
 
 
 def main(argv: list[str]) -> int:

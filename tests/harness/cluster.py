@@ -209,6 +209,12 @@ class Cluster:
                                "cl_status rscstatus")[1].split()
         return (out[0], out[1]) if len(out) == 2 else None
 
+    def heartbeat_starts(self, director: VM) -> int:
+        """How often heartbeat has started on `director` since it booted (its own restarts
+        after a split brain included): a count to compare before and after a fault."""
+        return int(director.execute("journalctl -b --no-pager -o cat -u heartbeat "
+                                    "| grep -c 'Starting heartbeat'")[1].strip() or 0)
+
     def wait_rejoined(self, director: VM, timeout: float) -> None:
         """heartbeat on `director` sees its peer active and knows its own resource state."""
         wait.until(lambda: (self.heartbeat_view(director) or ("",))[0] == "active", timeout,
