@@ -61,6 +61,7 @@ def test_director_becomes_loadb1_with_heartbeat_and_ipvs(seeded):
               "ip_vs_dh", "ip_vs_sh", "ip_vs_sed", "ip_vs_nq", "ip_vs_ftp"):
         assert m in modules, m
     assert loadb1.succeed("sysctl -n net.ipv4.ip_forward").strip() == "1"
+    assert loadb1.succeed("sysctl -n net.ipv4.vs.expire_nodest_conn").strip() == "1"
     assert loadb1.succeed("stat -c %a /etc/ha.d/authkeys").strip() == "600"
     assert loadb1.fail("systemctl is-enabled ldirectord").strip() == "disabled"
 

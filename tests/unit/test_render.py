@@ -94,7 +94,8 @@ def test_check_page_contains_receive_and_index_names_the_server(howto):
 
 def test_directors_forward_and_serve_the_fallback_page(howto):
     files = render.node_files(howto, howto.node("loadb1"), "k" * 32)
-    assert settings(files[render.SYSCTL_DIRECTOR].content) == [["net.ipv4.ip_forward", "=", "1"]]
+    assert settings(files[render.SYSCTL_DIRECTOR].content) == [
+        ["net.ipv4.ip_forward", "=", "1"], ["net.ipv4.vs.expire_nodest_conn", "=", "1"]]
     assert "temporarily unavailable" in files["/var/www/html/index.html"].content
     assert "/var/www/html/ldirector.html" not in files
 
