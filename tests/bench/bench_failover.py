@@ -33,8 +33,8 @@ from harness.paths import ROOT  # noqa: E402
 import report  # noqa: E402
 
 OUT = ROOT / "bench-results"
-RATE, TIMEOUT, LEAD = 20, 1.0, 3.0
-TAIL = 5.0  # load kept after a fault's recovery, for the latency "after"
+RATE, TIMEOUT, LEAD = 20, 1.0, 2.0
+TAIL = 3.0  # load kept after a fault's recovery, for the latency "after"
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
 

@@ -202,12 +202,17 @@ class Cluster:
         both = self.spec.heartbeat.ldirectord == "both"
         director.succeed("systemctl start heartbeat.service" + (" ldirectord.service" if both else ""), 180)
 
-    def heartbeat_view(self, director: VM) -> tuple[str, str] | None:
-        """(its peer's status, its own resource status) as heartbeat on `director` sees them,
-        e.g. ("active", "all"); None while heartbeat cannot say (stopped, restarting)."""
-        out = director.execute(f"cl_status nodestatus {self.standby_of(director).name}; "
-                               "cl_status rscstatus")[1].split()
-        return (out[0], out[1]) if len(out) == 2 else None
+    def heartbeat_view(self, director: VM) -> tuple[str, str, bool] | None:
+        """(its peer's status, its own resource status, whether it holds the VIP) as
+        `director` sees them, e.g. ("active", "all", True), in one guest command (each costs
+        ~0.5 s under TCG); None while heartbeat cannot say (stopped, restarting)."""
+        out = director.execute(
+            f"s=$(cl_status nodestatus {self.standby_of(director).name} 2>/dev/null); echo \"${{s:-?}}\"; "
+            "s=$(cl_status rscstatus 2>/dev/null); echo \"${s:-?}\"; "
+            f"ip -4 -o addr show dev {self.spec.network.interface}")[1].splitlines()
+        if len(out) < 2 or "?" in out[:2]:
+            return None
+        return out[0].strip(), out[1].strip(), any(f"inet {self.spec.vip}/" in line for line in out[2:])
 
     def heartbeat_starts(self, director: VM) -> int:
         """How often heartbeat has started on `director` since it booted (its own restarts
@@ -231,11 +236,10 @@ class Cluster:
     def settled(self) -> bool:
         """Both directors' heartbeats see each other active and neither is moving resources,
         exactly one holds the VIP, and every real server answers through it."""
-        for d in self.directors:
-            view = self.heartbeat_view(d)
-            if view is None or view[0] != "active" or view[1] == "transition":
-                return False
-        return len(self.vip_holders()) == 1 and self.all_serving()
+        views = [self.heartbeat_view(d) for d in self.directors]
+        if any(v is None or v[0] != "active" or v[1] == "transition" for v in views):
+            return False
+        return sum(v[2] for v in views) == 1 and self.all_serving()
 
     def wait_settled(self, timeout: float, steady: float = 10) -> None:
         """After a split brain heartbeat v1 gives up resources and restarts on both nodes, for
