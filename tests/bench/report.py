@@ -42,7 +42,7 @@ def timeline(w, width: int = 900, height: int = 120) -> str:
     if w.outage:
         x_rec = (w.fault_at + w.outage - t0) / (t1 - t0) * width
         parts.append(f'<line x1="{x_rec:.1f}" x2="{x_rec:.1f}" y1="0" y2="{height}" stroke="green"/>'
-                     f'<text x="{x_rec + 2:.1f}" y="22" font-size="10" fill="green">last failure</text>')
+                     f'<text x="{x_rec + 2:.1f}" y="22" font-size="10" fill="green">last failure sent</text>')
     axis = f'<text x="0" y="{height + 12}" font-size="10">0 s</text>' \
            f'<text x="{width - 40}" y="{height + 12}" font-size="10">{t1 - t0:.0f} s</text>'
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 16}" '
@@ -80,8 +80,9 @@ def write(out: Path, windows, rows, startup: list[str], images: list[dict], setu
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2){{text-align:left}}
 small{{color:#666}}</style></head><body>
 <h1>Failover benchmark</h1><p>{html.escape(setup)}. Median [min&ndash;max] over the runs.
-<em>Outage</em>: fault to the end of the last failed request. <em>Complete</em>: fault to the last
-request not yet in the final state (e.g. still answered by the stopped server).</p>
+<em>Outage</em>: fault to the sending of the last failed request (every later one succeeded).
+<em>Complete</em>: fault to the end of the last request not yet in the final state (e.g. still
+answered by the stopped server; a request to a dead director ends at the client's timeout).</p>
 <table><tr><th>profile</th><th>fault</th><th>runs</th><th>outage s</th><th>failed</th><th>complete s</th>
 <th>p50/p99 ms before</th><th>after</th><th>notes (VIP holders, late failures)</th></tr>{table}</table>
 <h2>Start-up and images</h2><ul>{boots}</ul>{images_html}
