@@ -134,8 +134,7 @@ def set_ldirectord_unit(seed: Seed, root: Path = Path("/")) -> bool:
     daemon-reloads, ~14 s of every first boot under TCG. Returns whether it is wanted."""
     link = root / LDIRECTORD_WANTS
     wanted = seed.node.is_director and seed.cluster.heartbeat.ldirectord == "both"
-    if link.is_symlink() or link.exists():
-        link.unlink()
+    link.unlink(missing_ok=True)
     if wanted:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(LDIRECTORD_UNIT)

@@ -160,9 +160,12 @@ class Cluster:
         assert self.segment
         return Client(self.segment, self.spec.vip)
 
+    def _vip_in(self, ip_addr_output: str) -> bool:
+        """Whether `ip -4 -o addr show dev IFACE` output lists the VIP."""
+        return f"inet {self.spec.vip}/" in ip_addr_output
+
     def holds_vip(self, director: VM) -> bool:
-        out = director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}")
-        return f"inet {self.spec.vip}/" in out
+        return self._vip_in(director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}"))
 
     def vip_holders(self) -> list[VM]:
         """The directors holding the VIP; a crashed (unreachable) one holds nothing."""
@@ -212,7 +215,7 @@ class Cluster:
             f"ip -4 -o addr show dev {self.spec.network.interface}")[1].splitlines()
         if len(out) < 2 or "?" in out[:2]:
             return None
-        return out[0].strip(), out[1].strip(), any(f"inet {self.spec.vip}/" in line for line in out[2:])
+        return out[0].strip(), out[1].strip(), self._vip_in("\n".join(out[2:]))
 
     def heartbeat_starts(self, director: VM) -> int:
         """How often heartbeat has started on `director` since it booted (its own restarts
