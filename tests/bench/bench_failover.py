@@ -6,7 +6,7 @@ bounded HTTP load from the client namespace, and injects one fault at a time, ea
 crashed director's return, standby crash, and a cut of the standby director's link (split
 brain, lasting until the pair has settled). A crashed director returns through
 Cluster.revive (resumed with its link cut, cleared as a reboot would, heartbeat started anew):
-~15 s where a TCG reboot takes 100-150 s, which is what keeps both profiles at 3 runs near 30
+~15 s where a TCG reboot takes 100-150 s, which is what keeps both profiles at 3 runs under 30
 minutes. It prints a table (median and range) and writes a self-contained HTML report with a
 timeline per fault to bench-results/. It prints figures; it never fails on a threshold.
 """

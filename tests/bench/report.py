@@ -41,12 +41,11 @@ def timeline(w, width: int = 900, height: int = 120) -> str:
                  'stroke-dasharray="4 2"/><text x="{:.1f}" y="10" font-size="10">fault</text>'.format(x_fault + 2))
     if w.outage:
         x_rec = (w.fault_at + w.outage - t0) / (t1 - t0) * width
+        # near the right edge the label goes left of its line, not off the plot
+        x_text, anchor = (x_rec - 2, "end") if x_rec > width - 90 else (x_rec + 2, "start")
         parts.append(f'<line x1="{x_rec:.1f}" x2="{x_rec:.1f}" y1="0" y2="{height}" stroke="green"/>'
-                     # near the right edge the label goes left of its line, not off the plot
-                     + (f'<text x="{x_rec - 2:.1f}" y="22" font-size="10" fill="green" text-anchor="end">'
-                        if x_rec > width - 90 else
-                        f'<text x="{x_rec + 2:.1f}" y="22" font-size="10" fill="green">')
-                     + 'last failure sent</text>')
+                     f'<text x="{x_text:.1f}" y="22" font-size="10" fill="green" text-anchor="{anchor}">'
+                     'last failure sent</text>')
     axis = f'<text x="0" y="{height + 12}" font-size="10">0 s</text>' \
            f'<text x="{width - 40}" y="{height + 12}" font-size="10">{t1 - t0:.0f} s</text>'
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 16}" '
