@@ -1,5 +1,9 @@
 """Load a cluster profile, validate it once, and model it as frozen dataclasses.
 
+Each key is declared once (see "the settings table"); values derived from several keys --
+heartbeat's effective deadtime, the health-check window, how long a takeover may take -- are
+properties of the model, so templates, first boot, the lab and the tests read the same figure.
+
 Every problem found is collected and reported together (``ProfileError``), each message
 naming the field and what to fix. This module only needs the standard library: it also
 runs inside the images at first boot, reading the cluster back from the seed ISO.
@@ -8,10 +12,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq")
 CHECKTYPES = ("negotiate", "connect", "ping", "on", "off")
@@ -34,12 +38,76 @@ class ProfileError(ValueError):
                          "\n".join(f"  {p}" for p in problems))
 
 
+# --- the settings table --------------------------------------------------------------------
+# Each profile key is declared once, as a dataclass field: its default, how it is read and
+# checked (a reader on _Table), and its help text. parse(), to_dict() and reference() (the
+# README's profile reference) all walk these declarations. Checks that span several fields
+# stay in parse() and the _check_* functions below.
+
+Reader = Callable[["_Table", str, Any], Any]
+
+
+def setting(default: Any, read: Reader, help: str, *, roles: tuple[str, ...] = (),
+            seed: bool = True) -> Any:
+    """A profile key. `roles`: only nodes of these roles have it; `seed=False`: a host-side
+    value the seed does not carry."""
+    meta = {"read": read, "help": help, "roles": roles, "seed": seed}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable default")
+    return field(default=default, metadata=meta) if default is not ... else field(metadata=meta)
+
+
+def text(t: "_Table", key: str, default: Any) -> Any:
+    return t.get(key, str, default)
+
+
+def flag(t: "_Table", key: str, default: Any) -> Any:
+    return t.get(key, bool, default)
+
+
+def integer(low: int, high: int) -> Reader:
+    return lambda t, key, default: t.in_range(key, low, high, default)
+
+
+def seconds(low: float, high: float) -> Reader:
+    return lambda t, key, default: t.seconds(key, low, high)
+
+
+def choice(choices: tuple[str, ...], what: str) -> Reader:
+    return lambda t, key, default: t.one_of(key, choices, default, what)
+
+
+def ipv4(t: "_Table", key: str, default: Any) -> Any:
+    return t.ipv4(key, default)
+
+
+def ipv4_list(t: "_Table", key: str, default: Any) -> Any:
+    values = t.get(key, list, [])
+    return tuple(a for a in (t.parse_ipv4(str(x), key) for x in values) if a)
+
+
+def ipv4_network(t: "_Table", key: str, default: Any) -> Any:
+    value = t.get(key, str, default)
+    if value is None:
+        return None
+    try:
+        return IPv4Network(value)
+    except ValueError as e:
+        t.error(f"{value!r} is not an IPv4 network like 192.168.0.0/24 ({e})", key)
+        return None
+
+
+def optional_text(t: "_Table", key: str, default: Any) -> Any:
+    return t.get(key, str, default) or None  # "" switches it off
+
+
 @dataclass(frozen=True)
 class Node:
-    name: str
-    address: IPv4Address
-    role: str
-    weight: int = 1
+    name: str = setting(..., text, "short host name: `uname -n` and the heartbeat node name")
+    address: IPv4Address = setting(..., ipv4, "the node's address on the cluster LAN")
+    weight: int = setting(1, integer(0, 65535), "IPVS weight (0 takes it out of rotation)",
+                          roles=(REALSERVER,))
+    role: str = DIRECTOR  # which array it came from, not a key
 
     @property
     def is_director(self) -> bool:
@@ -48,11 +116,11 @@ class Node:
 
 @dataclass(frozen=True)
 class Network:
-    subnet: IPv4Network
-    interface: str = "eth0"
-    gateway: IPv4Address | None = None
-    dns: tuple[IPv4Address, ...] = ()
-    broadcast: IPv4Address | None = None
+    subnet: IPv4Network = setting(..., ipv4_network, "the cluster LAN, e.g. 192.168.0.0/24")
+    interface: str = setting("eth0", text, "the NIC name in the image (it boots with net.ifnames=0)")
+    gateway: IPv4Address | None = setting(None, ipv4, "default route, inside the subnet")
+    dns: tuple[IPv4Address, ...] = setting((), ipv4_list, "name servers for /etc/resolv.conf")
+    broadcast: IPv4Address | None = setting(None, ipv4, "defaults to the subnet's")
 
     @property
     def prefixlen(self) -> int:
@@ -65,57 +133,91 @@ class Network:
 
 @dataclass(frozen=True)
 class Service:
-    port: int = 80
-    protocol: str = "tcp"
-    scheduler: str = "rr"
-    checktype: str = "negotiate"
-    service: str = "http"
-    request: str = "ldirector.html"
-    receive: str = "Test Page"
-    check_content: str = ""
-    checkinterval: int = 2
-    checktimeout: int = 10
-    quiescent: bool = True
-    fallback: str | None = "127.0.0.1:80"
+    port: int = setting(80, integer(1, 65535), "port on the VIP")
+    protocol: str = setting("tcp", choice(PROTOCOLS, "a protocol"), "tcp | udp")
+    scheduler: str = setting("rr", choice(SCHEDULERS, "an IPVS scheduler"),
+                             "IPVS scheduler: " + " ".join(SCHEDULERS))
+    checktype: str = setting("negotiate", choice(CHECKTYPES, "an ldirectord checktype"),
+                             " | ".join(CHECKTYPES))
+    service: str = setting("http", text, "what ldirectord negotiates: http | https")
+    request: str = setting("ldirector.html", text, "check page, a file in each real server's document root")
+    receive: str = setting("Test Page", text, "text ldirectord expects in the check page")
+    check_content: str = setting("", text, "what the check page holds (default: receive)")
+    checkinterval: int = setting(2, integer(1, 3600), "seconds between checks; same in every service")
+    checktimeout: int = setting(10, integer(1, 3600), "seconds a check may take; same in every service")
+    quiescent: bool = setting(True, flag, "a failed real server gets weight 0 rather than removed")
+    fallback: str | None = setting("127.0.0.1:80", optional_text,
+                                   "the director's own sorry page when no real server is up (\"\": none)")
 
     @property
     def page_content(self) -> str:
         """What the real servers' check page holds (defaults to the receive string)."""
         return self.check_content or self.receive
 
+    @property
+    def check_window(self) -> float:
+        """How long ldirectord may take to notice a real server's change: a check interval
+        for the next check, a timeout for it to fail."""
+        return self.checkinterval + self.checktimeout
+
 
 @dataclass(frozen=True)
 class Heartbeat:
-    auth: str = "sha1"
-    secret_file: str | None = None
-    bcast: bool = True
-    mcast_group: IPv4Address | None = None
-    port: int = 694
-    mcast_ttl: int = 1
-    auto_failback: bool = False
-    # seconds; fractions become milliseconds in ha.cf ("keepalive 500ms")
-    keepalive: float | None = None
-    deadtime: float | None = None
-    warntime: float | None = None
-    initdead: float | None = None
-    ping_nodes: tuple[IPv4Address, ...] = ()
-    logfacility: str = "local0"
-    # "active": heartbeat starts ldirectord with the VIP (the howto); "both": ldirectord runs on
-    # both directors all the time, so a takeover only has to move the VIP (faster failover)
-    ldirectord: str = "active"
-    # "heartbeat": its resource scripts move the VIP (IPaddr2, the howto); "fast": the image's
-    # lean VIPaddr script, started by vip-takeover the moment heartbeat declares the peer dead
-    takeover: str = "heartbeat"
+    auth: str = setting("sha1", choice(AUTH_METHODS, "a heartbeat auth method"), "sha1 | md5")
+    secret_file: str | None = setting(None, text, "file with the secret, relative to the profile "
+                                      "(default: generated into .secrets/NAME.authkey)", seed=False)
+    bcast: bool = setting(True, flag, "heartbeat by broadcast on the LAN")
+    mcast_group: IPv4Address | None = setting(None, ipv4, "a second path by multicast, e.g. 225.0.0.1")
+    port: int = setting(694, integer(1, 65535), "heartbeat's UDP port")
+    mcast_ttl: int = setting(1, integer(1, 255), "multicast TTL")
+    auto_failback: bool = setting(False, flag, "the first director takes the VIP back when it returns")
+    keepalive: float | None = setting(None, seconds(0.1, 3600), "seconds between heartbeats (default 1; 0.5 -> 500ms)")
+    deadtime: float | None = setting(None, seconds(0.1, 3600), "seconds of silence before the peer is dead (default 30)")
+    warntime: float | None = setting(None, seconds(0.1, 3600), "seconds of silence before a late-heartbeat warning")
+    initdead: float | None = setting(None, seconds(0.1, 3600), "deadtime at boot, at least deadtime")
+    ping_nodes: tuple[IPv4Address, ...] = setting((), ipv4_list, "addresses ipfail pings")
+    logfacility: str = setting("local0", text, "syslog facility")
+    ldirectord: str = setting("active", choice(LDIRECTORD_MODES, "where ldirectord runs"),
+                              '"active": heartbeat starts it with the VIP (the howto); "both": it '
+                              "runs on both directors, a takeover moves the VIP only")
+    takeover: str = setting("heartbeat", choice(TAKEOVERS, "a way to take over the VIP"),
+                            '"heartbeat": its resource scripts move the VIP (IPaddr2); "fast": '
+                            'vip-takeover adds it when the peer is declared dead (needs ldirectord = "both")')
+
+    @property
+    def keepalive_s(self) -> float:
+        """The keepalive heartbeat uses (its default when the profile sets none)."""
+        return self.keepalive or 1
+
+    @property
+    def deadtime_s(self) -> float:
+        """The deadtime heartbeat uses: how long a dead peer goes unnoticed."""
+        return self.deadtime or 30
+
+    @property
+    def ldirectord_on_both(self) -> bool:
+        return self.ldirectord == "both"
+
+    @property
+    def takeover_limit(self) -> float:
+        """How long a takeover may take before a test or the bench calls it failed: the verdict,
+        then heartbeat's resource scripts (tens of seconds of shell under TCG)."""
+        return self.deadtime_s * 4 + 60
+
+    @property
+    def rejoin_limit(self) -> float:
+        """How long a returning director may take to see its peer active again."""
+        return self.deadtime_s * 3 + 60
 
 
 @dataclass(frozen=True)
 class Cluster:
-    name: str
-    domain: str
-    network: Network
-    vip: IPv4Address
-    directors: tuple[Node, ...]
-    real_servers: tuple[Node, ...]
+    name: str = setting(..., text, "cluster name: seeds, the secret file and instance-ids use it")
+    vip: IPv4Address = setting(..., ipv4, "the virtual IP clients connect to; inside the subnet")
+    domain: str = setting("localdomain", text, "/etc/hosts gets NAME.DOMAIN and NAME")
+    network: Network = None  # type: ignore[assignment]  # the tables: read by parse()
+    directors: tuple[Node, ...] = ()
+    real_servers: tuple[Node, ...] = ()
     services: tuple[Service, ...] = (Service(),)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
@@ -129,6 +231,55 @@ class Cluster:
                 return n
         raise KeyError(f"no node named {name!r} in cluster {self.name!r} "
                        f"(nodes: {', '.join(n.name for n in self.nodes)})")
+
+    @property
+    def web_service(self) -> Service:
+        """The service a browser (and the tests) use: the first HTTP one."""
+        return next((s for s in self.services if s.protocol == "tcp" and s.service == "http"),
+                    self.services[0])
+
+    @property
+    def serving(self) -> tuple[Node, ...]:
+        """The real servers that get traffic (weight above 0)."""
+        return tuple(n for n in self.real_servers if n.weight > 0)
+
+    @property
+    def round(self) -> int:
+        """Requests in one round of the web service's scheduler over the serving real servers:
+        the weights' sum for wrr (IPVS's wrr repeats with that period), one each otherwise."""
+        if self.web_service.scheduler == "wrr":
+            return sum(n.weight for n in self.serving)
+        return len(self.serving)
+
+
+SECTIONS = (("", Cluster), ("network", Network), ("directors / real_servers", Node),
+            ("services", Service), ("heartbeat", Heartbeat))
+
+
+def _settings(cls: type, role: str | None = None) -> list[Field]:
+    return [f for f in fields(cls) if "read" in f.metadata
+            and (role is None or not f.metadata["roles"] or role in f.metadata["roles"])]
+
+
+def _read_settings(cls: type, t: "_Table", role: str | None = None) -> dict[str, Any]:
+    """Every declared key of cls from table t; problems are recorded in t."""
+    return {f.name: f.metadata["read"](t, f.name, ... if f.default is MISSING else f.default)
+            for f in _settings(cls, role)}
+
+
+def reference() -> str:
+    """The profile reference (Markdown), from the declarations: the README shows it."""
+    lines = []
+    for section, cls in SECTIONS:
+        lines.append(f"\n`[{section}]`\n" if section else "\ntop level\n")
+        lines += ["| key | default | meaning |", "|---|---|---|"]
+        for f in _settings(cls):
+            default = "required" if f.default is MISSING else (
+                "none" if f.default in (None, (), "") else
+                str(f.default).lower() if isinstance(f.default, bool) else repr(f.default))
+            roles = f" (real servers only)" if f.metadata["roles"] else ""
+            lines.append(f"| `{f.name}` | {default} | {f.metadata['help']}{roles} |")
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -220,10 +371,9 @@ def _read_nodes(problems: list[str], data: Any, key: str, role: str) -> list[Nod
     for i, item in enumerate(data):
         label = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else f"{key}[{i}]"
         t = _Table(problems, label, item, keyed=False)
-        name = t.get("name", str)
-        address = t.ipv4("address")
-        weight = t.in_range("weight", 0, 65535, 1) if role == REALSERVER else 1
+        n = _read_settings(Node, t, role)
         t.done()
+        name = n["name"]
         if name is not None and not HOSTNAME_RE.match(name):
             if "." in name:
                 t.error(f"name {name!r} is a domain name; use the short host name "
@@ -232,26 +382,16 @@ def _read_nodes(problems: list[str], data: Any, key: str, role: str) -> list[Nod
             else:
                 t.error(f"name {name!r} is not a valid host name "
                         "(letters, digits and '-', at most 63, not starting or ending with '-')")
-        if name is not None and address is not None:
-            nodes.append(Node(name=name, address=address, role=role, weight=weight or 0))
+        if name is not None and n["address"] is not None and n.get("weight", 1) is not None:
+            nodes.append(Node(role=role, **n))
     return nodes
 
 
 def _read_network(problems: list[str], data: Any) -> Network | None:
     t = _Table(problems, "network", data)
-    subnet_text = t.get("subnet", str)
-    interface = t.get("interface", str, "eth0")
-    gateway = t.ipv4("gateway", None)
-    broadcast = t.ipv4("broadcast", None)
-    dns_list = t.get("dns", list, [])
-    dns = tuple(a for a in (t.parse_ipv4(str(x), "dns") for x in dns_list) if a)
+    n = _read_settings(Network, t)
     t.done()
-    subnet = None
-    if subnet_text is not None:
-        try:
-            subnet = IPv4Network(subnet_text)
-        except ValueError as e:
-            t.error(f"{subnet_text!r} is not an IPv4 network like 192.168.0.0/24 ({e})", "subnet")
+    subnet, interface, gateway, broadcast = n["subnet"], n["interface"], n["gateway"], n["broadcast"]
     if interface is not None and not re.match(r"^[a-zA-Z0-9_.-]{1,15}$", interface):
         t.error(f"{interface!r} is not a network interface name", "interface")
     if subnet is None:
@@ -263,27 +403,12 @@ def _read_network(problems: list[str], data: Any) -> Network | None:
     if broadcast is not None and broadcast != subnet.broadcast_address:
         t.error(f"{broadcast} is not the broadcast address of {subnet} "
                 f"({subnet.broadcast_address}); remove it or fix it", "broadcast")
-    return Network(subnet=subnet, interface=interface or "eth0", gateway=gateway, dns=dns,
-                   broadcast=broadcast)
+    return Network(**{**n, "interface": interface or "eth0"})
 
 
 def _read_service(problems: list[str], i: int, data: Any) -> Service | None:
     t = _Table(problems, f"services[{i}]", data)
-    d = Service()
-    s = dict(
-        port=t.in_range("port", 1, 65535, d.port),
-        protocol=t.one_of("protocol", PROTOCOLS, d.protocol, "a protocol"),
-        scheduler=t.one_of("scheduler", SCHEDULERS, d.scheduler, "an IPVS scheduler"),
-        checktype=t.one_of("checktype", CHECKTYPES, d.checktype, "an ldirectord checktype"),
-        service=t.get("service", str, d.service),
-        request=t.get("request", str, d.request),
-        receive=t.get("receive", str, d.receive),
-        check_content=t.get("check_content", str, ""),
-        checkinterval=t.in_range("checkinterval", 1, 3600, d.checkinterval),
-        checktimeout=t.in_range("checktimeout", 1, 3600, d.checktimeout),
-        quiescent=t.get("quiescent", bool, d.quiescent),
-        fallback=t.get("fallback", str, d.fallback) or None,
-    )
+    s = _read_settings(Service, t)
     t.done()
     if s["checktype"] == "negotiate":
         if s["service"] not in NEGOTIATE_SERVICES:
@@ -310,28 +435,12 @@ def _read_service(problems: list[str], i: int, data: Any) -> Service | None:
 
 def _read_heartbeat(problems: list[str], data: Any) -> Heartbeat | None:
     t = _Table(problems, "heartbeat", data)
-    d = Heartbeat()
-    mcast = t.ipv4("mcast_group", None)
-    ping = t.get("ping_nodes", list, [])
-    h = dict(
-        auth=t.one_of("auth", AUTH_METHODS, d.auth, "a heartbeat auth method"),
-        secret_file=t.get("secret_file", str, None),
-        bcast=t.get("bcast", bool, d.bcast),
-        port=t.in_range("port", 1, 65535, d.port),
-        mcast_ttl=t.in_range("mcast_ttl", 1, 255, d.mcast_ttl),
-        auto_failback=t.get("auto_failback", bool, d.auto_failback),
-        keepalive=t.seconds("keepalive", 0.1, 3600),
-        deadtime=t.seconds("deadtime", 0.1, 3600),
-        warntime=t.seconds("warntime", 0.1, 3600),
-        initdead=t.seconds("initdead", 0.1, 3600),
-        logfacility=t.get("logfacility", str, d.logfacility),
-        ldirectord=t.one_of("ldirectord", LDIRECTORD_MODES, d.ldirectord, "where ldirectord runs"),
-        takeover=t.one_of("takeover", TAKEOVERS, d.takeover, "a way to take over the VIP"),
-    )
+    h = _read_settings(Heartbeat, t)
     t.done()
+    mcast = h["mcast_group"]
     if mcast is not None and not mcast.is_multicast:
         t.error(f"{mcast} is not a multicast group (224.0.0.0/4)", "mcast_group")
-    if not h["bcast"] and mcast is None:
+    if h["bcast"] is False and mcast is None:
         t.error("heartbeat needs a path: set bcast = true or an mcast_group", "bcast")
     if h["auth"] == "crc":
         t.error("crc is not authentication; use sha1 (or md5)", "auth")
@@ -347,20 +456,18 @@ def _read_heartbeat(problems: list[str], data: Any) -> Heartbeat | None:
     if h["takeover"] == "fast" and h["ldirectord"] != "both":
         t.error('"fast" needs ldirectord = "both": the VIP would answer before ldirectord '
                 "has loaded the IPVS table", "takeover")
-    pings = tuple(a for a in (t.parse_ipv4(str(x), "ping_nodes") for x in ping) if a)
-    required = ("auth", "bcast", "port", "mcast_ttl", "auto_failback", "ldirectord", "takeover")
-    if any(h[k] is None for k in required):
+    optional = ("secret_file", "mcast_group", "keepalive", "deadtime", "warntime", "initdead")
+    if any(v is None for k, v in h.items() if k not in optional):
         return None
-    return Heartbeat(mcast_group=mcast, ping_nodes=pings, **h)
+    return Heartbeat(**h)
 
 
 def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     """Validate a profile mapping (from TOML or the seed's JSON) into a Cluster."""
     problems: list[str] = []
     top = _Table(problems, "", data)
-    name = top.get("name", str)
-    domain = top.get("domain", str, "localdomain")
-    vip = top.ipv4("vip")
+    scalars = _read_settings(Cluster, top)
+    name, domain, vip = scalars["name"], scalars["domain"], scalars["vip"]
     network = _read_network(problems, top.get("network", dict, ...) or {})
     directors = _read_nodes(problems, top.get("directors", list, []), "directors", DIRECTOR)
     real_servers = _read_nodes(problems, top.get("real_servers", list, []), "real_servers", REALSERVER)
@@ -449,19 +556,18 @@ def to_dict(cluster: Cluster) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    def table(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-        return {k: plain(v) for k, v in vars(obj).items() if v is not None and k not in skip}
+    def table(obj: Any, role: str | None = None) -> dict[str, Any]:
+        # the secret file is a host path (seed=False): the seed carries the secret itself
+        return {f.name: plain(getattr(obj, f.name)) for f in _settings(type(obj), role)
+                if getattr(obj, f.name) is not None and f.metadata["seed"]}
 
     return {
-        "name": cluster.name,
-        "domain": cluster.domain,
-        "vip": str(cluster.vip),
+        **table(cluster),
         "network": table(cluster.network),
-        "directors": [table(n, ("role", "weight")) for n in cluster.directors],
-        "real_servers": [table(n, ("role",)) for n in cluster.real_servers],
+        "directors": [table(n, DIRECTOR) for n in cluster.directors],
+        "real_servers": [table(n, REALSERVER) for n in cluster.real_servers],
         "services": [table(s) for s in cluster.services],
-        # the secret file is a host path: the seed carries the secret itself instead
-        "heartbeat": table(cluster.heartbeat, ("secret_file",)),
+        "heartbeat": table(cluster.heartbeat),
     }
 
 

@@ -133,7 +133,7 @@ def set_ldirectord_unit(seed: Seed, root: Path = Path("/")) -> bool:
     systemd-sysv-install and update-rc.d (ldirectord has a SysV script) enabling cost two
     daemon-reloads, ~14 s of every first boot under TCG. Returns whether it is wanted."""
     link = root / LDIRECTORD_WANTS
-    wanted = seed.node.is_director and seed.cluster.heartbeat.ldirectord == "both"
+    wanted = seed.node.is_director and seed.cluster.heartbeat.ldirectord_on_both
     link.unlink(missing_ok=True)
     if wanted:
         link.parent.mkdir(parents=True, exist_ok=True)

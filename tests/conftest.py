@@ -1,18 +1,15 @@
-"""Shared pytest set-up: the harness package lives in tests/harness."""
-import sys
+"""Shared pytest set-up: the accelerator probe and the howto's seeds."""
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+import pytest
 
-import pytest  # noqa: E402
-
-from harness.paths import ROOT  # noqa: E402
+from lab.paths import ROOT
 
 
 @pytest.fixture(scope="session")
 def accel() -> str:
     """kvm if a probe boot works under it, else tcg (printed, so runs say which)."""
-    from harness import accel as probe
+    from lab import accel as probe
     chosen = probe.probe()
     print(f"\nQEMU accelerator: {chosen}")
     return chosen

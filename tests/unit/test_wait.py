@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from harness import wait
+from lab import wait
 
 
 def test_steady_returns_only_after_the_state_held_for_the_whole_period():

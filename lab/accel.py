@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.paths import ROOT
+from lab.paths import ROOT
 
 PROBE_SECONDS = 15
 # the kernel the director build leaves next to its image: small, and always there after a build

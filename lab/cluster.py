@@ -1,8 +1,10 @@
-"""The howto's four machines booted from the images on one isolated segment, plus a client.
+"""A profile's machines booted from the images on one isolated segment, plus a client.
 
     with Cluster(profile_path, workdir, accel) as cluster:
-        cluster["loadb1"].succeed("ipvsadm -L -n")
+        cluster.directors[0].succeed("ipvsadm -L -n")
         cluster.vip.get("/")
+
+Every name, address, port and page it expects comes from the profile.
 """
 from __future__ import annotations
 
@@ -14,14 +16,13 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Callable
 
-from builder import profile, secret, seed
-from harness import net, wait
-from harness.vm import VM
+from builder import profile, render, secret, seed
+from lab import net, paths, wait
+from lab.machine import Machine, Nic
 
 log = logging.getLogger("harness.cluster")
-ROOT = Path(__file__).resolve().parents[2]
-IMAGES = {profile.DIRECTOR: "director.img", profile.REALSERVER: "webserver.img"}
 SERVER_RE = re.compile(r'data-server="([^"]+)"')
 
 # What a reboot would clear on a crashed director, run while its link is still cut: its cluster
@@ -65,13 +66,16 @@ class Response:
 class Client:
     """The howto's browser: HTTP from the client address inside the namespace."""
 
-    def __init__(self, segment: net.Segment, host: IPv4Address):
-        self.segment, self.host = segment, host
+    def __init__(self, segment: net.Segment, host: IPv4Address, port: int = 80):
+        self.segment, self.host, self.port = segment, host, port
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}{'' if self.port == 80 else f':{self.port}'}{path}"
 
     def get(self, path: str = "/", timeout: float = 3) -> Response:
         started = time.monotonic()
         proc = self.segment.run("curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}",
-                                f"http://{self.host}{path}", check=False, timeout=timeout + 5)
+                                self.url(path), check=False, timeout=timeout + 5)
         body, _, code = proc.stdout.rpartition("\n")
         return Response(int(code) if code.isdigit() else 0, body, time.monotonic() - started)
 
@@ -83,26 +87,42 @@ class Client:
         """Load the page in headless chromium, run inside the namespace; returns the DOM."""
         proc = self.segment.run(
             "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-dev-shm-usage", "--user-data-dir=/tmp/lvs-appliance-chromium",
-            f"--timeout={int(timeout * 1000)}", "--dump-dom", f"http://{self.host}{path}",
+            "--disable-dev-shm-usage", f"--user-data-dir=/tmp/{self.segment.netns}-chromium",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--timeout={int(timeout * 1000)}", "--dump-dom", self.url(path),
             timeout=timeout + 30)
         return proc.stdout
 
 
 class Cluster:
-    def __init__(self, profile_path: Path, workdir: Path, accel: str, boot_timeout: float = 600):
+    def __init__(self, profile_path: Path, workdir: Path, accel: str, boot_timeout: float = 600,
+                 netns: str = net.TEST_NETNS, progress: Callable[[str], None] | None = None):
         self.profile_path = profile_path
         self.spec = profile.load(profile_path)
-        self.workdir, self.accel, self.boot_timeout = workdir, accel, boot_timeout
-        self.vms: dict[str, VM] = {}
+        self.workdir, self.accel, self.boot_timeout, self.netns = workdir, accel, boot_timeout, netns
+        self.vms: dict[str, Machine] = {}
+        self.progress = progress or log.info  # where boot progress goes (`up` prints it)
         self._stack = contextlib.ExitStack()
         self.segment: net.Segment | None = None
         self.boot_seconds = 0.0
 
-    # the client takes the highest free address of the subnet
     def _client_address(self) -> IPv4Address:
-        used = {n.address for n in self.spec.nodes} | {self.spec.vip}
-        return next(a for a in reversed(list(self.spec.network.subnet.hosts())) if a not in used)
+        """The client takes the highest address of the subnet no node, VIP or gateway uses."""
+        net_ = self.spec.network
+        used = {n.address for n in self.spec.nodes} | {self.spec.vip, net_.gateway}
+        return next(a for a in reversed(list(net_.subnet.hosts())) if a not in used)
+
+    def machines(self, seeds: Path, segment: net.Segment | None) -> dict[str, Machine]:
+        """One Machine per node, each NIC on its tap with a MAC derived from its address."""
+        out = {}
+        for node in self.spec.nodes:
+            octets = node.address.packed
+            tap = segment.tap(f"tap-{node.name}"[:15]) if segment else None
+            out[node.name] = Machine(
+                node.name, paths.image(node.role), self.workdir, seed=seeds / f"{node.name}.iso",
+                accel=self.accel, netns=self.netns,
+                nics=(Nic(tap, "52:54:00:%02x:%02x:%02x" % tuple(octets[1:])),))
+        return out
 
     def __enter__(self) -> "Cluster":
         try:
@@ -117,26 +137,26 @@ class Cluster:
         seeds = self.workdir / "seeds"
         key = secret.load_or_create(spec, self.profile_path, self.workdir / "secrets")
         seed.write_seeds(spec, key, seeds)
-        self.segment = self._stack.enter_context(
-            net.Segment(str(self._client_address()), spec.network.prefixlen))
         for node in spec.nodes:
-            image = ROOT / IMAGES[node.role]
-            if not image.exists():
-                raise FileNotFoundError(f"{image.name} is missing: run `make {image.name}`")
-            octets = node.address.packed
-            vm = VM(node.name, image, self.workdir, seed=seeds / f"{node.name}.iso",
-                    accel=self.accel, tap=self.segment.tap(f"tap-{node.name}"[:15]),
-                    mac="52:54:00:%02x:%02x:%02x" % tuple(octets[1:]), netns=net.NETNS)
-            self.vms[node.name] = vm
+            paths.image(node.role)  # a missing image fails before anything is made
+        self.segment = self._stack.enter_context(
+            net.Segment(self.netns, str(self._client_address()), spec.network.prefixlen))
+        self.vms = self.machines(seeds, self.segment)
+        for vm in self.vms.values():
+            vm.create()
             self._stack.callback(vm.shutdown)
         started = time.monotonic()
         for vm in self.vms.values():  # all boot at once; the waits below overlap
             vm.start()
-        with concurrent.futures.ThreadPoolExecutor(len(self.vms)) as pool:
-            for f in [pool.submit(vm.wait_until_ready, self.boot_timeout) for vm in self.vms.values()]:
-                f.result()
-        for vm in self.vms.values():
+            self.progress(f"{vm.name}: booting, console log {vm.console_log}")
+
+        def ready(vm: Machine) -> str:
+            line = vm.wait_until_ready(self.boot_timeout).group(0)
             vm.wait_for_agent(120)
+            return f"{line} ({time.monotonic() - started:.0f} s)"
+        with concurrent.futures.ThreadPoolExecutor(len(self.vms)) as pool:
+            for f in concurrent.futures.as_completed([pool.submit(ready, vm) for vm in self.vms.values()]):
+                self.progress(f.result())
         self.boot_seconds = time.monotonic() - started
         log.info("cluster ready in %.0fs", self.boot_seconds)
 
@@ -144,30 +164,30 @@ class Cluster:
         self._stack.close()
 
     # ---- what tests use -------------------------------------------------------------
-    def __getitem__(self, name: str) -> VM:
+    def __getitem__(self, name: str) -> Machine:
         return self.vms[name]
 
     @property
-    def directors(self) -> list[VM]:
+    def directors(self) -> list[Machine]:
         return [self.vms[n.name] for n in self.spec.directors]
 
     @property
-    def real_servers(self) -> list[VM]:
+    def real_servers(self) -> list[Machine]:
         return [self.vms[n.name] for n in self.spec.real_servers]
 
     @property
     def vip(self) -> Client:
         assert self.segment
-        return Client(self.segment, self.spec.vip)
+        return Client(self.segment, self.spec.vip, self.spec.web_service.port)
 
     def _vip_in(self, ip_addr_output: str) -> bool:
         """Whether `ip -4 -o addr show dev IFACE` output lists the VIP."""
         return f"inet {self.spec.vip}/" in ip_addr_output
 
-    def holds_vip(self, director: VM) -> bool:
+    def holds_vip(self, director: Machine) -> bool:
         return self._vip_in(director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}"))
 
-    def vip_holders(self) -> list[VM]:
+    def vip_holders(self) -> list[Machine]:
         """The directors holding the VIP; a crashed (unreachable) one holds nothing."""
         held = []
         for d in self.directors:
@@ -178,14 +198,14 @@ class Cluster:
                 pass
         return held
 
-    def active_director(self, timeout: float = 120) -> VM:
+    def active_director(self, timeout: float = 120) -> Machine:
         """The one director holding the VIP (waits until exactly one does)."""
         def find():
             holders = self.vip_holders()
             return holders[0] if len(holders) == 1 else None
         return wait.until(find, timeout, "exactly one director to hold the VIP", interval=1)
 
-    def revive(self, director: VM) -> None:
+    def revive(self, director: Machine) -> None:
         """Bring a crashed director back as a fresh heartbeat member, as a reboot would, in
         ~15 s instead of a ~100-150 s boot under TCG.
 
@@ -196,16 +216,16 @@ class Cluster:
         recovery: heartbeat takes the old instance's return for a healed partition and
         restarts the holder. Use wait_rejoined() after it.
         """
-        director.set_link(False)
+        director.block()
         director.resume()
         director.wait_for_agent(60)
         director.succeed(REVIVE_SCRIPT.format(iface=self.spec.network.interface, vip=self.spec.vip,
                                               now=time.time()))
-        director.set_link(True)
-        both = self.spec.heartbeat.ldirectord == "both"
-        director.succeed("systemctl start heartbeat.service" + (" ldirectord.service" if both else ""), 180)
+        director.unblock()
+        both = self.spec.heartbeat.ldirectord_on_both
+        director.systemctl("start heartbeat.service" + (" ldirectord.service" if both else ""), 180)
 
-    def heartbeat_view(self, director: VM) -> tuple[str, str, bool] | None:
+    def heartbeat_view(self, director: Machine) -> tuple[str, str, bool] | None:
         """(its peer's status, its own resource status, whether it holds the VIP) as
         `director` sees them, e.g. ("active", "all", True), in one guest command (each costs
         ~0.5 s under TCG); None while heartbeat cannot say (stopped, restarting)."""
@@ -217,20 +237,25 @@ class Cluster:
             return None
         return out[0].strip(), out[1].strip(), self._vip_in("\n".join(out[2:]))
 
-    def heartbeat_starts(self, director: VM) -> int:
+    def heartbeat_starts(self, director: Machine) -> int:
         """How often heartbeat has started on `director` since it booted (its own restarts
         after a split brain included): a count to compare before and after a fault."""
         return int(director.execute("journalctl -b --no-pager -o cat -u heartbeat "
                                     "| grep -c 'Starting heartbeat'")[1].strip() or 0)
 
-    def wait_rejoined(self, director: VM, timeout: float) -> None:
+    def wait_rejoined(self, director: Machine, timeout: float) -> None:
         """heartbeat on `director` sees its peer active and knows its own resource state."""
         wait.until(lambda: (self.heartbeat_view(director) or ("",))[0] == "active", timeout,
                    f"{director.name}: heartbeat to see its peer active")
 
+    def page(self, node: profile.Node) -> str:
+        """The index page `node` serves, as first boot renders it from the profile."""
+        return render.node_files(self.spec, node, None)[f"{render.DOCROOT}/index.html"].content
+
     def all_serving(self) -> bool:
-        names = {n.name for n in self.spec.real_servers}
-        return set(self.vip.servers(2 * len(names))) == names
+        """Every real server with a weight answers through the VIP (within two rounds)."""
+        names = {n.name for n in self.spec.serving}
+        return set(self.vip.servers(2 * self.spec.round)) == names
 
     def wait_all_serving(self, timeout: float) -> None:
         """Every real server answers through the VIP again: a fault's recovery is complete."""
@@ -249,7 +274,7 @@ class Cluster:
         over a minute: wait until the pair has stopped changing, not for a passing good moment."""
         wait.steady(self.settled, steady, timeout, "both directors settled with one VIP holder")
 
-    def standby_of(self, active: VM) -> VM:
+    def standby_of(self, active: Machine) -> Machine:
         return next(d for d in self.directors if d is not active)
 
     def director_journals(self, lines: int = 25) -> str:

@@ -1,0 +1,85 @@
+"""Run commands in a guest through the QEMU guest agent, over qemu.qmp's protocol classes.
+
+The agent speaks QMP without a greeting or capabilities negotiation, so this is qemu.qmp's
+``QEMUMonitorProtocol`` connected with ``negotiate=False`` -- the way QEMU's own
+``qemu-ga-client`` does it. It listens on a virtio-serial port only the hypervisor can reach:
+the images need no network login for the tests.
+
+Errors: every failure (no socket, agent not up yet, connection dropped, an error reply, a
+command still running at its deadline) is one ``GuestAgentError``; callers that wait for a
+guest retry on it.
+"""
+from __future__ import annotations
+
+import base64
+import random
+import time
+
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+
+class GuestAgentError(Exception):
+    pass
+
+
+class GuestAgent:
+    """One short connection per call: the agent's port takes one client at a time, and an
+    operator may want to reach a running lab cluster from another shell."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _session(self, timeout: float) -> QEMUMonitorProtocol:
+        qga = QEMUMonitorProtocol(self.path)
+        try:
+            qga.connect(negotiate=False)
+            qga.settimeout(timeout)
+            # guest-sync with a fresh id: whatever an interrupted exchange left behind is
+            # not taken for this call's answer
+            token = random.randrange(1 << 31)
+            if qga.cmd("guest-sync", id=token) != token:
+                raise GuestAgentError("guest-sync answered with another id")
+        except BaseException:
+            qga.close()
+            raise
+        return qga
+
+    def call(self, command: str, timeout: float = 10, **arguments) -> object:
+        try:
+            qga = self._session(timeout)
+            try:
+                return qga.cmd(command, **arguments)
+            finally:
+                qga.close()
+        except (QMPError, OSError, TimeoutError, ValueError) as e:
+            raise GuestAgentError(f"{command}: {type(e).__name__}: {e}") from e
+
+    def ping(self) -> bool:
+        try:
+            self.call("guest-ping", timeout=3)
+            return True
+        except GuestAgentError:
+            return False
+
+    def exec(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        """Run `sh -c command`; returns (exit code, stdout + stderr)."""
+        try:
+            qga = self._session(10)
+            try:
+                pid = qga.cmd("guest-exec", path="/bin/sh", arg=["-c", command],
+                              **{"capture-output": True})["pid"]
+                deadline = time.monotonic() + timeout
+                while True:
+                    status = qga.cmd("guest-exec-status", pid=pid)
+                    if status.get("exited"):
+                        out = b"".join(base64.b64decode(status.get(k, ""))
+                                       for k in ("out-data", "err-data"))
+                        return status.get("exitcode", -1), out.decode(errors="replace")
+                    if time.monotonic() > deadline:
+                        raise GuestAgentError(f"command still running after {timeout}s: {command}")
+                    time.sleep(0.2)
+            finally:
+                qga.close()
+        except (QMPError, OSError, TimeoutError, ValueError) as e:
+            raise GuestAgentError(f"guest-exec: {type(e).__name__}: {e}") from e

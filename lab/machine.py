@@ -1,0 +1,294 @@
+"""One appliance machine under QEMU, driven like the NixOS test driver's Machine.
+
+    loadb1.succeed("ipvsadm -L -n")          # a guest command that must exit 0
+    webserver1.systemctl("stop apache2")     # services by name
+    loadb1.crash()                           # power loss; loadb1.start() boots it again
+    loadb2.pause(); loadb2.resume()          # a hang: the CPUs stop, nothing on the wire
+    loadb2.block(); loadb2.unblock()         # pull / plug the network cable(s)
+
+Every guest command is logged with its exit code and duration. A machine's state lives in its
+directory (QMP, guest-agent and console sockets, pid file, console log), and nothing is held
+open between calls, so another process -- ``python -m builder lab ...`` beside a running
+``up`` -- drives the same machine by name. Nothing here uses QEMU user-mode networking: a NIC
+gets a tap in the lab's network namespace, or sits on an empty hub (a cable to nowhere).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from builder.run import run
+from lab import wait
+from lab.agent import GuestAgent, GuestAgentError
+
+log = logging.getLogger("lab.machine")
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+READY_RE = re.compile(r"APPLIANCE READY node=(\S+) role=(\S+) address=(\S+) instance=(\S+)")
+PROBLEM_RE = re.compile(r"APPLIANCE (NOT CONFIGURED|FAILED).*")
+
+
+class CommandFailed(wait.Abort):
+    """A guest command, or the boot, went wrong in a way waiting longer will not fix."""
+
+
+class QemuError(RuntimeError):
+    """QEMU would not start, or its monitor refused a command; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Nic:
+    """One network card: a tap on the lab's bridge (None: an empty hub), its MAC and model."""
+    tap: str | None = None
+    mac: str | None = None
+    model: str = "virtio-net-pci"
+
+
+class Machine:
+    def __init__(self, name: str, image: Path, workdir: Path, *, seed: Path | None = None,
+                 accel: str = "tcg", memory: int = 384, nics: tuple[Nic, ...] = (Nic(),),
+                 netns: str | None = None):
+        self.name, self.image, self.seed, self.accel = name, image, seed, accel
+        self.memory, self.nics, self.netns = memory, nics, netns
+        self.dir = workdir / name
+        self.console_log = self.dir / "console.log"
+        self.agent = GuestAgent(str(self.dir / "qga.sock"))
+        self._console_from = 0  # console offset: waits look at what came after the last boot
+        self.started_at = 0.0
+
+    # ---- life cycle -------------------------------------------------------------------
+    def command(self) -> list[str]:
+        d = self.dir
+        argv = [
+            "qemu-system-x86_64", "-name", self.name, "-nodefaults", "-no-user-config",
+            "-display", "none", "-machine", f"q35,accel={self.accel}", "-m", str(self.memory),
+            "-smp", "1", "-pidfile", str(d / "qemu.pid"),
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={d / 'efivars.fd'}",
+            "-drive", f"file={d / 'disk.qcow2'},if=virtio,format=qcow2,cache=unsafe",
+        ]
+        for i, nic in enumerate(self.nics):
+            argv += ["-netdev", f"tap,id=n{i},ifname={nic.tap},script=no,downscript=no" if nic.tap
+                     else f"hubport,id=n{i},hubid={i}"]
+            argv += ["-device", f"{nic.model},netdev=n{i}" + (f",mac={nic.mac}" if nic.mac else "")]
+        argv += [
+            # the console: a socket `lab console` attaches to, everything also logged to a file
+            "-chardev", f"socket,id=ser0,path={d / 'console.sock'},server=on,wait=off,"
+                        f"logfile={self.console_log},logappend=on",
+            "-serial", "chardev:ser0",
+            "-chardev", f"socket,id=qga0,path={d / 'qga.sock'},server=on,wait=off",
+            "-device", "virtio-serial-pci",
+            "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+            "-qmp", f"unix:{d / 'qmp.sock'},server=on,wait=off",
+            "-device", "virtio-rng-pci",
+        ]
+        if self.seed:
+            argv += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
+        if self.accel == "kvm":
+            argv += ["-cpu", "host"]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        return argv
+
+    def create(self) -> None:
+        """A fresh machine: a copy-on-write disk over the image (never modified), fresh UEFI
+        variables, an empty console log."""
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", self.image.resolve(),
+             self.dir / "disk.qcow2", "4G"])
+        shutil.copy(OVMF_VARS, self.dir / "efivars.fd")
+        self.console_log.touch()
+
+    def start(self) -> None:
+        """Power on: boot from the machine's disk (created on the first start)."""
+        if not (self.dir / "disk.qcow2").exists():
+            self.create()
+        if self.is_running():
+            raise QemuError(f"{self.name} is already running (pid {self.pid()})")
+        for stale in ("qmp.sock", "qga.sock", "console.sock", "qemu.pid"):
+            (self.dir / stale).unlink(missing_ok=True)
+        self._console_from = self.console_log.stat().st_size
+        argv = self.command()
+        log.info("%s: %s", self.name, " ".join(argv))
+        with open(self.dir / "qemu.log", "w") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.started_at = time.monotonic()
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise wait.Abort(f"{self.name}: QEMU exited ({proc.returncode}): "
+                                 f"{(self.dir / 'qemu.log').read_text().strip()}")
+            return (self.dir / "qmp.sock").exists() and (self.dir / "qemu.pid").exists()
+        try:
+            wait.until(up, 30, f"{self.name}: QEMU to open its QMP socket")
+        except (wait.Abort, wait.Timeout) as e:
+            raise QemuError(str(e)) from None
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.dir / "qemu.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def is_running(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:  # a killed QEMU nobody has reaped yet is a zombie: not running
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    def monitor(self, command: str, **args) -> object:
+        """One QMP command on a short connection of its own."""
+        qmp = QEMUMonitorProtocol(str(self.dir / "qmp.sock"))
+        try:
+            qmp.connect()
+            qmp.settimeout(10)
+            return qmp.cmd(command, **args)
+        except (QMPError, OSError, TimeoutError) as e:
+            raise QemuError(f"{self.name}: QMP {command}: {type(e).__name__}: {e}") from None
+        finally:
+            qmp.close()
+
+    def crash(self) -> None:
+        """Power loss: QEMU is killed, no shutdown, no goodbye on the network. The disk keeps
+        what was written; start() boots it again."""
+        pid = self.pid()
+        log.info("%s: crash (power loss)", self.name)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # gone since the check
+                os.kill(pid, signal.SIGKILL)
+            wait.until(lambda: not self.is_running(), 10, f"{self.name}: QEMU to die")
+
+    def pause(self) -> None:
+        """A hang: the CPUs stop at once; to the network this is a power loss. resume() lets
+        it run on from the instruction where it stopped (see Cluster.revive)."""
+        log.info("%s: pause", self.name)
+        self.monitor("stop")
+
+    def resume(self) -> None:
+        log.info("%s: resume", self.name)
+        self.monitor("cont")
+
+    def block(self, nic: int | None = None) -> None:
+        """Pull the network cable of NIC `nic` (default: every NIC)."""
+        self._set_links(nic, False)
+
+    def unblock(self, nic: int | None = None) -> None:
+        """Plug the cable back in."""
+        self._set_links(nic, True)
+
+    def _set_links(self, nic: int | None, up: bool) -> None:
+        for i in range(len(self.nics)) if nic is None else (nic,):
+            if not 0 <= i < len(self.nics):
+                raise IndexError(f"{self.name} has {len(self.nics)} NIC(s); no NIC {i}")
+            log.info("%s: cable %d %s", self.name, i, "plugged in" if up else "pulled")
+            self.monitor("set_link", name=f"n{i}", up=up)
+
+    def shutdown(self) -> None:
+        """Stop QEMU for good (quit, then kill), leaving the logs: the lab's teardown."""
+        if not self.is_running():
+            return
+        with contextlib.suppress(ProcessLookupError):  # gone since the check
+            try:
+                self.monitor("quit")
+            except QemuError:
+                pass
+            try:
+                wait.until(lambda: not self.is_running(), 5, f"{self.name}: QEMU to quit")
+            except wait.Timeout:
+                os.killpg(os.getpgid(self.pid() or 0), signal.SIGKILL)
+
+    # ---- console ----------------------------------------------------------------------
+    def console(self) -> str:
+        """What the serial console printed since the last start()."""
+        return self.console_log.read_text(errors="replace")[self._console_from:]
+
+    def wait_for_console(self, pattern: str | re.Pattern, timeout: float) -> re.Match:
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+        def seen():
+            self._abort_if_dead()
+            return regex.search(self.console())
+        return wait.until(seen, timeout, f"{self.name}: console line /{regex.pattern}/")
+
+    def wait_until_ready(self, timeout: float) -> re.Match:
+        """The first-boot ready line; fails early on the documented error lines."""
+        def seen():
+            text = self.console()
+            problem = PROBLEM_RE.search(text)
+            if problem:
+                raise CommandFailed(f"{self.name}: {problem.group(0)}")
+            self._abort_if_dead()
+            return READY_RE.search(text)
+        try:
+            return wait.until(seen, timeout, f"{self.name}: the ready line", interval=1)
+        except wait.Timeout as e:
+            raise CommandFailed(str(e)) from None
+
+    def _abort_if_dead(self) -> None:
+        if not self.is_running():
+            raise wait.Abort(f"{self.name}: QEMU is not running; see {self.dir / 'qemu.log'}")
+
+    # ---- commands in the guest ------------------------------------------------------
+    def execute(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        """Run `sh -c command` in the guest: (exit code, output). Logged with its duration."""
+        started = time.monotonic()
+        try:
+            code, out = self.agent.exec(command, timeout)
+        except GuestAgentError as e:
+            log.info("%s: $ %s -> no answer after %.2fs (%s)", self.name, command,
+                     time.monotonic() - started, e)
+            raise
+        log.info("%s: $ %s -> %d in %.2fs", self.name, command, code, time.monotonic() - started)
+        return code, out
+
+    def succeed(self, command: str, timeout: float = 60) -> str:
+        code, out = self.execute(command, timeout)
+        if code != 0:
+            raise CommandFailed(f"{self.name}: `{command}` exited {code}:\n{out}")
+        return out
+
+    def fail(self, command: str, timeout: float = 60) -> str:
+        code, out = self.execute(command, timeout)
+        if code == 0:
+            raise CommandFailed(f"{self.name}: `{command}` succeeded but should fail:\n{out}")
+        return out
+
+    def wait_until_succeeds(self, command: str, timeout: float = 60) -> str:
+        result: dict[str, str] = {}
+
+        def attempt() -> bool:
+            try:
+                code, out = self.execute(command, timeout=max(5.0, timeout / 4))
+            except GuestAgentError:
+                return False
+            result["out"] = out
+            return code == 0
+        wait.until(attempt, timeout, f"{self.name}: `{command}` to succeed")
+        return result["out"]
+
+    def wait_for_agent(self, timeout: float) -> None:
+        wait.until(self.agent.ping, timeout, f"{self.name}: the guest agent")
+
+    def wait_for_unit(self, unit: str, timeout: float = 60) -> None:
+        self.wait_until_succeeds(f"systemctl is-active --quiet {unit}", timeout)
+
+    def systemctl(self, args: str, timeout: float = 60) -> str:
+        """`systemctl ARGS` in the guest, which must succeed: systemctl("stop apache2")."""
+        return self.succeed(f"systemctl {args}", timeout)

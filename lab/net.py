@@ -1,0 +1,77 @@
+"""The isolated L2 segments a cluster lives on: a network namespace the lab creates, holding
+one bridge per segment (the LAN, and e.g. a dedicated heartbeat link), one tap per NIC and the
+client's address. Nothing is routed out of it: the namespace has no link to any real interface.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+
+from builder.run import CommandError, run
+
+log = logging.getLogger("lab.net")
+TEST_NETNS = "lvs-appliance-test"   # the test suites' lab
+UP_NETNS = "lvs-appliance-up"       # `python -m builder up`: a user's lab, beside a test run
+LAN = "br0"
+
+
+def exists(netns: str) -> bool:
+    return netns in run(["ip", "netns", "list"]).stdout.split()
+
+
+def destroy(netns: str) -> None:
+    """Kill every process in the namespace (QEMU, browsers, load) and delete it, with its taps."""
+    if not exists(netns):
+        return
+    pids = run(["ip", "netns", "pids", netns], check=False).stdout.split()
+    if pids:
+        log.info("killing the processes left in %s: %s", netns, " ".join(pids))
+        run(["kill", "-9", *pids], check=False)
+    run(["ip", "netns", "delete", netns])
+
+
+class Segment:
+    """with Segment(netns, client_address, prefixlen) as net: the LAN bridge with the client
+    address; taps and further bridges on demand. Leftovers of an interrupted run of the same
+    namespace are removed first."""
+
+    def __init__(self, netns: str, client_address: str, prefixlen: int):
+        self.netns = netns
+        self.client_address = client_address
+        self.prefixlen = prefixlen
+        self.taps: list[str] = []
+
+    def __enter__(self) -> "Segment":
+        if exists(self.netns):
+            log.warning("removing leftovers of an earlier run (namespace %s)", self.netns)
+            destroy(self.netns)
+        run(["ip", "netns", "add", self.netns])
+        try:
+            self.run("ip", "link", "set", "lo", "up")
+            self.bridge(LAN, f"{self.client_address}/{self.prefixlen}")
+        except CommandError:
+            destroy(self.netns)
+            raise
+        return self
+
+    def bridge(self, name: str, address: str | None = None) -> str:
+        """A further L2 segment (a crossover cable, say), with an address of the lab's on it."""
+        self.run("ip", "link", "add", name, "type", "bridge", "forward_delay", "0", "stp_state", "0")
+        if address:
+            self.run("ip", "addr", "add", address, "dev", name)
+        self.run("ip", "link", "set", name, "up")
+        return name
+
+    def tap(self, name: str, bridge: str = LAN) -> str:
+        self.run("ip", "tuntap", "add", "dev", name, "mode", "tap")
+        self.run("ip", "link", "set", name, "master", bridge)
+        self.run("ip", "link", "set", name, "up")
+        self.taps.append(name)
+        return name
+
+    def run(self, *argv: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """Run a command inside the namespace (the client's side of the segment)."""
+        return run(["ip", "netns", "exec", self.netns, *argv], check=check, timeout=timeout)
+
+    def __exit__(self, *exc) -> None:
+        destroy(self.netns)

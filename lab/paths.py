@@ -1,0 +1,18 @@
+"""Where things are: the repo, the built images, and the git-ignored results."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "test-results"
+IMAGES = {"director": "director.img", "realserver": "webserver.img"}
+
+
+class ImageMissing(FileNotFoundError):
+    """A built image the lab needs is not there; the message says how to build it."""
+
+
+def image(role: str) -> Path:
+    """The built image for a node role (director, realserver) or image name (webserver)."""
+    path = ROOT / IMAGES.get(role, f"{role}.img")
+    if not path.exists():
+        raise ImageMissing(f"{path.name} is missing: run `make {path.name}` (make test builds it)")
+    return path
