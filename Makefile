@@ -8,12 +8,12 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test unit boot acceptance acceptance-tuned lint seeds host-setup test-tools bench-images bench
+.PHONY: help test unit boot acceptance acceptance-tuned acceptance-three-web lint seeds host-setup test-tools bench-images bench up down
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 RELEASE ?= bookworm
-IMAGE_INPUTS := $(shell find images firstboot builder/templates -type f -not -name '*.pyc') \
+IMAGE_INPUTS := $(shell find images firstboot builder/templates -type f -not -name '*.pyc' -not -path '*__pycache__*') \
 	builder/profile.py builder/render.py builder/secret.py builder/run.py builder/image.py
 
 $(VENV)/.done: pyproject.toml
@@ -24,7 +24,7 @@ $(VENV)/.done: pyproject.toml
 
 TUNED   ?= profiles/fast-failover.toml
 
-test: unit boot acceptance acceptance-tuned  ## every test: unit, image boots, the four-VM cluster suite on the howto and the tuned profile
+test: unit boot acceptance acceptance-tuned acceptance-three-web  ## every test: unit, image boots, the cluster suite on the howto, tuned and three-web profiles
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
@@ -57,8 +57,19 @@ acceptance: $(IMAGES) test-tools  ## the howto's checks and failovers on a four-
 acceptance-tuned: $(IMAGES) test-tools  ## the same suite on the tuned profile (TUNED=...)
 	$(MAKE) --no-print-directory acceptance PROFILE=$(TUNED)
 
-bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, reproducibility
-	$(PY) tests/bench/bench_images.py
+acceptance-three-web: $(IMAGES) test-tools  ## the same suite on three weighted real servers, other names and subnet
+	$(MAKE) --no-print-directory acceptance PROFILE=profiles/three-web.toml
 
-bench: $(IMAGES) test-tools  ## failover benchmark on both profiles; report in bench-results/
-	$(PY) tests/bench/bench_failover.py
+PORT ?= 8080
+up: $(IMAGES) test-tools  ## boot PROFILE's cluster for you; browse http://127.0.0.1:$(PORT)/; Ctrl-C stops it
+	$(PY) -m builder up $(PROFILE) --port $(PORT)
+
+down:  ## stop the cluster `make up` runs
+	$(PY) -m builder down
+
+bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, reproducibility
+	$(PY) -m builder bench-images
+
+REPS ?= 3
+bench: $(IMAGES) test-tools  ## failover benchmark (PROFILES="a.toml b.toml", REPS=3); report in bench-results/
+	$(PY) -m builder bench $(PROFILES) --reps $(REPS)

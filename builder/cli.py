@@ -1,4 +1,8 @@
-"""Command line: `python -m builder {lint,render,seed} ...`; `--help` on each explains it."""
+"""Command line: `python -m builder COMMAND ...`; `--help` on each explains it.
+
+Building (lint, render, seed, image, host-setup) needs only the builder; the lab commands (up,
+down, lab, bench, bench-images) import the lab package, which boots images under QEMU.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +13,10 @@ import tempfile
 from pathlib import Path
 
 from builder import host, image, profile, render, secret, seed
+from builder.run import CommandError
+
+
+BENCH_PROFILES = ("profiles/howto.toml", "profiles/fast-failover.toml")
 
 
 class Fail(Exception):
@@ -94,16 +102,130 @@ def cmd_host_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    try:
-        for role in args.role:
+    for role in args.role:
+        try:
             path = image.build(role, args.release)
             print(f"{path}: {path.stat().st_size / 2**20:.0f} MiB raw disk image ({role})")
             if args.qcow2:
                 q = image.to_qcow2(path)
                 print(f"{q}: {q.stat().st_size / 2**20:.0f} MiB qcow2")
-    except host.HostError as e:
-        raise Fail(str(e)) from None
+        except host.HostError as e:
+            raise Fail(str(e)) from None
+        except CommandError as e:
+            tool = Path(e.argv[0]).name
+            raise Fail(f"{tool} failed building {role}.img (exit {e.returncode}); no image was "
+                       f"written. {tool}'s own messages are above{': ' + e.stderr.strip() if e.stderr else ''}.\n"
+                       f"Hints: check free disk (`df -h build`) and that the Debian mirror answers; "
+                       f"if a cached base image is stale, `rm -rf build/cache/{role}` and build "
+                       f"again; --release {args.release} must be a Debian release mkosi knows") from None
     return 0
+
+
+def _profile_path(text: str) -> Path:
+    _load(text)  # every problem reported before anything boots
+    return Path(text).resolve()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from lab import up
+    from lab.machine import QemuError
+    from lab.paths import ImageMissing
+    try:
+        return up.up(_profile_path(args.profile), args.port, args.boot_timeout)
+    except (up.UpError, ImageMissing, QemuError, CommandError) as e:
+        raise Fail(str(e)) from None
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from lab import up
+    try:
+        return up.down()
+    except up.UpError as e:
+        raise Fail(str(e)) from None
+
+
+def _lab_status(cluster, _machine, _args) -> int:
+    holders = {d.name for d in cluster.vip_holders()}
+    for name, vm in cluster.vms.items():
+        node = cluster.spec.node(name)
+        state = "running" if vm.is_running() else "off"
+        if state == "running" and not vm.agent.ping():
+            state = "running (paused or not answering)"
+        vip = "  holds the VIP" if name in holders else ""
+        print(f"{name:12} {node.role:10} {node.address!s:15} {state}{vip}")
+    return 0
+
+
+def _lab_console(_cluster, machine, _args) -> int:
+    from lab import up
+    return up.console(machine)
+
+
+def _lab_run(_cluster, machine, args) -> int:
+    code, out = machine.execute(" ".join(args.words), timeout=args.timeout)
+    print(out, end="")
+    return code
+
+
+def _lab_systemctl(_cluster, machine, args) -> int:
+    print(machine.systemctl(" ".join(args.words), timeout=args.timeout), end="")
+    return 0
+
+
+def _lab_nic(method: str):
+    return lambda _cluster, machine, args: getattr(machine, method)(args.nic) or 0
+
+
+def _lab_plain(method: str):
+    return lambda _cluster, machine, _args: getattr(machine, method)() or 0
+
+
+# action -> (help, what it needs: "" nothing, "node", "words" a node and a command; handler)
+LAB_ACTIONS = {
+    "status": ("each machine: role, address, running or not, who holds the VIP", "", _lab_status),
+    "console": ("attach to NODE's serial console (Ctrl-] leaves)", "node", _lab_console),
+    "run": ("run a shell command in NODE through the guest agent: lab run loadb1 ipvsadm -L -n",
+            "words", _lab_run),
+    "systemctl": ("systemctl in NODE: lab systemctl webserver1 stop apache2", "words", _lab_systemctl),
+    "crash": ("power loss: NODE's QEMU is killed (start boots it again)", "node", _lab_plain("crash")),
+    "start": ("power NODE on again after a crash; it boots from its own disk", "node", _lab_plain("start")),
+    "pause": ("hang NODE: its CPUs stop, nothing on the network", "node", _lab_plain("pause")),
+    "resume": ("let a paused NODE run on", "node", _lab_plain("resume")),
+    "block": ("pull NODE's network cable (--nic N: only that NIC)", "node", _lab_nic("block")),
+    "unblock": ("plug NODE's cable back in", "node", _lab_nic("unblock")),
+}
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from lab import up
+    from lab.agent import GuestAgentError
+    from lab.machine import CommandFailed, QemuError
+    help_, needs, handler = LAB_ACTIONS[args.action]
+    try:
+        cluster = up.attached()
+        machine = None
+        if needs:
+            if not args.node:
+                raise Fail(f"lab {args.action} needs a node: one of {', '.join(cluster.vms)}")
+            if args.node not in cluster.vms:
+                raise Fail(f"no node {args.node!r} in the running cluster; choose one of: "
+                           f"{', '.join(cluster.vms)}")
+            machine = cluster.vms[args.node]
+        if needs == "words" and not args.words:
+            raise Fail(f"lab {args.action} needs a command after the node name")
+        return handler(cluster, machine, args)
+    except (up.UpError, QemuError, GuestAgentError, CommandFailed, IndexError) as e:
+        raise Fail(str(e)) from None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lab import bench
+    return bench.main([_profile_path(p) for p in args.profiles], args.reps)
+
+
+def cmd_bench_images(args: argparse.Namespace) -> int:
+    from lab import bench_images
+    return bench_images.main()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +275,47 @@ def main(argv: list[str] | None = None) -> int:
                        "the file system tools, if missing. Not root: prints the command.")
     p.add_argument("--tests", action="store_true", help="also what the VM tests need (chromium, curl)")
     p.set_defaults(func=cmd_host_setup)
+
+    p = sub.add_parser("up", help="boot a profile's cluster and keep it up until Ctrl-C or `down`",
+                       description="Boot every machine of PROFILE from the built images, exactly as "
+                       "the acceptance suite does, in a network namespace of its own. Prints each "
+                       "node's ready line and console log, then forwards 127.0.0.1:PORT (only) to "
+                       "the VIP for your browser. Drive it with `lab` from another shell.")
+    p.add_argument("profile", help="cluster profile (TOML), e.g. profiles/howto.toml")
+    p.add_argument("--port", type=int, default=8080, help="local port forwarded to the VIP (default 8080)")
+    p.add_argument("--boot-timeout", type=float, default=600, metavar="S",
+                   help="seconds each machine may take to become ready (default 600, TCG)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the cluster `up` runs and remove its network",
+                       description="Stop a running `up` (every VM, tap and the namespace go), or "
+                       "remove what an `up` killed with SIGKILL left behind.")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("lab", help="drive the running `up` cluster: console, crash, cables, services",
+                       description="Actions on the cluster `up` is running:\n" + "\n".join(
+                           f"  {name:10} {h}" for name, (h, _, _) in LAB_ACTIONS.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=LAB_ACTIONS, metavar="ACTION", help="see above")
+    p.add_argument("node", nargs="?", help="machine name, as in the profile")
+    p.add_argument("words", nargs=argparse.REMAINDER, help="the command, for run and systemctl")
+    p.add_argument("--nic", type=int, default=None, help="block/unblock only NIC N (0 first)")
+    p.add_argument("--timeout", type=float, default=60, help="seconds a guest command may take")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("bench", help="failover benchmark: outage and failed requests per fault",
+                       description="Boot each profile's cluster, run a bounded load on the VIP and "
+                       "inject each fault REPS times; prints median [min-max] and writes "
+                       "bench-results/report.html. Prints figures, never fails on them.")
+    p.add_argument("profiles", nargs="*", default=list(BENCH_PROFILES), metavar="PROFILE",
+                   help="profiles to compare (default: howto and fast-failover)")
+    p.add_argument("--reps", type=int, default=3, help="runs of each fault (default 3)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bench-images", help="build times, sizes, boot-to-ready, reproducibility",
+                       description="Two cold builds and a warm one per image, sizes raw and "
+                       "compressed, one VM's boot to ready, and whether two builds are identical.")
+    p.set_defaults(func=cmd_bench_images)
 
     args = parser.parse_args(argv)
     try:

@@ -22,7 +22,7 @@ TOOLS = {
 }
 FILES = {"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf"}
 # only for the acceptance suite: the howto's "browser" and an HTTP client in the test namespace
-TEST_TOOLS = {"chromium": "chromium", "curl": "curl"}
+TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat"}  # socat: `up`'s browser forward
 # per host release: what its own suite has too old (later releases have all of it)
 FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs"}}
 # installed but too old counts as missing

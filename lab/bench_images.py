@@ -11,18 +11,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from builder import image, profile, secret, seed  # noqa: E402
-from builder.run import run  # noqa: E402
-from harness import accel as accel_probe  # noqa: E402
-from harness.paths import ROOT  # noqa: E402
-from harness.vm import VM  # noqa: E402
+from builder import image, profile, secret, seed
+from builder.run import run
+from lab import accel as accel_probe
+from lab.machine import Machine
+from lab.paths import ROOT
 
 BENCH = ROOT / "build" / "bench"
 SEED_NODE = {"director": "loadb1", "webserver": "webserver1"}
@@ -108,7 +105,7 @@ def boot_to_ready(role: str, img: Path, accel: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         key = secret.load_or_create(cluster, ROOT / "profiles" / "howto.toml", Path(tmp) / "s")
         [iso] = seed.write_seeds(cluster, key, Path(tmp), [SEED_NODE[role]])
-        vm = VM(SEED_NODE[role], img, BENCH / "boot", seed=iso, accel=accel)
+        vm = Machine(SEED_NODE[role], img, BENCH / "boot", seed=iso, accel=accel)
         try:
             vm.start()
             vm.wait_until_ready(600)
@@ -159,7 +156,3 @@ def main() -> int:
                 print(f"  {p}")
     (BENCH / "images.json").write_text(json.dumps(rows, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -22,7 +22,7 @@ from builder import profile, render, secret, seed
 from lab import net, paths, wait
 from lab.machine import Machine, Nic
 
-log = logging.getLogger("harness.cluster")
+log = logging.getLogger("lab.cluster")
 SERVER_RE = re.compile(r'data-server="([^"]+)"')
 
 # What a reboot would clear on a crashed director, run while its link is still cut: its cluster
@@ -113,11 +113,14 @@ class Cluster:
         return next(a for a in reversed(list(net_.subnet.hosts())) if a not in used)
 
     def machines(self, seeds: Path, segment: net.Segment | None) -> dict[str, Machine]:
-        """One Machine per node, each NIC on its tap with a MAC derived from its address."""
+        """One Machine per node, each NIC on its tap with a MAC derived from its address; the
+        taps are made when a segment is given (else the machines are already running)."""
         out = {}
-        for node in self.spec.nodes:
+        for i, node in enumerate(self.spec.nodes):
             octets = node.address.packed
-            tap = segment.tap(f"tap-{node.name}"[:15]) if segment else None
+            tap = f"tap{i}-{node.name}"[:15]  # IFNAMSIZ; the index keeps long names apart
+            if segment:
+                segment.tap(tap)
             out[node.name] = Machine(
                 node.name, paths.image(node.role), self.workdir, seed=seeds / f"{node.name}.iso",
                 accel=self.accel, netns=self.netns,
@@ -162,6 +165,12 @@ class Cluster:
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
+
+    def attach(self) -> "Cluster":
+        """Drive a cluster another process booted (`up`): same machines, same namespace."""
+        self.segment = net.Segment(self.netns, str(self._client_address()), self.spec.network.prefixlen)
+        self.vms = self.machines(self.workdir / "seeds", None)
+        return self
 
     # ---- what tests use -------------------------------------------------------------
     def __getitem__(self, name: str) -> Machine:

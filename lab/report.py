@@ -7,14 +7,19 @@ from collections import Counter
 from pathlib import Path
 
 from builder.render import write_atomic
-from harness import net
 
 BUCKET = 0.1  # seconds per bar
-COLOURS = {"webserver1": "#4c78a8", "webserver2": "#72b7b2", "failed": "#e45756"}
-OTHER = "#b279a2"
+PALETTE = ("#4c78a8", "#72b7b2", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#bab0ac")
+FAILED = "#e45756"
 
 
-def timeline(w, width: int = 900, height: int = 120) -> str:
+def colours(windows) -> dict[str, str]:
+    """One colour per answering server (any profile's names), in name order; failures red."""
+    names = sorted({r["server"] or "other" for w in windows for r in w.records if r["status"] == 200})
+    return {**{n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}, "failed": FAILED}
+
+
+def timeline(w, palette: dict[str, str], width: int = 900, height: int = 120) -> str:
     """Requests per 100 ms bucket by answering server, failures on top; fault and recovery lines."""
     if not w.records:
         return "<p>no requests recorded</p>"
@@ -30,12 +35,12 @@ def timeline(w, width: int = 900, height: int = 120) -> str:
     parts = []
     for i, b in enumerate(buckets):
         y = height
-        for key in ("webserver1", "webserver2", *sorted(k for k in b if k not in COLOURS), "failed"):
+        for key in palette:
             if b.get(key):
                 h = b[key] / peak * (height - 10)
                 y -= h
                 parts.append(f'<rect x="{i * bw:.1f}" y="{y:.1f}" width="{max(bw, 1):.1f}" '
-                             f'height="{h:.1f}" fill="{COLOURS.get(key, OTHER)}"/>')
+                             f'height="{h:.1f}" fill="{palette[key]}"/>')
     x_fault = (w.fault_at - t0) / (t1 - t0) * width
     parts.append(f'<line x1="{x_fault:.1f}" x2="{x_fault:.1f}" y1="0" y2="{height}" stroke="black" '
                  'stroke-dasharray="4 2"/><text x="{:.1f}" y="10" font-size="10">fault</text>'.format(x_fault + 2))
@@ -62,10 +67,11 @@ def write(out: Path, windows, rows, startup: list[str], images: list[dict], setu
         f"<td>{r['p50 before'][0]:.0f} / {r['p99 before'][0]:.0f}</td>"
         f"<td>{r['p50 after'][0]:.0f} / {r['p99 after'][0]:.0f}</td>"
         f"<td>{html.escape(' '.join(r['notes']))}</td></tr>" for r in rows)
-    legend = " ".join(f'<span style="color:{c}">&#9632; {k}</span>' for k, c in COLOURS.items())
+    palette = colours(windows)
+    legend = " ".join(f'<span style="color:{c}">&#9632; {k}</span>' for k, c in palette.items())
     sections = "".join(
         f"<h3>{html.escape(w.profile)}: {html.escape(w.fault)} #{w.rep} &mdash; outage {w.outage:.1f} s, "
-        f"{w.failed} failed</h3>{timeline(w)}" for w in windows)
+        f"{w.failed} failed</h3>{timeline(w, palette)}" for w in windows)
     boots = "".join(f"<li>{html.escape(line)}</li>" for line in startup)
     images_html = ""
     if images:
@@ -97,12 +103,10 @@ answered by the stopped server; a request to a dead director ends at the client'
 
 
 def screenshot(page: Path) -> Path:
-    """Render the report in headless chromium (inside the test namespace: no network at all)."""
+    """Render the report in headless chromium, in a network namespace of its own (no network)."""
     shot = page.with_name("report.png")
-    argv = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    argv = ["unshare", "--net", "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--user-data-dir=/tmp/lvs-appliance-chromium", "--window-size=1100,2400",
             f"--screenshot={shot}", page.as_uri()]
-    if net.exists():
-        argv = ["ip", "netns", "exec", net.NETNS, *argv]
     subprocess.run(argv, check=True, capture_output=True, timeout=120)
     return shot

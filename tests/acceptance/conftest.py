@@ -1,16 +1,20 @@
-"""The four-VM cluster, booted once for the suite (PROFILE env: any profile, default howto)."""
+"""The cluster of one profile (PROFILE env: any profile, default howto), booted once for the
+suite, and the story its ordered steps share."""
 from __future__ import annotations
 
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 import pytest
 
-from harness.paths import RESULTS, ROOT
-from harness.cluster import Cluster
+from lab.cluster import Cluster
+from lab.machine import Machine
+from lab.paths import RESULTS, ROOT
 
 _cluster: Cluster | None = None
+_passed: set[int] = set()
 
 
 def _sigterm(signum, frame):
@@ -25,17 +29,55 @@ def cluster(accel):
     started = time.monotonic()
     with Cluster(profile_path, RESULTS / "acceptance" / profile_path.stem, accel) as c:
         _cluster = c
-        print(f"\ncluster of {len(c.vms)} VMs ready in {c.boot_seconds:.0f}s ({accel})")
+        print(f"\n{c.spec.name}: cluster of {len(c.vms)} VMs ready in {c.boot_seconds:.0f}s ({accel})")
         yield c
         _cluster = None
     print(f"\nacceptance suite wall time: {time.monotonic() - started:.0f}s")
 
 
+@dataclass
+class Story:
+    """What one step leaves for a later one, instead of module globals."""
+    crashed: Machine | None = None   # step 6 powers the active director off; step 7 boots it
+    hung: Machine | None = None      # step 8 hangs the standby; step 9 revives it
+
+
+@pytest.fixture(scope="session")
+def story() -> Story:
+    return Story()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "step(n, after=()): the scenario's place in the story, "
+                            "and the steps whose outcome it builds on (skipped if they failed)")
+
+
+def pytest_collection_modifyitems(items):
+    """Run the steps in the order their numbers say, whatever the file order."""
+    steps = [i for i in items if i.get_closest_marker("step")]
+    numbers = [i.get_closest_marker("step").args[0] for i in steps]
+    assert len(set(numbers)) == len(numbers), f"two steps share a number: {sorted(numbers)}"
+    ordered = iter(sorted(steps, key=lambda i: i.get_closest_marker("step").args[0]))
+    items[:] = [next(ordered) if i.get_closest_marker("step") else i for i in items]
+
+
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("step")
+    if marker:
+        missing = [n for n in marker.kwargs.get("after", ()) if n not in _passed]
+        if missing:
+            pytest.skip(f"builds on step(s) {missing}, which did not pass")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """On failure, show each node's last console lines, prefixed with its name."""
+    """Record passed steps; on failure, show each node's last console lines and the
+    directors' journals."""
     outcome = yield
     report = outcome.get_result()
+    marker = item.get_closest_marker("step")
+    if marker and report.when == "call" and report.passed:
+        _passed.add(marker.args[0])
     if report.failed and _cluster is not None:
         report.sections.append(("node consoles (full logs in test-results/acceptance/)",
                                 _cluster.console_tails()))

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import RESULTS, image
-from harness.vm import VM
+from lab.paths import RESULTS, image
+from lab.machine import Machine
 
 pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = 300  # TCG on a busy 2-core machine; KVM needs a fraction
 
 
-def boot_both(accel: str, workdir: Path, seeds: Path | None) -> dict[str, VM]:
+def boot_both(accel: str, workdir: Path, seeds: Path | None) -> dict[str, Machine]:
     vms = {
-        "loadb1": VM("loadb1", image("director"), workdir, accel=accel,
+        "loadb1": Machine("loadb1", image("director"), workdir, accel=accel,
                      seed=seeds / "loadb1.iso" if seeds else None),
-        "webserver1": VM("webserver1", image("webserver"), workdir, accel=accel,
+        "webserver1": Machine("webserver1", image("webserver"), workdir, accel=accel,
                          seed=seeds / "webserver1.iso" if seeds else None),
     }
     for vm in vms.values():

@@ -11,7 +11,7 @@ import pytest
 
 from builder import profile, seed
 from builder.run import run
-from harness.paths import ROOT
+from lab.paths import ROOT
 
 CACHE = ROOT / "build" / "cache" / "cloud-init"
 READ = """

@@ -1,11 +1,5 @@
 """The failover benchmark's arithmetic and report, on synthetic request records."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import bench_failover  # noqa: E402
-import report  # noqa: E402
+from lab import bench as bench_failover, report
 
 
 def records():
@@ -22,11 +16,11 @@ def records():
 
 
 def test_outage_failed_and_complete_are_measured_from_the_fault():
-    w = bench_failover.Window("p", "apache stop", 1, 103.0, records())
+    w = bench_failover.Window("p", "apache stop", 1, 103.0, records(), victim="webserver1")
     assert w.failed == 20
     assert abs(w.outage - (104.9 - 103.0)) < 1e-6  # sent at 104.9, timed out at 105.9
     assert abs(w.complete(lambda r: r["status"] == 200) - (104.9 + 1.0 - 103.0)) < 1e-6
-    assert abs(w.complete(bench_failover.FINAL["apache stop"]) - 2.9) < 1e-6
+    assert abs(w.complete(bench_failover.final(w)) - 2.9) < 1e-6
     assert w.pct(w.before(), .5) == 10.0
     assert len(w.failed_after(1.05)) == 9 and w.failed_after(2.0) == []  # failures: t in [103, 105)
 
