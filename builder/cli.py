@@ -92,6 +92,30 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+README_START = "<!-- profile-reference: python -m builder reference -->\n"
+README_END = "<!-- end profile-reference -->"
+
+
+def with_reference(readme: str) -> str:
+    """The README with its profile reference block replaced by the generated one."""
+    head, _, rest = readme.partition(README_START)
+    _, _, tail = rest.partition(README_END)
+    return head + README_START + profile.reference() + README_END + tail
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    if args.update:
+        path = Path(args.update)
+        text = path.read_text()
+        if README_START not in text:
+            raise Fail(f"{path} has no line {README_START.strip()!r} to put the reference after")
+        render.write_atomic(path, with_reference(text))
+        print(f"{path}: profile reference updated")
+    else:
+        print(profile.reference(), end="")
+    return 0
+
+
 def cmd_host_setup(args: argparse.Namespace) -> int:
     try:
         installed = host.ensure(tests=args.tests)
@@ -126,7 +150,14 @@ def _profile_path(text: str) -> Path:
     return Path(text).resolve()
 
 
+def _quiet(args: argparse.Namespace) -> None:
+    """The lab logs every command it runs (tests keep it); a user sees it only with -v."""
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    _quiet(args)
     from lab import up
     from lab.machine import QemuError
     from lab.paths import ImageMissing
@@ -197,6 +228,7 @@ LAB_ACTIONS = {
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
+    _quiet(args)
     from lab import up
     from lab.agent import GuestAgentError
     from lab.machine import CommandFailed, QemuError
@@ -260,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--secrets", default=".secrets", metavar="DIR", help=secrets_help)
     p.set_defaults(func=cmd_seed)
 
+    p = sub.add_parser("reference", help="print every profile key with its default and meaning",
+                       description="The profile reference, generated from the declarations in "
+                       "builder/profile.py.")
+    p.add_argument("--update", metavar="README", help="rewrite the reference block in this file")
+    p.set_defaults(func=cmd_reference)
+
     p = sub.add_parser("image", help="build appliance images with mkosi",
                        description="Build ROLE.img (raw GPT disk, UEFI-bootable) at the repo root, "
                        "with ROLE.packages listing its packages. Installs missing host tools "
@@ -285,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080, help="local port forwarded to the VIP (default 8080)")
     p.add_argument("--boot-timeout", type=float, default=600, metavar="S",
                    help="seconds each machine may take to become ready (default 600, TCG)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every command the lab runs")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop the cluster `up` runs and remove its network",
@@ -301,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("words", nargs=argparse.REMAINDER, help="the command, for run and systemctl")
     p.add_argument("--nic", type=int, default=None, help="block/unblock only NIC N (0 first)")
     p.add_argument("--timeout", type=float, default=60, help="seconds a guest command may take")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every command the lab runs")
     p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("bench", help="failover benchmark: outage and failed requests per fault",

@@ -12,6 +12,7 @@ guest retry on it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 import time
 
@@ -21,6 +22,11 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 class GuestAgentError(Exception):
     pass
+
+
+def _close(qga: QEMUMonitorProtocol) -> None:
+    with contextlib.suppress(QMPError, OSError, EOFError):  # a dropped line is closed already
+        qga.close()
 
 
 class GuestAgent:
@@ -41,7 +47,7 @@ class GuestAgent:
             if qga.cmd("guest-sync", id=token) != token:
                 raise GuestAgentError("guest-sync answered with another id")
         except BaseException:
-            qga.close()
+            _close(qga)
             raise
         return qga
 
@@ -51,7 +57,7 @@ class GuestAgent:
             try:
                 return qga.cmd(command, **arguments)
             finally:
-                qga.close()
+                _close(qga)
         except (QMPError, OSError, TimeoutError, ValueError) as e:
             raise GuestAgentError(f"{command}: {type(e).__name__}: {e}") from e
 
@@ -80,6 +86,6 @@ class GuestAgent:
                         raise GuestAgentError(f"command still running after {timeout}s: {command}")
                     time.sleep(0.2)
             finally:
-                qga.close()
+                _close(qga)
         except (QMPError, OSError, TimeoutError, ValueError) as e:
             raise GuestAgentError(f"guest-exec: {type(e).__name__}: {e}") from e

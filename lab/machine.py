@@ -33,6 +33,9 @@ from lab import wait
 from lab.agent import GuestAgent, GuestAgentError
 
 log = logging.getLogger("lab.machine")
+# qemu.qmp logs a refused connection (a crashed machine) as an error of its own; QemuError and
+# GuestAgentError already say it, once, where it matters
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 READY_RE = re.compile(r"APPLIANCE READY node=(\S+) role=(\S+) address=(\S+) instance=(\S+)")
@@ -163,7 +166,8 @@ class Machine:
         except (QMPError, OSError, TimeoutError) as e:
             raise QemuError(f"{self.name}: QMP {command}: {type(e).__name__}: {e}") from None
         finally:
-            qmp.close()
+            with contextlib.suppress(QMPError, OSError, EOFError):  # after quit the line is gone
+                qmp.close()
 
     def crash(self) -> None:
         """Power loss: QEMU is killed, no shutdown, no goodbye on the network. The disk keeps

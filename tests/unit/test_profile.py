@@ -101,3 +101,25 @@ def test_every_problem_is_reported_together():
 def test_howto_teszt_oldal_page_is_flagged_as_a_trap():
     c = profile.parse(mutate(lambda d: d["services"][0].update(check_content="Teszt Oldal")))
     assert any("does not contain receive='Test Page'" in t for t in profile.traps(c))
+
+
+def test_the_readme_shows_the_reference_generated_from_the_declarations():
+    from builder import cli
+    readme = (HOWTO.parents[1] / "README.md").read_text()
+    assert cli.with_reference(readme) == readme, "run: python -m builder reference --update README.md"
+    assert "| `deadtime` |" in readme and "| `weight` | 1 |" in readme
+
+
+def test_every_key_is_declared_once_and_documented():
+    keys = [(section, f.name) for section, cls in profile.SECTIONS for f in profile._settings(cls)]
+    assert len(keys) == len(set(keys))
+    assert all(f.metadata["help"] for _, cls in profile.SECTIONS for f in profile._settings(cls))
+
+
+def test_derived_values_are_properties_of_the_model():
+    c = profile.load(HOWTO)
+    assert c.heartbeat.deadtime_s == 30 and not c.heartbeat.ldirectord_on_both
+    assert c.web_service.check_window == 12 and c.round == 2
+    tuned = profile.load(HOWTO.with_name("three-web.toml"))
+    assert tuned.heartbeat.deadtime_s == 2 and tuned.heartbeat.ldirectord_on_both
+    assert tuned.round == 6 and [n.name for n in tuned.serving] == ["app1", "app2", "app3"]
