@@ -71,5 +71,5 @@ bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, 
 	$(PY) -m builder bench-images
 
 REPS ?= 3
-bench: $(IMAGES) test-tools  ## failover benchmark (PROFILES="a.toml b.toml", REPS=3); report in bench-results/
-	$(PY) -m builder bench $(PROFILES) --reps $(REPS)
+bench: $(IMAGES) test-tools  ## failover benchmark (PROFILES="a.toml b.toml", REPS=3, SOAK=20: minutes, no fault)
+	$(PY) -m builder bench $(PROFILES) --reps $(REPS) $(if $(SOAK),--soak $(SOAK))

@@ -252,7 +252,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from lab import bench
-    return bench.main([_profile_path(p) for p in args.profiles], args.reps)
+    if args.soak and not 0 < args.soak <= 30:
+        raise Fail(f"--soak {args.soak:g}: minutes from 1 to 30 (the load generator's bound)")
+    return bench.main([_profile_path(p) for p in args.profiles], args.reps, (args.soak or 0) * 60)
 
 
 def cmd_bench_images(args: argparse.Namespace) -> int:
@@ -350,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("profiles", nargs="*", default=list(BENCH_PROFILES), metavar="PROFILE",
                    help="profiles to compare (default: howto and fast-failover)")
     p.add_argument("--reps", type=int, default=3, help="runs of each fault (default 3)")
+    p.add_argument("--soak", type=float, metavar="MINUTES",
+                   help="instead: steady load, no fault, for MINUTES (<= 30) per profile; counts "
+                   "false failovers (VIP moves), late heartbeats and dead verdicts")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-images", help="build times, sizes, boot-to-ready, reproducibility",

@@ -26,6 +26,7 @@ LDIRECTORD_MODES = ("active", "both")
 TAKEOVERS = ("heartbeat", "fast")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 DIRECTOR, REALSERVER = "director", "realserver"
+ROLE_NAMES = {DIRECTOR: "directors", REALSERVER: "real servers"}
 
 
 class ProfileError(ValueError):
@@ -107,6 +108,9 @@ class Node:
     address: IPv4Address = setting(..., ipv4, "the node's address on the cluster LAN")
     weight: int = setting(1, integer(0, 65535), "IPVS weight (0 takes it out of rotation)",
                           roles=(REALSERVER,))
+    link_address: IPv4Address | None = setting(
+        None, ipv4, "the director's address on the dedicated heartbeat link ([link])",
+        roles=(DIRECTOR,))
     role: str = DIRECTOR  # which array it came from, not a key
 
     @property
@@ -129,6 +133,14 @@ class Network:
     @property
     def broadcast_address(self) -> IPv4Address:
         return self.broadcast or self.subnet.broadcast_address
+
+
+@dataclass(frozen=True)
+class Link:
+    """A dedicated heartbeat link between the directors (a crossover cable): a second NIC on
+    each, heartbeat on it too, and the IPVS connection sync on it instead of the LAN."""
+    subnet: IPv4Network = setting(..., ipv4_network, "the link's own subnet, e.g. 10.255.0.0/30")
+    interface: str = setting("eth1", text, "the second NIC's name in the image")
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,11 @@ class Heartbeat:
     deadtime: float | None = setting(None, seconds(0.1, 3600), "seconds of silence before the peer is dead (default 30)")
     warntime: float | None = setting(None, seconds(0.1, 3600), "seconds of silence before a late-heartbeat warning")
     initdead: float | None = setting(None, seconds(0.1, 3600), "deadtime at boot, at least deadtime")
-    ping_nodes: tuple[IPv4Address, ...] = setting((), ipv4_list, "addresses ipfail pings")
+    ping_nodes: tuple[IPv4Address, ...] = setting(
+        (), ipv4_list, "third parties (the gateway) ipfail pings: the director that loses them "
+        "while its peer still reaches them hands the VIP over (needs a second path: [link])")
+    deadping: float | None = setting(None, seconds(0.1, 3600),
+                                     "seconds without a ping node's answer before it counts as dead")
     logfacility: str = setting("local0", text, "syslog facility")
     ldirectord: str = setting("active", choice(LDIRECTORD_MODES, "where ldirectord runs"),
                               '"active": heartbeat starts it with the VIP (the howto); "both": it '
@@ -216,6 +232,7 @@ class Cluster:
     vip: IPv4Address = setting(..., ipv4, "the virtual IP clients connect to; inside the subnet")
     domain: str = setting("localdomain", text, "/etc/hosts gets NAME.DOMAIN and NAME")
     network: Network = None  # type: ignore[assignment]  # the tables: read by parse()
+    link: Link | None = None
     directors: tuple[Node, ...] = ()
     real_servers: tuple[Node, ...] = ()
     services: tuple[Service, ...] = (Service(),)
@@ -231,6 +248,14 @@ class Cluster:
                 return n
         raise KeyError(f"no node named {name!r} in cluster {self.name!r} "
                        f"(nodes: {', '.join(n.name for n in self.nodes)})")
+
+    def peer(self, director: Node) -> Node:
+        return next(d for d in self.directors if d != director)
+
+    @property
+    def sync_interface(self) -> str:
+        """Where the IPVS connection sync runs: the dedicated link if there is one."""
+        return self.link.interface if self.link else self.network.interface
 
     @property
     def web_service(self) -> Service:
@@ -252,7 +277,7 @@ class Cluster:
         return len(self.serving)
 
 
-SECTIONS = (("", Cluster), ("network", Network), ("directors / real_servers", Node),
+SECTIONS = (("", Cluster), ("network", Network), ("link", Link), ("directors / real_servers", Node),
             ("services", Service), ("heartbeat", Heartbeat))
 
 
@@ -372,6 +397,11 @@ def _read_nodes(problems: list[str], data: Any, key: str, role: str) -> list[Nod
         label = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else f"{key}[{i}]"
         t = _Table(problems, label, item, keyed=False)
         n = _read_settings(Node, t, role)
+        for f in _settings(Node):
+            if isinstance(item, dict) and f.name in item and f.name not in n:
+                t.seen.add(f.name)
+                owners = " and ".join(ROLE_NAMES[r] for r in f.metadata["roles"])
+                t.error(f"{f.name}: only {owners} have it ({f.metadata['help']}); remove it here")
         t.done()
         name = n["name"]
         if name is not None and not HOSTNAME_RE.match(name):
@@ -404,6 +434,24 @@ def _read_network(problems: list[str], data: Any) -> Network | None:
         t.error(f"{broadcast} is not the broadcast address of {subnet} "
                 f"({subnet.broadcast_address}); remove it or fix it", "broadcast")
     return Network(**{**n, "interface": interface or "eth0"})
+
+
+def _read_link(problems: list[str], data: Any, network: Network | None) -> Link | None:
+    t = _Table(problems, "link", data)
+    k = _read_settings(Link, t)
+    t.done()
+    subnet, interface = k["subnet"], k["interface"]
+    if interface is not None and not re.match(r"^[a-zA-Z0-9_.-]{1,15}$", interface):
+        t.error(f"{interface!r} is not a network interface name", "interface")
+    if network is not None and interface == network.interface:
+        t.error(f"{interface} is the LAN's interface; the link needs a NIC of its own (e.g. eth1)",
+                "interface")
+    if subnet is not None and network is not None and subnet.overlaps(network.subnet):
+        t.error(f"{subnet} overlaps the LAN subnet {network.subnet}: give the link a subnet "
+                "of its own, e.g. 10.255.0.0/30", "subnet")
+    if subnet is None or interface is None:
+        return None
+    return Link(subnet=subnet, interface=interface)
 
 
 def _read_service(problems: list[str], i: int, data: Any) -> Service | None:
@@ -456,7 +504,9 @@ def _read_heartbeat(problems: list[str], data: Any) -> Heartbeat | None:
     if h["takeover"] == "fast" and h["ldirectord"] != "both":
         t.error('"fast" needs ldirectord = "both": the VIP would answer before ldirectord '
                 "has loaded the IPVS table", "takeover")
-    optional = ("secret_file", "mcast_group", "keepalive", "deadtime", "warntime", "initdead")
+    optional = ("secret_file", "mcast_group", "keepalive", "deadtime", "warntime", "initdead", "deadping")
+    if h["deadping"] is not None and not h["ping_nodes"]:
+        t.error("deadping needs ping_nodes", "deadping")
     if any(v is None for k, v in h.items() if k not in optional):
         return None
     return Heartbeat(**h)
@@ -469,6 +519,8 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     scalars = _read_settings(Cluster, top)
     name, domain, vip = scalars["name"], scalars["domain"], scalars["vip"]
     network = _read_network(problems, top.get("network", dict, ...) or {})
+    link_data = top.get("link", dict, None)
+    link = _read_link(problems, link_data, network) if link_data is not None else None
     directors = _read_nodes(problems, top.get("directors", list, []), "directors", DIRECTOR)
     real_servers = _read_nodes(problems, top.get("real_servers", list, []), "real_servers", REALSERVER)
     service_data = top.get("services", list, [{}])
@@ -524,12 +576,50 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     for n in nodes:
         if vip is not None and n.address == vip:
             top.error(f"{vip} is also the address of {n.name}; the VIP must be its own address", "vip")
+    _check_link(problems, link, link_data is not None, directors)
+    if heartbeat is not None:
+        lan = {n.address: n.name for n in nodes} | {vip: "the VIP"}
+        lan |= {d.link_address: f"{d.name}'s link address" for d in directors if d.link_address}
+        for p in heartbeat.ping_nodes:
+            if p in lan:
+                top.error(f"{p} is {lan[p]}: a ping node must be a third party both directors "
+                          "can reach, such as the gateway", "heartbeat.ping_nodes")
+            elif network is not None and p not in network.subnet and network.gateway is None:
+                top.error(f"{p} is outside the subnet {network.subnet} and there is no gateway "
+                          "to reach it", "heartbeat.ping_nodes")
 
     if problems:
         raise ProfileError(problems, source)
-    return Cluster(name=name, domain=domain, network=network, vip=vip,
+    return Cluster(name=name, domain=domain, network=network, vip=vip, link=link,
                    directors=tuple(directors), real_servers=tuple(real_servers),
                    services=tuple(services), heartbeat=heartbeat)
+
+
+def _check_link(problems: list[str], link: Link | None, asked: bool, directors: list[Node]) -> None:
+    """Each director has a distinct address on the link, inside its subnet, or none has one."""
+    with_address = [d for d in directors if d.link_address is not None]
+    if not asked:
+        for d in with_address:
+            problems.append(f"{d.name}: link_address needs a [link] section (subnet, interface)")
+        return
+    if link is None:
+        return
+    if len(with_address) != len(directors):
+        for d in directors:
+            if d.link_address is None:
+                problems.append(f"{d.name}: link_address is required with a [link] section")
+        return
+    reserved = {link.subnet.network_address, link.subnet.broadcast_address}
+    for d in with_address:
+        if d.link_address not in link.subnet:
+            problems.append(f"{d.name}: link_address {d.link_address} is outside the link "
+                            f"subnet {link.subnet}")
+        elif d.link_address in reserved and link.subnet.prefixlen < 31:
+            problems.append(f"{d.name}: link_address {d.link_address} is the link's network "
+                            "or broadcast address")
+    if len({d.link_address for d in with_address}) < len(with_address):
+        problems.append(f"directors: both have link_address {with_address[0].link_address}; "
+                        "each needs its own")
 
 
 def load(path: str | Path) -> Cluster:
@@ -564,6 +654,7 @@ def to_dict(cluster: Cluster) -> dict[str, Any]:
     return {
         **table(cluster),
         "network": table(cluster.network),
+        **({"link": table(cluster.link)} if cluster.link else {}),
         "directors": [table(n, DIRECTOR) for n in cluster.directors],
         "real_servers": [table(n, REALSERVER) for n in cluster.real_servers],
         "services": [table(s) for s in cluster.services],

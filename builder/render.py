@@ -53,7 +53,7 @@ def director_files(cluster: Cluster, node: Node, secret: str) -> dict[str, File]
         "/etc/ha.d/ldirectord.cf": File(render("ldirectord.cf")),
         SYSCTL_DIRECTOR: File(render("sysctl-director.conf")),
         # read by /etc/ha.d/resource.d/LVSSyncDaemonSwap (shipped in the director image)
-        "/etc/default/lvssyncdaemonswap": File(f"SYNC_INTERFACE={cluster.network.interface}\n"),
+        "/etc/default/lvssyncdaemonswap": File(f"SYNC_INTERFACE={cluster.sync_interface}\n"),
         # what the fallback (127.0.0.1:80) serves when no real server is healthy
         f"{DOCROOT}/index.html": File(render("index-fallback.html")),
     }

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import image
+from builder.render import write_atomic
 from lab import accel as accel_probe, net, report, wait
 from lab.cluster import Cluster
 from lab.paths import ROOT
 
 OUT = ROOT / "bench-results"
 RATE, TIMEOUT, LEAD = 20, 1.0, 2.0
+TRANSFERS = 4  # slow downloads in flight across each director crash
 TAIL = 3.0  # load kept after a fault's recovery, for the latency "after"
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
@@ -45,6 +47,7 @@ class Window:
     recovered_at: float | None = None
     notes: list[str] = field(default_factory=list)
     victim: str | None = None  # the real server a fault took down, if any
+    transfers: list[int] | None = None  # in-flight downloads across the fault: [broken, total]
 
     def after(self):
         return [r for r in self.records if r["t"] >= self.fault_at]
@@ -139,8 +142,6 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                 # what each late failure was and when: a refusal is a request sent to the dead server
                 w.notes += [f"late:{r.get('error')}@{r['t'] - at:.1f}s" for r in late]
             windows.append(w)
-            with open(OUT / "windows.jsonl", "a") as f:  # kept even if a later fault breaks
-                f.write(json.dumps(vars(w)) + "\n")
             print(f"[{name}] {fault} #{rep}: outage {w.outage:.1f}s, {w.failed} failed "
                   f"{' '.join(w.notes)}", flush=True)
             return w
@@ -152,11 +153,18 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
             web.systemctl("start apache2")
             cluster.wait_all_serving(check * 3 + 30)
 
+        blob = cluster.put_blob()
+
         def director_crash_and_return(rep: int) -> None:
             active = cluster.active_director()
-            window("director crash", rep, LEAD + hb.takeover_limit, active.pause,
-                   stop_when=lambda: wait.until(lambda: cluster.vip.get(timeout=1).ok, hb.takeover_limit,
-                                                "the VIP answering again", interval=0.2))
+            transfers = cluster.vip.downloads("/blob.txt", TRANSFERS)
+            time.sleep(3)  # under way, and synchronised to the standby
+            w = window("director crash", rep, LEAD + hb.takeover_limit, active.pause,
+                       stop_when=lambda: wait.until(lambda: cluster.vip.get(timeout=1).ok, hb.takeover_limit,
+                                                    "the VIP answering again", interval=0.2))
+            results = transfers.finish(timeout=hb.takeover_limit + 300)
+            w.transfers = [sum(code != 0 or data != blob for code, _, data in results), len(results)]
+            print(f"[{name}] director crash #{rep}: {w.transfers[0]} of {TRANSFERS} transfers broken", flush=True)
             window("director return", rep, 600, lambda: cluster.revive(active),
                    stop_when=lambda: cluster.wait_rejoined(active, hb.rejoin_limit))
 
@@ -209,15 +217,38 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                     cluster.wait_settled(limit, max(10.0, deadtime + 5))
                     notes.append(f"after-heartbeat-restarts:{holders()}")
             # load for the cut and two tries at settling; stopped as soon as the pair settles
-            window("split brain", rep, LEAD + deadtime + 5 + 2 * (limit + deadtime + 10), split, stop_when=settle)
+            label = "partition" if cluster.spec.link else "split brain"  # with a link: every cable
+            window(label, rep, LEAD + deadtime + 5 + 2 * (limit + deadtime + 10), split, stop_when=settle)
 
-        for family in (apache_stop, director_crash_and_return, standby_crash, split_brain):
+        def standby_lan_cut(rep: int) -> None:
+            """The standby's LAN cable (NIC 0) out for two deadtimes: heard on the link, it must
+            take nothing over."""
+            standby = cluster.standby_of(cluster.active_director())
+            window("standby LAN cut", rep, LEAD + deadtime * 2 + 5 + TAIL, lambda: standby.block(0))
+            standby.unblock(0)
+            cluster.wait_settled(deadtime * 4 + 60)
+
+        def active_lan_cut(rep: int) -> None:
+            """The active's LAN cable out: ipfail hands the VIP to the peer, which still reaches
+            the ping node; the cable comes back once it has."""
+            active = cluster.active_director()
+            window("active LAN cut", rep, LEAD + hb.takeover_limit, lambda: active.block(0),
+                   stop_when=lambda: wait.until(lambda: cluster.vip.get(timeout=1).ok, hb.takeover_limit,
+                                                "the VIP answering again", interval=0.2))
+            active.unblock(0)
+            cluster.wait_settled(deadtime * 4 + 60)
+
+        families = [apache_stop, director_crash_and_return, standby_crash, split_brain]
+        if cluster.spec.link:
+            families[3:3] = [standby_lan_cut] + ([active_lan_cut] if hb.ping_nodes else [])
+        for family in families:
             for rep in range(1, reps + 1):
                 try:
                     family(rep)
                 except Exception as e:  # noqa: BLE001 - a benchmark reports and goes on
                     print(f"[{name}] {family.__name__} #{rep}: stopped by "
                           f"{type(e).__name__}: {e}", flush=True)
+                save(windows)  # kept even if a later fault breaks the run
         # flapping check for the timings: heartbeat's warnings in this boot of each director
         for d in cluster.directors:
             try:
@@ -227,6 +258,48 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
             print(f"[{name}] {d.name}: {late.strip()} late-heartbeat warnings since its last boot", flush=True)
     return windows, (f"{name}: all {len(cluster.vms)} VMs ready {cluster.boot_seconds:.0f} s after they "
                      f"started, first good response on the VIP {first_ok:.0f} s after")
+
+
+def journal_count(director, pattern: str) -> int:
+    """How many heartbeat journal lines of this boot match `pattern` (grep -E)."""
+    out = director.execute(f"journalctl -b --no-pager -o cat -u heartbeat | grep -cE '{pattern}'")[1]
+    return int(out.strip() or 0)
+
+
+SOAK_SIGNS = {"late heartbeats": "[Ll]ate heartbeat", "dead verdicts": "is dead",
+              "restarts": "Heartbeat restart|Starting heartbeat"}
+
+
+def soak_profile(profile_path: Path, accel: str, seconds: float) -> dict:
+    """Steady load and no fault for `seconds`: every VIP move is a false failover, and the
+    journals say how close heartbeat came to one (late heartbeats, dead verdicts)."""
+    name = profile_path.stem
+    with Cluster(profile_path, OUT / "cluster" / name, accel) as cluster:
+        cluster.wait_all_serving(300)
+        cluster.wait_settled(300)
+        before = {d.name: {k: journal_count(d, p) for k, p in SOAK_SIGNS.items()} for d in cluster.directors}
+        holder, moves, polls = cluster.active_director().name, 0, 0
+        load = Load(cluster, seconds)
+        while time.time() < load.started + seconds:
+            time.sleep(5)
+            now = "+".join(d.name for d in cluster.vip_holders()) or "none"
+            polls += 1
+            if now != holder:
+                print(f"[{name}] soak: the VIP moved from {holder} to {now} "
+                      f"{time.time() - load.started:.0f}s in", flush=True)
+                holder, moves = now, moves + 1
+        records = load.finish()
+        after = {d.name: {k: journal_count(d, p) for k, p in SOAK_SIGNS.items()} for d in cluster.directors}
+    result = {"profile": name, "seconds": seconds, "requests": len(records),
+              "failed": sum(r["status"] != 200 for r in records), "vip moves": moves, "polls": polls,
+              **{k: sum(after[d][k] - before[d][k] for d in after) for k in SOAK_SIGNS}}
+    print(f"[{name}] soak {seconds / 60:.0f} min: " + ", ".join(f"{k} {v}" for k, v in result.items()
+                                                            if k != "profile"), flush=True)
+    return result
+
+
+def save(windows: list[Window]) -> None:
+    write_atomic(OUT / "windows.jsonl", "".join(json.dumps(vars(w)) + "\n" for w in windows))
 
 
 def final(w: Window):
@@ -244,9 +317,13 @@ def summary(windows: list[Window]) -> list[dict]:
             "p50 before": [w.pct(w.before(), .5) for w in ws], "p99 before": [w.pct(w.before(), .99) for w in ws],
             "p50 after": [w.pct(w.after(), .5) for w in ws], "p99 after": [w.pct(w.after(), .99) for w in ws],
         }
+        moved = [w.transfers for w in ws if w.transfers]
+        notes = sorted({n for w in ws for n in w.notes})
+        if moved:  # in-flight downloads across the fault: broken of all, summed over the runs
+            notes.insert(0, f"transfers broken: {sum(b for b, _ in moved)} of {sum(t for _, t in moved)}")
         rows.append({"profile": key[0], "fault": key[1], "runs": len(ws),
                      **{k: (statistics.median(v), min(v), max(v)) for k, v in figures.items()},
-                     "notes": sorted({n for w in ws for n in w.notes})})
+                     "notes": notes})
     return rows
 
 
@@ -282,9 +359,16 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")  # tear the cluster down as on Ctrl-C
 
 
-def main(profiles: list[Path], reps: int = 3) -> int:
-    """Run the benchmark on each profile; figures printed, report in bench-results/."""
+def main(profiles: list[Path], reps: int = 3, soak: float = 0) -> int:
+    """Run the benchmark on each profile; figures printed, report in bench-results/. With
+    `soak` (seconds), only a steady load with no fault per profile, counting false failovers."""
     signal.signal(signal.SIGTERM, _sigterm)
+    if soak:
+        OUT.mkdir(exist_ok=True)
+        accel = accel_probe.probe()
+        results = [soak_profile(p, accel, soak) for p in profiles]
+        write_atomic(OUT / "soak.json", json.dumps(results, indent=1) + "\n")
+        return 0
     OUT.mkdir(exist_ok=True)
     (OUT / "windows.jsonl").unlink(missing_ok=True)  # this run's windows only
     accel = accel_probe.probe()

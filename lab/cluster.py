@@ -12,6 +12,9 @@ import concurrent.futures
 import contextlib
 import logging
 import re
+import shutil
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -23,6 +26,8 @@ from lab import net, paths, wait
 from lab.machine import Machine, Nic
 
 log = logging.getLogger("lab.cluster")
+BLOB_LINES = 200_000  # /blob.txt on every real server: `seq 1 N`, 1.3 MB, the same bytes everywhere
+LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has one
 SERVER_RE = re.compile(r'data-server="([^"]+)"')
 
 # What a reboot would clear on a crashed director, run while its link is still cut: its cluster
@@ -37,7 +42,7 @@ for a in $(ip -4 -o addr show dev {iface} | awk '$4 ~ /^{vip}\\// {{print $4}}')
     ip addr del "$a" dev {iface}
 done
 ipvsadm -C
-ipvsadm --stop-daemon master 2>/dev/null; ipvsadm --stop-daemon backup 2>/dev/null
+systemctl stop ipvs-sync-backup.service; ipvsadm --stop-daemon master 2>/dev/null
 rm -rf /run/heartbeat/rsctmp/* /run/resource-agents/* /run/heartbeat.pid /run/ldirectord.*.pid \\
        /run/vipaddr-send_arp-*.pid
 ip neigh flush all
@@ -83,6 +88,13 @@ class Client:
         """Who answered each of `count` requests in turn (None: the request failed)."""
         return [r.server if r.ok else None for r in (self.get(path) for _ in range(count))]
 
+    def downloads(self, path: str, count: int, rate: str = "40k") -> "Transfers":
+        """`count` slow downloads of `path` through the VIP, running in the background. The
+        client's receive buffer is kept small (autotuning would take a whole file in within a
+        second), so bytes stay in flight and the server depends on ACKs that pass the director."""
+        self.segment.run("sysctl", "-q", "-w", "net.ipv4.tcp_rmem=4096 8192 16384")
+        return Transfers(self.segment, self.url(path), count, rate)
+
     def browse(self, path: str = "/", timeout: float = 90) -> str:
         """Load the page in headless chromium, run inside the namespace; returns the DOM."""
         proc = self.segment.run(
@@ -92,6 +104,38 @@ class Client:
             f"--timeout={int(timeout * 1000)}", "--dump-dom", self.url(path),
             timeout=timeout + 30)
         return proc.stdout
+
+
+class Transfers:
+    """Downloads in flight: curl processes in the namespace, each writing to a file of its own."""
+
+    def __init__(self, segment: net.Segment, url: str, count: int, rate: str):
+        self.dir = Path(tempfile.mkdtemp(prefix="lab-transfers."))
+        self.procs = [subprocess.Popen(
+            ["ip", "netns", "exec", segment.netns, "curl", "-s", "-S", "--limit-rate", rate,
+             "--max-time", "600", "-o", str(self.dir / f"{i}.out"), "-w", "%{http_code}", url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(count)]
+
+    def bytes_so_far(self) -> list[int]:
+        return [p.stat().st_size if p.exists() else 0 for p in (self.dir / f"{i}.out" for i in range(len(self.procs)))]
+
+    def finish(self, timeout: float) -> list[tuple[int, str, bytes]]:
+        """(curl's exit code, what it said, the bytes received) per download."""
+        deadline = time.monotonic() + timeout
+        results = []
+        try:
+            for i, proc in enumerate(self.procs):
+                try:
+                    out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, err = proc.communicate()
+                    err += f" (still running after {timeout:.0f} s)"
+                results.append((proc.returncode, (out + " " + err).strip(), (self.dir / f"{i}.out").read_bytes()
+                                if (self.dir / f"{i}.out").exists() else b""))
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return results
 
 
 class Cluster:
@@ -106,10 +150,17 @@ class Cluster:
         self.segment: net.Segment | None = None
         self.boot_seconds = 0.0
 
+    def _lab_hosts(self) -> list[IPv4Address]:
+        """The addresses the lab itself answers on the LAN: the gateway and ping nodes the
+        profile names (inside the namespace: they route nowhere)."""
+        net_, hb = self.spec.network, self.spec.heartbeat
+        wanted = [net_.gateway, *hb.ping_nodes] if net_.gateway else list(hb.ping_nodes)
+        return [a for a in dict.fromkeys(wanted) if a in net_.subnet]
+
     def _client_address(self) -> IPv4Address:
-        """The client takes the highest address of the subnet no node, VIP or gateway uses."""
+        """The client takes the highest address of the subnet no node, VIP or lab host uses."""
         net_ = self.spec.network
-        used = {n.address for n in self.spec.nodes} | {self.spec.vip, net_.gateway}
+        used = {n.address for n in self.spec.nodes} | {self.spec.vip, *self._lab_hosts()}
         return next(a for a in reversed(list(net_.subnet.hosts())) if a not in used)
 
     def machines(self, seeds: Path, segment: net.Segment | None) -> dict[str, Machine]:
@@ -117,14 +168,18 @@ class Cluster:
         taps are made when a segment is given (else the machines are already running)."""
         out = {}
         for i, node in enumerate(self.spec.nodes):
-            octets = node.address.packed
-            tap = f"tap{i}-{node.name}"[:15]  # IFNAMSIZ; the index keeps long names apart
-            if segment:
-                segment.tap(tap)
+            nics = [(f"tap{i}-{node.name}", net.LAN, "52:54:00", node.address)]
+            if node.link_address:  # the dedicated heartbeat link: NIC 1, a bridge of its own
+                nics.append((f"tl{i}-{node.name}", LINK_BRIDGE, "52:54:01", node.link_address))
+            made = []
+            for tap, bridge, oui, address in nics:
+                tap = tap[:15]  # IFNAMSIZ; the index keeps long names apart
+                if segment:
+                    segment.tap(tap, bridge)
+                made.append(Nic(tap, oui + ":%02x:%02x:%02x" % tuple(address.packed[1:])))
             out[node.name] = Machine(
                 node.name, paths.image(node.role), self.workdir, seed=seeds / f"{node.name}.iso",
-                accel=self.accel, netns=self.netns,
-                nics=(Nic(tap, "52:54:00:%02x:%02x:%02x" % tuple(octets[1:])),))
+                accel=self.accel, netns=self.netns, nics=tuple(made))
         return out
 
     def __enter__(self) -> "Cluster":
@@ -144,6 +199,10 @@ class Cluster:
             paths.image(node.role)  # a missing image fails before anything is made
         self.segment = self._stack.enter_context(
             net.Segment(self.netns, str(self._client_address()), spec.network.prefixlen))
+        for address in self._lab_hosts():
+            self.segment.run("ip", "addr", "add", f"{address}/{spec.network.prefixlen}", "dev", net.LAN)
+        if spec.link:
+            self.segment.bridge(LINK_BRIDGE)
         self.vms = self.machines(seeds, self.segment)
         for vm in self.vms.values():
             vm.create()
@@ -232,7 +291,8 @@ class Cluster:
                                               now=time.time()))
         director.unblock()
         both = self.spec.heartbeat.ldirectord_on_both
-        director.systemctl("start heartbeat.service" + (" ldirectord.service" if both else ""), 180)
+        director.systemctl("start ipvs-sync-backup.service heartbeat.service"
+                           + (" ldirectord.service" if both else ""), 180)
 
     def heartbeat_view(self, director: Machine) -> tuple[str, str, bool] | None:
         """(its peer's status, its own resource status, whether it holds the VIP) as
@@ -282,6 +342,18 @@ class Cluster:
         """After a split brain heartbeat v1 gives up resources and restarts on both nodes, for
         over a minute: wait until the pair has stopped changing, not for a passing good moment."""
         wait.steady(self.settled, steady, timeout, "both directors settled with one VIP holder")
+
+    def put_blob(self) -> bytes:
+        """The file in-flight transfers download (the same on every real server); its bytes."""
+        for web in self.real_servers:
+            web.succeed(f"seq 1 {BLOB_LINES} > {render.DOCROOT}/blob.txt")
+        return "".join(f"{i}\n" for i in range(1, BLOB_LINES + 1)).encode()
+
+    def sync_entries(self, director: Machine) -> list[str]:
+        """The connections to the VIP in `director`'s IPVS table (`ipvsadm -L -n -c`): on the
+        standby, what the connection sync brought over."""
+        vip = f"{self.spec.vip}:{self.spec.web_service.port}"
+        return [line for line in director.succeed("ipvsadm -L -n -c").splitlines() if vip in line.split()]
 
     def standby_of(self, active: Machine) -> Machine:
         return next(d for d in self.directors if d is not active)

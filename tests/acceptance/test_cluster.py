@@ -141,16 +141,36 @@ def test_5_every_real_server_down_the_fallback_page_is_served(cluster):
     cluster.wait_all_serving(settle_time(cluster) * 2)
 
 
+TRANSFERS = 4
+
+
 @step(6)
-def test_6_active_director_loses_power_the_standby_takes_over(cluster, story):
+def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carry_on(cluster, story):
+    """Downloads in flight through the VIP survive the takeover: the standby already holds
+    their connections (IPVS sync), so the packets after it go on to the same real server."""
     hb = cluster.spec.heartbeat
     active = cluster.active_director()
     standby = cluster.standby_of(active)
+    blob = cluster.put_blob()
+    transfers = cluster.vip.downloads("/blob.txt", TRANSFERS)
+    client = cluster.vip.segment.client_address
+
+    def synced() -> list[str] | None:
+        mine = [e for e in cluster.sync_entries(standby) if "ESTABLISHED" in e and f" {client}:" in e]
+        return mine if len(mine) >= TRANSFERS else None
+    entries = wait.until(synced, 20, f"{standby.name}'s IPVS table to hold the {TRANSFERS} transfers")
+    print(f"\n{standby.name} before the crash (synchronised from {active.name}):\n  " + "\n  ".join(entries))
+    before = transfers.bytes_so_far()
+    assert all(0 < b < len(blob) for b in before), f"not in flight at the crash: {before}"
     active.crash()
     story.crashed = active
     outage, failed = measure_outage(cluster, hb.takeover_limit)
-    print(f"\ndirector power loss ({active.name}): service back after {outage:.1f}s, "
-          f"{failed} failed requests")
+    print(f"director power loss ({active.name}): service back after {outage:.1f}s, "
+          f"{failed} failed requests; transfers had {before} bytes")
+    results = transfers.finish(timeout=hb.takeover_limit + 300)
+    broken = [(code, said, len(data)) for code, said, data in results if code != 0 or data != blob]
+    print(f"transfers across the crash: {TRANSFERS - len(broken)} of {TRANSFERS} complete and byte-exact")
+    assert not broken, f"broken transfers (curl exit, said, bytes of {len(blob)}): {broken}"
     assert cluster.holds_vip(standby)
     if hb.takeover == "fast":  # the VIP came from vip-takeover, not ResourceManager
         standby.succeed(f"journalctl -b -t vip-takeover | grep -q '{active.name} is dead: added'")
@@ -210,3 +230,86 @@ def test_9_revived_standby_rejoins_as_after_a_reboot(cluster, story):
     wait.during(lambda: cluster.holds_vip(active), seconds=10, what=f"the VIP to stay on {active.name}")
     assert_roles(cluster, active, revived)
     cluster.wait_all_serving(settle_time(cluster) * 2)
+
+
+# ---- the network faults heartbeat was designed for: a profile with a dedicated link ----------
+LAN = 0  # NIC 0 is the LAN cable, NIC 1 the dedicated link
+
+
+def requests_for(cluster, seconds: float) -> list:
+    """The client's requests, one after the other, for `seconds`."""
+    deadline, results = time.monotonic() + seconds, []
+    while time.monotonic() < deadline:
+        results.append(cluster.vip.get(timeout=2))
+    return results
+
+
+def needs_link(cluster, ping: bool = False) -> None:
+    if not cluster.spec.link or (ping and not cluster.spec.heartbeat.ping_nodes):
+        pytest.skip("needs a dedicated heartbeat link ([link])" + (" and ping nodes" if ping else "")
+                    + ": without a link a LAN cut is a partition, which `make bench` measures")
+
+
+def one_holder(cluster):
+    holders = cluster.vip_holders()
+    return holders[0] if len(holders) == 1 else None
+
+
+@step(10)
+def test_10_standby_lan_cable_pulled_the_link_keeps_the_pair_together(cluster):
+    needs_link(cluster)
+    hb = cluster.spec.heartbeat
+    active = cluster.active_director()
+    standby = cluster.standby_of(active)
+    standby.block(LAN)
+    try:
+        results = requests_for(cluster, hb.deadtime_s * 2 + 5)
+        # heard on the link: the standby still sees its peer, so it takes nothing over
+        assert "active" in standby.succeed(f"cl_status nodestatus {active.name}")
+        assert not cluster.holds_vip(standby)
+    finally:
+        standby.unblock(LAN)
+    failed = sum(not r.ok for r in results)
+    print(f"\nstandby LAN cut ({standby.name}): {failed} of {len(results)} requests failed")
+    assert failed == 0, [r.status for r in results]
+    wait.during(lambda: one_holder(cluster) is active, seconds=hb.deadtime_s + 3,
+                what=f"the VIP to stay on {active.name} after the cable is back")
+
+
+@step(11)
+def test_11_active_lan_cable_pulled_ipfail_moves_the_vip(cluster):
+    needs_link(cluster, ping=True)
+    hb = cluster.spec.heartbeat
+    active = cluster.active_director()
+    standby = cluster.standby_of(active)
+    active.block(LAN)
+    try:
+        outage, failed = measure_outage(cluster, hb.takeover_limit)
+        print(f"\nactive LAN cut ({active.name}): service back after {outage:.1f}s, {failed} failed")
+        wait.until(lambda: cluster.holds_vip(standby), 10, f"{standby.name} to hold the VIP")
+        assert "active" in standby.succeed(f"cl_status nodestatus {active.name}")  # not a split
+        cluster.wait_all_serving(settle_time(cluster) * 2)
+    finally:
+        active.unblock(LAN)
+    results = requests_for(cluster, hb.deadtime_s * 2 + 5)
+    failed = sum(not r.ok for r in results)
+    print(f"cable back on {active.name}: {failed} of {len(results)} requests failed")
+    assert failed == 0, [r.status for r in results]
+    assert one_holder(cluster) is standby
+
+
+@step(12)
+def test_12_true_partition_heals_to_one_vip_holder(cluster):
+    needs_link(cluster)
+    hb = cluster.spec.heartbeat
+    standby = cluster.standby_of(cluster.active_director())
+    standby.block()  # every cable: LAN and link
+    try:
+        time.sleep(hb.deadtime_s + 5)  # past the verdict: both sides believe they are alone
+    finally:
+        standby.unblock()
+    healed, steady = time.monotonic(), 10
+    cluster.wait_settled(hb.deadtime_s * 4 + 180, steady)
+    print(f"\npartition of {standby.name} healed: one VIP holder ({one_holder(cluster).name}) and "
+          f"every real server answering {time.monotonic() - healed - steady:.0f}s after the cables "
+          f"returned (and {steady}s steady since)")

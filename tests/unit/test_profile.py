@@ -76,6 +76,29 @@ BAD = {
                                                'heartbeat.takeover: "fast" needs ldirectord = "both"'),
     "unknown takeover": (lambda d: d["heartbeat"].update(takeover="quick"),
                          "heartbeat.takeover: 'quick' is not a way to take over the VIP (one of heartbeat, fast)"),
+    "link overlaps the LAN": (lambda d: d.update(link={"subnet": "192.168.0.0/30"}) or [
+        n.update(link_address=a) for n, a in zip(d["directors"], ("192.168.0.1", "192.168.0.2"))],
+        "link.subnet: 192.168.0.0/30 overlaps the LAN subnet 192.168.0.0/24"),
+    "same link address twice": (lambda d: d.update(link={"subnet": "10.255.0.0/30"}) or [
+        n.update(link_address="10.255.0.1") for n in d["directors"]], "each needs its own"),
+    "link address outside the link": (lambda d: d.update(link={"subnet": "10.255.0.0/30"}) or [
+        n.update(link_address=a) for n, a in zip(d["directors"], ("10.255.0.1", "10.9.0.2"))],
+        "loadb2: link_address 10.9.0.2 is outside the link subnet 10.255.0.0/30"),
+    "link address without a link": (lambda d: d["directors"][0].update(link_address="10.255.0.1"),
+                                    "loadb1: link_address needs a [link] section"),
+    "link on a real server": (lambda d: d["real_servers"][0].update(link_address="10.255.0.3"),
+                              "webserver1: link_address: only directors have it"),
+    "link on the LAN's NIC": (lambda d: d.update(link={"subnet": "10.255.0.0/30", "interface": "eth0"}) or [
+        n.update(link_address=a) for n, a in zip(d["directors"], ("10.255.0.1", "10.255.0.2"))],
+        "link.interface: eth0 is the LAN's interface"),
+    "ping node is a director": (lambda d: d["heartbeat"].update(ping_nodes=["192.168.0.103"]),
+                                "heartbeat.ping_nodes: 192.168.0.103 is loadb1"),
+    "ping node is the VIP": (lambda d: d["heartbeat"].update(ping_nodes=["192.168.0.105"]),
+                             "heartbeat.ping_nodes: 192.168.0.105 is the VIP"),
+    "ping node unreachable": (lambda d: d["heartbeat"].update(ping_nodes=["10.1.2.3"]),
+                              "outside the subnet 192.168.0.0/24 and there is no gateway"),
+    "weight on a director": (lambda d: d["directors"][0].update(weight=2),
+                             "loadb1: weight: only real servers have it"),
     "ldirectord mode": (lambda d: d["heartbeat"].update(ldirectord="standby"),
                         "heartbeat.ldirectord: 'standby' is not where ldirectord runs (one of active, both)"),
 }
@@ -123,3 +146,10 @@ def test_derived_values_are_properties_of_the_model():
     tuned = profile.load(HOWTO.with_name("three-web.toml"))
     assert tuned.heartbeat.deadtime_s == 2 and tuned.heartbeat.ldirectord_on_both
     assert tuned.round == 6 and [n.name for n in tuned.serving] == ["app1", "app2", "app3"]
+
+
+def test_the_redundant_profile_has_a_link_and_round_trips():
+    c = profile.load(HOWTO.with_name("redundant.toml"))
+    assert c.link.interface == "eth1" and c.sync_interface == "eth1"
+    assert [str(d.link_address) for d in c.directors] == ["10.255.0.1", "10.255.0.2"]
+    assert profile.parse(profile.to_dict(c)) == c

@@ -134,3 +134,22 @@ def test_fast_takeover_runs_vip_takeover_and_sub_second_timings_are_milliseconds
 @pytest.mark.parametrize("seconds, text", [(2, "2"), (2.0, "2"), (0.5, "500ms"), (1.25, "1250ms")])
 def test_heartbeat_times(seconds, text):
     assert render.heartbeat_time(seconds) == text
+
+
+def test_a_dedicated_link_carries_heartbeat_and_the_connection_sync():
+    c = profile.load(ROOT / "profiles" / "redundant.toml")
+    files = render.node_files(c, c.node("loadb2"), "x" * 32)
+    ha_cf = files["/etc/ha.d/ha.cf"].content.splitlines()
+    assert "ucast eth1 10.255.0.1" in ha_cf and "ping 192.168.0.1" in ha_cf
+    assert "deadping 2" in ha_cf
+    assert "iface eth1 inet static\n\taddress 10.255.0.2/30\n" in files["/etc/network/interfaces"].content
+    assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth1\n"
+    web = render.node_files(c, c.node("webserver1"), None)["/etc/network/interfaces"].content
+    assert "eth1" not in web
+
+
+def test_without_a_link_the_sync_stays_on_the_lan():
+    c = profile.load(ROOT / "profiles" / "howto.toml")
+    files = render.director_files(c, c.node("loadb1"), "x" * 32)
+    assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth0\n"
+    assert "ucast" not in files["/etc/ha.d/ha.cf"].content
