@@ -98,6 +98,24 @@ def ipv4_network(t: "_Table", key: str, default: Any) -> Any:
         return None
 
 
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def mac_address(t: "_Table", key: str, default: Any) -> Any:
+    value = t.get(key, str, default)
+    if value is None:
+        return None
+    mac = value.lower().replace("-", ":")
+    if not MAC_RE.match(mac):
+        t.error(f"mac {value!r} is not a MAC address like 52:54:00:12:34:56", key)
+        return None
+    if int(mac[:2], 16) & 1:
+        t.error(f"mac {value} is a multicast address; a NIC's own MAC has the lowest bit of "
+                "its first octet clear", key)
+        return None
+    return mac
+
+
 def optional_text(t: "_Table", key: str, default: Any) -> Any:
     return t.get(key, str, default) or None  # "" switches it off
 
@@ -108,6 +126,8 @@ class Node:
     address: IPv4Address = setting(..., ipv4, "the node's address on the cluster LAN")
     weight: int = setting(1, integer(0, 65535), "IPVS weight (0 takes it out of rotation)",
                           roles=(REALSERVER,))
+    mac: str | None = setting(None, mac_address, "pin the cluster address to the NIC with this "
+                              "MAC (servers with several NICs: eth0 is whichever enumerates first)")
     link_address: IPv4Address | None = setting(
         None, ipv4, "the director's address on the dedicated heartbeat link ([link])",
         roles=(DIRECTOR,))
@@ -554,7 +574,8 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
 
     nodes = directors + real_servers
     for label, items in (("name", [n.name.lower() for n in nodes]),
-                         ("address", [str(n.address) for n in nodes])):
+                         ("address", [str(n.address) for n in nodes]),
+                         ("mac", [n.mac for n in nodes if n.mac])):
         for dup in sorted({x for x in items if items.count(x) > 1}):
             top.error(f"duplicate node {label} {dup}", "directors/real_servers")
     if network is not None:
@@ -577,6 +598,11 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
         if vip is not None and n.address == vip:
             top.error(f"{vip} is also the address of {n.name}; the VIP must be its own address", "vip")
     _check_link(problems, link, link_data is not None, directors)
+    pinned = [n.name for n in nodes if n.mac]
+    if pinned and network is not None and re.fullmatch(r"eth\d+", network.interface):
+        top.error(f"{network.interface} is a name the kernel gives to whichever NIC enumerates "
+                  f"first, so it cannot be pinned to a MAC ({', '.join(pinned)}); name the "
+                  'cluster NIC yourself, e.g. interface = "lan0"', "network.interface")
     if heartbeat is not None:
         lan = {n.address: n.name for n in nodes} | {vip: "the VIP"}
         lan |= {d.link_address: f"{d.name}'s link address" for d in directors if d.link_address}

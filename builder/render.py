@@ -19,6 +19,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 DOCROOT = "/var/www/html"  # Debian's Apache serves here, not the howto's /var/www
 SYSCTL_DIRECTOR = "/etc/sysctl.d/60-lvs-director.conf"
 SYSCTL_REALSERVER = "/etc/sysctl.d/60-lvs-realserver.conf"
+LINK_FILE = "/etc/systemd/network/10-appliance-cluster.link"
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
@@ -81,6 +82,9 @@ def node_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, Fi
         "/etc/hosts": File(render("hosts")),
         "/etc/network/interfaces": File(render("interfaces")),
     }
+    if node.mac:  # udev names the NIC with this MAC as the cluster interface, whatever it enumerates as
+        files[LINK_FILE] = File(f"# {node.name}: the cluster address goes on the NIC with this MAC\n"
+                                f"[Match]\nMACAddress={node.mac}\n\n[Link]\nName={cluster.network.interface}\n")
     if cluster.network.dns:
         files["/etc/resolv.conf"] = File("".join(f"nameserver {a}\n" for a in cluster.network.dns))
     if node.is_director:

@@ -47,8 +47,9 @@ def seed_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, by
     instance = f"{cluster.name}-{node.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
     fqdn = f"{node.name}.{cluster.domain}"
     net = cluster.network
-    network = ["version: 2", "ethernets:", f"  {net.interface}:",
-               f"    match: {{name: {_q(net.interface)}}}",
+    match = (f"    match: {{macaddress: {_q(node.mac)}}}\n    set-name: {_q(net.interface)}"
+             if node.mac else f"    match: {{name: {_q(net.interface)}}}")
+    network = ["version: 2", "ethernets:", f"  {net.interface}:", match,
                f"    addresses: [{_q(f'{node.address}/{net.prefixlen}')}]"]
     if net.gateway:
         network.append(f"    routes: [{{to: default, via: {_q(net.gateway)}}}]")

@@ -141,9 +141,33 @@ def set_ldirectord_unit(seed: Seed, root: Path = Path("/")) -> bool:
     return wanted
 
 
+def nic_with_mac(mac: str, sys_net: Path = Path("/sys/class/net")) -> str | None:
+    for dev in sorted(sys_net.iterdir()):
+        with contextlib.suppress(OSError):
+            if (dev / "address").read_text().strip().lower() == mac:
+                return dev.name
+    return None
+
+
+def pin_nic(seed: Seed) -> None:
+    """Name the NIC with the node's MAC as the cluster interface now: udev applies the .link
+    file only from the next boot on, and networking starts right after this."""
+    iface = seed.cluster.network.interface
+    dev = nic_with_mac(seed.node.mac)
+    if dev is None:
+        raise SeedError(f"no NIC has the MAC {seed.node.mac} the profile pins {seed.node.name}'s "
+                        "address to: fix mac in the profile (ip link shows this machine's MACs)")
+    if dev != iface:
+        run(["ip", "link", "set", "dev", dev, "down"])
+        run(["ip", "link", "set", "dev", dev, "name", iface])
+
+
 def apply_live(seed: Seed, root: Path = Path("/")) -> None:
-    """What the files alone do not change in the running system: hostname, sysctls."""
+    """What the files alone do not change in the running system: hostname, sysctls, the name
+    of a NIC pinned by MAC."""
     Path("/proc/sys/kernel/hostname").write_text(seed.node.name)
+    if seed.node.mac:
+        pin_nic(seed)
     sysctl = render.SYSCTL_DIRECTOR if seed.node.is_director else render.SYSCTL_REALSERVER
     run(["sysctl", "-q", "-p", root / sysctl.lstrip("/")])
 
@@ -171,6 +195,15 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
         detail = e.stderr.strip() if isinstance(e, CommandError) else e
         say(f"{NOT_CONFIGURED}: seed on {device}: {detail}. No cluster service was started.")
         return 1
+    try:
+        return _configure(seed, device, marker, state, root)
+    except SeedError as e:
+        marker.unlink(missing_ok=True)
+        say(f"{NOT_CONFIGURED}: {e}. No cluster service was started.")
+        return 1
+
+
+def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -> int:
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
         say(f"appliance: {seed.node.name} already configured for {seed.instance_id}")
         # ldirectord's unit link was made when it was configured

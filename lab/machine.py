@@ -58,12 +58,52 @@ class Nic:
     model: str = "virtio-net-pci"
 
 
+# How QEMU attaches a disk on each bus: the devices of a real server or hypervisor. `usb` and
+# the SATA buses hang off q35's own AHCI (ide.N) and a qemu-xhci controller.
+BUSES = {
+    "virtio": "virtio-blk-pci,drive={id}",
+    "scsi": "scsi-hd,drive={id},bus=scsi0.0",          # virtio-scsi, as on Proxmox's default
+    "sata": "ide-hd,drive={id},bus=ide.{port}",
+    "sata-cd": "ide-cd,drive={id},bus=ide.{port}",
+    "nvme": "nvme,drive={id},serial={id}",
+    "usb": "usb-storage,drive={id},bus=xhci.0",
+}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The machine around the image: firmware, where the root disk and the seed sit, its size."""
+    firmware: str = "uefi"        # uefi (OVMF) | bios (SeaBIOS)
+    disk_bus: str = "virtio"
+    seed_bus: str = "virtio"
+    disk_size: str = "4G"
+
+    def __post_init__(self):
+        assert self.firmware in ("uefi", "bios"), self.firmware
+        assert self.disk_bus in BUSES and self.seed_bus in BUSES, (self.disk_bus, self.seed_bus)
+
+    def storage(self, disk: Path, seed: Path | None) -> list[str]:
+        argv, buses = [], {self.disk_bus} | ({self.seed_bus} if seed else set())
+        if "usb" in buses:
+            argv += ["-device", "qemu-xhci,id=xhci"]
+        if "scsi" in buses:
+            argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+        drives = [("disk0", disk, self.disk_bus, "qcow2", ",cache=unsafe")]
+        if seed:
+            drives.append(("seed0", seed, self.seed_bus, "raw", ",readonly=on"))
+        for port, (id_, path, bus, fmt, extra) in enumerate(drives):
+            media = ",media=cdrom" if bus == "sata-cd" else ""
+            argv += ["-drive", f"file={path},if=none,id={id_},format={fmt}{extra}{media}",
+                     "-device", BUSES[bus].format(id=id_, port=port) + (",bootindex=0" if port == 0 else "")]
+        return argv
+
+
 class Machine:
     def __init__(self, name: str, image: Path, workdir: Path, *, seed: Path | None = None,
                  accel: str = "tcg", memory: int = 384, nics: tuple[Nic, ...] = (Nic(),),
-                 netns: str | None = None):
+                 netns: str | None = None, hardware: Hardware = Hardware()):
         self.name, self.image, self.seed, self.accel = name, image, seed, accel
-        self.memory, self.nics, self.netns = memory, nics, netns
+        self.memory, self.nics, self.netns, self.hardware = memory, nics, netns, hardware
         self.dir = workdir / name
         self.console_log = self.dir / "console.log"
         self.agent = GuestAgent(str(self.dir / "qga.sock"))
@@ -77,10 +117,11 @@ class Machine:
             "qemu-system-x86_64", "-name", self.name, "-nodefaults", "-no-user-config",
             "-display", "none", "-machine", f"q35,accel={self.accel}", "-m", str(self.memory),
             "-smp", "1", "-pidfile", str(d / "qemu.pid"),
-            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-            "-drive", f"if=pflash,format=raw,file={d / 'efivars.fd'}",
-            "-drive", f"file={d / 'disk.qcow2'},if=virtio,format=qcow2,cache=unsafe",
         ]
+        if self.hardware.firmware == "uefi":  # without pflash QEMU boots SeaBIOS
+            argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                     "-drive", f"if=pflash,format=raw,file={d / 'efivars.fd'}"]
+        argv += self.hardware.storage(d / "disk.qcow2", self.seed)
         for i, nic in enumerate(self.nics):
             argv += ["-netdev", f"tap,id=n{i},ifname={nic.tap},script=no,downscript=no" if nic.tap
                      else f"hubport,id=n{i},hubid={i}"]
@@ -96,8 +137,6 @@ class Machine:
             "-qmp", f"unix:{d / 'qmp.sock'},server=on,wait=off",
             "-device", "virtio-rng-pci",
         ]
-        if self.seed:
-            argv += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
         if self.accel == "kvm":
             argv += ["-cpu", "host"]
         if self.netns:
@@ -111,7 +150,7 @@ class Machine:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", self.image.resolve(),
-             self.dir / "disk.qcow2", "4G"])
+             self.dir / "disk.qcow2", self.hardware.disk_size])
         shutil.copy(OVMF_VARS, self.dir / "efivars.fd")
         self.console_log.touch()
 

@@ -82,3 +82,11 @@ def test_ldirectord_unit_follows_the_profile(howto, tmp_path):
     assert not link.is_symlink()
     web = configure.read_seed(unpack(howto, "webserver1", tmp_path), "realserver")
     assert not configure.set_ldirectord_unit(web, root) and not link.is_symlink()
+
+
+def test_a_pinned_mac_finds_its_nic_whatever_the_kernel_called_it(tmp_path):
+    for name, mac in (("eth0", "52:54:00:00:00:01"), ("eth1", "52:54:00:aa:bb:cc")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "address").write_text(mac + "\n")
+    assert configure.nic_with_mac("52:54:00:aa:bb:cc", tmp_path) == "eth1"
+    assert configure.nic_with_mac("52:54:00:ff:ff:ff", tmp_path) is None

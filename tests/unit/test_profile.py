@@ -97,6 +97,14 @@ BAD = {
                              "heartbeat.ping_nodes: 192.168.0.105 is the VIP"),
     "ping node unreachable": (lambda d: d["heartbeat"].update(ping_nodes=["10.1.2.3"]),
                               "outside the subnet 192.168.0.0/24 and there is no gateway"),
+    "malformed mac": (lambda d: d["network"].update(interface="lan0") or d["directors"][0].update(mac="52:54:00:zz:00:01"),
+                      "loadb1: mac '52:54:00:zz:00:01' is not a MAC address"),
+    "multicast mac": (lambda d: d["network"].update(interface="lan0") or d["directors"][0].update(mac="01:00:5e:00:00:01"),
+                      "is a multicast address"),
+    "duplicate mac": (lambda d: d["network"].update(interface="lan0") or [
+        n.update(mac="52:54:00:00:00:01") for n in d["directors"]], "duplicate node mac 52:54:00:00:00:01"),
+    "mac pinned to a kernel name": (lambda d: d["directors"][0].update(mac="52:54:00:00:00:01"),
+                                    "network.interface: eth0 is a name the kernel gives"),
     "weight on a director": (lambda d: d["directors"][0].update(weight=2),
                              "loadb1: weight: only real servers have it"),
     "ldirectord mode": (lambda d: d["heartbeat"].update(ldirectord="standby"),
@@ -152,4 +160,18 @@ def test_the_redundant_profile_has_a_link_and_round_trips():
     c = profile.load(HOWTO.with_name("redundant.toml"))
     assert c.link.interface == "eth1" and c.sync_interface == "eth1"
     assert [str(d.link_address) for d in c.directors] == ["10.255.0.1", "10.255.0.2"]
+    assert profile.parse(profile.to_dict(c)) == c
+
+
+def test_a_pinned_mac_renders_a_link_file_and_a_matching_network_config():
+    from builder import render, seed
+    data = mutate(lambda d: d["network"].update(interface="lan0") or d["directors"][0].update(mac="52:54:00:AA:BB:CC"))
+    c = profile.parse(data)
+    node = c.node("loadb1")
+    assert node.mac == "52:54:00:aa:bb:cc"
+    link = render.node_files(c, node, "x" * 32)[render.LINK_FILE].content
+    assert "MACAddress=52:54:00:aa:bb:cc" in link and "Name=lan0" in link
+    assert render.LINK_FILE not in render.node_files(c, c.node("loadb2"), "x" * 32)
+    net_cfg = seed.seed_files(c, node, "x" * 32)["network-config"].decode()
+    assert 'match: {macaddress: "52:54:00:aa:bb:cc"}' in net_cfg and 'set-name: "lan0"' in net_cfg
     assert profile.parse(profile.to_dict(c)) == c
