@@ -8,11 +8,11 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test unit boot acceptance acceptance-tuned acceptance-three-web lint seeds host-setup test-tools bench-images bench up down
+.PHONY: help test unit boot boot-bookworm acceptance acceptance-tuned acceptance-three-web acceptance-redundant lint seeds host-setup test-tools bench-images bench up down
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-RELEASE ?= bookworm
+RELEASE ?= trixie
 IMAGE_INPUTS := $(shell find images firstboot builder/templates -type f -not -name '*.pyc' -not -path '*__pycache__*') \
 	builder/profile.py builder/render.py builder/secret.py builder/run.py builder/image.py
 
@@ -24,7 +24,7 @@ $(VENV)/.done: pyproject.toml
 
 TUNED   ?= profiles/fast-failover.toml
 
-test: unit boot acceptance acceptance-tuned acceptance-three-web  ## every test: unit, image boots, the cluster suite on the howto, tuned and three-web profiles
+test: unit boot boot-bookworm acceptance acceptance-three-web acceptance-redundant  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, three-web and redundant profiles
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
@@ -56,6 +56,16 @@ acceptance: $(IMAGES) test-tools  ## the howto's checks and failovers on a four-
 
 acceptance-tuned: $(IMAGES) test-tools  ## the same suite on the tuned profile (TUNED=...)
 	$(MAKE) --no-print-directory acceptance PROFILE=$(TUNED)
+
+BOOKWORM := build/bookworm
+$(BOOKWORM)/director.img $(BOOKWORM)/webserver.img: $(BOOKWORM)/%.img: $(IMAGE_INPUTS) | $(VENV)/.done
+	$(PY) -m builder image $* --release bookworm --out $(BOOKWORM)
+
+boot-bookworm: $(BOOKWORM)/director.img $(BOOKWORM)/webserver.img test-tools  ## the per-image boot tests on bookworm images
+	APPLIANCE_IMAGES=$(BOOKWORM) $(PYTEST) -q -s tests/boot/test_boot.py --junitxml=test-results/boot-bookworm.xml
+
+acceptance-redundant: $(IMAGES) test-tools  ## the suite on a dedicated heartbeat link and ping node: LAN cuts, a partition
+	$(MAKE) --no-print-directory acceptance PROFILE=profiles/redundant.toml
 
 acceptance-three-web: $(IMAGES) test-tools  ## the same suite on three weighted real servers, other names and subnet
 	$(MAKE) --no-print-directory acceptance PROFILE=profiles/three-web.toml

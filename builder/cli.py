@@ -128,7 +128,11 @@ def cmd_host_setup(args: argparse.Namespace) -> int:
 def cmd_image(args: argparse.Namespace) -> int:
     for role in args.role:
         try:
-            path = image.build(role, args.release)
+            if args.out:  # another release beside the default images: its own work tree, shared caches
+                out = Path(args.out).resolve()
+                path = image.build(role, args.release, out=out, work=out / "work", cache=image.ROOT / "build" / "cache")
+            else:
+                path = image.build(role, args.release)
             print(f"{path}: {path.stat().st_size / 2**20:.0f} MiB raw disk image ({role})")
             if args.qcow2:
                 q = image.to_qcow2(path)
@@ -305,8 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                        "with ROLE.packages listing its packages. Installs missing host tools "
                        "first when run as root.")
     p.add_argument("role", nargs="+", choices=image.ROLES)
-    p.add_argument("--release", default="bookworm", help="Debian release (default: bookworm)")
+    p.add_argument("--release", default="trixie", help="Debian release (default: trixie; bookworm also builds)")
     p.add_argument("--qcow2", action="store_true", help="also write ROLE.qcow2 (compressed)")
+    p.add_argument("--out", metavar="DIR", help="write DIR/ROLE.img instead of ./ROLE.img (e.g. "
+                   "build/bookworm for a second release)")
     p.set_defaults(func=cmd_image)
 
     p = sub.add_parser("host-setup", help="install the host tools builds and tests need",

@@ -19,14 +19,17 @@ TOOLS = {
     "mkosi": "mkosi", "bootctl": "systemd-boot", "depmod": "kmod", "cpio": "cpio",
     "zstd": "zstd", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
     "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "ip": "iproute2",
+    "grub-mkimage": "grub-common",  # the legacy-BIOS boot loader beside systemd-boot
 }
-FILES = {"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf"}
+FILES = {"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf",
+         "/usr/lib/grub/i386-pc/grub-bios-setup": "grub-pc-bin"}
 # only for the acceptance suite: the howto's "browser" and an HTTP client in the test namespace
 TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat"}  # socat: `up`'s browser forward
 # per host release: what its own suite has too old (later releases have all of it)
-FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs"}}
+# grub: mkosi runs the host's grub-mkimage over the image's i386-pc modules; trixie's are 2.12
+FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs", "grub-common", "grub-pc-bin"}}
 # installed but too old counts as missing
-MINIMUM = {"mkosi": "24", "e2fsprogs": "1.47.1"}
+MINIMUM = {"mkosi": "24", "e2fsprogs": "1.47.1", "grub-common": "2.12", "grub-pc-bin": "2.12"}
 BACKPORTS_FILE = Path("/etc/apt/sources.list.d/backports.sources")
 
 

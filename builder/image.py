@@ -18,6 +18,21 @@ from builder.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("director", "webserver")
+# What the images must keep however far a later trim goes (tests/boot/test_modules.py checks the
+# built initrd and root against these). The initrd: the root disk on the machines appliances
+# boot on. The root file system: the NICs of common servers and hypervisors.
+INITRD_STORAGE = {
+    "virtio_blk", "virtio_scsi", "ahci", "nvme", "sd_mod",                 # VMs, SATA, NVMe
+    "xhci_pci", "ehci_pci", "usb_storage", "uas",                          # USB sticks
+    "megaraid_sas", "mpt3sas", "hpsa", "smartpqi", "aacraid",              # SAS/RAID HBAs
+    "vmw_pvscsi", "hv_storvsc", "xen_blkfront",                            # VMware, Hyper-V, Xen
+    "mmc_block", "sdhci_pci",                                              # SD/MMC
+    "ext4",
+}
+IMAGE_NICS = {
+    "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "mlx5_core", "r8169",
+    "vmxnet3", "hv_netvsc", "virtio_net", "xen_netfront",
+}
 # what goes into the image: code that runs at first boot, and nothing host-only
 STAGED = ["builder/__init__.py", "builder/profile.py", "builder/render.py", "builder/secret.py",
           "builder/run.py", "builder/templates", "firstboot/__init__.py", "firstboot/configure.py"]
@@ -69,8 +84,10 @@ def package_list(manifest: Path) -> str:
     return "".join(f"{n} {v}\n" for n, v in pkgs)
 
 
-def build(role: str, release: str = "bookworm", out: Path = ROOT, work: Path = ROOT / "build") -> Path:
-    """Build <out>/<role>.img (raw GPT disk) and <role>.packages next to it."""
+def build(role: str, release: str = "trixie", out: Path = ROOT, work: Path = ROOT / "build",
+          cache: Path | None = None) -> Path:
+    """Build <out>/<role>.img (raw GPT disk) and <role>.packages next to it. mkosi's caches
+    (default: work/cache) hold one base image per role and release."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
     host.ensure()
@@ -82,7 +99,7 @@ def build(role: str, release: str = "bookworm", out: Path = ROOT, work: Path = R
     output = w / "output"
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True)
-    cache = work / "cache"
+    cache = cache or work / "cache"
     (cache / role).mkdir(parents=True, exist_ok=True)
     (cache / "packages").mkdir(parents=True, exist_ok=True)
     epoch = source_date_epoch()

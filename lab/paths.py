@@ -1,4 +1,5 @@
 """Where things are: the repo, the built images, and the git-ignored results."""
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,7 +13,8 @@ class ImageMissing(FileNotFoundError):
 
 def image(role: str) -> Path:
     """The built image for a node role (director, realserver) or image name (webserver)."""
-    path = ROOT / IMAGES.get(role, f"{role}.img")
+    # APPLIANCE_IMAGES: another directory of images, e.g. build/bookworm (make boot-bookworm)
+    path = Path(os.environ.get("APPLIANCE_IMAGES", ROOT)) / IMAGES.get(role, f"{role}.img")
     if not path.exists():
         raise ImageMissing(f"{path.name} is missing: run `make {path.name}` (make test builds it)")
     return path
