@@ -297,7 +297,7 @@ class Cluster:
         return len(self.serving)
 
 
-SECTIONS = (("", Cluster), ("network", Network), ("link", Link), ("directors / real_servers", Node),
+SECTIONS = (("", Cluster), ("network", Network), ("link", Link), ("directors/real_servers", Node),
             ("services", Service), ("heartbeat", Heartbeat))
 
 
@@ -314,17 +314,17 @@ def _read_settings(cls: type, t: "_Table", role: str | None = None) -> dict[str,
 
 def reference() -> str:
     """The profile reference (Markdown), from the declarations: the README shows it."""
-    lines = []
+    lines = ["| key | default | meaning |", "|---|---|---|"]
     for section, cls in SECTIONS:
-        lines.append(f"\n`[{section}]`\n" if section else "\ntop level\n")
-        lines += ["| key | default | meaning |", "|---|---|---|"]
         for f in _settings(cls):
             default = "required" if f.default is MISSING else (
                 "none" if f.default in (None, (), "") else
                 str(f.default).lower() if isinstance(f.default, bool) else repr(f.default))
-            roles = f" (real servers only)" if f.metadata["roles"] else ""
-            lines.append(f"| `{f.name}` | {default} | {f.metadata['help']}{roles} |")
-    return "\n".join(lines).lstrip("\n") + "\n"
+            roles = " (real servers only)" if REALSERVER in f.metadata["roles"] else (
+                " (directors only)" if f.metadata["roles"] else "")
+            key = f"{section.split(' ')[0]}.{f.name}" if section else f.name
+            lines.append(f"| `{key}` | {default} | {f.metadata['help']}{roles} |")
+    return "\n".join(lines) + "\n"
 
 
 # --- reading -----------------------------------------------------------------------------
