@@ -138,7 +138,7 @@ def test_the_readme_shows_the_reference_generated_from_the_declarations():
     from builder import cli
     readme = (HOWTO.parents[1] / "README.md").read_text()
     assert cli.with_reference(readme) == readme, "run: python -m builder reference --update README.md"
-    assert "| `deadtime` |" in readme and "| `weight` | 1 |" in readme
+    assert "| `heartbeat.deadtime` |" in readme and "| `directors/real_servers.weight` | 1 |" in readme
 
 
 def test_every_key_is_declared_once_and_documented():
