@@ -149,11 +149,20 @@ def nic_with_mac(mac: str, sys_net: Path = Path("/sys/class/net")) -> str | None
     return None
 
 
+def settle_udev() -> None:
+    """Wait for udev to finish with the devices it found: this runs early in boot, and on
+    trixie the NIC's driver often is not bound yet (its sysctls do not exist, ifup fails)."""
+    run(["udevadm", "settle", "--timeout=30"], check=False)
+
+
 def pin_nic(seed: Seed) -> None:
     """Name the NIC with the node's MAC as the cluster interface now: udev applies the .link
     file only from the next boot on, and networking starts right after this."""
     iface = seed.cluster.network.interface
     dev = nic_with_mac(seed.node.mac)
+    if dev is None:  # a NIC whose driver udev has not loaded yet
+        settle_udev()
+        dev = nic_with_mac(seed.node.mac)
     if dev is None:
         raise SeedError(f"no NIC has the MAC {seed.node.mac} the profile pins {seed.node.name}'s "
                         "address to: fix mac in the profile (ip link shows this machine's MACs)")
@@ -168,6 +177,13 @@ def apply_live(seed: Seed, root: Path = Path("/")) -> None:
     Path("/proc/sys/kernel/hostname").write_text(seed.node.name)
     if seed.node.mac:
         pin_nic(seed)
+    iface = seed.cluster.network.interface
+    if not Path(f"/sys/class/net/{iface}").exists():
+        settle_udev()
+    if not Path(f"/sys/class/net/{iface}").exists():
+        raise SeedError(f"this machine has no NIC named {iface} (network.interface in the profile); "
+                        "its NICs: " + ", ".join(sorted(p.name for p in Path("/sys/class/net").iterdir()))
+                        + ". Set network.interface to one of them, or pin the NIC with mac")
     sysctl = render.SYSCTL_DIRECTOR if seed.node.is_director else render.SYSCTL_REALSERVER
     run(["sysctl", "-q", "-p", root / sysctl.lstrip("/")])
 

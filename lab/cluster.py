@@ -163,7 +163,7 @@ class Cluster:
         used = {n.address for n in self.spec.nodes} | {self.spec.vip, *self._lab_hosts()}
         return next(a for a in reversed(list(net_.subnet.hosts())) if a not in used)
 
-    def machines(self, seeds: Path, segment: net.Segment | None) -> dict[str, Machine]:
+    def machines(self, seeds: Path, segment: net.Segment | None, existing: bool = False) -> dict[str, Machine]:
         """One Machine per node, each NIC on its tap with a MAC derived from its address; the
         taps are made when a segment is given (else the machines are already running)."""
         out = {}
@@ -179,7 +179,7 @@ class Cluster:
                 made.append(Nic(tap, oui + ":%02x:%02x:%02x" % tuple(address.packed[1:])))
             out[node.name] = Machine(
                 node.name, paths.image(node.role), self.workdir, seed=seeds / f"{node.name}.iso",
-                accel=self.accel, netns=self.netns, nics=tuple(made))
+                accel=self.accel, netns=self.netns, nics=tuple(made), existing=existing)
         return out
 
     def __enter__(self) -> "Cluster":
@@ -228,7 +228,7 @@ class Cluster:
     def attach(self) -> "Cluster":
         """Drive a cluster another process booted (`up`): same machines, same namespace."""
         self.segment = net.Segment(self.netns, str(self._client_address()), self.spec.network.prefixlen)
-        self.vms = self.machines(self.workdir / "seeds", None)
+        self.vms = self.machines(self.workdir / "seeds", None, existing=True)
         return self
 
     # ---- what tests use -------------------------------------------------------------

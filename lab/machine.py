@@ -101,9 +101,12 @@ class Hardware:
 class Machine:
     def __init__(self, name: str, image: Path, workdir: Path, *, seed: Path | None = None,
                  accel: str = "tcg", memory: int = 384, nics: tuple[Nic, ...] = (Nic(),),
-                 netns: str | None = None, hardware: Hardware = Hardware()):
+                 netns: str | None = None, hardware: Hardware = Hardware(), existing: bool = False):
+        """existing: the machine's directory belongs to a running lab (`up`) and is driven
+        from here; otherwise the first start() makes it anew, whatever an earlier run left."""
         self.name, self.image, self.seed, self.accel = name, image, seed, accel
         self.memory, self.nics, self.netns, self.hardware = memory, nics, netns, hardware
+        self.created = existing
         self.dir = workdir / name
         self.console_log = self.dir / "console.log"
         self.agent = GuestAgent(str(self.dir / "qga.sock"))
@@ -153,10 +156,11 @@ class Machine:
              self.dir / "disk.qcow2", self.hardware.disk_size])
         shutil.copy(OVMF_VARS, self.dir / "efivars.fd")
         self.console_log.touch()
+        self.created = True
 
     def start(self) -> None:
         """Power on: boot from the machine's disk (created on the first start)."""
-        if not (self.dir / "disk.qcow2").exists():
+        if not self.created:
             self.create()
         if self.is_running():
             raise QemuError(f"{self.name} is already running (pid {self.pid()})")
