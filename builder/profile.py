@@ -24,6 +24,7 @@ PROTOCOLS = ("tcp", "udp")
 AUTH_METHODS = ("sha1", "md5", "crc")
 LDIRECTORD_MODES = ("active", "both")
 TAKEOVERS = ("heartbeat", "fast")
+STACKS = ("heartbeat", "keepalived")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 DIRECTOR, REALSERVER = "director", "realserver"
 ROLE_NAMES = {DIRECTOR: "directors", REALSERVER: "real servers"}
@@ -247,16 +248,72 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Vrrp:
+    """keepalived's VRRP (stack = "keepalived"): the same failover decisions heartbeat makes,
+    with the same meaning for auto_failback and ping_nodes."""
+    advert_int: float | None = setting(None, seconds(0.01, 40.95), "seconds between VRRP adverts "
+                                       "(default 1; VRRPv3: 0.01 steps; the master is dead after 3 "
+                                       "of them and a skew)")
+    router_id: int = setting(51, integer(1, 255), "virtual_router_id: unique per VRRP group on the LAN")
+    auto_failback: bool = setting(False, flag, "the first director takes the VIP back when it returns")
+    ping_nodes: tuple[IPv4Address, ...] = setting(
+        (), ipv4_list, "third parties (the gateway) each director pings: the one that reaches "
+        "fewer than its peer hands the VIP over (ipfail's rule)")
+    deadping: float | None = setting(None, seconds(0.1, 3600),
+                                     "seconds without a ping node's answer before it counts as dead")
+
+    @property
+    def advert_s(self) -> float:
+        return self.advert_int or 1
+
+    @property
+    def deadtime_s(self) -> float:
+        """How long a dead master goes unnoticed: RFC 5798's Master_Down_Interval, three
+        adverts plus the skew time (at most one advert)."""
+        return round(3 * self.advert_s + (256 - 100) / 256 * self.advert_s, 3)
+
+    @property
+    def deadping_s(self) -> float:
+        return self.deadping or 2
+
+    ldirectord_on_both = True  # keepalived's checkers run on both directors
+    takeover = "vrrp"
+
+    @property
+    def takeover_limit(self) -> float:
+        """keepalived adds the VIP in-process: the verdict plus a margin for a loaded host."""
+        return self.deadtime_s * 4 + 30
+
+    @property
+    def rejoin_limit(self) -> float:
+        return self.deadtime_s * 3 + 60
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str = setting(..., text, "cluster name: seeds, the secret file and instance-ids use it")
     vip: IPv4Address = setting(..., ipv4, "the virtual IP clients connect to; inside the subnet")
     domain: str = setting("localdomain", text, "/etc/hosts gets NAME.DOMAIN and NAME")
+    stack: str = setting("heartbeat", choice(STACKS, "a director stack"),
+                         '"heartbeat": heartbeat + ldirectord (the howto); "keepalived": VRRP and '
+                         "keepalived's own health checks and sync daemon, settings in [vrrp]")
     network: Network = None  # type: ignore[assignment]  # the tables: read by parse()
     link: Link | None = None
     directors: tuple[Node, ...] = ()
     real_servers: tuple[Node, ...] = ()
     services: tuple[Service, ...] = (Service(),)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    vrrp: Vrrp = field(default_factory=Vrrp)
+
+    @property
+    def failover(self) -> "Heartbeat | Vrrp":
+        """The chosen stack's failover settings: both answer deadtime_s, takeover_limit,
+        rejoin_limit, auto_failback, ping_nodes and ldirectord_on_both (checks on both)."""
+        return self.vrrp if self.keepalived else self.heartbeat
+
+    @property
+    def keepalived(self) -> bool:
+        return self.stack == "keepalived"
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -298,7 +355,7 @@ class Cluster:
 
 
 SECTIONS = (("", Cluster), ("network", Network), ("link", Link), ("directors/real_servers", Node),
-            ("services", Service), ("heartbeat", Heartbeat))
+            ("services", Service), ("heartbeat", Heartbeat), ("vrrp", Vrrp))
 
 
 def _settings(cls: type, role: str | None = None) -> list[Field]:
@@ -532,6 +589,38 @@ def _read_heartbeat(problems: list[str], data: Any) -> Heartbeat | None:
     return Heartbeat(**h)
 
 
+def _read_vrrp(problems: list[str], data: Any) -> Vrrp | None:
+    t = _Table(problems, "vrrp", data)
+    v = _read_settings(Vrrp, t)
+    t.done()
+    if v["advert_int"] is not None and abs(v["advert_int"] * 100 - round(v["advert_int"] * 100)) > 1e-6:
+        t.error(f"{v['advert_int']} s: VRRPv3 counts adverts in hundredths of a second", "advert_int")
+        return None
+    if v["deadping"] is not None and not v["ping_nodes"]:
+        t.error("deadping needs ping_nodes", "deadping")
+    if any(v[k] is None for k in ("router_id", "auto_failback")):
+        return None
+    return Vrrp(**v)
+
+
+def _check_stack(top: "_Table", stack: str | None, data: dict[str, Any],
+                 services: list[Service | None]) -> None:
+    """Each stack reads its own section: settings for the other one would be silently ignored."""
+    if stack is None:
+        return
+    other = "heartbeat" if stack == "keepalived" else "vrrp"
+    if isinstance(data.get(other), dict) and data[other]:
+        keys = ", ".join(f"{other}.{k}" for k in data[other])
+        top.error(f'{keys}: set for the {other} stack, but stack = "{stack}"; '
+                  f'remove [{other}] or set stack = "{"keepalived" if other == "vrrp" else "heartbeat"}"',
+                  "stack")
+    if stack == "keepalived":
+        for i, s in enumerate(services):
+            if s is not None and s.checktype == "off":
+                top.problems.append(f'services[{i}].checktype: "off" is ldirectord\'s; keepalived '
+                                    'has no such check: use "on" (always up) or remove the real servers')
+
+
 def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     """Validate a profile mapping (from TOML or the seed's JSON) into a Cluster."""
     problems: list[str] = []
@@ -546,7 +635,9 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     service_data = top.get("services", list, [{}])
     services = [_read_service(problems, i, s) for i, s in enumerate(service_data)]
     heartbeat = _read_heartbeat(problems, top.get("heartbeat", dict, {}))
+    vrrp = _read_vrrp(problems, top.get("vrrp", dict, {}))
     top.done()
+    _check_stack(top, scalars["stack"], data, services)
 
     if name is not None and not HOSTNAME_RE.match(name):
         top.error(f"{name!r} is not a valid cluster name (letters, digits and '-')", "name")
@@ -603,22 +694,24 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
         top.error(f"{network.interface} is a name the kernel gives to whichever NIC enumerates "
                   f"first, so it cannot be pinned to a MAC ({', '.join(pinned)}); name the "
                   'cluster NIC yourself, e.g. interface = "lan0"', "network.interface")
-    if heartbeat is not None:
+    failover = vrrp if scalars["stack"] == "keepalived" else heartbeat
+    if failover is not None:
+        section = "vrrp" if failover is vrrp else "heartbeat"
         lan = {n.address: n.name for n in nodes} | {vip: "the VIP"}
         lan |= {d.link_address: f"{d.name}'s link address" for d in directors if d.link_address}
-        for p in heartbeat.ping_nodes:
+        for p in failover.ping_nodes:
             if p in lan:
                 top.error(f"{p} is {lan[p]}: a ping node must be a third party both directors "
-                          "can reach, such as the gateway", "heartbeat.ping_nodes")
+                          "can reach, such as the gateway", f"{section}.ping_nodes")
             elif network is not None and p not in network.subnet and network.gateway is None:
                 top.error(f"{p} is outside the subnet {network.subnet} and there is no gateway "
-                          "to reach it", "heartbeat.ping_nodes")
+                          "to reach it", f"{section}.ping_nodes")
 
     if problems:
         raise ProfileError(problems, source)
-    return Cluster(name=name, domain=domain, network=network, vip=vip, link=link,
-                   directors=tuple(directors), real_servers=tuple(real_servers),
-                   services=tuple(services), heartbeat=heartbeat)
+    return Cluster(name=name, domain=domain, stack=scalars["stack"], network=network, vip=vip,
+                   link=link, directors=tuple(directors), real_servers=tuple(real_servers),
+                   services=tuple(services), heartbeat=heartbeat, vrrp=vrrp)
 
 
 def _check_link(problems: list[str], link: Link | None, asked: bool, directors: list[Node]) -> None:
@@ -684,7 +777,8 @@ def to_dict(cluster: Cluster) -> dict[str, Any]:
         "directors": [table(n, DIRECTOR) for n in cluster.directors],
         "real_servers": [table(n, REALSERVER) for n in cluster.real_servers],
         "services": [table(s) for s in cluster.services],
-        "heartbeat": table(cluster.heartbeat),
+        # only the chosen stack's section: parse() rejects the other one
+        **({"vrrp": table(cluster.vrrp)} if cluster.keepalived else {"heartbeat": table(cluster.heartbeat)}),
     }
 
 

@@ -6,6 +6,7 @@ have no side effects; ``write_atomic`` and ``write_tree`` at the end are the onl
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ DOCROOT = "/var/www/html"  # Debian's Apache serves here, not the howto's /var/w
 SYSCTL_DIRECTOR = "/etc/sysctl.d/60-lvs-director.conf"
 SYSCTL_REALSERVER = "/etc/sysctl.d/60-lvs-realserver.conf"
 LINK_FILE = "/etc/systemd/network/10-appliance-cluster.link"
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+# Each stack's own files: first boot removes the other stack's (a node re-seeded onto another
+# stack), and their units start only where their file is (ConditionPathExists).
+STACK_FILES = {"heartbeat": ("/etc/ha.d/ha.cf", "/etc/ha.d/haresources", "/etc/ha.d/authkeys",
+                             "/etc/ha.d/ldirectord.cf", "/etc/default/lvssyncdaemonswap"),
+               "keepalived": (KEEPALIVED_CONF,)}
+PING_WEIGHT = 20  # priority a director loses per unreachable ping node (keepalived)
+AUTO_FAILBACK_GAP = 10  # the first director's extra priority with auto_failback: less than one ping node
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
@@ -44,17 +53,41 @@ def _renderer(cluster: Cluster, node: Node, **extra):
     return lambda name: _env.get_template(f"{name}.j2").render(ctx)
 
 
-def director_files(cluster: Cluster, node: Node, secret: str) -> dict[str, File]:
+def page_digest(service) -> str:
+    """keepalived's HTTP check compares the check page's md5 (the page realserver_files writes)."""
+    return hashlib.md5((service.page_content + "\n").encode()).hexdigest()
+
+
+def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
+    """keepalived: VRRP for the VIP, its checkers in place of ldirectord, its sync daemon."""
+    first = node == cluster.directors[0]
+    priority = 100 + (AUTO_FAILBACK_GAP if cluster.vrrp.auto_failback and first else 0)
+    render = _renderer(cluster, node, priority=priority, ping_weight=PING_WEIGHT, page_digest=page_digest)
+    return {KEEPALIVED_CONF: File(render("keepalived.conf"))}
+
+
+def heartbeat_files(cluster: Cluster, node: Node, secret: str) -> dict[str, File]:
     """heartbeat and ldirectord configuration, as in the howto's section 4."""
+    if not secret:
+        raise ValueError(f"{node.name}: a director needs the heartbeat secret")
     render = _renderer(cluster, node, secret=secret)
     return {
         "/etc/ha.d/ha.cf": File(render("ha.cf")),
         "/etc/ha.d/haresources": File(render("haresources")),
         "/etc/ha.d/authkeys": File(render("authkeys"), 0o600),
         "/etc/ha.d/ldirectord.cf": File(render("ldirectord.cf")),
-        SYSCTL_DIRECTOR: File(render("sysctl-director.conf")),
         # read by /etc/ha.d/resource.d/LVSSyncDaemonSwap (shipped in the director image)
         "/etc/default/lvssyncdaemonswap": File(f"SYNC_INTERFACE={cluster.sync_interface}\n"),
+    }
+
+
+def director_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, File]:
+    """The chosen stack's configuration, IPVS sysctls and the fallback page."""
+    render = _renderer(cluster, node)
+    stack = keepalived_files(cluster, node) if cluster.keepalived else heartbeat_files(cluster, node, secret)
+    return {
+        **stack,
+        SYSCTL_DIRECTOR: File(render("sysctl-director.conf")),
         # what the fallback (127.0.0.1:80) serves when no real server is healthy
         f"{DOCROOT}/index.html": File(render("index-fallback.html")),
     }
@@ -88,8 +121,6 @@ def node_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, Fi
     if cluster.network.dns:
         files["/etc/resolv.conf"] = File("".join(f"nameserver {a}\n" for a in cluster.network.dns))
     if node.is_director:
-        if not secret:
-            raise ValueError(f"{node.name}: a director needs the heartbeat secret")
         files.update(director_files(cluster, node, secret))
     else:
         files.update(realserver_files(cluster, node))

@@ -28,8 +28,6 @@ LABELS = ("cidata", "CIDATA")
 STATE = Path("/var/lib/appliance")
 IMAGE_ROLE = Path("/usr/lib/appliance/role")
 READY, NOT_CONFIGURED, FAILED = "APPLIANCE READY", "APPLIANCE NOT CONFIGURED", "APPLIANCE FAILED"
-SERVICES = {profile.DIRECTOR: ("heartbeat.service", "apache2.service"),
-            profile.REALSERVER: ("apache2.service",)}
 HOW_TO_SEED = ("make one on the host with `python -m builder seed PROFILE --out DIR` and attach "
                "DIR/<node>.iso to this machine as a disk or CD-ROM, then reboot")
 
@@ -123,22 +121,50 @@ def mounted(device: str):
             run(["umount", mountpoint])
 
 
-LDIRECTORD_WANTS = "etc/systemd/system/multi-user.target.wants/ldirectord.service"
-LDIRECTORD_UNIT = "/lib/systemd/system/ldirectord.service"
+WANTS = Path("etc/systemd/system/multi-user.target.wants")
+# Units first boot enables itself (the preset leaves them off): which depends on the profile
+OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
+             "keepalived.service": "/lib/systemd/system/keepalived.service"}
 
 
-def set_ldirectord_unit(seed: Seed, root: Path = Path("/")) -> bool:
-    """ldirectord's own unit: off where heartbeat starts it (the howto), on where the profile
-    runs it on both directors. The link `systemctl enable` would make, made by hand: through
+def stack_units(seed: Seed) -> set[str]:
+    """What to switch on besides the preset: keepalived on keepalived directors, ldirectord's
+    own unit where heartbeat runs it on both directors."""
+    cluster, node = seed.cluster, seed.node
+    if not node.is_director:
+        return set()
+    if cluster.keepalived:
+        return {"keepalived.service"}
+    return {"ldirectord.service"} if cluster.heartbeat.ldirectord_on_both else set()
+
+
+def services(seed: Seed) -> tuple[str, ...]:
+    """The units that must be active for the node to be ready."""
+    if not seed.node.is_director:
+        return ("apache2.service",)
+    return ("keepalived.service" if seed.cluster.keepalived else "heartbeat.service", "apache2.service")
+
+
+def set_units(seed: Seed, root: Path = Path("/")) -> set[str]:
+    """Make (or remove) the links `systemctl enable` would make for OWN_UNITS. By hand: through
     systemd-sysv-install and update-rc.d (ldirectord has a SysV script) enabling cost two
-    daemon-reloads, ~14 s of every first boot under TCG. Returns whether it is wanted."""
-    link = root / LDIRECTORD_WANTS
-    wanted = seed.node.is_director and seed.cluster.heartbeat.ldirectord_on_both
-    link.unlink(missing_ok=True)
-    if wanted:
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(LDIRECTORD_UNIT)
+    daemon-reloads, ~14 s of every first boot under TCG. Returns the units wanted."""
+    wanted = stack_units(seed)
+    for unit, target in OWN_UNITS.items():
+        link = root / WANTS / unit
+        link.unlink(missing_ok=True)
+        if unit in wanted:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
     return wanted
+
+
+def remove_other_stack(seed: Seed, root: Path = Path("/")) -> None:
+    """A director re-seeded onto the other stack: its old configuration must not start it."""
+    for stack, paths in render.STACK_FILES.items():
+        if stack != seed.cluster.stack:
+            for path in paths:
+                (root / path.lstrip("/")).unlink(missing_ok=True)
 
 
 def nic_with_mac(mac: str, sys_net: Path = Path("/sys/class/net")) -> str | None:
@@ -222,19 +248,21 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
 def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -> int:
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
         say(f"appliance: {seed.node.name} already configured for {seed.instance_id}")
-        # ldirectord's unit link was made when it was configured
+        # the stack's unit links were made when it was configured
         apply_live(seed, root)
         return 0
     marker.unlink(missing_ok=True)  # half-configured must never look configured
     files = files_for(seed)
+    remove_other_stack(seed, root)
     render.write_tree(files, root)
     apply_live(seed, root)
-    if set_ldirectord_unit(seed, root):
+    for unit in sorted(set_units(seed, root)):
         # this boot's unit graph predates the link: start it now (before sysinit.target)
-        run(["systemctl", "start", "--no-block", "ldirectord.service"])
+        run(["systemctl", "start", "--no-block", unit])
     state.mkdir(parents=True, exist_ok=True)
     node = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
-            "interface": seed.cluster.network.interface, "instance": seed.instance_id}
+            "interface": seed.cluster.network.interface, "instance": seed.instance_id,
+            "services": list(services(seed))}
     render.write_atomic(state / "node.json", json.dumps(node) + "\n")
     render.write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
     say(f"appliance: configured {seed.node.name} ({seed.node.role}, {seed.node.address}) "
@@ -246,7 +274,7 @@ def ready(state: Path = STATE) -> int:
     """Print the ready line once the role's services are up (or say which are not)."""
     node = json.loads((state / "node.json").read_text())
     role = node["role"]
-    down = [s for s in SERVICES[role]
+    down = [s for s in node["services"]
             if run(["systemctl", "is-active", "--quiet", s], check=False).returncode != 0]
     if down:
         say(f"{FAILED} node={node['node']} role={role} inactive={','.join(down)}")

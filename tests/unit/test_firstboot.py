@@ -68,20 +68,33 @@ def test_meta_data_values_are_read_quoted_or_not():
         "instance-id": "a-1", "local-hostname": "web"}
 
 
-def test_ldirectord_unit_follows_the_profile(howto, tmp_path):
+def test_the_stack_units_follow_the_profile(howto, tmp_path):
     fast = profile.load(ROOT / "profiles" / "fast-failover.toml")
+    kept = profile.load(ROOT / "profiles" / "keepalived.toml")
     root = tmp_path / "root"
-    link = root / configure.LDIRECTORD_WANTS
+    ldirectord = root / configure.WANTS / "ldirectord.service"
+    keepalived = root / configure.WANTS / "keepalived.service"
     both = configure.read_seed(unpack(fast, "loadb1", tmp_path), "director")
-    assert configure.set_ldirectord_unit(both, root)
-    assert str(link.readlink()) == configure.LDIRECTORD_UNIT
-    assert configure.set_ldirectord_unit(both, root)  # a second run keeps one link
+    assert configure.set_units(both, root) == {"ldirectord.service"}
+    assert str(ldirectord.readlink()) == configure.OWN_UNITS["ldirectord.service"]
+    assert configure.set_units(both, root) == {"ldirectord.service"}  # a second run keeps one link
     # re-seeded with the howto's profile: heartbeat starts ldirectord, the link goes
     active = configure.read_seed(unpack(howto, "loadb2", tmp_path), "director")
-    assert not configure.set_ldirectord_unit(active, root)
-    assert not link.is_symlink()
+    assert not configure.set_units(active, root)
+    assert not ldirectord.is_symlink()
+    assert configure.services(active) == ("heartbeat.service", "apache2.service")
     web = configure.read_seed(unpack(howto, "webserver1", tmp_path), "realserver")
-    assert not configure.set_ldirectord_unit(web, root) and not link.is_symlink()
+    assert not configure.set_units(web, root) and not ldirectord.is_symlink()
+    # keepalived: its unit on, ldirectord's off, heartbeat's configuration gone
+    (root / "etc/ha.d").mkdir(parents=True)
+    (root / "etc/ha.d/ha.cf").write_text("node loadb1\n")
+    kseed = configure.read_seed(unpack(kept, "loadb1", tmp_path / "k"), "director")
+    assert configure.set_units(kseed, root) == {"keepalived.service"}
+    assert keepalived.is_symlink() and not ldirectord.is_symlink()
+    configure.remove_other_stack(kseed, root)
+    assert not (root / "etc/ha.d/ha.cf").exists()
+    assert configure.services(kseed) == ("keepalived.service", "apache2.service")
+    assert not configure.set_units(active, root) and not keepalived.is_symlink()
 
 
 def test_a_pinned_mac_finds_its_nic_whatever_the_kernel_called_it(tmp_path):

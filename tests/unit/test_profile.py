@@ -109,6 +109,21 @@ BAD = {
                              "loadb1: weight: only real servers have it"),
     "ldirectord mode": (lambda d: d["heartbeat"].update(ldirectord="standby"),
                         "heartbeat.ldirectord: 'standby' is not where ldirectord runs (one of active, both)"),
+    "unknown stack": (lambda d: d.update(stack="pacemaker"),
+                      "stack: 'pacemaker' is not a director stack (one of heartbeat, keepalived)"),
+    "heartbeat keys on keepalived": (lambda d: d.update(stack="keepalived"),
+                                     'heartbeat.auth, heartbeat.bcast'),
+    "vrrp keys on heartbeat": (lambda d: d.update(vrrp={"advert_int": 0.5}),
+                               'vrrp.advert_int: set for the vrrp stack, but stack = "heartbeat"'),
+    "advert finer than VRRPv3": (lambda d: d.pop("heartbeat") and d.update(stack="keepalived", vrrp={"advert_int": 0.125}),
+                                 "vrrp.advert_int: 0.125 s: VRRPv3 counts adverts in hundredths"),
+    "router id range": (lambda d: d.pop("heartbeat") and d.update(stack="keepalived", vrrp={"router_id": 256}),
+                        "vrrp.router_id: 256 is out of range (1..255)"),
+    "checktype off on keepalived": (lambda d: d.pop("heartbeat") and d.update(stack="keepalived")
+                                    or d["services"][0].update(checktype="off"),
+                                    'services[0].checktype: "off" is ldirectord\'s'),
+    "vrrp ping node is the VIP": (lambda d: d.pop("heartbeat") and d.update(
+        stack="keepalived", vrrp={"ping_nodes": ["192.168.0.105"]}), "vrrp.ping_nodes: 192.168.0.105 is the VIP"),
 }
 
 
@@ -127,6 +142,16 @@ def test_every_problem_is_reported_together():
     with pytest.raises(profile.ProfileError) as err:
         profile.parse(mutate(two_errors))
     assert len(err.value.problems) == 2
+
+
+def test_keepalived_profile_reads_its_own_section_and_round_trips():
+    c = profile.load(HOWTO.parent / "keepalived.toml")
+    assert c.keepalived and c.failover is c.vrrp and c.vrrp.advert_int == 0.1
+    # RFC 5798's Master_Down_Interval: 3 adverts and the skew (256 - 100) / 256 of one
+    assert c.failover.deadtime_s == 0.361
+    assert c.failover.ldirectord_on_both  # keepalived's checkers run on both directors
+    assert profile.parse(profile.to_dict(c)) == c
+    assert "heartbeat" not in profile.to_dict(c)
 
 
 def test_howto_teszt_oldal_page_is_flagged_as_a_trap():

@@ -1,5 +1,6 @@
 """Rendered files for howto.toml equal the howto's text (tests/golden, verbatim) line for line,
 except the documented corrections listed here."""
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,47 @@ def test_without_a_link_the_sync_stays_on_the_lan():
     files = render.director_files(c, c.node("loadb1"), "x" * 32)
     assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth0\n"
     assert "ucast" not in files["/etc/ha.d/ha.cf"].content
+
+
+def block(conf: str, header: str) -> str:
+    """The text of the keepalived.conf block that starts with `header`, up to its closing brace."""
+    start = conf.index(header)
+    depth, i = 0, conf.index("{", start)
+    for i in range(i, len(conf)):
+        depth += {"{": 1, "}": -1}.get(conf[i], 0)
+        if depth == 0:
+            return conf[start:i + 1]
+    raise AssertionError(f"{header} is not closed")
+
+
+def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
+    c = profile.load(ROOT / "profiles" / "keepalived.toml")
+    files = render.node_files(c, c.node("loadb2"), None)  # keepalived needs no heartbeat secret
+    assert not any(p.startswith("/etc/ha.d/") for p in files)
+    conf = files[render.KEEPALIVED_CONF].content
+    vrrp = block(conf, "vrrp_instance")
+    # adverts on the link, unicast to the peer's link address; the VIP on the LAN NIC, tracked
+    settings = [t for t in tokens(vrrp) if t[0] != "#"]
+    assert settings[1:6] == [["state", "BACKUP"], ["interface", "eth1"], ["unicast_src_ip", "10.255.0.2"],
+                                 ["unicast_peer", "{"], ["10.255.0.1"]]
+    assert "192.168.0.105/24 brd 192.168.0.255 dev eth0" in vrrp
+    assert ["advert_int", "0.1"] in tokens(vrrp) and ["priority", "100"] in tokens(vrrp)
+    assert "lvs_sync_daemon eth1 VI_51 id 51" in conf
+    assert 'script "/usr/bin/ping -n -q -c 1 -W 1 192.168.0.1"' in conf and ["weight", "-20"] in tokens(conf)
+    vs = block(conf, "virtual_server 192.168.0.105 80")
+    assert ["sorry_server", "127.0.0.1", "80"] in tokens(vs) and ["lb_kind", "DR"] in tokens(vs)
+    assert [t for t in tokens(vs) if t[0] == "real_server"] == [["real_server", "192.168.0.101", "80", "{"],
+                                                              ["real_server", "192.168.0.102", "80", "{"]]
+    # the HTTP check compares the md5 of the very page the real servers get
+    page = render.node_files(c, c.node("webserver1"), None)[f"{render.DOCROOT}/ldirector.html"].content
+    assert f"digest {hashlib.md5(page.encode()).hexdigest()}" in vs
+
+
+def test_keepalived_auto_failback_prefers_the_first_director_by_less_than_a_ping_node():
+    c = profile.load(ROOT / "profiles" / "keepalived.toml")
+    data = profile.to_dict(c)
+    data["vrrp"]["auto_failback"] = True
+    c = profile.parse(data)
+    prio = {d.name: int(next(t[1] for t in tokens(render.keepalived_files(c, d)[render.KEEPALIVED_CONF].content)
+                             if t[0] == "priority")) for d in c.directors}
+    assert prio["loadb1"] > prio["loadb2"] > prio["loadb1"] - render.PING_WEIGHT
