@@ -8,7 +8,7 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test unit boot boot-bookworm acceptance acceptance-tuned acceptance-three-web acceptance-redundant lint seeds host-setup test-tools bench-images bench up down
+.PHONY: help test unit boot boot-bookworm acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -24,7 +24,7 @@ $(VENV)/.done: pyproject.toml
 
 TUNED   ?= profiles/fast-failover.toml
 
-test: unit boot boot-bookworm acceptance acceptance-three-web acceptance-redundant  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, three-web and redundant profiles
+test: unit boot boot-bookworm acceptance acceptance-redundant acceptance-keepalived  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, redundant (heartbeat) and keepalived profiles
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
@@ -64,11 +64,14 @@ $(BOOKWORM)/director.img $(BOOKWORM)/webserver.img: $(BOOKWORM)/%.img: $(IMAGE_I
 boot-bookworm: $(BOOKWORM)/director.img $(BOOKWORM)/webserver.img test-tools  ## the per-image boot tests on bookworm images
 	APPLIANCE_IMAGES=$(BOOKWORM) $(PYTEST) -q -s tests/boot/test_boot.py --junitxml=test-results/boot-bookworm.xml
 
-acceptance-redundant: $(IMAGES) test-tools  ## the suite on a dedicated heartbeat link and ping node: LAN cuts, a partition
+acceptance-redundant: $(IMAGES) test-tools  ## three weighted real servers, a dedicated heartbeat link and ping node: LAN cuts, a partition
 	$(MAKE) --no-print-directory acceptance PROFILE=profiles/redundant.toml
 
 acceptance-three-web: $(IMAGES) test-tools  ## the same suite on three weighted real servers, other names and subnet
 	$(MAKE) --no-print-directory acceptance PROFILE=profiles/three-web.toml
+
+acceptance-keepalived: $(IMAGES) test-tools  ## the same suite on redundant's cluster built with keepalived
+	$(MAKE) --no-print-directory acceptance PROFILE=profiles/keepalived.toml
 
 PORT ?= 8080
 up: $(IMAGES) test-tools  ## boot PROFILE's cluster for you; browse http://127.0.0.1:$(PORT)/; Ctrl-C stops it

@@ -16,7 +16,7 @@ from builder import host, image, profile, render, secret, seed
 from builder.run import CommandError
 
 
-BENCH_PROFILES = ("profiles/howto.toml", "profiles/fast-failover.toml")
+BENCH_PROFILES = ("profiles/redundant.toml", "profiles/keepalived.toml")  # one cluster, both stacks
 
 
 class Fail(Exception):
@@ -356,11 +356,13 @@ def main(argv: list[str] | None = None) -> int:
                        "inject each fault REPS times; prints median [min-max] and writes "
                        "bench-results/report.html. Prints figures, never fails on them.")
     p.add_argument("profiles", nargs="*", default=list(BENCH_PROFILES), metavar="PROFILE",
-                   help="profiles to compare (default: howto and fast-failover)")
+                   help="profiles to compare (default: redundant and keepalived, the same "
+                   "cluster on heartbeat and on keepalived, side by side)")
     p.add_argument("--reps", type=int, default=3, help="runs of each fault (default 3)")
     p.add_argument("--soak", type=float, metavar="MINUTES",
                    help="instead: steady load, no fault, for MINUTES (<= 30) per profile; counts "
-                   "false failovers (VIP moves), late heartbeats and dead verdicts")
+                   "false failovers (VIP moves) and the stack's warnings (late heartbeats, "
+                   "dead verdicts; VRRP MASTER transitions, faults)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-images", help="build times, sizes, boot-to-ready, reproducibility",

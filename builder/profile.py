@@ -236,6 +236,11 @@ class Heartbeat:
         return self.ldirectord == "both"
 
     @property
+    def balances_on_both(self) -> bool:
+        """The standby's IPVS table is loaded before a takeover (the stack-neutral name)."""
+        return self.ldirectord_on_both
+
+    @property
     def takeover_limit(self) -> float:
         """How long a takeover may take before a test or the bench calls it failed: the verdict,
         then heartbeat's resource scripts (tens of seconds of shell under TCG)."""
@@ -276,8 +281,7 @@ class Vrrp:
     def deadping_s(self) -> float:
         return self.deadping or 2
 
-    ldirectord_on_both = True  # keepalived's checkers run on both directors
-    takeover = "vrrp"
+    balances_on_both = True  # keepalived's checkers run on both directors
 
     @property
     def takeover_limit(self) -> float:
@@ -308,7 +312,7 @@ class Cluster:
     @property
     def failover(self) -> "Heartbeat | Vrrp":
         """The chosen stack's failover settings: both answer deadtime_s, takeover_limit,
-        rejoin_limit, auto_failback, ping_nodes and ldirectord_on_both (checks on both)."""
+        rejoin_limit, auto_failback, ping_nodes and balances_on_both."""
         return self.vrrp if self.keepalived else self.heartbeat
 
     @property

@@ -1,6 +1,7 @@
 """Failover benchmark: request loss and outage per fault, on the real cluster of each profile.
 
-`python -m builder bench` (`make bench`). For each profile (default: howto and fast-failover)
+`python -m builder bench` (`make bench`). For each profile (default: redundant and keepalived,
+the same cluster on each stack, compared side by side)
 it boots the cluster, runs a steady, bounded HTTP load from the client namespace, and injects
 one fault at a time, each REPS times (default 3) with recovery in between: Apache stop on the
 first real server, active-director crash (a hang: to the network, a power loss),
@@ -118,7 +119,7 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
     with Cluster(profile_path, OUT / "cluster" / name, accel) as cluster:
         wait.until(lambda: cluster.vip.get().ok, 300, "the first good response on the VIP")
         first_ok = time.monotonic() - started
-        hb = cluster.spec.heartbeat
+        hb, stack = cluster.spec.failover, cluster.stack
         deadtime = hb.deadtime_s
         check = cluster.spec.web_service.check_window
         cluster.wait_all_serving(120)
@@ -186,9 +187,9 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
 
             def split() -> list[str]:
                 standby.block()
-                time.sleep(deadtime + 5)  # hold the cut past heartbeat's deadtime
+                time.sleep(deadtime + 5)  # hold the cut past the stack's deadtime
                 notes.append(f"cut:{holders()}")
-                starts.update((d.name, cluster.heartbeat_starts(d)) for d in cluster.directors)
+                starts.update((d.name, stack.starts(d)) for d in cluster.directors)
                 standby.unblock()
                 return notes
 
@@ -196,26 +197,28 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                 """heartbeat v1 restarts itself on both directors after a partition heals; the
                 pair can look settled between one's takeover and the other's restart (15 s
                 in the howto), so settled only counts once both have started anew."""
+                if not stack.heals_by_restart:
+                    return cluster.settled()
                 restarted.update(d.name for d in cluster.directors
-                                 if d.name not in restarted and cluster.heartbeat_starts(d) > starts[d.name])
+                                 if d.name not in restarted and stack.starts(d) > starts[d.name])
                 return len(restarted) == len(cluster.directors) and cluster.settled()
 
             def settle() -> None:
                 """The window lasts until the pair has settled: heartbeat's own recovery from the
                 partition (give up, restart, initdead, take over) is part of what is measured."""
                 try:
-                    wait.steady(restarted_and_settled, 10, limit, "both heartbeats restarted and settled")
+                    wait.steady(restarted_and_settled, 10, limit, "the pair settled (heartbeat: both restarted)")
                     notes.append(f"settled:{holders()}")
                 except wait.Timeout:
-                    # record what it is stuck in, then restart heartbeat on both directors so
+                    # record what it is stuck in, then restart the stack on both directors so
                     # the next run starts from a settled pair again
-                    missing = sorted({d.name for d in cluster.directors} - restarted)
+                    missing = sorted({d.name for d in cluster.directors} - restarted) if stack.heals_by_restart else []
                     notes.append(f"not-settled-in-{limit:.0f}s:{holders()}"
                                  + (f",no-restart-on:{'+'.join(missing)}" if missing else ""))
                     for d in cluster.directors:
-                        d.systemctl("restart heartbeat")
+                        d.systemctl(f"restart {stack.daemon}")
                     cluster.wait_settled(limit, max(10.0, deadtime + 5))
-                    notes.append(f"after-heartbeat-restarts:{holders()}")
+                    notes.append(f"after-{stack.name}-restarts:{holders()}")
             # load for the cut and two tries at settling; stopped as soon as the pair settles
             label = "partition" if cluster.spec.link else "split brain"  # with a link: every cable
             window(label, rep, LEAD + deadtime + 5 + 2 * (limit + deadtime + 10), split, stop_when=settle)
@@ -249,35 +252,34 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                     print(f"[{name}] {family.__name__} #{rep}: stopped by "
                           f"{type(e).__name__}: {e}", flush=True)
                 save(windows)  # kept even if a later fault breaks the run
-        # flapping check for the timings: heartbeat's warnings in this boot of each director
+        # flapping check for the timings: the stack's warnings in this boot of each director
         for d in cluster.directors:
             try:
-                late = d.execute("journalctl -b --no-pager -u heartbeat | grep -c 'Late heartbeat'")[1]
+                signs = ", ".join(f"{k} {journal_count(cluster, d, p)}" for k, p in stack.log_signs().items())
             except Exception as e:  # noqa: BLE001 - the figures so far matter more
-                late = f"unknown ({e})"
-            print(f"[{name}] {d.name}: {late.strip()} late-heartbeat warnings since its last boot", flush=True)
+                signs = f"unknown ({e})"
+            print(f"[{name}] {d.name} since its last boot: {signs}", flush=True)
     return windows, (f"{name}: all {len(cluster.vms)} VMs ready {cluster.boot_seconds:.0f} s after they "
                      f"started, first good response on the VIP {first_ok:.0f} s after")
 
 
-def journal_count(director, pattern: str) -> int:
-    """How many heartbeat journal lines of this boot match `pattern` (grep -E)."""
-    out = director.execute(f"journalctl -b --no-pager -o cat -u heartbeat | grep -cE '{pattern}'")[1]
+def journal_count(cluster: Cluster, director, pattern: str) -> int:
+    """How many of the stack's journal lines of this boot match `pattern` (grep -E)."""
+    out = director.execute(f"journalctl -b --no-pager -o cat {cluster.stack.journal_units()} "
+                           f"| grep -cE '{pattern}'")[1]
     return int(out.strip() or 0)
-
-
-SOAK_SIGNS = {"late heartbeats": "[Ll]ate heartbeat", "dead verdicts": "is dead",
-              "restarts": "Heartbeat restart|Starting heartbeat"}
 
 
 def soak_profile(profile_path: Path, accel: str, seconds: float) -> dict:
     """Steady load and no fault for `seconds`: every VIP move is a false failover, and the
-    journals say how close heartbeat came to one (late heartbeats, dead verdicts)."""
+    journals say how close the stack came to one (heartbeat: late heartbeats, dead verdicts;
+    keepalived: MASTER transitions, faults)."""
     name = profile_path.stem
     with Cluster(profile_path, OUT / "cluster" / name, accel) as cluster:
         cluster.wait_all_serving(300)
         cluster.wait_settled(300)
-        before = {d.name: {k: journal_count(d, p) for k, p in SOAK_SIGNS.items()} for d in cluster.directors}
+        signs = cluster.stack.log_signs()
+        before = {d.name: {k: journal_count(cluster, d, p) for k, p in signs.items()} for d in cluster.directors}
         holder, moves, polls = cluster.active_director().name, 0, 0
         load = Load(cluster, seconds)
         while time.time() < load.started + seconds:
@@ -289,10 +291,10 @@ def soak_profile(profile_path: Path, accel: str, seconds: float) -> dict:
                       f"{time.time() - load.started:.0f}s in", flush=True)
                 holder, moves = now, moves + 1
         records = load.finish()
-        after = {d.name: {k: journal_count(d, p) for k, p in SOAK_SIGNS.items()} for d in cluster.directors}
+        after = {d.name: {k: journal_count(cluster, d, p) for k, p in signs.items()} for d in cluster.directors}
     result = {"profile": name, "seconds": seconds, "requests": len(records),
               "failed": sum(r["status"] != 200 for r in records), "vip moves": moves, "polls": polls,
-              **{k: sum(after[d][k] - before[d][k] for d in after) for k in SOAK_SIGNS}}
+              **{k: sum(after[d][k] - before[d][k] for d in after) for k in signs}}
     print(f"[{name}] soak {seconds / 60:.0f} min: " + ", ".join(f"{k} {v}" for k, v in result.items()
                                                             if k != "profile"), flush=True)
     return result
@@ -325,6 +327,31 @@ def summary(windows: list[Window]) -> list[dict]:
                      **{k: (statistics.median(v), min(v), max(v)) for k, v in figures.items()},
                      "notes": notes})
     return rows
+
+
+def side_by_side(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """One row per fault, one column per profile ("outage median [min-max] s, failed requests,
+    broken transfers") and which profile wins it: the lower median outage, then the fewer
+    failed requests; "tie" when both are equal. For comparing stacks on the same cluster."""
+    profiles = list(dict.fromkeys(r["profile"] for r in rows))
+    cell = {(r["profile"], r["fault"]): r for r in rows}
+    table = []
+    for fault in dict.fromkeys(r["fault"] for r in rows):
+        cells, scores = [], {}
+        for p in profiles:
+            r = cell.get((p, fault))
+            if r is None:
+                cells.append("-")
+                continue
+            m, lo, hi = r["outage"]
+            broken = next((n.split(": ", 1)[1] for n in r["notes"] if n.startswith("transfers broken")), None)
+            cells.append(f"{m:.1f} [{lo:.1f}-{hi:.1f}] s, {r['failed'][0]:.0f} failed"
+                         + (f", {broken} transfers broken" if broken else ""))
+            scores[p] = (round(m, 1), r["failed"][0])
+        best = min(scores.values()) if scores else None
+        winners = [p for p, v in scores.items() if v == best]
+        table.append([fault, *cells, winners[0] if len(winners) == 1 and len(scores) > 1 else "tie"])
+    return ["fault", *profiles, "wins"], table
 
 
 def print_table(rows: list[dict]) -> None:
@@ -383,6 +410,11 @@ def main(profiles: list[Path], reps: int = 3, soak: float = 0) -> int:
     startup += built_images()
     rows = summary(windows)
     print_table(rows)
+    side = side_by_side(rows) if len(profiles) > 1 else None
+    if side:
+        print("\nside by side (outage median [min-max], failed requests median):")
+        for line in [side[0], ["---"] * len(side[0]), *side[1]]:
+            print("| " + " | ".join(line) + " |")
     print("\n".join(startup))
     for r in images:
         print(f"image benchmark, {r['role']}: cold build {r['cold']:.0f}s, warm {r['warm']:.0f}s, "
@@ -392,7 +424,7 @@ def main(profiles: list[Path], reps: int = 3, soak: float = 0) -> int:
         print("image benchmark figures (two cold builds each, sizes compressed, one VM's boot, "
               "reproducibility): none yet, run `make bench-images`")
     page = report.write(OUT, windows, rows, startup, images,
-                        f"{RATE} req/s, {TIMEOUT}s timeout, {accel}, {os.cpu_count()} cores")
+                        f"{RATE} req/s, {TIMEOUT}s timeout, {accel}, {os.cpu_count()} cores", side)
     print(f"\nreport: {page} (screenshot {report.screenshot(page)}); "
           f"wall time {(time.monotonic() - started) / 60:.1f} min")
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from builder import profile, render, secret, seed
-from lab import net, paths, wait
+from lab import net, paths, stack, wait
 from lab.machine import Machine, Nic
 
 log = logging.getLogger("lab.cluster")
@@ -31,20 +31,21 @@ LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has 
 SERVER_RE = re.compile(r'data-server="([^"]+)"')
 
 # What a reboot would clear on a crashed director, run while its link is still cut: its cluster
-# daemons (heartbeat's children, send_arp and a heartbeat-started ldirectord live in
-# heartbeat's cgroup), the VIP, the IPVS table and sync daemons, their /run state, the
+# daemons (the stack's kill_units: heartbeat's children, send_arp and a heartbeat-started
+# ldirectord live in heartbeat's cgroup), the VIP, the IPVS table and sync daemons, their /run state, the
 # neighbour cache; and the clock, which stood still while the VM was stopped.
 REVIVE_SCRIPT = """\
-systemctl kill -s KILL heartbeat.service ldirectord.service logd.service
-systemctl stop heartbeat.service ldirectord.service logd.service
+systemctl kill -s KILL {units}
+systemctl stop {units}
 systemctl reset-failed
 for a in $(ip -4 -o addr show dev {iface} | awk '$4 ~ /^{vip}\\// {{print $4}}'); do
     ip addr del "$a" dev {iface}
 done
 ipvsadm -C
 systemctl stop ipvs-sync-backup.service; ipvsadm --stop-daemon master 2>/dev/null
+ipvsadm --stop-daemon backup 2>/dev/null
 rm -rf /run/heartbeat/rsctmp/* /run/resource-agents/* /run/heartbeat.pid /run/ldirectord.*.pid \\
-       /run/vipaddr-send_arp-*.pid
+       /run/vipaddr-send_arp-*.pid /run/keepalived.state
 ip neigh flush all
 date -s @{now:.3f} >/dev/null
 ! ip -4 -o addr show dev {iface} | grep -F ' {vip}/'
@@ -143,6 +144,7 @@ class Cluster:
                  netns: str = net.TEST_NETNS, progress: Callable[[str], None] | None = None):
         self.profile_path = profile_path
         self.spec = profile.load(profile_path)
+        self.stack = stack.for_profile(self.spec)
         self.workdir, self.accel, self.boot_timeout, self.netns = workdir, accel, boot_timeout, netns
         self.vms: dict[str, Machine] = {}
         self.progress = progress or log.info  # where boot progress goes (`up` prints it)
@@ -153,8 +155,8 @@ class Cluster:
     def _lab_hosts(self) -> list[IPv4Address]:
         """The addresses the lab itself answers on the LAN: the gateway and ping nodes the
         profile names (inside the namespace: they route nowhere)."""
-        net_, hb = self.spec.network, self.spec.heartbeat
-        wanted = [net_.gateway, *hb.ping_nodes] if net_.gateway else list(hb.ping_nodes)
+        net_, pings = self.spec.network, self.spec.failover.ping_nodes
+        wanted = [net_.gateway, *pings] if net_.gateway else list(pings)
         return [a for a in dict.fromkeys(wanted) if a in net_.subnet]
 
     def _client_address(self) -> IPv4Address:
@@ -248,12 +250,8 @@ class Cluster:
         assert self.segment
         return Client(self.segment, self.spec.vip, self.spec.web_service.port)
 
-    def _vip_in(self, ip_addr_output: str) -> bool:
-        """Whether `ip -4 -o addr show dev IFACE` output lists the VIP."""
-        return f"inet {self.spec.vip}/" in ip_addr_output
-
     def holds_vip(self, director: Machine) -> bool:
-        return self._vip_in(director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}"))
+        return self.stack.vip_in(director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}"))
 
     def vip_holders(self) -> list[Machine]:
         """The directors holding the VIP; a crashed (unreachable) one holds nothing."""
@@ -288,34 +286,18 @@ class Cluster:
         director.resume()
         director.wait_for_agent(60)
         director.succeed(REVIVE_SCRIPT.format(iface=self.spec.network.interface, vip=self.spec.vip,
-                                              now=time.time()))
+                                              now=time.time(), units=" ".join(self.stack.kill_units)))
         director.unblock()
-        both = self.spec.heartbeat.ldirectord_on_both
-        director.systemctl("start ipvs-sync-backup.service heartbeat.service"
-                           + (" ldirectord.service" if both else ""), 180)
+        director.systemctl("start " + " ".join(self.stack.units), 180)
 
-    def heartbeat_view(self, director: Machine) -> tuple[str, str, bool] | None:
-        """(its peer's status, its own resource status, whether it holds the VIP) as
-        `director` sees them, e.g. ("active", "all", True), in one guest command (each costs
-        ~0.5 s under TCG); None while heartbeat cannot say (stopped, restarting)."""
-        out = director.execute(
-            f"s=$(cl_status nodestatus {self.standby_of(director).name} 2>/dev/null); echo \"${{s:-?}}\"; "
-            "s=$(cl_status rscstatus 2>/dev/null); echo \"${s:-?}\"; "
-            f"ip -4 -o addr show dev {self.spec.network.interface}")[1].splitlines()
-        if len(out) < 2 or "?" in out[:2]:
-            return None
-        return out[0].strip(), out[1].strip(), self._vip_in("\n".join(out[2:]))
-
-    def heartbeat_starts(self, director: Machine) -> int:
-        """How often heartbeat has started on `director` since it booted (its own restarts
-        after a split brain included): a count to compare before and after a fault."""
-        return int(director.execute("journalctl -b --no-pager -o cat -u heartbeat "
-                                    "| grep -c 'Starting heartbeat'")[1].strip() or 0)
+    def view(self, director: Machine) -> "stack.View | None":
+        """How `director` sees the pair (None while its stack cannot say)."""
+        return self.stack.view(director, self.standby_of(director))
 
     def wait_rejoined(self, director: Machine, timeout: float) -> None:
-        """heartbeat on `director` sees its peer active and knows its own resource state."""
-        wait.until(lambda: (self.heartbeat_view(director) or ("",))[0] == "active", timeout,
-                   f"{director.name}: heartbeat to see its peer active")
+        """`director` is back in the pair (heartbeat: it sees its peer active)."""
+        wait.until(lambda: getattr(self.view(director), "in_pair", False), timeout,
+                   f"{director.name}: {self.stack.name} back in the pair")
 
     def page(self, node: profile.Node) -> str:
         """The index page `node` serves, as first boot renders it from the profile."""
@@ -331,12 +313,12 @@ class Cluster:
         wait.until(self.all_serving, timeout, "every real server serving through the VIP")
 
     def settled(self) -> bool:
-        """Both directors' heartbeats see each other active and neither is moving resources,
-        exactly one holds the VIP, and every real server answers through it."""
-        views = [self.heartbeat_view(d) for d in self.directors]
-        if any(v is None or v[0] != "active" or v[1] == "transition" for v in views):
+        """Both directors are in the pair and neither is moving resources, exactly one holds
+        the VIP, and every real server answers through it."""
+        views = [self.view(d) for d in self.directors]
+        if any(v is None or not v.in_pair or v.busy for v in views):
             return False
-        return sum(v[2] for v in views) == 1 and self.all_serving()
+        return sum(v.holds_vip for v in views) == 1 and self.all_serving()
 
     def wait_settled(self, timeout: float, steady: float = 10) -> None:
         """After a split brain heartbeat v1 gives up resources and restarts on both nodes, for
@@ -359,13 +341,13 @@ class Cluster:
         return next(d for d in self.directors if d is not active)
 
     def director_journals(self, lines: int = 25) -> str:
-        """heartbeat's and ldirectord's last journal lines per director, for a failure report;
+        """The stack's last journal lines per director, for a failure report;
         a crashed or unreachable director says so instead."""
         out = []
         for vm in self.directors:
             try:
                 text = vm.succeed(f"journalctl -b --no-pager -o short-monotonic -n {lines} "
-                                  "-u heartbeat -u ldirectord; ipvsadm -L -n", timeout=20)
+                                  f"{self.stack.journal_units()}; ipvsadm -L -n", timeout=20)
             except Exception as e:  # noqa: BLE001 - a report must not fail on a dead node
                 text = f"(no journal: {e})"
             out += [f"[{vm.name}] {line}" for line in text.splitlines() if line.strip()]

@@ -57,7 +57,9 @@ def timeline(w, palette: dict[str, str], width: int = 900, height: int = 120) ->
             f'role="img" aria-label="{html.escape(w.fault)} timeline">{"".join(parts)}{axis}</svg>')
 
 
-def write(out: Path, windows, rows, startup: list[str], images: list[dict], setup: str) -> Path:
+def write(out: Path, windows, rows, startup: list[str], images: list[dict], setup: str,
+          side: tuple[list[str], list[list[str]]] | None = None) -> Path:
+    """The report page; `side`: bench.side_by_side's table, when several profiles ran."""
     def fmt(v, f="{:.1f}"):
         m, lo, hi = v
         return f"{f.format(m)} <small>[{f.format(lo)}&ndash;{f.format(hi)}]</small>"
@@ -73,6 +75,12 @@ def write(out: Path, windows, rows, startup: list[str], images: list[dict], setu
         f"<h3>{html.escape(w.profile)}: {html.escape(w.fault)} #{w.rep} &mdash; outage {w.outage:.1f} s, "
         f"{w.failed} failed</h3>{timeline(w, palette)}" for w in windows)
     boots = "".join(f"<li>{html.escape(line)}</li>" for line in startup)
+    side_html = ""
+    if side:
+        header, lines = side
+        side_html = ("<h2>Side by side</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                     + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>"
+                                         for line in lines) + "</table>")
     images_html = ""
     if images:
         mib = 1 << 20
@@ -94,7 +102,7 @@ small{{color:#666}}</style></head><body>
 answered by the stopped server; a request to a dead director ends at the client's timeout).</p>
 <table><tr><th>profile</th><th>fault</th><th>runs</th><th>outage s</th><th>failed</th><th>complete s</th>
 <th>p50/p99 ms before</th><th>after</th><th>notes (VIP holders, late failures)</th></tr>{table}</table>
-<h2>Start-up and images</h2><ul>{boots}</ul>{images_html}
+{side_html}<h2>Start-up and images</h2><ul>{boots}</ul>{images_html}
 <h2>Timelines</h2><p>Requests per 100 ms by answering server. {legend}</p>{sections}
 </body></html>"""
     path = out / "report.html"

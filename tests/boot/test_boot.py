@@ -3,7 +3,6 @@ it says so on the console and starts no cluster service."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -14,40 +13,35 @@ pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = 300  # TCG on a busy 2-core machine; KVM needs a fraction
 
 
-def boot_both(accel: str, workdir: Path, seeds: Path | None) -> dict[str, Machine]:
-    vms = {
-        "loadb1": Machine("loadb1", image("director"), workdir, accel=accel,
-                     seed=seeds / "loadb1.iso" if seeds else None),
-        "webserver1": Machine("webserver1", image("webserver"), workdir, accel=accel,
-                         seed=seeds / "webserver1.iso" if seeds else None),
-    }
+@pytest.fixture(scope="module")
+def booted(accel, seeds):
+    """Both images with their seeds and both without: all four boot at once, so their waits
+    overlap. Keyed by (seeded, node)."""
+    vms = {(seeded, name): Machine(name, image(role), RESULTS / ("boot-seeded" if seeded else "boot-unseeded"),
+                                   accel=accel, seed=seeds / f"{name}.iso" if seeded else None)
+           for seeded in (True, False) for name, role in (("loadb1", "director"), ("webserver1", "webserver"))}
+    try:
+        for vm in vms.values():
+            vm.start()
+        yield vms
+    finally:
+        for vm in vms.values():
+            vm.shutdown()
+
+
+@pytest.fixture(scope="module")
+def seeded(booted):
+    vms = {name: vm for (seeded, name), vm in booted.items() if seeded}
     for vm in vms.values():
-        vm.start()
+        vm.ready = vm.wait_until_ready(BOOT_TIMEOUT)
+        print(f"\n{vm.name}: ready {time.monotonic() - vm.started_at:.1f}s after QEMU start")
+        vm.wait_for_agent(60)
     return vms
 
 
 @pytest.fixture(scope="module")
-def seeded(accel, seeds):
-    vms = boot_both(accel, RESULTS / "boot-seeded", seeds)
-    try:
-        for vm in vms.values():
-            vm.ready = vm.wait_until_ready(BOOT_TIMEOUT)
-            print(f"\n{vm.name}: ready {time.monotonic() - vm.started_at:.1f}s after QEMU start")
-            vm.wait_for_agent(60)
-        yield vms
-    finally:
-        for vm in vms.values():
-            vm.shutdown()
-
-
-@pytest.fixture(scope="module")
-def unseeded(accel):
-    vms = boot_both(accel, RESULTS / "boot-unseeded", None)
-    try:
-        yield vms
-    finally:
-        for vm in vms.values():
-            vm.shutdown()
+def unseeded(booted):
+    return {name: vm for (seeded, name), vm in booted.items() if not seeded}
 
 
 def test_director_becomes_loadb1_with_heartbeat_and_ipvs(seeded):

@@ -30,7 +30,22 @@ def test_summary_gives_median_and_range_and_the_report_has_a_timeline(tmp_path):
     [row] = bench_failover.summary(ws)
     m, lo, hi = row["outage"]
     assert lo < m < hi and row["runs"] == 3
-    page = report.write(tmp_path, ws, [row], ["p: first good response <90 s"], [], "test")
+    page = report.write(tmp_path, ws, [row], ["p: first good response <90 s"], [], "test",
+                        (["fault", "p", "wins"], [["director crash", "1.9 s", "tie"]]))
     text = page.read_text()
     assert text.count("<svg") == 3 and "director crash" in text and "<script" not in text
     assert "<li>p: first good response &lt;90 s</li>" in text
+    assert "<h2>Side by side</h2>" in text and "<td>director crash</td><td>1.9 s</td><td>tie</td>" in text
+
+
+def test_side_by_side_puts_each_fault_in_one_row_and_names_the_winner():
+    ws = [bench_failover.Window("p", "director crash", 1, 103.0, records()),
+          bench_failover.Window("q", "director crash", 1, 104.5, records())]
+    ws += [bench_failover.Window(p, "standby crash", 1, 90.0, records()) for p in ("p", "q")]
+    header, table = bench_failover.side_by_side(bench_failover.summary(ws))
+    assert header == ["fault", "p", "q", "wins"]
+    by_fault = {row[0]: row for row in table}
+    # q's fault came 1.5 s later, so its last failed request is nearer to it: q wins
+    assert by_fault["director crash"][3] == "q"
+    assert by_fault["director crash"][1].startswith("1.9 [1.9-1.9] s, 20 failed")
+    assert by_fault["standby crash"][3] == "tie"  # the same records: equal outage and failures

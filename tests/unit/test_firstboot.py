@@ -88,7 +88,7 @@ def test_the_stack_units_follow_the_profile(howto, tmp_path):
     # keepalived: its unit on, ldirectord's off, heartbeat's configuration gone
     (root / "etc/ha.d").mkdir(parents=True)
     (root / "etc/ha.d/ha.cf").write_text("node loadb1\n")
-    kseed = configure.read_seed(unpack(kept, "loadb1", tmp_path / "k"), "director")
+    kseed = configure.read_seed(unpack(kept, "lvs-a", tmp_path), "director")
     assert configure.set_units(kseed, root) == {"keepalived.service"}
     assert keepalived.is_symlink() and not ldirectord.is_symlink()
     configure.remove_other_stack(kseed, root)

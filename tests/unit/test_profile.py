@@ -149,7 +149,7 @@ def test_keepalived_profile_reads_its_own_section_and_round_trips():
     assert c.keepalived and c.failover is c.vrrp and c.vrrp.advert_int == 0.1
     # RFC 5798's Master_Down_Interval: 3 adverts and the skew (256 - 100) / 256 of one
     assert c.failover.deadtime_s == 0.361
-    assert c.failover.ldirectord_on_both  # keepalived's checkers run on both directors
+    assert c.failover.balances_on_both  # keepalived's checkers run on both directors
     assert profile.parse(profile.to_dict(c)) == c
     assert "heartbeat" not in profile.to_dict(c)
 

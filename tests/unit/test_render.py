@@ -139,13 +139,13 @@ def test_heartbeat_times(seconds, text):
 
 def test_a_dedicated_link_carries_heartbeat_and_the_connection_sync():
     c = profile.load(ROOT / "profiles" / "redundant.toml")
-    files = render.node_files(c, c.node("loadb2"), "x" * 32)
+    files = render.node_files(c, c.node("lvs-b"), "x" * 32)
     ha_cf = files["/etc/ha.d/ha.cf"].content.splitlines()
-    assert "ucast eth1 10.255.0.1" in ha_cf and "ping 192.168.0.1" in ha_cf
+    assert "ucast eth1 10.255.0.1" in ha_cf and "ping 172.20.40.1" in ha_cf
     assert "deadping 2" in ha_cf
     assert "iface eth1 inet static\n\taddress 10.255.0.2/30\n" in files["/etc/network/interfaces"].content
     assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth1\n"
-    web = render.node_files(c, c.node("webserver1"), None)["/etc/network/interfaces"].content
+    web = render.node_files(c, c.node("app1"), None)["/etc/network/interfaces"].content
     assert "eth1" not in web
 
 
@@ -169,7 +169,7 @@ def block(conf: str, header: str) -> str:
 
 def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
     c = profile.load(ROOT / "profiles" / "keepalived.toml")
-    files = render.node_files(c, c.node("loadb2"), None)  # keepalived needs no heartbeat secret
+    files = render.node_files(c, c.node("lvs-b"), None)  # keepalived needs no heartbeat secret
     assert not any(p.startswith("/etc/ha.d/") for p in files)
     conf = files[render.KEEPALIVED_CONF].content
     vrrp = block(conf, "vrrp_instance")
@@ -177,16 +177,18 @@ def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
     settings = [t for t in tokens(vrrp) if t[0] != "#"]
     assert settings[1:6] == [["state", "BACKUP"], ["interface", "eth1"], ["unicast_src_ip", "10.255.0.2"],
                                  ["unicast_peer", "{"], ["10.255.0.1"]]
-    assert "192.168.0.105/24 brd 192.168.0.255 dev eth0" in vrrp
+    assert "172.20.40.100/24 brd 172.20.40.255 dev eth0" in vrrp
     assert ["advert_int", "0.1"] in tokens(vrrp) and ["priority", "100"] in tokens(vrrp)
     assert "lvs_sync_daemon eth1 VI_51 id 51" in conf
-    assert 'script "/usr/bin/ping -n -q -c 1 -W 1 192.168.0.1"' in conf and ["weight", "-20"] in tokens(conf)
-    vs = block(conf, "virtual_server 192.168.0.105 80")
+    assert 'script "/usr/bin/ping -n -q -c 1 -W 1 172.20.40.1"' in conf and ["weight", "-20"] in tokens(conf)
+    vs = block(conf, "virtual_server 172.20.40.100 80")
     assert ["sorry_server", "127.0.0.1", "80"] in tokens(vs) and ["lb_kind", "DR"] in tokens(vs)
-    assert [t for t in tokens(vs) if t[0] == "real_server"] == [["real_server", "192.168.0.101", "80", "{"],
-                                                              ["real_server", "192.168.0.102", "80", "{"]]
+    assert [t[:2] for t in tokens(vs) if t[0] in ("real_server", "weight")] == [
+        ["real_server", "172.20.40.21"], ["weight", "3"], ["real_server", "172.20.40.22"], ["weight", "2"],
+        ["real_server", "172.20.40.23"], ["weight", "1"]]
+    assert ["lb_algo", "wrr"] in tokens(vs)
     # the HTTP check compares the md5 of the very page the real servers get
-    page = render.node_files(c, c.node("webserver1"), None)[f"{render.DOCROOT}/ldirector.html"].content
+    page = render.node_files(c, c.node("app1"), None)[f"{render.DOCROOT}/health.html"].content
     assert f"digest {hashlib.md5(page.encode()).hexdigest()}" in vs
 
 
@@ -197,4 +199,4 @@ def test_keepalived_auto_failback_prefers_the_first_director_by_less_than_a_ping
     c = profile.parse(data)
     prio = {d.name: int(next(t[1] for t in tokens(render.keepalived_files(c, d)[render.KEEPALIVED_CONF].content)
                              if t[0] == "priority")) for d in c.directors}
-    assert prio["loadb1"] > prio["loadb2"] > prio["loadb1"] - render.PING_WEIGHT
+    assert prio["lvs-a"] > prio["lvs-b"] > prio["lvs-a"] - render.PING_WEIGHT

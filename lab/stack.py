@@ -1,0 +1,174 @@
+"""What the lab asks of a director stack, asked the way each stack answers.
+
+The suite's checks are stack-neutral -- who holds the VIP, who balances, which sync daemon
+runs, whether the pair agrees -- and each has a heartbeat variant (the howto's own commands:
+cl_status, `ldirectord ldirectord.cf status`, LVSSyncDaemonSwap) and a keepalived one (its
+VRRP state in /run/keepalived.state, the IPVS table it loads, `ipvsadm -L --daemon`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from builder import profile
+from lab.machine import Machine
+
+
+@dataclass(frozen=True)
+class View:
+    """One director's view of the pair, read in one guest command (each costs ~0.5 s under TCG)."""
+    in_pair: bool     # heartbeat: it sees its peer active; keepalived: MASTER or BACKUP, not FAULT
+    busy: bool        # heartbeat is moving resources
+    holds_vip: bool
+    state: str        # heartbeat's rscstatus (all, local, none...) or the VRRP state
+
+
+class Stack:
+    name = ""
+    daemon = ""                         # the unit that decides who holds the VIP
+    units: tuple[str, ...] = ()         # what runs the director role, started in this order
+    kill_units: tuple[str, ...] = ()    # what a crashed director's revive clears first
+    heals_by_restart = False            # heartbeat v1 restarts itself after a partition heals
+
+    def __init__(self, spec: profile.Cluster):
+        self.spec = spec
+
+    def vip_in(self, ip_addr_output: str) -> bool:
+        return f"inet {self.spec.vip}/" in ip_addr_output
+
+    def view(self, vm: Machine, peer: Machine) -> View | None:
+        raise NotImplementedError
+
+    def balancing(self, vm: Machine) -> bool:
+        """Its IPVS manager runs on vm (ldirectord, or keepalived's checkers)."""
+        raise NotImplementedError
+
+    def balancing_command(self) -> str:
+        """A guest command that succeeds once the IPVS manager runs."""
+        raise NotImplementedError
+
+    def sync_running(self, vm: Machine, role: str) -> bool:
+        """The IPVS sync daemon `role` (master or backup) runs on vm."""
+        return f"{role} sync daemon" in vm.succeed("ipvsadm -L --daemon")
+
+    def pair_intact(self, holder: Machine, other: Machine) -> bool:
+        """No split: the pair still agrees that `holder` is the one (the link carries it)."""
+        raise NotImplementedError
+
+    def starts(self, vm: Machine) -> int:
+        """How often the stack's daemon started on vm this boot."""
+        raise NotImplementedError
+
+    def restarts_seen(self, active: Machine, revived: Machine) -> int:
+        """Evidence that `revived` came back as a fresh member, counted where the stack logs it."""
+        raise NotImplementedError
+
+    def takeover_evidence(self, new: Machine, dead: Machine) -> str | None:
+        """A guest command that succeeds when new's journal shows it took over from dead."""
+        raise NotImplementedError
+
+    def log_signs(self) -> dict[str, str]:
+        """Journal patterns (grep -E) a soak counts: how close the stack came to a false failover."""
+        raise NotImplementedError
+
+    def journal_units(self) -> str:
+        return " ".join(f"-u {u}" for u in dict.fromkeys(self.units + self.kill_units))
+
+
+class Heartbeat(Stack):
+    name = "heartbeat"
+    daemon = "heartbeat.service"
+    heals_by_restart = True
+    kill_units = ("heartbeat.service", "ldirectord.service", "logd.service")
+
+    @property
+    def units(self) -> tuple[str, ...]:  # type: ignore[override]
+        both = self.spec.heartbeat.ldirectord_on_both
+        return ("ipvs-sync-backup.service", "heartbeat.service") + (("ldirectord.service",) if both else ())
+
+    def view(self, vm: Machine, peer: Machine) -> View | None:
+        out = vm.execute(
+            f"s=$(cl_status nodestatus {peer.name} 2>/dev/null); echo \"${{s:-?}}\"; "
+            "s=$(cl_status rscstatus 2>/dev/null); echo \"${s:-?}\"; "
+            f"ip -4 -o addr show dev {self.spec.network.interface}")[1].splitlines()
+        if len(out) < 2 or "?" in out[:2]:
+            return None  # heartbeat cannot say (stopped, restarting)
+        peer_status, rsc = out[0].strip(), out[1].strip()
+        return View(peer_status == "active", rsc == "transition", self.vip_in("\n".join(out[2:])), rsc)
+
+    def balancing(self, vm: Machine) -> bool:
+        return "running with pid" in vm.execute("ldirectord ldirectord.cf status")[1]
+
+    def balancing_command(self) -> str:
+        return "ldirectord ldirectord.cf status 2>&1 | grep -q 'is running'"
+
+    def sync_running(self, vm: Machine, role: str) -> bool:
+        # the howto's own check, and the kernel's answer must agree with it
+        said = vm.succeed(f"/etc/ha.d/resource.d/LVSSyncDaemonSwap {role} status")
+        return said.startswith(f"{role} running") and super().sync_running(vm, role)
+
+    def pair_intact(self, holder: Machine, other: Machine) -> bool:
+        return "active" in holder.succeed(f"cl_status nodestatus {other.name}")
+
+    def starts(self, vm: Machine) -> int:
+        return int(vm.execute("journalctl -b --no-pager -o cat -u heartbeat "
+                              "| grep -c 'Starting heartbeat'")[1].strip() or 0)
+
+    def restarts_seen(self, active: Machine, revived: Machine) -> int:
+        return int(active.succeed(f"journalctl -b -u heartbeat | grep -c "
+                                  f"'Heartbeat restart on node {revived.name}' || true"))
+
+    def takeover_evidence(self, new: Machine, dead: Machine) -> str | None:
+        if self.spec.heartbeat.takeover == "fast":  # the VIP came from vip-takeover
+            return f"journalctl -b -t vip-takeover | grep -q '{dead.name} is dead: added'"
+        return None
+
+    def log_signs(self) -> dict[str, str]:
+        return {"late heartbeats": "[Ll]ate heartbeat", "dead verdicts": "is dead",
+                "restarts": "Heartbeat restart|Starting heartbeat"}
+
+
+class Keepalived(Stack):
+    name = "keepalived"
+    daemon = "keepalived.service"
+    units = ("keepalived.service",)
+    kill_units = ("keepalived.service",)
+    STATE = "/run/keepalived.state"  # written by the image's vrrp-state notify script
+
+    def view(self, vm: Machine, peer: Machine) -> View | None:
+        out = vm.execute(f"cat {self.STATE} 2>/dev/null || echo '?'; "
+                         f"ip -4 -o addr show dev {self.spec.network.interface}")[1].splitlines()
+        if not out or out[0].strip() == "?":
+            return None
+        state = out[0].strip()
+        return View(state in ("MASTER", "BACKUP"), False, self.vip_in("\n".join(out[1:])), state)
+
+    def balancing(self, vm: Machine) -> bool:
+        return vm.execute(self.balancing_command())[0] == 0
+
+    def balancing_command(self) -> str:
+        s = self.spec.web_service
+        return (f"systemctl is-active -q keepalived && "
+                f"ipvsadm -L -n | grep -q '^{s.protocol.upper()}  {self.spec.vip}:{s.port} '")
+
+    def pair_intact(self, holder: Machine, other: Machine) -> bool:
+        # VRRP has no membership to ask: the other defers (BACKUP or FAULT), not a second MASTER
+        view = self.view(other, holder)
+        return view is not None and view.state != "MASTER" and not view.holds_vip
+
+    def starts(self, vm: Machine) -> int:
+        return int(vm.execute("journalctl -b --no-pager -o cat -u keepalived "
+                              "| grep -c 'Starting Keepalived v'")[1].strip() or 0)
+
+    def restarts_seen(self, active: Machine, revived: Machine) -> int:
+        return self.starts(revived)
+
+    def takeover_evidence(self, new: Machine, dead: Machine) -> str | None:
+        return "journalctl -b -u keepalived -o cat | grep -q 'Entering MASTER STATE'"
+
+    def log_signs(self) -> dict[str, str]:
+        return {"MASTER transitions": "Entering MASTER STATE", "faults": "Entering FAULT STATE",
+                "restarts": "Starting Keepalived v"}
+
+
+def for_profile(spec: profile.Cluster) -> Stack:
+    return (Keepalived if spec.keepalived else Heartbeat)(spec)
