@@ -40,6 +40,7 @@ class Story:
     """What one step leaves for a later one, instead of module globals."""
     crashed: Machine | None = None   # step 6 powers the active director off; step 7 boots it
     hung: Machine | None = None      # step 8 hangs the standby; step 9 revives it
+    restarts: int = 0                # the stack's restart count for it before the hang
 
 
 @pytest.fixture(scope="session")
