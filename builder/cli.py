@@ -187,7 +187,9 @@ def _lab_status(cluster, _machine, _args) -> int:
         if state == "running" and not vm.agent.ping():
             state = "running (paused or not answering)"
         vip = "  holds the VIP" if name in holders else ""
-        print(f"{name:12} {node.role:10} {node.address!s:15} {state}{vip}")
+        view = cluster.view(vm) if node.is_director and state == "running" else None
+        stack = f"  {cluster.stack.name}: {view.state}" if view else ""  # e.g. keepalived: BACKUP
+        print(f"{name:12} {node.role:10} {node.address!s:15} {state}{vip}{stack}")
     return 0
 
 
@@ -217,7 +219,8 @@ def _lab_plain(method: str):
 
 # action -> (help, what it needs: "" nothing, "node", "words" a node and a command; handler)
 LAB_ACTIONS = {
-    "status": ("each machine: role, address, running or not, who holds the VIP", "", _lab_status),
+    "status": ("each machine: role, address, running or not, who holds the VIP, the stack's state",
+               "", _lab_status),
     "console": ("attach to NODE's serial console (Ctrl-] leaves)", "node", _lab_console),
     "run": ("run a shell command in NODE through the guest agent: lab run loadb1 ipvsadm -L -n",
             "words", _lab_run),
@@ -270,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     parser = argparse.ArgumentParser(
         prog="python -m builder",
-        description="Turn a cluster profile into LVS/heartbeat web cluster appliances.",
+        description="Turn a cluster profile into LVS web cluster appliances (heartbeat or keepalived directors).",
         epilog="Start with: python -m builder lint profiles/howto.toml")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
