@@ -158,13 +158,21 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
 
         def director_crash_and_return(rep: int) -> None:
             active = cluster.active_director()
+            standby = cluster.standby_of(active)
             transfers = cluster.vip.downloads("/blob.txt", TRANSFERS)
             time.sleep(3)  # under way, and synchronised to the standby
+            # what the standby holds at the crash: a broken transfer is explained by these
+            synced = sum("ESTABLISHED" in e for e in cluster.sync_entries(standby))
+            sync = [f"sync-master-on-active:{stack.sync_running(active, 'master')}",
+                    f"sync-backup-on-standby:{stack.sync_running(standby, 'backup')}",
+                    f"standby-held-established:{synced}"]
             w = window("director crash", rep, LEAD + hb.takeover_limit, active.pause,
                        stop_when=lambda: wait.until(lambda: cluster.vip.get(timeout=1).ok, hb.takeover_limit,
                                                     "the VIP answering again", interval=0.2))
             results = transfers.finish(timeout=hb.takeover_limit + 300)
             w.transfers = [sum(code != 0 or data != blob for code, _, data in results), len(results)]
+            if w.transfers[0]:
+                w.notes += sync
             print(f"[{name}] director crash #{rep}: {w.transfers[0]} of {TRANSFERS} transfers broken", flush=True)
             window("director return", rep, 600, lambda: cluster.revive(active),
                    stop_when=lambda: cluster.wait_rejoined(active, hb.rejoin_limit))
