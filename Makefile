@@ -24,11 +24,7 @@ $(VENV)/.done: pyproject.toml
 
 TUNED   ?= profiles/fast-failover.toml
 
-test: unit $(IMAGES) test-tools  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, redundant (heartbeat) and keepalived profiles
-	@# the bookworm images build while the trixie images boot (mkosi waits on the mirror and
-	@# dpkg, the VMs on the CPU): ~3 min off a cold `make test`; nothing timed runs meanwhile
-	$(MAKE) --no-print-directory -j2 --output-sync=target boot bookworm-images
-	$(MAKE) --no-print-directory boot-bookworm acceptance acceptance-redundant acceptance-keepalived
+test: unit boot boot-bookworm acceptance acceptance-redundant acceptance-keepalived  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, redundant (heartbeat) and keepalived profiles
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
