@@ -32,8 +32,8 @@ SERVER_RE = re.compile(r'data-server="([^"]+)"')
 
 # What a reboot would clear on a crashed director, run while its link is still cut: its cluster
 # daemons (the stack's kill_units: heartbeat's children, send_arp and a heartbeat-started
-# ldirectord live in heartbeat's cgroup), the VIP, the IPVS table and sync daemons, their /run state, the
-# neighbour cache; and the clock, which stood still while the VM was stopped.
+# ldirectord live in heartbeat's cgroup), the VIP, the IPVS table and sync daemons, their /run
+# state, the neighbour cache; and the clock, which stood still while the VM was stopped.
 REVIVE_SCRIPT = """\
 systemctl kill -s KILL {units}
 systemctl stop {units}
