@@ -20,6 +20,8 @@ TOOLS = {
     "zstd": "zstd", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
     "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "ip": "iproute2",
     "grub-mkimage": "grub-common",  # the legacy-BIOS boot loader beside systemd-boot
+    # cutting the root file system and partition to size (image.shrink_root)
+    "resize2fs": "e2fsprogs", "sfdisk": "fdisk", "losetup": "mount",
 }
 FILES = {"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf",
          "/usr/lib/grub/i386-pc/grub-bios-setup": "grub-pc-bin"}

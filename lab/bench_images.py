@@ -36,18 +36,9 @@ def timed_build(role: str, out: Path, work: Path) -> float:
     return time.monotonic() - started
 
 
-ROOT_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-
-
-def partitions(img: Path) -> dict[str, tuple[int, int]]:
-    """Partition name (ESP, root) -> byte offset and size, from the GPT."""
-    table = json.loads(run(["sfdisk", "-J", img]).stdout)["partitiontable"]
-    return {("root" if p["type"] == ROOT_TYPE else "ESP"): (p["start"] * 512, p["size"] * 512)
-            for p in table["partitions"]}
-
-
-def root_partition(img: Path) -> tuple[int, int]:
-    return partitions(img)["root"]
+def regions(img: Path) -> dict[str, tuple[int, int]]:
+    """Partition name -> byte offset and size."""
+    return {name: (p.start, p.size) for name, p in image.partitions(img).items()}
 
 
 def region_hash(img: Path, offset: int, size: int) -> str:
@@ -65,14 +56,14 @@ def region_hash(img: Path, offset: int, size: int) -> str:
 
 
 def differing_partitions(a: Path, b: Path) -> list[str]:
-    pa, pb = partitions(a), partitions(b)
+    pa, pb = regions(a), regions(b)
     if pa != pb:
         return ["partition table"]
     return [name for name, (off, size) in pa.items() if region_hash(a, off, size) != region_hash(b, off, size)]
 
 
 def tree_hashes(img: Path) -> dict[str, str]:
-    offset, size = root_partition(img)
+    offset, size = regions(img)["root"]
     with tempfile.TemporaryDirectory() as mnt:
         run(["mount", "-o", f"ro,loop,offset={offset},sizelimit={size}", img, mnt])
         try:
