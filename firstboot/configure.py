@@ -210,6 +210,10 @@ def apply_live(seed: Seed, root: Path = Path("/")) -> None:
         raise SeedError(f"this machine has no NIC named {iface} (network.interface in the profile); "
                         "its NICs: " + ", ".join(sorted(p.name for p in Path("/sys/class/net").iterdir()))
                         + ". Set network.interface to one of them, or pin the NIC with mac")
+    if seed.node.is_director:
+        # net.ipv4.vs.* exist once ip_vs is loaded: loading it here, instead of waiting for
+        # systemd-modules-load and its twelve schedulers, takes ~3 s off a director's first boot
+        run(["modprobe", "ip_vs"])
     sysctl = render.SYSCTL_DIRECTOR if seed.node.is_director else render.SYSCTL_REALSERVER
     run(["sysctl", "-q", "-p", root / sysctl.lstrip("/")])
 
