@@ -152,9 +152,11 @@ def partitions(image: Path) -> dict[str, Partition]:
 
 def shrink_root(image: Path, epoch: str, margin: int = ROOT_MARGIN) -> None:
     """Drop the root's copy of the kernel, cut the root file system to its contents plus
-    `margin`, its partition to the file system and the image to the partition. systemd-repart's Minimize=guess leaves ~50 % of ext4 free,
-    ~180 MiB of every image. resize2fs -f skips e2fsck, whose check time would make two builds
-    differ; E2FSPROGS_FAKE_TIME does the same for the superblock's write time."""
+    `margin`, its partition to the file system and the image to the partition.
+
+    systemd-repart's Minimize=guess leaves ~50 % of ext4 free, ~180 MiB of every image.
+    resize2fs -f skips e2fsck, whose check time would make two builds differ;
+    E2FSPROGS_FAKE_TIME does the same for the superblock's write time."""
     root = partitions(image)["root"]
     loop = run(["losetup", "--find", "--show", "--offset", root.start, "--sizelimit", root.size,
                 image]).stdout.strip()
