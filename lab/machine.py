@@ -76,7 +76,7 @@ class Hardware:
     firmware: str = "uefi"        # uefi (OVMF) | bios (SeaBIOS)
     disk_bus: str = "virtio"
     seed_bus: str = "virtio"
-    disk_size: str = "4G"
+    disk_size: str | None = "4G"  # None: the image's own size, no room to grow into
 
     def __post_init__(self):
         assert self.firmware in ("uefi", "bios"), self.firmware
@@ -153,7 +153,7 @@ class Machine:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", self.image.resolve(),
-             self.dir / "disk.qcow2", self.hardware.disk_size])
+             self.dir / "disk.qcow2"] + ([self.hardware.disk_size] if self.hardware.disk_size else []))
         shutil.copy(OVMF_VARS, self.dir / "efivars.fd")
         self.console_log.touch()
         self.created = True
