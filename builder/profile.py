@@ -219,7 +219,9 @@ class Heartbeat:
                               "runs on both directors, a takeover moves the VIP only")
     takeover: str = setting("heartbeat", choice(TAKEOVERS, "a way to take over the VIP"),
                             '"heartbeat": its resource scripts move the VIP (IPaddr2); "fast": '
-                            'vip-takeover adds it when the peer is declared dead (needs ldirectord = "both")')
+                            'vip-takeover adds it when the peer is declared dead and, with ping_nodes, '
+                            'silences a director that reaches neither until one answers '
+                            '(needs ldirectord = "both")')
 
     @property
     def keepalive_s(self) -> float:

@@ -28,6 +28,7 @@ class Stack:
     units: tuple[str, ...] = ()         # what runs the director role, started in this order
     kill_units: tuple[str, ...] = ()    # what a crashed director's revive clears first
     heals_by_restart = False            # heartbeat v1 restarts itself after a partition heals
+    cut_off_steps_out = False           # a director that reaches nothing gives the VIP up
 
     def __init__(self, spec: profile.Cluster):
         self.spec = spec
@@ -77,13 +78,22 @@ class Stack:
 class Heartbeat(Stack):
     name = "heartbeat"
     daemon = "heartbeat.service"
-    heals_by_restart = True
     kill_units = ("heartbeat.service", "ldirectord.service", "logd.service")
 
     @property
     def units(self) -> tuple[str, ...]:  # type: ignore[override]
         both = self.spec.heartbeat.ldirectord_on_both
         return ("ipvs-sync-backup.service", "heartbeat.service") + (("ldirectord.service",) if both else ())
+
+    @property
+    def cut_off_steps_out(self) -> bool:  # type: ignore[override]
+        """vip-takeover's step-out: needs its ping nodes, and runs with the fast takeover."""
+        return self.spec.heartbeat.takeover == "fast" and bool(self.spec.heartbeat.ping_nodes)
+
+    @property
+    def heals_by_restart(self) -> bool:  # type: ignore[override]
+        """Without the step-out, both directors restart when a partition heals."""
+        return not self.cut_off_steps_out
 
     def view(self, vm: Machine, peer: Machine) -> View | None:
         out = vm.execute(
@@ -132,6 +142,7 @@ class Keepalived(Stack):
     daemon = "keepalived.service"
     units = ("keepalived.service",)
     kill_units = ("keepalived.service",)
+    cut_off_steps_out = True            # FAULT when the tracked NIC loses carrier
     STATE = "/run/keepalived.state"  # written by the image's vrrp-state notify script
 
     def view(self, vm: Machine, peer: Machine) -> View | None:

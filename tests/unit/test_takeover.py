@@ -75,6 +75,70 @@ def test_starts_the_vip_only_on_a_peers_death(tmp_path):
     assert ended and taken == [1] and logged == ["loadb1 is dead: added"]
 
 
+def feed(messages, pings=frozenset({"192.168.0.1"}), me="loadb2"):
+    """Run serve() on heartbeat's messages; what it took over, logged and stepped out for."""
+    heartbeat, client = socket.socketpair()
+    taken, logged, stepped = [], [], []
+    thread = threading.Thread(target=lambda: pytest.raises(EOFError, vt.serve, client, me, {"loadb1", "loadb2"},
+                                                          lambda: taken.append(1) or "added", logged.append,
+                                                          pings, lambda: stepped.append(1)))
+    thread.start()
+    for message in messages:
+        heartbeat.sendall(vt.encode({"t": "status", **message}))
+    heartbeat.close()
+    thread.join(30)
+    return taken, logged, stepped
+
+
+PEER_DEAD = {"src": "loadb1", "st": "dead"}
+PING_DEAD = {"src": "192.168.0.1", "st": "dead"}
+
+
+def test_steps_out_once_when_the_peer_and_every_ping_node_are_dead():
+    taken, logged, stepped = feed([PEER_DEAD, PING_DEAD, PEER_DEAD, PING_DEAD])
+    assert taken == [1] and stepped == [1]  # the VIP when the peer died, then out, once
+    assert "killing heartbeat until a ping node answers" in logged[-1]
+
+
+def test_cut_off_first_from_the_ping_node_it_never_takes_the_vip():
+    taken, _, stepped = feed([PING_DEAD, PEER_DEAD])
+    assert taken == [] and stepped == [1]
+
+
+def test_stays_while_anything_answers():
+    # the active's LAN cut: ping node dead, the peer heard on the link (ipfail's case)
+    assert feed([PING_DEAD, {"src": "loadb1", "st": "active"}])[2] == []
+    # the peer crashed, the ping node answers: a takeover, no step-out
+    assert feed([PEER_DEAD]) [:3:2] == ([1], [])
+    # the ping node came back before the peer died (its replies are "NS_st" messages)
+    assert feed([PING_DEAD, {"t": "NS_st", "src": "192.168.0.1", "st": "ping"}, PEER_DEAD])[2] == []
+    # two ping nodes: one still answers
+    assert feed([PEER_DEAD, PING_DEAD], pings={"192.168.0.1", "192.168.0.2"})[2] == []
+    # no ping nodes in ha.cf: never (nothing tells a partition from a dead peer)
+    assert feed([PEER_DEAD, PING_DEAD], pings=set())[2] == []
+
+
+def test_step_out_keeps_heartbeat_down_until_a_ping_node_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(vt, "CUT_OFF", tmp_path / "cut-off")
+    vt.CUT_OFF.touch()
+    ran, logged, tries = [], [], iter([False, False, True])
+    vt.step_out("192.168.0.105/24/eth0/192.168.0.255", {"192.168.0.1"}, logged.append,
+                run=lambda argv, **_: ran.append(argv), reachable=lambda node: next(tries))
+    assert not vt.CUT_OFF.exists()  # or the path unit would start the step-out again
+    assert ran[:2] == [["systemctl", "kill", "--signal=KILL", "heartbeat.service"],
+                       ["systemctl", "stop", "heartbeat.service"]]
+    assert ["ip", "addr", "del", "192.168.0.105/24", "dev", "eth0"] in ran
+    assert ["ipvsadm", "--stop-daemon", "master"] in ran
+    assert ran[-1] == ["systemctl", "start", "heartbeat.service"]
+    assert next(tries, "done") == "done" and "starting heartbeat again" in logged[-1]
+
+
+def test_reads_the_ping_nodes_from_ha_cf():
+    c = profile.load(ROOT / "profiles" / "redundant.toml")
+    ha_cf = render.director_files(c, c.node("lvs-a"), "x" * 32)["/etc/ha.d/ha.cf"].content
+    assert vt.ping_nodes(ha_cf) == {"172.20.40.1"}
+
+
 def test_vipaddr_status_checks_the_interface_and_rejects_a_bad_argument():
     held = subprocess.run(["sh", str(VIPADDR), "127.0.0.1/8/lo/127.255.255.255", "status"],
                           capture_output=True, text=True)
