@@ -1,6 +1,7 @@
 """Rendered files for howto.toml equal the howto's text (tests/golden, verbatim) line for line,
 except the documented corrections listed here."""
 import hashlib
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -116,11 +117,18 @@ def test_write_tree_keeps_modes(howto, tmp_path):
     assert not list(tmp_path.rglob(".*"))  # no temp files left behind
 
 
-def test_with_ldirectord_on_both_directors_takeover_moves_the_vip_first():
+def test_fast_takeover_keys_the_group_by_its_sync_daemon_not_the_vip_vip_takeover_adds():
+    """heartbeat skips a group whose key (first resource) is up: with the VIP first, a director
+    taking its own group back found vip-takeover's VIP and started no sync master."""
     fast = profile.load(ROOT / "profiles" / "fast-failover.toml")
     haresources = render.director_files(fast, fast.node("loadb2"), "x" * 32)["/etc/ha.d/haresources"]
     assert tokens(haresources.content) == [
-        ["loadb1", "\\"], ["VIPaddr::192.168.0.105/24/eth0/192.168.0.255", "\\"], ["LVSSyncDaemonSwap::master"]]
+        ["loadb1", "\\"], ["LVSSyncDaemonSwap::master", "\\"], ["VIPaddr::192.168.0.105/24/eth0/192.168.0.255"]]
+    data = tomllib.loads((ROOT / "profiles" / "fast-failover.toml").read_text())
+    data["heartbeat"]["takeover"] = "heartbeat"  # IPaddr2 by heartbeat: the VIP moves first
+    slow = profile.parse(data)
+    haresources = render.director_files(slow, slow.node("loadb2"), "x" * 32)["/etc/ha.d/haresources"]
+    assert tokens(haresources.content)[1][0].startswith("IPaddr2::")
 
 
 def test_fast_takeover_runs_vip_takeover_and_sub_second_timings_are_milliseconds():
