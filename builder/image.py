@@ -27,7 +27,8 @@ INITRD_STORAGE = {
     "virtio_blk", "virtio_scsi", "ahci", "nvme", "sd_mod",                 # VMs, SATA, NVMe
     "xhci_pci", "ehci_pci", "usb_storage", "uas",                          # USB sticks
     "megaraid_sas", "mpt3sas", "hpsa", "smartpqi", "aacraid",              # SAS/RAID HBAs
-    "vmw_pvscsi", "hv_storvsc", "xen_blkfront",                            # VMware, Hyper-V, Xen
+    "vmw_pvscsi", "mptsas", "mptspi", "hv_storvsc", "xen_blkfront",        # VMware, Hyper-V, Xen
+    "ata_piix",                                                            # legacy IDE
     "mmc_block", "sdhci_pci",                                              # SD/MMC
     "ext4",
 }
