@@ -5,10 +5,8 @@ services, using the same rendering code as ``python -m builder render``. Without
 seed the node still boots, says on the console what is wrong and how to fix it, and no
 cluster service starts (they require /var/lib/appliance/configured).
 
-``configure`` is the first-boot step; ``ready`` (appliance-ready.service, after
-multi-user.target) prints the line a harness waits for::
-
-    APPLIANCE READY node=loadb1 role=director address=192.168.0.103 instance=howto-loadb1-…
+``configure`` is the first-boot step; firstboot/ready.py (appliance-ready.service, after
+multi-user.target) prints the line a harness waits for.
 """
 from __future__ import annotations
 
@@ -27,7 +25,7 @@ from builder.run import CommandError, run
 LABELS = ("cidata", "CIDATA")
 STATE = Path("/var/lib/appliance")
 IMAGE_ROLE = Path("/usr/lib/appliance/role")
-READY, NOT_CONFIGURED, FAILED = "APPLIANCE READY", "APPLIANCE NOT CONFIGURED", "APPLIANCE FAILED"
+NOT_CONFIGURED = "APPLIANCE NOT CONFIGURED"
 HOW_TO_SEED = ("make one on the host with `python -m builder seed PROFILE --out DIR` and attach "
                "DIR/<node>.iso to this machine as a disk or CD-ROM, then reboot")
 
@@ -274,27 +272,12 @@ def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -
     return 0
 
 
-def ready(state: Path = STATE) -> int:
-    """Print the ready line once the role's services are up (or say which are not)."""
-    node = json.loads((state / "node.json").read_text())
-    role = node["role"]
-    down = [s for s in node["services"]
-            if run(["systemctl", "is-active", "--quiet", s], check=False).returncode != 0]
-    if down:
-        say(f"{FAILED} node={node['node']} role={role} inactive={','.join(down)}")
-        return 1
-    say(f"{READY} node={node['node']} role={role} address={node['address']} "
-        f"instance={node['instance']}")
-    return 0
-
-
 def main(argv: list[str]) -> int:
-    commands = {"configure": configure, "ready": ready}
-    if len(argv) != 1 or argv[0] not in commands:
-        print(f"usage: python3 -m firstboot.configure {{{'|'.join(commands)}}}", file=sys.stderr)
+    if argv != ["configure"]:
+        print("usage: python3 -m firstboot.configure configure", file=sys.stderr)
         return 2
     os.umask(0o022)
-    return commands[argv[0]]()
+    return configure()
 
 
 if __name__ == "__main__":

@@ -103,3 +103,29 @@ def test_a_pinned_mac_finds_its_nic_whatever_the_kernel_called_it(tmp_path):
         (tmp_path / name / "address").write_text(mac + "\n")
     assert configure.nic_with_mac("52:54:00:aa:bb:cc", tmp_path) == "eth1"
     assert configure.nic_with_mac("52:54:00:ff:ff:ff", tmp_path) is None
+
+
+def test_ready_names_the_services_systemctl_does_not_call_active(tmp_path, monkeypatch, capsys):
+    """One `systemctl is-active a b c` call answers per unit, in order; a short answer (systemctl
+    died) counts the rest as not active."""
+    from firstboot import ready
+    node = {"node": "lb1", "role": "director", "address": "10.0.0.3", "instance": "i-1",
+            "services": ["heartbeat.service", "apache2.service", "ipvs-sync-backup.service"]}
+    (tmp_path / "node.json").write_text(json.dumps(node))
+    asked = []
+
+    def systemctl(states):
+        def run(argv, check=True):
+            asked.append(argv)
+            return type("Done", (), {"stdout": states})()
+        return run
+
+    monkeypatch.setattr(ready, "run", systemctl("active\nactive\nactive\n"))
+    assert ready.ready(tmp_path) == 0
+    assert capsys.readouterr().out == ("APPLIANCE READY node=lb1 role=director address=10.0.0.3 "
+                                       "instance=i-1\n")
+    assert asked == [["systemctl", "is-active", *node["services"]]]
+    monkeypatch.setattr(ready, "run", systemctl("active\nfailed\n"))
+    assert ready.ready(tmp_path) == 1
+    assert capsys.readouterr().out == ("APPLIANCE FAILED node=lb1 role=director "
+                                       "inactive=apache2.service,ipvs-sync-backup.service\n")
