@@ -14,7 +14,7 @@ help:  ## list the targets
 
 RELEASE ?= trixie
 IMAGE_INPUTS := $(shell find images firstboot builder/templates -type f -not -name '*.pyc' -not -path '*__pycache__*') \
-	builder/profile.py builder/render.py builder/secret.py builder/run.py builder/image.py
+	builder/profile.py builder/render.py builder/secret.py builder/run.py builder/contract.py builder/image.py
 
 $(VENV)/.done: pyproject.toml
 	python3 -c 'import ensurepip' 2>/dev/null || apt-get install -y -q python3-venv
@@ -89,5 +89,5 @@ bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, 
 	$(PY) -m builder bench-images
 
 REPS ?= 3
-bench: $(IMAGES) test-tools  ## failover benchmark (PROFILES="a.toml b.toml", REPS=3, SOAK=20: minutes, no fault)
-	$(PY) -m builder bench $(PROFILES) --reps $(REPS) $(if $(SOAK),--soak $(SOAK))
+bench: $(IMAGES) test-tools  ## failover benchmark (PROFILES="a.toml b.toml", REPS=3, SOAK=20: minutes, no fault; DUAL=50: forced dual masters)
+	$(PY) -m builder bench $(PROFILES) --reps $(REPS) $(if $(SOAK),--soak $(SOAK)) $(if $(DUAL),--dual-masters $(DUAL))

@@ -261,7 +261,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from lab import bench
     if args.soak and not 0 < args.soak <= 30:
         raise Fail(f"--soak {args.soak:g}: minutes from 1 to 30 (the load generator's bound)")
-    return bench.main([_profile_path(p) for p in args.profiles], args.reps, (args.soak or 0) * 60)
+    if args.dual_masters is not None and not 0 < args.dual_masters <= 200:
+        raise Fail(f"--dual-masters {args.dual_masters}: a count of events from 1 to 200")
+    return bench.main([_profile_path(p) for p in args.profiles], args.reps, (args.soak or 0) * 60,
+                      args.dual_masters or 0)
 
 
 def cmd_bench_images(args: argparse.Namespace) -> int:
@@ -366,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: steady load, no fault, for MINUTES (<= 30) per profile; counts "
                    "false failovers (VIP moves) and the stack's warnings (late heartbeats, "
                    "dead verdicts; VRRP MASTER transitions, faults)")
+    p.add_argument("--dual-masters", type=int, metavar="N",
+                   help="instead: N forced dual-master events in a row per profile (pause the "
+                   "active until its peer takes over, or cut the link on keepalived), under "
+                   "load; prints each one's convergence to one VIP holder, median and max")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-images", help="build times, sizes, boot-to-ready, reproducibility",

@@ -341,6 +341,12 @@ class Cluster:
         return self.link.interface if self.link else self.network.interface
 
     @property
+    def sync_id(self) -> int:
+        """The IPVS sync daemons' id, which a backup must share with its master: keepalived's
+        VRRP router id (one per pair on a LAN), 0 on heartbeat as in the howto."""
+        return self.vrrp.router_id if self.keepalived else 0
+
+    @property
     def web_service(self) -> Service:
         """The service a browser (and the tests) use: the first HTTP one."""
         return next((s for s in self.services if s.protocol == "tcp" and s.service == "http"),

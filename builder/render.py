@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from builder import contract
 from builder.profile import Cluster, Node
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -21,11 +22,11 @@ DOCROOT = "/var/www/html"  # Debian's Apache serves here, not the howto's /var/w
 SYSCTL_DIRECTOR = "/etc/sysctl.d/60-lvs-director.conf"
 SYSCTL_REALSERVER = "/etc/sysctl.d/60-lvs-realserver.conf"
 LINK_FILE = "/etc/systemd/network/10-appliance-cluster.link"
-KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+KEEPALIVED_CONF = contract.KEEPALIVED_CONF
 # Each stack's own files: first boot removes the other stack's (a node re-seeded onto another
 # stack), and their units start only where their file is (ConditionPathExists).
 STACK_FILES = {"heartbeat": ("/etc/ha.d/ha.cf", "/etc/ha.d/haresources", "/etc/ha.d/authkeys",
-                             "/etc/ha.d/ldirectord.cf", "/etc/default/lvssyncdaemonswap"),
+                             "/etc/ha.d/ldirectord.cf"),
                "keepalived": (KEEPALIVED_CONF,)}
 PING_WEIGHT = 20  # priority a director loses per unreachable ping node (keepalived)
 AUTO_FAILBACK_GAP = 10  # the first director's extra priority with auto_failback: less than one ping node
@@ -62,7 +63,9 @@ def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
     """keepalived: VRRP for the VIP, its checkers in place of ldirectord, its sync daemon."""
     first = node == cluster.directors[0]
     priority = 100 + (AUTO_FAILBACK_GAP if cluster.vrrp.auto_failback and first else 0)
-    render = _renderer(cluster, node, priority=priority, ping_weight=PING_WEIGHT, page_digest=page_digest)
+    render = _renderer(cluster, node, priority=priority, ping_weight=PING_WEIGHT, page_digest=page_digest,
+                       notify_fifo=contract.KEEPALIVED_NOTIFY_FIFO, notify_script=contract.KEEPALIVED_NOTIFY_SCRIPT,
+                       state_dump=contract.KEEPALIVED_STATE_DUMP)
     return {KEEPALIVED_CONF: File(render("keepalived.conf"))}
 
 
@@ -76,8 +79,6 @@ def heartbeat_files(cluster: Cluster, node: Node, secret: str) -> dict[str, File
         "/etc/ha.d/haresources": File(render("haresources")),
         "/etc/ha.d/authkeys": File(render("authkeys"), 0o600),
         "/etc/ha.d/ldirectord.cf": File(render("ldirectord.cf")),
-        # read by /etc/ha.d/resource.d/LVSSyncDaemonSwap (shipped in the director image)
-        "/etc/default/lvssyncdaemonswap": File(f"SYNC_INTERFACE={cluster.sync_interface}\n"),
     }
 
 
@@ -87,6 +88,9 @@ def director_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str
     stack = keepalived_files(cluster, node) if cluster.keepalived else heartbeat_files(cluster, node, secret)
     return {
         **stack,
+        # read by LVSSyncDaemonSwap (in the director image), which runs the sync daemons for
+        # both stacks: the dedicated link where there is one, else the LAN
+        contract.SYNC_DEFAULTS: File(f"SYNC_INTERFACE={cluster.sync_interface}\nSYNC_ID={cluster.sync_id}\n"),
         SYSCTL_DIRECTOR: File(render("sysctl-director.conf")),
         # what the fallback (127.0.0.1:80) serves when no real server is healthy
         f"{DOCROOT}/index.html": File(render("index-fallback.html")),

@@ -265,6 +265,9 @@ def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -
     node = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
             "interface": seed.cluster.network.interface, "instance": seed.instance_id,
             "services": list(services(seed))}
+    if seed.node.is_director:  # what the HA watchdog (firstboot/hawatch.py) watches and clears
+        node.update(stack=seed.cluster.stack, vips=[str(seed.cluster.vip)],
+                    prefixlen=seed.cluster.network.prefixlen)
     render.write_atomic(state / "node.json", json.dumps(node) + "\n")
     render.write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
     say(f"appliance: configured {seed.node.name} ({seed.node.role}, {seed.node.address}) "

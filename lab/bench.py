@@ -27,7 +27,7 @@ from pathlib import Path
 
 from builder import image
 from builder.render import write_atomic
-from lab import accel as accel_probe, net, report, wait
+from lab import accel as accel_probe, chaos, net, report, wait
 from lab.cluster import Cluster
 from lab.paths import ROOT
 
@@ -271,9 +271,10 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                      f"started, first good response on the VIP {first_ok:.0f} s after")
 
 
-def journal_count(cluster: Cluster, director, pattern: str) -> int:
-    """How many of the stack's journal lines of this boot match `pattern` (grep -E)."""
-    out = director.execute(f"journalctl -b --no-pager -o cat {cluster.stack.journal_units()} "
+def journal_count(cluster: Cluster, director, pattern: str, units: str | None = None) -> int:
+    """How many of the stack's journal lines of this boot (or those of `units`, journalctl's
+    words) match `pattern` (grep -E)."""
+    out = director.execute(f"journalctl -b --no-pager -o cat {units or cluster.stack.journal_units()} "
                            f"| grep -cE '{pattern}'")[1]
     return int(out.strip() or 0)
 
@@ -300,11 +301,50 @@ def soak_profile(profile_path: Path, accel: str, seconds: float) -> dict:
                 holder, moves = now, moves + 1
         records = load.finish()
         after = {d.name: {k: journal_count(cluster, d, p) for k, p in signs.items()} for d in cluster.directors}
+        restarts = sum(journal_count(cluster, d, "killing and restarting|giving up|stopping it", units="-t hawatch")
+                       for d in cluster.directors)
     result = {"profile": name, "seconds": seconds, "requests": len(records),
               "failed": sum(r["status"] != 200 for r in records), "vip moves": moves, "polls": polls,
-              **{k: sum(after[d][k] - before[d][k] for d in after) for k in signs}}
+              **{k: sum(after[d][k] - before[d][k] for d in after) for k in signs},
+              "watchdog restarts": restarts}
     print(f"[{name}] soak {seconds / 60:.0f} min: " + ", ".join(f"{k} {v}" for k, v in result.items()
                                                             if k != "profile"), flush=True)
+    return result
+
+
+def dual_masters_profile(profile_path: Path, accel: str, count: int) -> dict:
+    """`count` forced dual-master events in a row (lab/chaos.py) under load: each must come
+    back to one VIP holder with both stacks answering; a permanent split brain stops the run."""
+    name = profile_path.stem
+    events: list[chaos.Event] = []
+    with Cluster(profile_path, OUT / "cluster" / name, accel) as cluster:
+        cluster.wait_all_serving(300)
+        cluster.wait_settled(300)
+        methods = chaos.methods(cluster)
+        load = Load(cluster, 1800)
+        try:
+            for i in range(count):
+                try:
+                    e = chaos.dual_master(cluster, methods[i % len(methods)], cluster.spec.failover.takeover_limit + 120)
+                except wait.Timeout as err:
+                    print(f"[{name}] dual master {i + 1}: NOT HEALED ({err})\n{cluster.director_journals(40)}", flush=True)
+                    break
+                events.append(e)
+                print(f"[{name}] dual master {i + 1} ({e.how} {e.victim}, both held: {e.both_held}): "
+                      f"one holder ({e.holder}) after {e.converged:.1f} s", flush=True)
+        finally:
+            records = load.finish(stop=True)
+        restarts = {d.name: journal_count(cluster, d, "killing and restarting", units="-t hawatch")
+                    for d in cluster.directors}
+    took = sorted(e.converged for e in events)
+    result = {"profile": name, "events": count, "healed": len(events),
+              "both held": sum(e.both_held for e in events),
+              "median s": round(statistics.median(took), 1) if took else None,
+              "max s": round(max(took), 1) if took else None,
+              "requests": len(records), "failed": sum(r["status"] != 200 for r in records),
+              "watchdog restarts": restarts}
+    print(f"[{name}] " + chaos.summary(events) if events else f"[{name}] no event healed", flush=True)
+    print(f"[{name}] " + ", ".join(f"{k} {v}" for k, v in result.items() if k != "profile"), flush=True)
     return result
 
 
@@ -394,17 +434,20 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")  # tear the cluster down as on Ctrl-C
 
 
-def main(profiles: list[Path], reps: int = 3, soak: float = 0) -> int:
+def main(profiles: list[Path], reps: int = 3, soak: float = 0, dual_masters: int = 0) -> int:
     """Run the benchmark on each profile; figures printed, report in bench-results/. With
-    `soak` (seconds), only a steady load with no fault per profile, counting false failovers."""
+    `soak` (seconds), only a steady load with no fault per profile, counting false failovers;
+    with `dual_masters`, only that many forced dual-master events per profile."""
     signal.signal(signal.SIGTERM, _sigterm)
-    if soak:
-        OUT.mkdir(exist_ok=True)
-        accel = accel_probe.probe()
-        results = [soak_profile(p, accel, soak) for p in profiles]
-        write_atomic(OUT / "soak.json", json.dumps(results, indent=1) + "\n")
-        return 0
     OUT.mkdir(exist_ok=True)
+    # the modes with no fault table: one JSON of results per profile
+    for wanted, run_one, out in ((dual_masters, dual_masters_profile, "dual-masters.json"),
+                                 (soak, soak_profile, "soak.json")):
+        if wanted:
+            accel = accel_probe.probe()
+            results = [run_one(p, accel, wanted) for p in profiles]
+            write_atomic(OUT / out, json.dumps(results, indent=1) + "\n")
+            return 0
     (OUT / "windows.jsonl").unlink(missing_ok=True)  # this run's windows only
     accel = accel_probe.probe()
     images_json = OUT.parent / "build" / "bench" / "images.json"  # from `make bench-images`

@@ -21,7 +21,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Callable
 
-from builder import profile, render, secret, seed
+from builder import contract, profile, render, secret, seed
 from lab import net, paths, stack, wait
 from lab.machine import Machine, Nic
 
@@ -42,10 +42,9 @@ for a in $(ip -4 -o addr show dev {iface} | awk '$4 ~ /^{vip}\\// {{print $4}}')
     ip addr del "$a" dev {iface}
 done
 ipvsadm -C
-systemctl stop ipvs-sync-backup.service; ipvsadm --stop-daemon master 2>/dev/null
-ipvsadm --stop-daemon backup 2>/dev/null
+systemctl stop {sync_backup}; {sync} master stop
 rm -rf /run/heartbeat/rsctmp/* /run/resource-agents/* /run/heartbeat.pid /run/ldirectord.*.pid \\
-       /run/vipaddr-send_arp-*.pid /run/keepalived.state
+       /run/vipaddr-send_arp-*.pid {keepalived_state}
 ip neigh flush all
 date -s @{now:.3f} >/dev/null
 ! ip -4 -o addr show dev {iface} | grep -F ' {vip}/'
@@ -285,8 +284,10 @@ class Cluster:
         director.block()
         director.resume()
         director.wait_for_agent(60)
-        director.succeed(REVIVE_SCRIPT.format(iface=self.spec.network.interface, vip=self.spec.vip,
-                                              now=time.time(), units=" ".join(self.stack.kill_units)))
+        director.succeed(REVIVE_SCRIPT.format(
+            iface=self.spec.network.interface, vip=self.spec.vip, now=time.time(),
+            units=" ".join(self.stack.kill_units), sync=contract.SYNC_SCRIPT,
+            sync_backup=contract.SYNC_BACKUP_UNIT, keepalived_state=contract.KEEPALIVED_STATE))
         director.unblock()
         director.systemctl("start " + " ".join(self.stack.units), 180)
 

@@ -240,6 +240,22 @@ class Machine:
         """Plug the cable back in."""
         self._set_links(nic, True)
 
+    def drop(self, nic: int) -> None:
+        """Lose every frame of NIC `nic` at its switch port, while the NIC keeps its carrier:
+        a switch or a cable fault further along, which a pulled cable (block) is not: the
+        guest sees nothing wrong, its peer simply goes quiet."""
+        self._set_port(nic, "disabled")
+
+    def undrop(self, nic: int) -> None:
+        self._set_port(nic, "forwarding")
+
+    def _set_port(self, nic: int, state: str) -> None:
+        if not 0 <= nic < len(self.nics) or not self.nics[nic].tap:
+            raise IndexError(f"{self.name} has no NIC {nic} on the lab's switch")
+        log.info("%s: switch port of NIC %d %s", self.name, nic, state)
+        run(["ip", "netns", "exec", self.netns, "bridge", "link", "set", "dev", self.nics[nic].tap,
+             "state", {"disabled": "0", "forwarding": "3"}[state]])
+
     def _set_links(self, nic: int | None, up: bool) -> None:
         for i in range(len(self.nics)) if nic is None else (nic,):
             if not 0 <= i < len(self.nics):

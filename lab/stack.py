@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder import profile
+from builder import contract, profile
 from lab.machine import Machine
+
+
+PROBE = contract.HAWATCH_PROBE_TIMEOUT  # seconds a daemon has to answer its status interface
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,9 @@ class View:
     in_pair: bool     # heartbeat: it sees its peer active; keepalived: MASTER or BACKUP, not FAULT
     busy: bool        # heartbeat is moving resources
     holds_vip: bool
-    state: str        # heartbeat's rscstatus (all, local, none...) or the VRRP state
+    state: str        # heartbeat's rscstatus (all, local, none...) or the VRRP state; HUNG when
+                      # the daemon did not answer its own status interface in time
+    answering: bool = True
 
 
 class Stack:
@@ -37,6 +42,20 @@ class Stack:
         return f"inet {self.spec.vip}/" in ip_addr_output
 
     def view(self, vm: Machine, peer: Machine) -> View | None:
+        raise NotImplementedError
+
+    def answers_command(self) -> str:
+        """A guest command that succeeds when the stack's daemon answers its own status
+        interface in time (the watchdog's probe: keepalived's VRRP process writes its state dump
+        on SIGUSR1 from the loop that sends its adverts; heartbeat answers cl_status): a hung
+        daemon fails it, whatever its state file says."""
+        return f"PYTHONPATH=/usr/lib/appliance python3 -m firstboot.hawatch probe >/dev/null"
+
+    def answers(self, vm: Machine) -> bool:
+        return vm.execute(self.answers_command(), timeout=30)[0] == 0
+
+    def hang_command(self) -> str:
+        """A guest command that hangs the stack's deciding daemon: there, silent, not dead."""
         raise NotImplementedError
 
     def balancing(self, vm: Machine) -> bool:
@@ -83,7 +102,7 @@ class Heartbeat(Stack):
     @property
     def units(self) -> tuple[str, ...]:  # type: ignore[override]
         both = self.spec.heartbeat.ldirectord_on_both
-        return ("ipvs-sync-backup.service", "heartbeat.service") + (("ldirectord.service",) if both else ())
+        return (contract.SYNC_BACKUP_UNIT, "heartbeat.service") + (("ldirectord.service",) if both else ())
 
     @property
     def cut_off_steps_out(self) -> bool:  # type: ignore[override]
@@ -96,14 +115,21 @@ class Heartbeat(Stack):
         return not self.cut_off_steps_out
 
     def view(self, vm: Machine, peer: Machine) -> View | None:
+        t = f"timeout {PROBE:g}"
         out = vm.execute(
-            f"s=$(cl_status nodestatus {peer.name} 2>/dev/null); echo \"${{s:-?}}\"; "
-            "s=$(cl_status rscstatus 2>/dev/null); echo \"${s:-?}\"; "
+            f"s=$({t} cl_status nodestatus {peer.name} 2>/dev/null); r=$?; echo \"${{s:-?}} $r\"; "
+            f"s=$({t} cl_status rscstatus 2>/dev/null); echo \"${{s:-?}}\"; "
             f"ip -4 -o addr show dev {self.spec.network.interface}")[1].splitlines()
-        if len(out) < 2 or "?" in out[:2]:
+        if len(out) >= 1 and out[0].split()[-1:] == ["124"]:  # timeout(1): asked, no answer
+            return View(False, False, self.vip_in("\n".join(out[2:])), "HUNG", answering=False)
+        if len(out) < 2 or "?" in (out[0].split()[0], out[1].strip()):
             return None  # heartbeat cannot say (stopped, restarting)
-        peer_status, rsc = out[0].strip(), out[1].strip()
+        peer_status, rsc = out[0].split()[0], out[1].strip()
         return View(peer_status == "active", rsc == "transition", self.vip_in("\n".join(out[2:])), rsc)
+
+
+    def hang_command(self) -> str:
+        return "systemctl kill --signal=STOP heartbeat.service"
 
     def balancing(self, vm: Machine) -> bool:
         return "running with pid" in vm.execute("ldirectord ldirectord.cf status")[1]
@@ -140,18 +166,26 @@ class Heartbeat(Stack):
 class Keepalived(Stack):
     name = "keepalived"
     daemon = "keepalived.service"
-    units = ("keepalived.service",)
+    units = (contract.SYNC_BACKUP_UNIT, "keepalived.service")
     kill_units = ("keepalived.service",)
     cut_off_steps_out = True            # FAULT when the tracked NIC loses carrier
-    STATE = "/run/keepalived.state"  # written by the image's vrrp-state notify script
+    STATE = contract.KEEPALIVED_STATE  # written by the image's vrrp-state (the notify FIFO's reader)
 
     def view(self, vm: Machine, peer: Machine) -> View | None:
         out = vm.execute(f"cat {self.STATE} 2>/dev/null || echo '?'; "
+                         f"{self.answers_command()} && echo answers || echo hung; "
                          f"ip -4 -o addr show dev {self.spec.network.interface}")[1].splitlines()
-        if not out or out[0].strip() == "?":
+        if len(out) < 2 or out[0].strip() == "?":
             return None
-        state = out[0].strip()
-        return View(state in ("MASTER", "BACKUP"), False, self.vip_in("\n".join(out[1:])), state)
+        state, answering = out[0].strip(), out[1].strip() == "answers"
+        holds = self.vip_in("\n".join(out[2:]))
+        if not answering:  # its state file says what it was when it stopped answering
+            return View(False, False, holds, "HUNG", answering=False)
+        return View(state in ("MASTER", "BACKUP"), False, holds, state)
+
+
+    def hang_command(self) -> str:
+        return f"kill -STOP $(cat {contract.KEEPALIVED_VRRP_PID})"
 
     def balancing(self, vm: Machine) -> bool:
         return vm.execute(self.balancing_command())[0] == 0

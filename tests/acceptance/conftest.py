@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from lab import wait
 from lab.cluster import Cluster
 from lab.machine import Machine
 from lab.paths import RESULTS, ROOT
@@ -46,6 +47,31 @@ class Story:
 @pytest.fixture(scope="session")
 def story() -> Story:
     return Story()
+
+
+@pytest.fixture(autouse=True)
+def one_vip_holder_after_each_step(request, story):
+    """The pair's invariants hold between steps, whatever a step asserted itself: exactly one
+    of the running directors holds the VIP, and each one's stack answers its own status
+    interface (a hung VRRP process once held the VIP beside its peer for 16 minutes while its
+    state file said MASTER). A step that leaves a director down (crashed, hung) names it in
+    the story; the pair gets the failover's time limit to settle."""
+    yield
+    if _cluster is None or not request.node.get_closest_marker("step"):
+        return
+    cluster = _cluster
+    down = {m.name for m in (story.crashed, story.hung) if m is not None}
+    up = [d for d in cluster.directors if d.name not in down]
+
+    def holds() -> bool:
+        holders = [d for d in cluster.vip_holders() if d.name not in down]
+        return len(holders) == 1 and all(cluster.stack.answers(d) for d in up)
+    try:
+        wait.until(holds, cluster.spec.failover.takeover_limit + 30, "one VIP holder, every stack answering")
+    except wait.Timeout:
+        pytest.fail(f"after this step: VIP held by {[d.name for d in cluster.vip_holders()]}, "
+                    f"stacks answering {[(d.name, cluster.stack.answers(d)) for d in up]}\n"
+                    + cluster.director_journals(), pytrace=False)
 
 
 def pytest_configure(config):

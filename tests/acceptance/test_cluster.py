@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from lab import wait
+from lab import chaos, wait
 
 pytestmark = pytest.mark.vm
 step = pytest.mark.step
@@ -335,3 +335,53 @@ def test_12_true_partition_heals_to_one_vip_holder(cluster):
     if cluster.stack.cut_off_steps_out:
         assert not failed, failed
         assert one_holder(cluster) is active
+
+
+# ---- split brains that heal: forced dual masters and a hung stack -----------------------------
+DUAL_MASTERS = 20
+
+
+@step(13)
+def test_13_forced_dual_masters_always_heal_to_one_holder(cluster):
+    """DUAL_MASTERS times in a row both directors claim the VIP (lab/chaos.py: the active's CPUs
+    stopped until the peer took over, or, on keepalived, the link cut until then); every time
+    the pair must come back to one holder with both stacks answering. A keepalived whose VRRP
+    process hung on the sync daemon's stop (docs/split-brain.md) never did."""
+    needs_link(cluster)
+    limit = cluster.spec.failover.takeover_limit + 60
+    events = []
+    for i in range(DUAL_MASTERS):
+        how = chaos.methods(cluster)[i % len(chaos.methods(cluster))]
+        event = chaos.dual_master(cluster, how, limit)
+        print(f"\n  dual master {i + 1} ({event.how} {event.victim}, both held: {event.both_held}): "
+              f"one holder ({event.holder}) after {event.converged:.1f} s", end="")
+        events.append(event)
+    print("\n" + chaos.summary(events))
+    assert sum(e.both_held for e in events) >= DUAL_MASTERS // 2, "the events did not force dual masters"
+    cluster.wait_all_serving(settle_time(cluster) * 2)
+
+
+@step(14)
+def test_14_a_hung_stack_is_restarted_by_the_watchdog(cluster):
+    """The active director's HA daemon stops (SIGSTOP: its process is there, its state file
+    says it is in charge, it answers nothing). The status shows it HUNG, the peer takes over,
+    and the director's watchdog restarts it, with a journal line that says why, so the pair
+    has one VIP holder again."""
+    active = cluster.active_director()
+    standby = cluster.standby_of(active)
+    active.succeed(cluster.stack.hang_command())
+    hung_at = time.monotonic()
+    view = wait.until(lambda: (v := cluster.view(active)) and v.state == "HUNG" and v, 30,
+                      f"{active.name}'s status to show its stack hung", interval=0.5)
+    assert not view.answering
+    active.wait_until_succeeds("journalctl -b -t hawatch -o cat | grep -q 'killing and restarting'", 60)
+    restarted = time.monotonic() - hung_at
+    holder = wait.until(lambda: chaos.one_holder_answering(cluster), cluster.spec.failover.takeover_limit + 60,
+                        "one VIP holder with both stacks answering")
+    healed = time.monotonic() - hung_at
+    print(f"\n{active.name}'s {cluster.stack.name} hung: restarted by the watchdog {restarted:.1f} s later; "
+          f"one VIP holder ({holder.name}) after {healed:.1f} s")
+    print("  " + active.succeed("journalctl -b -t hawatch -o cat | tail -n 3").replace("\n", "\n  "))
+    assert holder is standby or cluster.spec.failover.auto_failback
+    assert restarted < 30
+    cluster.wait_all_serving(settle_time(cluster) * 2)

@@ -152,7 +152,7 @@ def test_a_dedicated_link_carries_heartbeat_and_the_connection_sync():
     assert "ucast eth1 10.255.0.1" in ha_cf and "ping 172.20.40.1" in ha_cf
     assert "deadping 2" in ha_cf
     assert "iface eth1 inet static\n\taddress 10.255.0.2/30\n" in files["/etc/network/interfaces"].content
-    assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth1\n"
+    assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth1\nSYNC_ID=0\n"
     web = render.node_files(c, c.node("app1"), None)["/etc/network/interfaces"].content
     assert "eth1" not in web
 
@@ -160,7 +160,7 @@ def test_a_dedicated_link_carries_heartbeat_and_the_connection_sync():
 def test_without_a_link_the_sync_stays_on_the_lan():
     c = profile.load(ROOT / "profiles" / "howto.toml")
     files = render.director_files(c, c.node("loadb1"), "x" * 32)
-    assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth0\n"
+    assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth0\nSYNC_ID=0\n"
     assert "ucast" not in files["/etc/ha.d/ha.cf"].content
 
 
@@ -187,7 +187,13 @@ def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
                                  ["unicast_peer", "{"], ["10.255.0.1"]]
     assert "172.20.40.100/24 brd 172.20.40.255 dev eth0" in vrrp
     assert ["advert_int", "0.1"] in tokens(vrrp) and ["priority", "100"] in tokens(vrrp)
-    assert "lvs_sync_daemon eth1 VI_51 id 51" in conf
+    # the sync daemons run outside keepalived's VRRP process (docs/split-brain.md): the master
+    # follows MASTER through the notify FIFO, on the link, and the VRRP state dump is on tmpfs
+    assert "lvs_sync_daemon" not in conf.replace("# No lvs_sync_daemon", "")
+    assert files["/etc/default/lvssyncdaemonswap"].content == "SYNC_INTERFACE=eth1\nSYNC_ID=51\n"
+    assert ["vrrp_notify_fifo_script", "/usr/libexec/appliance/vrrp-state"] in tokens(block(conf, "global_defs"))
+    assert ["state_dump_file", "/run/keepalived/vrrp.data"] in tokens(block(conf, "global_defs"))
+    assert "notify" not in [t[0] for t in tokens(vrrp)]
     assert 'script "/usr/bin/ping -n -q -c 1 -W 1 172.20.40.1"' in conf and ["weight", "-20"] in tokens(conf)
     vs = block(conf, "virtual_server 172.20.40.100 80")
     assert ["sorry_server", "127.0.0.1", "80"] in tokens(vs) and ["lb_kind", "DR"] in tokens(vs)

@@ -128,7 +128,7 @@ def test_step_out_keeps_heartbeat_down_until_a_ping_node_answers(tmp_path, monke
     assert ran[:2] == [["systemctl", "kill", "--signal=KILL", "heartbeat.service"],
                        ["systemctl", "stop", "heartbeat.service"]]
     assert ["ip", "addr", "del", "192.168.0.105/24", "dev", "eth0"] in ran
-    assert ["ipvsadm", "--stop-daemon", "master"] in ran
+    assert ["/etc/ha.d/resource.d/LVSSyncDaemonSwap", "master", "stop"] in ran
     assert ran[-1] == ["systemctl", "start", "heartbeat.service"]
     assert next(tries, "done") == "done" and "starting heartbeat again" in logged[-1]
 

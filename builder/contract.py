@@ -1,0 +1,36 @@
+"""Facts the builder, the image's own code and the lab must agree on, stated once.
+
+Paths of runtime files a stack's scripts write and the lab or the watchdog reads, the units
+that make up each stack, and the watchdog's limits. Plain constants, no imports: the image's
+long-running helpers (firstboot/hawatch.py) import this without Jinja2 or the profile code.
+"""
+from __future__ import annotations
+
+STATE_DIR = "/var/lib/appliance"          # what first boot made of the seed (node.json, configured)
+NODE_JSON = f"{STATE_DIR}/node.json"
+
+# keepalived: its VRRP process, the notify FIFO that carries its transitions in order, and the
+# state dump it writes on SIGUSR1 (the watchdog's proof that the process still answers)
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+KEEPALIVED_VRRP_PID = "/run/vrrp.pid"        # Debian's keepalived keeps its pid files in /run
+# /run/keepalived is the unit's RuntimeDirectory (images/director: keepalived.service.d)
+KEEPALIVED_NOTIFY_FIFO = "/run/keepalived/vrrp-notify.fifo"
+KEEPALIVED_NOTIFY_SCRIPT = "/usr/libexec/appliance/vrrp-state"
+KEEPALIVED_STATE_DUMP = "/run/keepalived/vrrp.data"
+KEEPALIVED_STATE = "/run/keepalived.state"   # MASTER, BACKUP, FAULT or STOP, written by vrrp-state
+
+# the IPVS sync daemons, run outside both stacks (LVSSyncDaemonSwap says why)
+SYNC_SCRIPT = "/etc/ha.d/resource.d/LVSSyncDaemonSwap"
+SYNC_DEFAULTS = "/etc/default/lvssyncdaemonswap"
+SYNC_BACKUP_UNIT = "ipvs-sync-backup.service"
+
+# the HA watchdog (firstboot/hawatch.py): what it found, for `appliance status` and the lab
+HAWATCH_UNIT = "appliance-hawatch.service"
+HAWATCH_HEALTH = "/run/appliance/ha-health.json"
+HA_RESET = "/usr/libexec/appliance/ha-reset"   # clears what a killed stack left (VIP, sync master)
+HAWATCH_INTERVAL = 1.0      # seconds between probes
+HAWATCH_PROBE_TIMEOUT = 3.0  # a stack that takes longer than this to answer has missed a probe
+HAWATCH_MISSES = 2           # missed probes in a row before the stack is restarted
+HAWATCH_GRACE = 20.0         # seconds after a (re)start before probes count (TCG start-up)
+HAWATCH_RESTARTS = 3         # restarts allowed within HAWATCH_WINDOW; then it gives the VIP up
+HAWATCH_WINDOW = 600.0

@@ -1,0 +1,243 @@
+"""The HA watchdog of a director: a stack that stops answering is restarted, within limits.
+
+Neither heartbeat nor keepalived tells systemd it is alive, and a hung one is worse than a dead
+one: keepalived's VRRP process once sat blocked in a netlink read for 16 minutes holding the VIP
+beside its peer (docs/split-brain.md); a SIGSTOPped heartbeat keeps its VIP while the peer takes
+over. So this asks each stack, every HAWATCH_INTERVAL seconds, in the stack's own terms:
+
+- keepalived: SIGUSR1 to the VRRP process, which must write its state dump (the event loop
+  that sends adverts is the one that writes it) within HAWATCH_PROBE_TIMEOUT;
+- heartbeat: `cl_status hbstatus` over heartbeat's API socket, within the same time.
+
+Only a probe that gets *no answer in time* is a miss: a refusal (the daemon is between two
+instances: heartbeat re-executing itself, keepalived respawning its child) is systemd's and the
+daemon's own business. HAWATCH_MISSES misses in a row (never during HAWATCH_GRACE after the unit
+started, nor while the unit is stopped on purpose) restart the stack: SIGKILL to its cgroup (a hung process
+ignores SIGTERM), `reset` clears the VIP and sync master it left, then a fresh start, with a
+journal line saying why. At most HAWATCH_RESTARTS restarts in HAWATCH_WINDOW seconds: past that
+it stops the stack and leaves the VIP to the peer rather than loop, and says so.
+
+What it last found goes to HAWATCH_HEALTH (JSON) for `appliance status` and the lab.
+
+    python3 -m firstboot.hawatch watch     # the loop (appliance-hawatch.service)
+    python3 -m firstboot.hawatch probe     # one probe, printed as JSON
+    python3 -m firstboot.hawatch reset     # clear what a killed stack left (VIP, sync master)
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from builder import contract as c
+
+
+@dataclass(frozen=True)
+class Probe:
+    answering: bool
+    hung: bool          # asked, and no answer within the time limit (a refusal is not a hang)
+    state: str          # MASTER/BACKUP/FAULT (keepalived), active/standby (heartbeat), STOPPED, HUNG
+    detail: str = ""
+
+
+def run(argv: list[str], timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> subprocess.CompletedProcess | None:
+    """A command with a time limit; None when it did not finish in time."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def unit_active_for(unit: str) -> float | None:
+    """Seconds since `unit` became active; None when it is not active (stopped on purpose,
+    failed, starting)."""
+    out = run(["systemctl", "show", unit, "-P", "ActiveState", "-P", "ActiveEnterTimestampMonotonic"])
+    if out is None:
+        return None
+    lines = out.stdout.split()
+    if len(lines) < 2 or lines[0] != "active":
+        return None
+    return time.clock_gettime(time.CLOCK_MONOTONIC) - int(lines[1]) / 1e6
+
+
+def vrrp_states(dump: str) -> list[str]:
+    """The state of each VRRP instance in keepalived's SIGUSR1 dump."""
+    states, in_instance = [], False
+    for line in dump.splitlines():
+        if line.startswith(" VRRP Instance = "):
+            in_instance = True
+        elif in_instance and line.strip().startswith("State = "):
+            states.append(line.split("=", 1)[1].strip())
+            in_instance = False
+    return states
+
+
+def probe_keepalived(timeout: float = c.HAWATCH_PROBE_TIMEOUT, dump: Path = Path(c.KEEPALIVED_STATE_DUMP),
+                     pidfile: Path = Path(c.KEEPALIVED_VRRP_PID)) -> Probe:
+    """SIGUSR1 to the VRRP process; it answers by writing its state dump."""
+    try:
+        pid = int(pidfile.read_text())
+        before = dump.stat().st_mtime_ns if dump.exists() else 0
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError) as e:
+        return Probe(False, False, "ABSENT", f"no VRRP process to ask ({e})")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            if dump.stat().st_mtime_ns != before:
+                time.sleep(0.1)  # written with one fopen/fclose: let it finish
+                states = vrrp_states(dump.read_text(errors="replace"))
+                if states:
+                    return Probe(True, False, "/".join(dict.fromkeys(states)), f"VRRP process {pid}")
+        except OSError:
+            pass
+    return Probe(False, True, "HUNG", f"VRRP process {pid} wrote no state dump within {timeout:.0f} s of SIGUSR1")
+
+
+def probe_heartbeat(timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> Probe:
+    """heartbeat's own status interface: its API socket answers cl_status."""
+    hb = run(["cl_status", "hbstatus"], timeout)
+    if hb is None:
+        return Probe(False, True, "HUNG", f"cl_status hbstatus got no answer within {timeout:.0f} s")
+    if hb.returncode != 0:
+        return Probe(False, False, "ABSENT", (hb.stdout + hb.stderr).strip() or f"cl_status exit {hb.returncode}")
+    rsc = run(["cl_status", "rscstatus"], timeout)
+    state = rsc.stdout.strip() if rsc and rsc.returncode == 0 else "?"
+    return Probe(True, False, {"all": "active", "local": "active", "none": "standby"}.get(state, state), "heartbeat API")
+
+
+STACKS: dict[str, tuple[str, Callable[[], Probe]]] = {
+    "keepalived": ("keepalived.service", probe_keepalived),
+    "heartbeat": ("heartbeat.service", probe_heartbeat),
+}
+
+
+def node() -> dict:
+    return json.loads(Path(c.NODE_JSON).read_text())
+
+
+@dataclass
+class Watch:
+    """The decision, apart from the probing and the restarting (unit tested with a clock)."""
+    misses: int = 0
+    restarts: list[float] = field(default_factory=list)   # when each restart happened
+    gave_up: bool = False
+
+    def observe(self, probe: Probe, now: float) -> str:
+        """What to do after a probe: "ok", "wait" (a miss, not yet enough), "restart" or
+        "give-up" (the restart budget is spent: stop the stack, leave the VIP to the peer)."""
+        if not probe.hung:
+            self.misses = 0
+            return "ok" if probe.answering else "wait"
+        self.misses += 1
+        if self.misses < c.HAWATCH_MISSES:
+            return "wait"
+        self.misses = 0
+        self.restarts = [t for t in self.restarts if now - t < c.HAWATCH_WINDOW]
+        if len(self.restarts) >= c.HAWATCH_RESTARTS:
+            self.gave_up = True
+            return "give-up"
+        self.restarts.append(now)
+        return "restart"
+
+
+def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
+    """Clear what a killed stack left behind, as a reboot would: the VIPs on the cluster NIC, the
+    ARP announcer, the master sync daemon (bounded: LVSSyncDaemonSwap), stale state files."""
+    info = info or node()
+    iface = info["interface"]
+    for vip in info.get("vips", []):
+        run(["ip", "addr", "del", f"{vip}/{info['prefixlen']}", "dev", iface])
+        pidfile = Path(f"/run/vipaddr-send_arp-{vip}.pid")
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+        pidfile.unlink(missing_ok=True)
+    run([c.SYNC_SCRIPT, "master", "stop"], timeout=15)
+    for stale in (Path(c.KEEPALIVED_STATE), *Path("/run/heartbeat/rsctmp").glob("*")):
+        stale.unlink(missing_ok=True)
+    log(f"cleared {', '.join(info.get('vips', []))} from {iface} and stopped the sync master")
+
+
+def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = True) -> None:
+    """Kill the hung stack, give up what it held (the VIP first: its peer has taken over by
+    now), then start it afresh, as a reboot would."""
+    run(["systemctl", "kill", "--signal=KILL", unit], timeout=30)
+    reset(info, log)
+    for argv in (["systemctl", "stop", unit], ["systemctl", "reset-failed", unit]):
+        run(argv, timeout=30)
+    if start:
+        run(["systemctl", "start", "--no-block", unit], timeout=30)
+
+
+def write_health(health: dict) -> None:
+    path = Path(c.HAWATCH_HEALTH)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(health) + "\n")
+    tmp.replace(path)
+
+
+def watch(log: Callable[[str], None]) -> int:
+    info = node()
+    unit, probe_fn = STACKS[info["stack"]]
+    w = Watch()
+    log(f"watching {unit}: {c.HAWATCH_MISSES} missed probes of {c.HAWATCH_PROBE_TIMEOUT:.0f} s restart it, "
+        f"at most {c.HAWATCH_RESTARTS} times in {c.HAWATCH_WINDOW:.0f} s")
+    while True:
+        up, confirm = unit_active_for(unit), False
+        if w.gave_up:
+            probe = Probe(False, False, "GAVE-UP", f"{unit} restarted {c.HAWATCH_RESTARTS} times in "
+                          f"{c.HAWATCH_WINDOW:.0f} s and still hung: stopped, the peer serves")
+        elif up is None:
+            probe, w.misses = Probe(False, False, "STOPPED", f"{unit} is not active"), 0
+        elif up < c.HAWATCH_GRACE:
+            probe = Probe(True, False, "STARTING", f"{unit} started {up:.0f} s ago")
+        else:
+            probe = probe_fn()
+            action = w.observe(probe, time.monotonic())
+            if action == "restart":
+                log(f"{unit} did not answer {c.HAWATCH_MISSES} probes in a row ({probe.detail}): "
+                    f"killing and restarting it (restart {len(w.restarts)} of {c.HAWATCH_RESTARTS} "
+                    f"in {c.HAWATCH_WINDOW:.0f} s)")
+                restart(unit, info, log)
+            elif action == "wait" and probe.hung:
+                confirm = True  # ask again at once: the second probe only confirms the hang
+            elif action == "give-up":
+                log(f"{unit} still does not answer ({probe.detail}) after {c.HAWATCH_RESTARTS} restarts "
+                    f"in {c.HAWATCH_WINDOW:.0f} s: stopping it and releasing the VIP to the peer; "
+                    f"`systemctl restart {c.HAWATCH_UNIT}` tries again")
+                restart(unit, info, log, start=False)
+        write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),
+                      "restarts": len(w.restarts), "gave_up": w.gave_up})
+        if not confirm:
+            time.sleep(c.HAWATCH_INTERVAL)
+
+
+def main(argv: list[str]) -> int:
+    if argv not in (["watch"], ["probe"], ["reset"]):
+        print(__doc__.split("\n\n")[-1], file=sys.stderr)
+        return 2
+
+    def log(text: str) -> None:  # the unit sends stdout to the journal as "hawatch"
+        print(text, flush=True)
+    if argv == ["reset"]:
+        reset(log=log)
+        return 0
+    if argv == ["probe"]:
+        probe = STACKS[node()["stack"]][1]()
+        print(json.dumps(asdict(probe)))
+        return 0 if probe.answering else 1
+    return watch(log)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,68 @@
+"""The HA watchdog's decisions (firstboot/hawatch.py), and the image files that must agree
+with the contract it reads."""
+from __future__ import annotations
+
+from builder import contract as c
+from firstboot import hawatch
+from firstboot.hawatch import Probe, Watch
+from tests.conftest import ROOT
+
+HUNG = Probe(False, True, "HUNG", "no answer")
+OK = Probe(True, False, "MASTER")
+REFUSED = Probe(False, False, "ABSENT", "between two instances")
+DIRECTOR = ROOT / "images/director/mkosi.extra"
+
+
+def test_a_hang_restarts_only_after_the_misses_in_a_row():
+    w = Watch()
+    assert [w.observe(HUNG, 0) for _ in range(c.HAWATCH_MISSES - 1)] == ["wait"] * (c.HAWATCH_MISSES - 1)
+    assert w.observe(HUNG, 1) == "restart"
+    # an answer in between starts the count again
+    assert w.observe(HUNG, 2) == "wait" and w.observe(OK, 3) == "ok" and w.observe(HUNG, 4) == "wait"
+
+
+def test_a_refusal_is_not_a_hang():
+    w = Watch()
+    assert [w.observe(REFUSED, t) for t in range(10)] == ["wait"] * 10
+    assert not w.restarts
+
+
+def test_restarts_are_bounded_then_it_gives_up_and_a_quiet_window_resets_the_budget():
+    w = Watch()
+    actions = []
+    for t in range(100):  # hung for ever, a probe a second
+        actions.append(w.observe(HUNG, float(t)))
+    assert actions.count("restart") == c.HAWATCH_RESTARTS
+    assert actions[-1] == "give-up" and w.gave_up
+    # restarts spread wider than the window are each allowed
+    w = Watch()
+    spread = [a for k in range(2 * c.HAWATCH_RESTARTS)
+              for a in (w.observe(HUNG, k * c.HAWATCH_WINDOW),) * c.HAWATCH_MISSES]
+    assert "give-up" not in spread and not w.gave_up
+
+
+DUMP = """------< Global definitions >------
+ State = not-this-one
+------< VRRP Topology >------
+ VRRP Instance = VI_51
+   VRRP Version = 3
+   State = BACKUP
+   Master router = 10.255.0.1
+ VRRP Instance = VI_52
+   State = MASTER
+"""
+
+
+def test_vrrp_state_comes_from_each_instance_of_the_dump():
+    assert hawatch.vrrp_states(DUMP) == ["BACKUP", "MASTER"]
+    assert hawatch.vrrp_states("") == []
+
+
+def test_the_image_scripts_use_the_contract_paths():
+    vrrp_state = (DIRECTOR / c.KEEPALIVED_NOTIFY_SCRIPT.lstrip("/")).read_text()
+    assert f"STATE={c.KEEPALIVED_STATE}\n" in vrrp_state and f"SYNC={c.SYNC_SCRIPT}\n" in vrrp_state
+    sync = (DIRECTOR / c.SYNC_SCRIPT.lstrip("/")).read_text()
+    assert f"[ -r {c.SYNC_DEFAULTS} ] && . {c.SYNC_DEFAULTS}" in sync
+    unit = (DIRECTOR / "usr/lib/systemd/system" / c.HAWATCH_UNIT).read_text()
+    assert "-m firstboot.hawatch watch" in unit and f"ConditionPathExists={c.STATE_DIR}/configured" in unit
+    assert f"enable {c.HAWATCH_UNIT}" in (DIRECTOR / "usr/lib/systemd/system-preset/05-director.preset").read_text()
