@@ -110,7 +110,7 @@ def probe_heartbeat(timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> Probe:
         return Probe(False, False, "ABSENT", (hb.stdout + hb.stderr).strip() or f"cl_status exit {hb.returncode}")
     rsc = run(["cl_status", "rscstatus"], timeout)
     state = rsc.stdout.strip() if rsc and rsc.returncode == 0 else "?"
-    return Probe(True, False, {"all": "active", "local": "active", "none": "standby"}.get(state, state), "heartbeat API")
+    return Probe(True, False, state, "heartbeat API: rscstatus")
 
 
 STACKS: dict[str, tuple[str, Callable[[], Probe]]] = {
