@@ -234,12 +234,29 @@ LAB_ACTIONS = {
 }
 
 
+def _lab_options_after_node(args: argparse.Namespace) -> None:
+    """`lab block lvs-a --nic 1`: options after the node land in the command words (argparse's
+    REMAINDER), where run and systemctl need them kept. Elsewhere they are read here, and any
+    other word is refused rather than ignored."""
+    after = argparse.ArgumentParser(prog=f"python -m builder lab {args.action} {args.node}", add_help=False)
+    after.add_argument("--nic", type=int, default=args.nic)
+    after.add_argument("--timeout", type=float, default=args.timeout)
+    after.add_argument("-v", "--verbose", action="store_true", default=args.verbose)
+    known, rest = after.parse_known_args(args.words)
+    if rest:
+        raise Fail(f"lab {args.action} takes a node and options, not {' '.join(rest)!r}: "
+                   f"python -m builder lab {args.action} NODE [--nic N]")
+    args.nic, args.timeout, args.verbose, args.words = known.nic, known.timeout, known.verbose, []
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     _quiet(args)
     from lab import up
     from lab.agent import GuestAgentError
     from lab.machine import CommandFailed, QemuError
     help_, needs, handler = LAB_ACTIONS[args.action]
+    if needs != "words" and args.words:
+        _lab_options_after_node(args)
     try:
         cluster = up.attached()
         machine = None

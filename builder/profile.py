@@ -99,6 +99,7 @@ def ipv4_network(t: "_Table", key: str, default: Any) -> Any:
         return None
 
 
+QUOTES = "\"'`"  # what ldirectord.cf and keepalived.conf cannot carry in a quoted or bare value
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -427,6 +428,13 @@ class _Table:
             names = " or ".join(k.__name__ for k in kinds).replace("str", "string")
             self.error(f"must be a {names}, not {value!r}", key)
             return None if default is ... else default
+        for text in [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
+                if isinstance(value, list) else []:
+            bad = next((c for c in text if not c.isprintable()), None)
+            if bad is not None:  # every string lands in a config file, one setting per line
+                self.error(f"{text!r} holds the control character {bad!r}: profile strings are one "
+                           "line of printable text", key)
+                return None if default is ... else default
         return value
 
     def in_range(self, key: str, low: int, high: int, default: Any = ...) -> int | None:
@@ -553,9 +561,17 @@ def _read_service(problems: list[str], i: int, data: Any) -> Service | None:
                     "service")
         if not s["receive"]:
             t.error("must not be empty: ldirectord looks for this text in the check page", "receive")
-        if not s["request"] or "/" in s["request"].lstrip("/") or s["request"].startswith("/"):
+        if not s["request"] or "/" in s["request"].lstrip("/") or s["request"].startswith("/") \
+                or any(c.isspace() or c in QUOTES for c in s["request"]):
             t.error(f"{s['request']!r} must be a file name in the document root, "
                     "like ldirector.html", "request")
+        if s["protocol"] == "udp":
+            t.error(f"a negotiate check speaks {s['service']} over TCP: a UDP service needs "
+                    'checktype = "ping", "connect", "on" or "off"', "checktype")
+    for key in ("receive", "check_content"):  # ldirectord.cf quotes them: receive="..."
+        if s[key] and any(c in QUOTES for c in s[key]):
+            t.error(f"{s[key]!r} holds a quote, which ldirectord.cf cannot carry inside "
+                    f'{key}="..."', key)
     if s["fallback"] is not None:
         host, _, port = s["fallback"].rpartition(":")
         try:
@@ -764,7 +780,13 @@ def load(path: str | Path) -> Cluster:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError([f"not valid TOML: {e}"], str(path)) from None
-    return parse(data, str(path))
+    cluster = parse(data, str(path))
+    secret_file = cluster.heartbeat.secret_file
+    if secret_file and not (path.parent / secret_file).is_file():
+        raise ProfileError([f"heartbeat.secret_file: {path.parent / secret_file} does not exist; "
+                            "create it (32 or more random characters) or remove secret_file "
+                            "to have the secret generated"], str(path))
+    return cluster
 
 
 def to_dict(cluster: Cluster) -> dict[str, Any]:

@@ -37,6 +37,17 @@ def mutate(change):
 
 
 BAD = {
+    "newline in a string": (lambda d: d["services"][0].update(request="ldirector.html\nquiescent=no"),
+                            "services[0].request: 'ldirector.html\\nquiescent=no' holds the control character '\\n'"),
+    "control character in a name": (lambda d: d.update(domain="lab\ttest"), "domain: 'lab\\ttest' holds the control"),
+    "quote in receive": (lambda d: d["services"][0].update(receive='Test" Page'),
+                         "services[0].receive: 'Test\" Page' holds a quote"),
+    "quote in check_content": (lambda d: d["services"][0].update(check_content="it's ok"),
+                               "services[0].check_content: \"it's ok\" holds a quote"),
+    "space in request": (lambda d: d["services"][0].update(request="check page.html"),
+                         "services[0].request: 'check page.html' must be a file name"),
+    "udp negotiate": (lambda d: d["services"][0].update(protocol="udp"),
+                      'services[0].checktype: a negotiate check speaks http over TCP: a UDP service needs checktype = "ping"'),
     "bad ipv4": (lambda d: d["directors"][0].update(address="192.168.0.300"),
                  "loadb1: address 192.168.0.300 is not an IPv4 address"),
     "vip outside subnet": (lambda d: d.update(vip="10.0.0.5"), "vip: 10.0.0.5 is outside the subnet"),
@@ -200,3 +211,14 @@ def test_a_pinned_mac_renders_a_link_file_and_a_matching_network_config():
     net_cfg = seed.seed_files(c, node, "x" * 32)["network-config"].decode()
     assert 'match: {macaddress: "52:54:00:aa:bb:cc"}' in net_cfg and 'set-name: "lan0"' in net_cfg
     assert profile.parse(profile.to_dict(c)) == c
+
+
+def test_lint_finds_a_secret_file_that_is_not_there(tmp_path):
+    text = HOWTO.read_text().replace("[heartbeat]\n", '[heartbeat]\nsecret_file = "cluster.key"\n', 1)
+    (tmp_path / "p.toml").write_text(text)
+    with pytest.raises(profile.ProfileError) as err:
+        profile.load(tmp_path / "p.toml")
+    assert err.value.problems == [f"heartbeat.secret_file: {tmp_path / 'cluster.key'} does not exist; create it "
+                                  "(32 or more random characters) or remove secret_file to have the secret generated"]
+    (tmp_path / "cluster.key").write_text("k" * 40)
+    assert profile.load(tmp_path / "p.toml").heartbeat.secret_file == "cluster.key"
