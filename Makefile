@@ -8,7 +8,7 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test unit boot boot-bookworm bookworm-images acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
+.PHONY: help test check unit boot boot-bookworm bookworm-images acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -28,6 +28,11 @@ test: unit boot boot-bookworm acceptance acceptance-redundant acceptance-keepali
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
+
+check: $(VENV)/.done  ## the fast lane (< 2 min): ruff, mypy, unit tests
+	$(VENV)/bin/ruff check builder firstboot lab tests
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 lint: $(VENV)/.done  ## validate PROFILE and flag the howto's traps
 	$(PY) -m builder lint $(PROFILE)

@@ -15,7 +15,6 @@ from pathlib import Path
 from builder import host, image, profile, render, secret, seed
 from builder.run import CommandError
 
-
 BENCH_PROFILES = ("profiles/redundant.toml", "profiles/keepalived.toml")  # one cluster, both stacks
 
 

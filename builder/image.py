@@ -144,11 +144,20 @@ class Partition:
     size: int
 
 
+def number(pattern: str, text: str) -> int:
+    """The number a tool printed where `pattern` (one group, multi-line) says; a ValueError
+    naming the pattern when the tool printed something else."""
+    found = re.search(pattern, text, re.M)
+    if not found:
+        raise ValueError(f"no {pattern!r} in: {text[:200]!r}")
+    return int(found.group(1))
+
+
 def partitions(image: Path) -> dict[str, Partition]:
     """The image's partitions by name (esp, bios, root), from its GPT."""
     table = json.loads(run(["sfdisk", "--json", image]).stdout)["partitiontable"]
     return {PARTITION_TYPES.get(p["type"].upper(), p["type"]):
-            Partition(int(re.search(r"(\d+)$", p["node"]).group(1)), p["start"] * 512, p["size"] * 512)
+            Partition(number(r"(\d+)$", p["node"]), p["start"] * 512, p["size"] * 512)
             for p in table["partitions"]}
 
 
@@ -171,7 +180,7 @@ def shrink_root(image: Path, epoch: str, margin: int = ROOT_MARGIN) -> None:
             if version not in (".", ".."):
                 run(["debugfs", "-w", "-R", f"rm /usr/lib/modules/{version}/vmlinuz", loop], env=fake_time)
         header = run(["dumpe2fs", "-h", loop]).stdout
-        block = int(re.search(r"^Block size:\s+(\d+)", header, re.M).group(1))
+        block = number(r"^Block size:\s+(\d+)", header)
         minimum = int(run(["resize2fs", "-P", loop]).stdout.rsplit(":", 1)[1])
         blocks = minimum + margin // block
         run(["resize2fs", "-f", loop, blocks], env=fake_time)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq")
 CHECKTYPES = ("negotiate", "connect", "ping", "on", "off")
@@ -59,11 +60,11 @@ def setting(default: Any, read: Reader, help: str, *, roles: tuple[str, ...] = (
     return field(default=default, metadata=meta) if default is not ... else field(metadata=meta)
 
 
-def text(t: "_Table", key: str, default: Any) -> Any:
+def text(t: _Table, key: str, default: Any) -> Any:
     return t.get(key, str, default)
 
 
-def flag(t: "_Table", key: str, default: Any) -> Any:
+def flag(t: _Table, key: str, default: Any) -> Any:
     return t.get(key, bool, default)
 
 
@@ -79,16 +80,16 @@ def choice(choices: tuple[str, ...], what: str) -> Reader:
     return lambda t, key, default: t.one_of(key, choices, default, what)
 
 
-def ipv4(t: "_Table", key: str, default: Any) -> Any:
+def ipv4(t: _Table, key: str, default: Any) -> Any:
     return t.ipv4(key, default)
 
 
-def ipv4_list(t: "_Table", key: str, default: Any) -> Any:
+def ipv4_list(t: _Table, key: str, default: Any) -> Any:
     values = t.get(key, list, [])
     return tuple(a for a in (t.parse_ipv4(str(x), key) for x in values) if a)
 
 
-def ipv4_network(t: "_Table", key: str, default: Any) -> Any:
+def ipv4_network(t: _Table, key: str, default: Any) -> Any:
     value = t.get(key, str, default)
     if value is None:
         return None
@@ -103,7 +104,7 @@ QUOTES = "\"'`"  # what ldirectord.cf and keepalived.conf cannot carry in a quot
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-def mac_address(t: "_Table", key: str, default: Any) -> Any:
+def mac_address(t: _Table, key: str, default: Any) -> Any:
     value = t.get(key, str, default)
     if value is None:
         return None
@@ -118,7 +119,7 @@ def mac_address(t: "_Table", key: str, default: Any) -> Any:
     return mac
 
 
-def optional_text(t: "_Table", key: str, default: Any) -> Any:
+def optional_text(t: _Table, key: str, default: Any) -> Any:
     return t.get(key, str, default) or None  # "" switches it off
 
 
@@ -206,7 +207,8 @@ class Heartbeat:
     mcast_ttl: int = setting(1, integer(1, 255), "multicast TTL")
     auto_failback: bool = setting(False, flag, "the first director takes the VIP back when it returns")
     keepalive: float | None = setting(None, seconds(0.1, 3600), "seconds between heartbeats (default 1; 0.5 -> 500ms)")
-    deadtime: float | None = setting(None, seconds(0.1, 3600), "seconds of silence before the peer is dead (default 30)")
+    deadtime: float | None = setting(None, seconds(0.1, 3600),
+                                     "seconds of silence before the peer is dead (default 30)")
     warntime: float | None = setting(None, seconds(0.1, 3600), "seconds of silence before a late-heartbeat warning")
     initdead: float | None = setting(None, seconds(0.1, 3600), "deadtime at boot, at least deadtime")
     ping_nodes: tuple[IPv4Address, ...] = setting(
@@ -313,7 +315,7 @@ class Cluster:
     vrrp: Vrrp = field(default_factory=Vrrp)
 
     @property
-    def failover(self) -> "Heartbeat | Vrrp":
+    def failover(self) -> Heartbeat | Vrrp:
         """The chosen stack's failover settings: both answer deadtime_s, takeover_limit,
         rejoin_limit, auto_failback, ping_nodes and balances_on_both."""
         return self.vrrp if self.keepalived else self.heartbeat
@@ -376,7 +378,7 @@ def _settings(cls: type, role: str | None = None) -> list[Field]:
             and (role is None or not f.metadata["roles"] or role in f.metadata["roles"])]
 
 
-def _read_settings(cls: type, t: "_Table", role: str | None = None) -> dict[str, Any]:
+def _read_settings(cls: type, t: _Table, role: str | None = None) -> dict[str, Any]:
     """Every declared key of cls from table t; problems are recorded in t."""
     return {f.name: f.metadata["read"](t, f.name, ... if f.default is MISSING else f.default)
             for f in _settings(cls, role)}
@@ -491,7 +493,8 @@ def _read_nodes(problems: list[str], data: Any, key: str, role: str) -> list[Nod
         return []
     nodes = []
     for i, item in enumerate(data):
-        label = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else f"{key}[{i}]"
+        name = item.get("name") if isinstance(item, dict) else None
+        label = name if isinstance(name, str) else f"{key}[{i}]"
         t = _Table(problems, label, item, keyed=False)
         n = _read_settings(Node, t, role)
         for f in _settings(Node):
@@ -631,7 +634,7 @@ def _read_vrrp(problems: list[str], data: Any) -> Vrrp | None:
     return Vrrp(**v)
 
 
-def _check_stack(top: "_Table", stack: str | None, data: dict[str, Any],
+def _check_stack(top: _Table, stack: str | None, data: dict[str, Any],
                  services: list[Service | None]) -> None:
     """Each stack reads its own section: settings for the other one would be silently ignored."""
     if stack is None:
@@ -688,8 +691,8 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
                       "ldirectord applies one value to all: use the same in every service",
                       "services")
     ports = [(s.protocol, s.port) for s in services if s]
-    for dup in sorted({p for p in ports if ports.count(p) > 1}):
-        top.error(f"{dup[0]} port {dup[1]} is defined twice", "services")
+    for protocol, port in sorted({p for p in ports if ports.count(p) > 1}):
+        top.error(f"{protocol} port {port} is defined twice", "services")
 
     nodes = directors + real_servers
     for label, items in (("name", [n.name.lower() for n in nodes]),
@@ -737,9 +740,11 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
 
     if problems:
         raise ProfileError(problems, source)
+    # no problem: every section read (a missing one was a problem)
+    assert network is not None and heartbeat is not None and vrrp is not None
     return Cluster(name=name, domain=domain, stack=scalars["stack"], network=network, vip=vip,
                    link=link, directors=tuple(directors), real_servers=tuple(real_servers),
-                   services=tuple(services), heartbeat=heartbeat, vrrp=vrrp)
+                   services=tuple(s for s in services if s is not None), heartbeat=heartbeat, vrrp=vrrp)
 
 
 def _check_link(problems: list[str], link: Link | None, asked: bool, directors: list[Node]) -> None:

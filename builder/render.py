@@ -69,7 +69,7 @@ def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
     return {KEEPALIVED_CONF: File(render("keepalived.conf"))}
 
 
-def heartbeat_files(cluster: Cluster, node: Node, secret: str) -> dict[str, File]:
+def heartbeat_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, File]:
     """heartbeat and ldirectord configuration, as in the howto's section 4."""
     if not secret:
         raise ValueError(f"{node.name}: a director needs the heartbeat secret")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger("builder.run")
@@ -22,7 +24,10 @@ class CommandError(Exception):
         return f"command failed (exit {self.returncode}): {shlex.join(self.argv)}\n{tail}"
 
 
-def run(argv: list[str], *, check: bool = True, capture: bool = True, input: str | None = None,
+Arg = str | os.PathLike[str] | int  # paths and numbers become words as str() writes them
+
+
+def run(argv: Sequence[Arg], *, check: bool = True, capture: bool = True, input: str | None = None,
         timeout: float | None = None, env: dict[str, str] | None = None, cwd: str | None = None,
         ) -> subprocess.CompletedProcess[str]:
     """Run argv (never through a shell), log it, and raise CommandError on failure.
@@ -30,11 +35,11 @@ def run(argv: list[str], *, check: bool = True, capture: bool = True, input: str
     With capture=False stdout/stderr go to the terminal (long steps show progress) and
     the error carries no stderr text.
     """
-    argv = [str(a) for a in argv]
-    log.info("$ %s", shlex.join(argv))
+    words = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv]
+    log.info("$ %s", shlex.join(words))
     pipe = subprocess.PIPE if capture else None
-    proc = subprocess.run(argv, stdout=pipe, stderr=pipe, input=input, text=True,
+    proc = subprocess.run(words, stdout=pipe, stderr=pipe, input=input, text=True,
                           timeout=timeout, env=env, cwd=cwd)
     if check and proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, proc.stderr or "")
+        raise CommandError(words, proc.returncode, proc.stderr or "")
     return proc

@@ -104,7 +104,7 @@ def read_iso(path: Path) -> tuple[str, dict[str, bytes]]:
         iso.close()
 
 
-def write_seeds(cluster: Cluster, secret: str, out: Path, names: list[str] | None = None) -> list[Path]:
+def write_seeds(cluster: Cluster, secret: str | None, out: Path, names: list[str] | None = None) -> list[Path]:
     """One ``<node>.iso`` per node (or per name given) under out."""
     paths = []
     for node in cluster.nodes:

@@ -182,11 +182,12 @@ def settle_udev() -> None:
 def pin_nic(seed: Seed) -> None:
     """Name the NIC with the node's MAC as the cluster interface now: udev applies the .link
     file only from the next boot on, and networking starts right after this."""
-    iface = seed.cluster.network.interface
-    dev = nic_with_mac(seed.node.mac)
+    iface, mac = seed.cluster.network.interface, seed.node.mac
+    assert mac, "pin_nic needs a node with a MAC"
+    dev = nic_with_mac(mac)
     if dev is None:  # a NIC whose driver udev has not loaded yet
         settle_udev()
-        dev = nic_with_mac(seed.node.mac)
+        dev = nic_with_mac(mac)
     if dev is None:
         raise SeedError(f"no NIC has the MAC {seed.node.mac} the profile pins {seed.node.name}'s "
                         "address to: fix mac in the profile (ip link shows this machine's MACs)")
@@ -262,7 +263,7 @@ def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -
         # this boot's unit graph predates the link: start it now (before sysinit.target)
         run(["systemctl", "start", "--no-block", unit])
     state.mkdir(parents=True, exist_ok=True)
-    node = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
+    node: dict[str, object] = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
             "interface": seed.cluster.network.interface, "instance": seed.instance_id,
             "services": list(services(seed))}
     if seed.node.is_director:  # what the HA watchdog (firstboot/hawatch.py) watches and clears

@@ -8,7 +8,6 @@ neither Jinja2 nor the profile code (importing them cost ~0.7 s of CPU on a TCG 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from builder.run import run
@@ -23,7 +22,7 @@ def inactive(services: list[str]) -> list[str]:
         return []
     states = run(["systemctl", "is-active", *services], check=False).stdout.split()
     states += ["unknown"] * (len(services) - len(states))
-    return [s for s, state in zip(services, states) if state != "active"]
+    return [s for s, state in zip(services, states, strict=True) if state != "active"]
 
 
 def ready(state: Path = STATE) -> int:

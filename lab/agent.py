@@ -15,6 +15,7 @@ import base64
 import contextlib
 import random
 import time
+from typing import cast
 
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -73,11 +74,12 @@ class GuestAgent:
         try:
             qga = self._session(10)
             try:
-                pid = qga.cmd("guest-exec", path="/bin/sh", arg=["-c", command],
-                              **{"capture-output": True})["pid"]
+                started = cast(dict, qga.cmd("guest-exec", path="/bin/sh", arg=["-c", command],
+                                             **{"capture-output": True}))
+                pid = started["pid"]
                 deadline = time.monotonic() + timeout
                 while True:
-                    status = qga.cmd("guest-exec-status", pid=pid)
+                    status = cast(dict, qga.cmd("guest-exec-status", pid=pid))
                     if status.get("exited"):
                         out = b"".join(base64.b64decode(status.get(k, ""))
                                        for k in ("out-data", "err-data"))

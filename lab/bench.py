@@ -22,12 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builder import image
 from builder.render import write_atomic
-from lab import accel as accel_probe, chaos, net, report, wait
+from lab import accel as accel_probe
+from lab import chaos, report, wait
 from lab.cluster import Cluster
 from lab.paths import ROOT
 
@@ -325,9 +328,11 @@ def dual_masters_profile(profile_path: Path, accel: str, count: int) -> dict:
         try:
             for i in range(count):
                 try:
-                    e = chaos.dual_master(cluster, methods[i % len(methods)], cluster.spec.failover.takeover_limit + 120)
+                    e = chaos.dual_master(cluster, methods[i % len(methods)],
+                                          cluster.spec.failover.takeover_limit + 120)
                 except wait.Timeout as err:
-                    print(f"[{name}] dual master {i + 1}: NOT HEALED ({err})\n{cluster.director_journals(40)}", flush=True)
+                    print(f"[{name}] dual master {i + 1}: NOT HEALED ({err})\n"
+                          f"{cluster.director_journals(40)}", flush=True)
                     break
                 events.append(e)
                 print(f"[{name}] dual master {i + 1} ({e.how} {e.victim}, both held: {e.both_held}): "
@@ -361,7 +366,7 @@ def summary(windows: list[Window]) -> list[dict]:
     rows = []
     for key in dict.fromkeys((w.profile, w.fault) for w in windows):
         ws = [w for w in windows if (w.profile, w.fault) == key]
-        figures = {
+        figures: dict[str, list[float]] = {
             "outage": [w.outage for w in ws], "failed": [w.failed for w in ws],
             "complete": [w.complete(final(w)) for w in ws],
             "p50 before": [w.pct(w.before(), .5) for w in ws], "p99 before": [w.pct(w.before(), .99) for w in ws],
@@ -407,7 +412,7 @@ def print_table(rows: list[dict]) -> None:
     print(f"{'profile':14} {'fault':16} {'outage s':>16} {'failed':>12} {'complete s':>16} "
           f"{'p50/p99 ms before':>18} {'after':>12}")
     for r in rows:
-        def mmr(k, f="{:.1f}"):
+        def mmr(k, f="{:.1f}", r=r):
             m, lo, hi = r[k]
             return f"{f.format(m)} [{f.format(lo)}-{f.format(hi)}]"
         print(f"{r['profile']:14} {r['fault']:16} {mmr('outage'):>16} {mmr('failed', '{:.0f}'):>12} "
@@ -441,8 +446,9 @@ def main(profiles: list[Path], reps: int = 3, soak: float = 0, dual_masters: int
     signal.signal(signal.SIGTERM, _sigterm)
     OUT.mkdir(exist_ok=True)
     # the modes with no fault table: one JSON of results per profile
-    for wanted, run_one, out in ((dual_masters, dual_masters_profile, "dual-masters.json"),
-                                 (soak, soak_profile, "soak.json")):
+    modes: list[tuple[float, Callable[[Path, str, Any], dict], str]] = [
+        (dual_masters, dual_masters_profile, "dual-masters.json"), (soak, soak_profile, "soak.json")]
+    for wanted, run_one, out in modes:
         if wanted:
             accel = accel_probe.probe()
             results = [run_one(p, accel, wanted) for p in profiles]
@@ -464,8 +470,8 @@ def main(profiles: list[Path], reps: int = 3, soak: float = 0, dual_masters: int
     side = side_by_side(rows) if len(profiles) > 1 else None
     if side:
         print("\nside by side (outage median [min-max], failed requests median):")
-        for line in [side[0], ["---"] * len(side[0]), *side[1]]:
-            print("| " + " | ".join(line) + " |")
+        for cells in [side[0], ["---"] * len(side[0]), *side[1]]:
+            print("| " + " | ".join(cells) + " |")
     print("\n".join(startup))
     for r in images:
         print(f"image benchmark, {r['role']}: cold build {r['cold']:.0f}s, warm {r['warm']:.0f}s, "

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from builder import image, profile, secret, seed
 from builder.run import run
@@ -108,7 +109,7 @@ def boot_to_ready(role: str, img: Path, accel: str) -> float:
 def main() -> int:
     shutil.rmtree(BENCH, ignore_errors=True)
     accel = accel_probe.probe()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for role in image.ROLES:
         print(f"== {role}: cold build 1", flush=True)
         cold = timed_build(role, BENCH / "a", BENCH / "work-a")

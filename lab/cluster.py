@@ -16,10 +16,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Callable
 
 from builder import contract, profile, render, secret, seed
 from lab import net, paths, stack, wait
@@ -88,7 +88,7 @@ class Client:
         """Who answered each of `count` requests in turn (None: the request failed)."""
         return [r.server if r.ok else None for r in (self.get(path) for _ in range(count))]
 
-    def downloads(self, path: str, count: int, rate: str = "40k") -> "Transfers":
+    def downloads(self, path: str, count: int, rate: str = "40k") -> Transfers:
         """`count` slow downloads of `path` through the VIP, running in the background. The
         client's receive buffer is kept small (autotuning would take a whole file in within a
         second), so bytes stay in flight and the server depends on ACKs that pass the director."""
@@ -177,13 +177,13 @@ class Cluster:
                 tap = tap[:15]  # IFNAMSIZ; the index keeps long names apart
                 if segment:
                     segment.tap(tap, bridge)
-                made.append(Nic(tap, oui + ":%02x:%02x:%02x" % tuple(address.packed[1:])))
+                made.append(Nic(tap, oui + "".join(f":{b:02x}" for b in address.packed[1:])))
             out[node.name] = Machine(
                 node.name, paths.image(node.role), self.workdir, seed=seeds / f"{node.name}.iso",
                 accel=self.accel, netns=self.netns, nics=tuple(made), existing=existing)
         return out
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         try:
             self._start()
         except BaseException:
@@ -226,7 +226,7 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         self._stack.close()
 
-    def attach(self) -> "Cluster":
+    def attach(self) -> Cluster:
         """Drive a cluster another process booted (`up`): same machines, same namespace."""
         self.segment = net.Segment(self.netns, str(self._client_address()), self.spec.network.prefixlen)
         self.vms = self.machines(self.workdir / "seeds", None, existing=True)
@@ -291,7 +291,7 @@ class Cluster:
         director.unblock()
         director.systemctl("start " + " ".join(self.stack.units), 180)
 
-    def view(self, director: Machine) -> "stack.View | None":
+    def view(self, director: Machine) -> stack.View | None:
         """How `director` sees the pair (None while its stack cannot say)."""
         return self.stack.view(director, self.standby_of(director))
 
@@ -319,7 +319,7 @@ class Cluster:
         views = [self.view(d) for d in self.directors]
         if any(v is None or not v.in_pair or v.busy for v in views):
             return False
-        return sum(v.holds_vip for v in views) == 1 and self.all_serving()
+        return sum(v.holds_vip for v in views if v) == 1 and self.all_serving()
 
     def wait_settled(self, timeout: float, steady: float = 10) -> None:
         """After a split brain heartbeat v1 gives up resources and restarts on both nodes, for

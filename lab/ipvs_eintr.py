@@ -34,7 +34,7 @@ def message(family: int, cmd: int, payload: bytes, seq: int) -> bytes:
 
 def replies(sock: socket.socket, wait: float) -> dict[int, int | bytes]:
     """seq -> error code (0: ACK) of the answers that arrive within `wait` seconds."""
-    got = {}
+    got: dict[int, int | bytes] = {}
     while select.select([sock], [], [], wait)[0]:
         data = sock.recv(65536)
         while len(data) >= 16:

@@ -152,8 +152,9 @@ class Machine:
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
+        size = [self.hardware.disk_size] if self.hardware.disk_size else []
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", self.image.resolve(),
-             self.dir / "disk.qcow2"] + ([self.hardware.disk_size] if self.hardware.disk_size else []))
+             self.dir / "disk.qcow2", *size])
         shutil.copy(OVMF_VARS, self.dir / "efivars.fd")
         self.console_log.touch()
         self.created = True
@@ -250,10 +251,11 @@ class Machine:
         self._set_port(nic, "forwarding")
 
     def _set_port(self, nic: int, state: str) -> None:
-        if not 0 <= nic < len(self.nics) or not self.nics[nic].tap:
+        tap = self.nics[nic].tap if 0 <= nic < len(self.nics) else None
+        if tap is None or self.netns is None:
             raise IndexError(f"{self.name} has no NIC {nic} on the lab's switch")
         log.info("%s: switch port of NIC %d %s", self.name, nic, state)
-        run(["ip", "netns", "exec", self.netns, "bridge", "link", "set", "dev", self.nics[nic].tap,
+        run(["ip", "netns", "exec", self.netns, "bridge", "link", "set", "dev", tap,
              "state", {"disabled": "0", "forwarding": "3"}[state]])
 
     def _set_links(self, nic: int | None, up: bool) -> None:

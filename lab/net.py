@@ -41,7 +41,7 @@ class Segment:
         self.prefixlen = prefixlen
         self.taps: list[str] = []
 
-    def __enter__(self) -> "Segment":
+    def __enter__(self) -> Segment:
         if exists(self.netns):
             log.warning("removing leftovers of an earlier run (namespace %s)", self.netns)
             destroy(self.netns)

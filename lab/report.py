@@ -26,7 +26,7 @@ def timeline(w, palette: dict[str, str], width: int = 900, height: int = 120) ->
     t0 = min(r["t"] for r in w.records)
     t1 = max(r["t"] for r in w.records) + BUCKET
     n = max(1, int((t1 - t0) / BUCKET) + 1)
-    buckets = [Counter() for _ in range(n)]
+    buckets: list[Counter[str]] = [Counter() for _ in range(n)]
     for r in w.records:
         key = "failed" if r["status"] != 200 else (r["server"] or "other")
         buckets[int((r["t"] - t0) / BUCKET)][key] += 1
@@ -34,7 +34,7 @@ def timeline(w, palette: dict[str, str], width: int = 900, height: int = 120) ->
     bw = width / n
     parts = []
     for i, b in enumerate(buckets):
-        y = height
+        y = float(height)
         for key in palette:
             if b.get(key):
                 h = b[key] / peak * (height - 10)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from builder import contract, profile
 from lab.machine import Machine
 
-
 PROBE = contract.HAWATCH_PROBE_TIMEOUT  # seconds a daemon has to answer its status interface
 
 

@@ -23,7 +23,8 @@ import time
 import tty
 from pathlib import Path
 
-from lab import accel as accel_probe, net
+from lab import accel as accel_probe
+from lab import net
 from lab.cluster import Cluster
 from lab.paths import ROOT
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -15,7 +16,7 @@ class Abort(AssertionError):
     """Raised by a check to stop waiting at once: what it waits for can no longer happen."""
 
 
-def until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+def until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
     """Call check until it returns something truthy; raise Timeout naming `what` after timeout."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None

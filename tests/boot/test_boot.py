@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from lab.paths import RESULTS, image
 from lab.machine import Machine
+from lab.paths import RESULTS, image
 
 pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = 300  # TCG on a busy 2-core machine; KVM needs a fraction

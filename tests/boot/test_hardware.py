@@ -78,7 +78,7 @@ def matrix(accel, seeds, tmp_path_factory):
             except Exception as e:  # noqa: BLE001 - each case reports its own failure
                 return e, time.monotonic() - vm.started_at
         with concurrent.futures.ThreadPoolExecutor(len(machines)) as pool:
-            results = dict(zip(machines, pool.map(ready, machines.values())))
+            results = dict(zip(machines, pool.map(ready, machines.values()), strict=True))
         for title, (result, seconds) in results.items():
             print(f"\n{title}: " + (f"READY in {seconds:.0f}s" if isinstance(result, re.Match)
                                     else f"failed after {seconds:.0f}s: {result}"))

@@ -42,7 +42,7 @@ def initrd_modules(initrd: Path) -> set[str]:
     raw = initrd.read_bytes()
     starts = [m.start() for m in re.finditer(re.escape(ZSTD_MAGIC), raw)] + [len(raw)]
     data = b"".join(subprocess.run(["zstd", "-dc"], input=raw[a:b], capture_output=True).stdout
-                    for a, b in zip(starts, starts[1:]))
+                    for a, b in zip(starts, starts[1:], strict=False))
     return {module_name(n) for n in cpio_names(data) if re.search(r"\.ko(\.\w+)?$", n)}
 
 

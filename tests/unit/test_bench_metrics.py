@@ -1,5 +1,6 @@
 """The failover benchmark's arithmetic and report, on synthetic request records."""
-from lab import bench as bench_failover, report
+from lab import bench as bench_failover
+from lab import report
 
 
 def records():

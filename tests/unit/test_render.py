@@ -167,8 +167,8 @@ def test_without_a_link_the_sync_stays_on_the_lan():
 def block(conf: str, header: str) -> str:
     """The text of the keepalived.conf block that starts with `header`, up to its closing brace."""
     start = conf.index(header)
-    depth, i = 0, conf.index("{", start)
-    for i in range(i, len(conf)):
+    depth = 0
+    for i in range(conf.index("{", start), len(conf)):
         depth += {"{": 1, "}": -1}.get(conf[i], 0)
         if depth == 0:
             return conf[start:i + 1]

@@ -51,7 +51,7 @@ def test_same_profile_gives_byte_identical_isos_whatever_the_clock_and_zone(howt
         monkeypatch.delenv("TZ")
         time.tzset()
     assert len(first) == 4
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
 
 

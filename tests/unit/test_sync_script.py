@@ -18,7 +18,9 @@ SCRIPT = ROOT / "images/director/mkosi.extra" / contract.SYNC_SCRIPT.lstrip("/")
 # kernel's EINTR for a thread that had not run yet: generic netlink sends no ACK)
 FAKE = """#!/bin/sh
 case "$*" in
-"-L --daemon") for f in "$STATE"/*; do [ -e "$f" ] && echo "$(basename "$f") sync daemon (mcast=eth1, syncid=0)"; done; exit 0 ;;
+"-L --daemon")
+    for f in "$STATE"/*; do [ -e "$f" ] && echo "$(basename "$f") sync daemon (mcast=eth1, syncid=0)"; done
+    exit 0 ;;
 --start-daemon\\ *) [ -n "$FAIL_START" ] && { echo "ipvsadm: No such device" >&2; exit 2; }; touch "$STATE/$2" ;;
 --stop-daemon\\ *) rm -f "$STATE/$2"; [ -n "$HANG_STOP" ] && exec sleep 60 ;;
 esac
