@@ -175,7 +175,7 @@ class Keepalived(Stack):
 
     def view(self, vm: Machine, peer: Machine) -> View | None:
         out = vm.execute(f"cat {self.STATE} 2>/dev/null || echo '?'; "
-                         f"{self.answers_command()} && echo answers || echo hung; "
+                         f"( {self.answers_command()} ) && echo answers || echo hung; "
                          f"ip -4 -o addr show dev {self.spec.network.interface}")[1].splitlines()
         if len(out) < 2 or out[0].strip() == "?":
             return None
