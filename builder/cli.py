@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from builder import host, image, profile, render, secret, seed
+from builder import contract, host, image, profile, render, secret, seed
 from builder.run import CommandError
 
 BENCH_PROFILES = ("profiles/redundant.toml", "profiles/keepalived.toml")  # one cluster, both stacks
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("seed", help="write one NoCloud seed ISO per node",
-                       description="Write DIR/<node>.iso (label cidata) for every node. The "
+                       description=f"Write DIR/<node>.iso (label {contract.SEED_LABEL}) for every node. The "
                        "heartbeat secret is generated on first use and reused after.")
     p.add_argument("profile", help="cluster profile (TOML)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the ISOs")
@@ -351,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                        "the VIP for your browser. Drive it with `lab` from another shell.")
     p.add_argument("profile", help="cluster profile (TOML), e.g. profiles/howto.toml")
     p.add_argument("--port", type=int, default=8080, help="local port forwarded to the VIP (default 8080)")
-    p.add_argument("--boot-timeout", type=float, default=600, metavar="S",
-                   help="seconds each machine may take to become ready (default 600, TCG)")
+    p.add_argument("--boot-timeout", type=float, default=contract.BOOT_TIMEOUT, metavar="S",
+                   help=f"seconds each machine may take to become ready (default {contract.BOOT_TIMEOUT:.0f}, TCG)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command the lab runs")
     p.set_defaults(func=cmd_up)
 

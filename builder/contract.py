@@ -6,8 +6,23 @@ long-running helpers (firstboot/hawatch.py) import this without Jinja2 or the pr
 """
 from __future__ import annotations
 
+# the seed: a NoCloud ISO with this volume label, and appliance.json in this format
+SEED_LABEL = "cidata"
+SEED_LABELS = (SEED_LABEL, SEED_LABEL.upper())   # what first boot accepts (some tools upper-case it)
+SEED_APPLIANCE = "appliance.json"
+SEED_FORMAT = 1
+
 STATE_DIR = "/var/lib/appliance"          # what first boot made of the seed (node.json, configured)
 NODE_JSON = f"{STATE_DIR}/node.json"
+CONFIGURED = f"{STATE_DIR}/configured"    # the instance-id, written last: the node is configured
+
+# the console lines a harness (the lab, a hypervisor's serial log) waits for
+READY = "APPLIANCE READY"                 # READY node=N role=R address=A instance=I
+NOT_CONFIGURED = "APPLIANCE NOT CONFIGURED"
+FAILED = "APPLIANCE FAILED"
+READY_PATTERN = READY + r" node=(\S+) role=(\S+) address=(\S+) instance=(\S+)"
+PROBLEM_PATTERN = r"APPLIANCE (NOT CONFIGURED|FAILED).*"
+BOOT_TIMEOUT = 600.0   # seconds a machine may take to READY: several at once on 2 TCG cores
 
 # keepalived: its VRRP process, the notify FIFO that carries its transitions in order, and the
 # state dump it writes on SIGUSR1 (the watchdog's proof that the process still answers)

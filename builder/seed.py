@@ -18,12 +18,12 @@ from unittest import mock
 
 import pycdlib
 
-from builder import profile, render
+from builder import contract, profile, render
 from builder.profile import Cluster, Node
 
-LABEL = "cidata"
-APPLIANCE = "appliance.json"
-FORMAT = 1
+LABEL = contract.SEED_LABEL
+APPLIANCE = contract.SEED_APPLIANCE
+FORMAT = contract.SEED_FORMAT
 EPOCH = 1700000000  # used when SOURCE_DATE_EPOCH is not set
 ISO_NAMES = {"meta-data": "METADATA.;1", "user-data": "USERDATA.;1",
              "network-config": "NETWORKC.;1", APPLIANCE: "APPLIANC.JSO;1"}

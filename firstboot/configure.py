@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import profile, render, secret
+from builder import contract, profile, render, secret
 from builder.run import CommandError, run
 
-LABELS = ("cidata", "CIDATA")
-STATE = Path("/var/lib/appliance")
+LABELS = contract.SEED_LABELS
+STATE = Path(contract.STATE_DIR)
 IMAGE_ROLE = Path("/usr/lib/appliance/role")
-NOT_CONFIGURED = "APPLIANCE NOT CONFIGURED"
+NOT_CONFIGURED = contract.NOT_CONFIGURED
 HOW_TO_SEED = ("make one on the host with `python -m builder seed PROFILE --out DIR` and attach "
                "DIR/<node>.iso to this machine as a disk or CD-ROM, then reboot")
 
@@ -57,17 +57,17 @@ def read_seed(directory: Path, image_role: str | None) -> Seed:
     """Validate the seed's files; every problem becomes one SeedError saying what to fix."""
     try:
         meta = _meta_data((directory / "meta-data").read_text())
-        data = json.loads((directory / "appliance.json").read_text())
+        data = json.loads((directory / contract.SEED_APPLIANCE).read_text())
     except (OSError, ValueError) as e:
         raise SeedError(f"the seed ISO is not an appliance seed ({e}); {HOW_TO_SEED}") from None
     instance = meta.get("instance-id")
     if not instance:
         raise SeedError(f"meta-data has no instance-id; {HOW_TO_SEED}")
-    if data.get("format") != 1:
-        raise SeedError(f"appliance.json format {data.get('format')!r} is not supported by this "
-                        "image (expected 1): rebuild the seed with the builder of this image")
+    if data.get("format") != contract.SEED_FORMAT:
+        raise SeedError(f"{contract.SEED_APPLIANCE} format {data.get('format')!r} is not supported by this "
+                        f"image (expected {contract.SEED_FORMAT}): rebuild the seed with the builder of this image")
     try:
-        cluster = profile.parse(data.get("cluster") or {}, "seed appliance.json")
+        cluster = profile.parse(data.get("cluster") or {}, f"seed {contract.SEED_APPLIANCE}")
     except profile.ProfileError as e:
         raise SeedError(f"{e}\nFix the profile, then remake the seed") from None
     try:
@@ -229,7 +229,7 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
         if marker.exists():
             say(f"appliance: no seed attached; keeping the configuration of {marker.read_text().strip()}")
             return 0
-        say(f"{NOT_CONFIGURED}: no seed ISO (volume label cidata) found; {HOW_TO_SEED}. "
+        say(f"{NOT_CONFIGURED}: no seed ISO (volume label {contract.SEED_LABEL}) found; {HOW_TO_SEED}. "
             "No cluster service was started.")
         return 1
     try:

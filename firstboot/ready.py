@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from builder import contract
 from builder.run import run
 
-STATE = Path("/var/lib/appliance")
-READY, FAILED = "APPLIANCE READY", "APPLIANCE FAILED"
+STATE = Path(contract.STATE_DIR)
+READY, FAILED = contract.READY, contract.FAILED
 
 
 def inactive(services: list[str]) -> list[str]:

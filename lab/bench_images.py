@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder import image, profile, secret, seed
+from builder import contract, image, profile, secret, seed
 from builder.run import run
 from lab import accel as accel_probe
 from lab.machine import Machine
@@ -100,7 +100,7 @@ def boot_to_ready(role: str, img: Path, accel: str) -> float:
         vm = Machine(SEED_NODE[role], img, BENCH / "boot", seed=iso, accel=accel)
         try:
             vm.start()
-            vm.wait_until_ready(600)
+            vm.wait_until_ready(contract.BOOT_TIMEOUT)
             return time.monotonic() - vm.started_at
         finally:
             vm.shutdown()

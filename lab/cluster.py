@@ -139,7 +139,7 @@ class Transfers:
 
 
 class Cluster:
-    def __init__(self, profile_path: Path, workdir: Path, accel: str, boot_timeout: float = 600,
+    def __init__(self, profile_path: Path, workdir: Path, accel: str, boot_timeout: float = contract.BOOT_TIMEOUT,
                  netns: str = net.TEST_NETNS, progress: Callable[[str], None] | None = None):
         self.profile_path = profile_path
         self.spec = profile.load(profile_path)

@@ -28,6 +28,7 @@ from pathlib import Path
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from builder import contract
 from builder.run import run
 from lab import wait
 from lab.agent import GuestAgent, GuestAgentError
@@ -38,8 +39,8 @@ log = logging.getLogger("lab.machine")
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-READY_RE = re.compile(r"APPLIANCE READY node=(\S+) role=(\S+) address=(\S+) instance=(\S+)")
-PROBLEM_RE = re.compile(r"APPLIANCE (NOT CONFIGURED|FAILED).*")
+READY_RE = re.compile(contract.READY_PATTERN)
+PROBLEM_RE = re.compile(contract.PROBLEM_PATTERN)
 
 
 class CommandFailed(wait.Abort):

@@ -141,7 +141,7 @@ class Heartbeat(Stack):
 
     def sync_running(self, vm: Machine, role: str) -> bool:
         # the howto's own check, and the kernel's answer must agree with it
-        said = vm.succeed(f"/etc/ha.d/resource.d/LVSSyncDaemonSwap {role} status")
+        said = vm.succeed(f"{contract.SYNC_SCRIPT} {role} status")
         return said.startswith(f"{role} running") and super().sync_running(vm, role)
 
     def pair_intact(self, holder: Machine, other: Machine) -> bool:

@@ -23,6 +23,7 @@ import time
 import tty
 from pathlib import Path
 
+from builder import contract
 from lab import accel as accel_probe
 from lab import net
 from lab.cluster import Cluster
@@ -48,7 +49,7 @@ def _running_state() -> dict | None:
         return None
 
 
-def up(profile_path: Path, port: int, boot_timeout: float = 600) -> int:
+def up(profile_path: Path, port: int, boot_timeout: float = contract.BOOT_TIMEOUT) -> int:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     lock = open(LOCK, "w")
     try:

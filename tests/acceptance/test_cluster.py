@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from builder import contract
 from lab import chaos, wait
 
 pytestmark = pytest.mark.vm
@@ -186,7 +187,7 @@ def test_7_crashed_director_boots_again_and_the_vip_stays(cluster, story):
     returned, story.crashed = story.crashed, None
     holder = cluster.standby_of(returned)
     returned.start()  # power on: it boots from its own disk, already configured
-    returned.wait_until_ready(600)
+    returned.wait_until_ready(contract.BOOT_TIMEOUT)
     returned.wait_for_agent(120)
     assert "already configured" in returned.console()
     # the returned node is back in the pair: resources are negotiated from here on

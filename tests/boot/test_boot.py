@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from builder import contract
 from lab.machine import Machine
 from lab.paths import RESULTS, image
 
@@ -73,9 +74,9 @@ def test_webserver_serves_the_check_page_on_its_own_address(seeded):
 @pytest.mark.parametrize("name, services", [("loadb1", "heartbeat apache2"), ("webserver1", "apache2")])
 def test_without_a_seed_the_node_says_so_and_serves_nothing(unseeded, name, services):
     vm = unseeded[name]
-    vm.wait_for_console(r"APPLIANCE NOT CONFIGURED: no seed ISO", BOOT_TIMEOUT)
+    vm.wait_for_console(rf"{contract.NOT_CONFIGURED}: no seed ISO", BOOT_TIMEOUT)
     vm.wait_for_agent(BOOT_TIMEOUT)
     vm.wait_until_succeeds("systemctl is-system-running --wait >/dev/null; true", 120)
     for service in services.split():
         assert vm.fail(f"systemctl is-active {service}").strip() == "inactive"
-    assert "APPLIANCE READY" not in vm.console()
+    assert contract.READY not in vm.console()

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from builder import profile, secret, seed
+from builder import contract, profile, secret, seed
 from lab.machine import Hardware, Machine, Nic
 from lab.paths import RESULTS, ROOT, image
 
 pytestmark = pytest.mark.vm
-BOOT_TIMEOUT = 600  # five machines at once on a 2-core TCG host
+BOOT_TIMEOUT = contract.BOOT_TIMEOUT  # five machines at once on a 2-core TCG host
 PINNED_MAC = "52:54:00:12:34:99"
 
 

@@ -1,0 +1,57 @@
+"""One fact, one place: the values builder/contract.py states appear nowhere else in the code,
+and the image's unit files and scripts, which cannot import it, use exactly its values."""
+from __future__ import annotations
+
+import ast
+import re
+
+from builder import contract
+from tests.conftest import ROOT
+
+FACTS = {name: value for name, value in vars(contract).items()
+         if name.isupper() and isinstance(value, str) and len(value) > 3}
+SOURCES = sorted(p for d in ("builder", "firstboot", "lab") for p in (ROOT / d).rglob("*.py")
+                 if p.name != "contract.py")
+IMAGE_FILES = sorted(p for p in [*(ROOT / "images").rglob("*"), *(ROOT / "firstboot").glob("*.service")]
+                     if p.is_file() and "mkosi.conf" not in p.name)
+
+
+def string_constants(tree: ast.AST):
+    """String literals that are not docstrings (prose may name a fact; code must import it)."""
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node
+
+
+def test_no_contract_value_is_written_out_in_the_code():
+    found = []
+    for path in SOURCES:
+        for node in string_constants(ast.parse(path.read_text())):
+            for name, value in FACTS.items():
+                if value in node.value:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {value!r} is contract.{name}")
+    assert not found, "import these from builder/contract.py:\n" + "\n".join(found)
+
+
+def test_image_files_use_the_contract_values():
+    """Unit files and shell scripts name the state directory only as its 'configured' flag,
+    and keepalived's runtime files only as the contract says."""
+    for path in IMAGE_FILES:
+        text = path.read_text(errors="replace")
+        for used in re.findall(re.escape(contract.STATE_DIR) + r"[^\s\"']*", text):
+            assert used in (contract.CONFIGURED, contract.NODE_JSON), f"{path}: {used}"
+        for used in re.findall(r"/run/keepalived[^\s\"']*|/run/vrrp\.pid", text):
+            assert used in (contract.KEEPALIVED_STATE, contract.KEEPALIVED_VRRP_PID, f"{contract.KEEPALIVED_STATE}.new",
+                            "/run/keepalived"), f"{path}: {used}"
+
+
+def test_the_contract_is_consistent():
+    assert contract.NODE_JSON.startswith(contract.STATE_DIR + "/")
+    assert contract.CONFIGURED.startswith(contract.STATE_DIR + "/")
+    assert re.fullmatch(contract.READY_PATTERN, f"{contract.READY} node=a role=director address=10.0.0.1 instance=x")
+    assert re.match(contract.PROBLEM_PATTERN, f"{contract.NOT_CONFIGURED}: no seed")
+    for path in (contract.KEEPALIVED_NOTIFY_FIFO, contract.KEEPALIVED_STATE_DUMP):
+        assert path.startswith("/run/keepalived/"), "the unit's RuntimeDirectory"
