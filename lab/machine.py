@@ -43,8 +43,13 @@ READY_RE = re.compile(contract.READY_PATTERN)
 PROBLEM_RE = re.compile(contract.PROBLEM_PATTERN)
 
 
-class CommandFailed(wait.Abort):
-    """A guest command, or the boot, went wrong in a way waiting longer will not fix."""
+class CommandFailed(AssertionError):
+    """A guest command exited otherwise than asked. Inside a wait it is retried: the state it
+    checks may still come (the ready line's problems are BootFailed instead)."""
+
+
+class BootFailed(CommandFailed, wait.Abort):
+    """The boot went wrong in a way waiting longer will not fix (the console's problem line)."""
 
 
 class QemuError(RuntimeError):
@@ -299,13 +304,13 @@ class Machine:
             text = self.console()
             problem = PROBLEM_RE.search(text)
             if problem:
-                raise CommandFailed(f"{self.name}: {problem.group(0)}")
+                raise BootFailed(f"{self.name}: {problem.group(0)}")
             self._abort_if_dead()
             return READY_RE.search(text)
         try:
             return wait.until(seen, timeout, f"{self.name}: the ready line", interval=1)
         except wait.Timeout as e:
-            raise CommandFailed(str(e)) from None
+            raise BootFailed(str(e)) from None
 
     def _abort_if_dead(self) -> None:
         if not self.is_running():

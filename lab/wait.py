@@ -16,6 +16,12 @@ class Abort(AssertionError):
     """Raised by a check to stop waiting at once: what it waits for can no longer happen."""
 
 
+# A check that raises one of these has a bug, not a bad moment: waiting longer cannot help, and
+# the whole timeout would hide the typo. Anything else a check raises (a guest command that
+# failed, an agent that does not answer yet) is kept and retried.
+PROGRAMMING_ERRORS = (NameError, TypeError, AttributeError, ImportError, SyntaxError)
+
+
 def until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
     """Call check until it returns something truthy; raise Timeout naming `what` after timeout."""
     deadline = time.monotonic() + timeout
@@ -25,7 +31,7 @@ def until(check: Callable[[], T | None], timeout: float, what: str, interval: fl
             result = check()
             if result:
                 return result
-        except Abort:
+        except (Abort, *PROGRAMMING_ERRORS):
             raise
         except Exception as e:  # noqa: BLE001 - kept and reported on timeout
             last_error = e
@@ -56,6 +62,8 @@ def steady(check: Callable[[], object], seconds: float, timeout: float, what: st
     while True:
         try:
             ok = bool(check())
+        except PROGRAMMING_ERRORS:
+            raise
         except Exception:  # noqa: BLE001 - an unanswerable check is not a steady state
             ok = False
         now = time.monotonic()

@@ -1,4 +1,4 @@
-"""wait.steady: the benchmark's "the cluster has stopped changing" after a split brain."""
+"""wait: deadlines instead of sleeps; steady states after a split brain; what stops a wait at once."""
 import itertools
 import time
 
@@ -25,3 +25,29 @@ def test_a_check_that_raises_counts_as_not_holding():
         raise OSError("guest agent gone")
     with pytest.raises(wait.Timeout):
         wait.steady(broken, seconds=0.05, timeout=0.3, what="x", interval=0.02)
+
+
+def test_a_typo_in_a_check_fails_at_once_instead_of_burning_the_timeout():
+    started = time.monotonic()
+    with pytest.raises(AttributeError):
+        wait.until(lambda: None.ok, timeout=30, what="x", interval=0.01)  # type: ignore[attr-defined]
+    with pytest.raises(NameError):
+        wait.steady(lambda: undefined_name, seconds=1, timeout=30, what="x", interval=0.01)  # type: ignore[name-defined]  # noqa: F821
+    assert time.monotonic() - started < 1
+
+
+def test_a_failed_guest_command_inside_a_wait_is_retried():
+    from lab.machine import CommandFailed
+    tries = itertools.count()
+
+    def flaky():
+        if next(tries) < 2:
+            raise CommandFailed("lvs-a: `ipvsadm -L -n` exited 1")
+        return "ok"
+    assert wait.until(flaky, timeout=5, what="x", interval=0.01) == "ok"
+
+
+def test_an_abort_stops_the_wait_at_once():
+    from lab.machine import BootFailed
+    with pytest.raises(BootFailed):
+        wait.until(lambda: (_ for _ in ()).throw(BootFailed("APPLIANCE NOT CONFIGURED")), timeout=30, what="x")
