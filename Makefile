@@ -85,14 +85,14 @@ acceptance-keepalived: $(IMAGES) test-tools  ## the same suite on redundant's cl
 
 PORT ?= 8080
 up: $(IMAGES) test-tools  ## boot PROFILE's cluster for you; browse http://127.0.0.1:$(PORT)/; Ctrl-C stops it
-	$(PY) -m builder up $(PROFILE) --port $(PORT)
+	$(PY) -m lab up $(PROFILE) --port $(PORT)
 
 down:  ## stop the cluster `make up` runs
-	$(PY) -m builder down
+	$(PY) -m lab down
 
 bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, reproducibility
-	$(PY) -m builder bench-images
+	$(PY) -m lab bench-images
 
 REPS ?= 3
 bench: $(IMAGES) test-tools  ## failover benchmark (PROFILES="a.toml b.toml", REPS=3, SOAK=20: minutes, no fault; DUAL=50: forced dual masters)
-	$(PY) -m builder bench $(PROFILES) --reps $(REPS) $(if $(SOAK),--soak $(SOAK)) $(if $(DUAL),--dual-masters $(DUAL))
+	$(PY) -m lab bench $(PROFILES) --reps $(REPS) $(if $(SOAK),--soak $(SOAK)) $(if $(DUAL),--dual-masters $(DUAL))

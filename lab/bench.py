@@ -1,6 +1,6 @@
 """Failover benchmark: request loss and outage per fault, on the real cluster of each profile.
 
-`python -m builder bench` (`make bench`). For each profile (default: redundant and keepalived,
+`python -m lab bench` (`make bench`). For each profile (default: redundant and keepalived,
 the same cluster on each stack, compared side by side)
 it boots the cluster, runs a steady, bounded HTTP load from the client namespace, and injects
 one fault at a time, each REPS times (default 3) with recovery in between: Apache stop on the

@@ -8,7 +8,7 @@
 
 Every guest command is logged with its exit code and duration. A machine's state lives in its
 directory (QMP, guest-agent and console sockets, pid file, console log), and nothing is held
-open between calls, so another process -- ``python -m builder lab ...`` beside a running
+open between calls, so another process -- ``python -m lab ...`` beside a running
 ``up`` -- drives the same machine by name. Nothing here uses QEMU user-mode networking: a NIC
 gets a tap in the lab's network namespace, or sits on an empty hub (a cable to nowhere).
 """

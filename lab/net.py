@@ -11,7 +11,7 @@ from builder.run import CommandError, run
 
 log = logging.getLogger("lab.net")
 TEST_NETNS = "lvs-appliance-test"   # the test suites' lab
-UP_NETNS = "lvs-appliance-up"       # `python -m builder up`: a user's lab, beside a test run
+UP_NETNS = "lvs-appliance-up"       # `python -m lab up`: a user's lab, beside a test run
 LAN = "br0"
 
 

@@ -1,5 +1,5 @@
-"""A cluster on the desk: `python -m builder up PROFILE` boots it exactly as the suite does and
-keeps it until Ctrl-C or `python -m builder down`; `python -m builder lab ...` drives it
+"""A cluster on the desk: `python -m lab up PROFILE` boots it exactly as the suite does and
+keeps it until Ctrl-C or `python -m lab down`; `python -m lab ...` drives it
 from another shell (console, crash, cables, services).
 
 The cluster lives in its own network namespace (UP_NETNS, beside a test run's). The only way
@@ -57,7 +57,7 @@ def up(profile_path: Path, port: int, boot_timeout: float = contract.BOOT_TIMEOU
     except BlockingIOError:
         state = _running_state() or {}
         raise UpError(f"a cluster is already up (profile {state.get('profile', '?')}, "
-                      f"pid {state.get('pid', '?')}): stop it with `python -m builder down` "
+                      f"pid {state.get('pid', '?')}): stop it with `python -m lab down` "
                       "(or Ctrl-C where it runs) first") from None
     _check_port(port)
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -86,8 +86,8 @@ def up(profile_path: Path, port: int, boot_timeout: float = contract.BOOT_TIMEOU
                 print(f"  {name:12} console log {vm.console_log}")
             print(f"\nopen http://127.0.0.1:{port}/ in your browser (the VIP {cluster.spec.vip}:{s.port}, "
                   "forwarded on 127.0.0.1 only)")
-            print("from another shell: python -m builder lab --help   (console, crash, block, systemctl...)")
-            print("Ctrl-C or `python -m builder down` stops every machine and removes the lab network",
+            print("from another shell: python -m lab --help   (status, console, crash, block, systemctl...)")
+            print("Ctrl-C or `python -m lab down` stops every machine and removes the lab network",
                   flush=True)
             while not stop.is_set():
                 if forward.poll() is not None:
@@ -149,7 +149,7 @@ def attached() -> Cluster:
     """The cluster a running `up` booted, to drive from this process."""
     state = _running_state()
     if not state:
-        raise UpError("no cluster is up: start one with `python -m builder up PROFILE` (make up)")
+        raise UpError("no cluster is up: start one with `python -m lab up PROFILE` (make up)")
     return Cluster(Path(state["profile"]), Path(state["workdir"]), state["accel"],
                    netns=net.UP_NETNS).attach()
 
@@ -162,7 +162,7 @@ def console(machine) -> int:
         sock.connect(str(path))
     except OSError as e:
         raise UpError(f"{machine.name}: no console ({e.strerror}); is it running? "
-                      "`python -m builder lab status`") from None
+                      "`python -m lab status`") from None
     print(f"{machine.name}: serial console; Ctrl-] leaves (log: {machine.console_log})\r", flush=True)
     stdin = sys.stdin.fileno()
     saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
