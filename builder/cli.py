@@ -165,16 +165,31 @@ def lab_argv(argv: list[str]) -> list[str]:
     return words[:1] + options + words[1:]
 
 
+def command_line(prog: str, description: str, epilog: str):
+    """The parser of one of the project's command lines, and its subcommands."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Run the chosen subcommand; a Fail is one line on stderr and exit status 1."""
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Fail as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in LAB_COMMANDS:
         os.execv(sys.executable, [sys.executable, "-m", "lab", *lab_argv(argv)])
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    parser = argparse.ArgumentParser(
-        prog="python -m builder",
-        description="Turn a cluster profile into LVS web cluster appliances (heartbeat or keepalived directors).",
-        epilog="Start with: python -m builder lint profiles/howto.toml. Booting clusters: python -m lab --help")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = command_line(
+        "python -m builder",
+        "Turn a cluster profile into LVS web cluster appliances (heartbeat or keepalived directors).",
+        "Start with: python -m builder lint profiles/howto.toml. Booting clusters: python -m lab --help")
 
     p = sub.add_parser("lint", help="validate a profile and flag the howto's traps",
                        description="Report every problem in a profile; exit 1 if there is any.")
@@ -223,10 +238,4 @@ def main(argv: list[str] | None = None) -> int:
                        "the file system tools, if missing. Not root: prints the command.")
     p.add_argument("--tests", action="store_true", help="also what the VM tests need (chromium, curl)")
     p.set_defaults(func=cmd_host_setup)
-
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Fail as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return dispatch(parser, argv)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from builder import contract
-from builder.cli import Fail, _load
+from builder.cli import Fail, _load, command_line, dispatch
 from builder.run import CommandError
 
 BENCH_PROFILES = ("profiles/redundant.toml", "profiles/keepalived.toml")  # one cluster, both stacks
@@ -142,15 +141,9 @@ def cmd_bench_images(args: argparse.Namespace) -> int:
     return bench_images.main()
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    parser = argparse.ArgumentParser(
-        prog="python -m lab",
-        description="Boot a profile's cluster under QEMU, drive it, benchmark it.",
-        epilog="Start with: python -m lab up profiles/howto.toml")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = command_line("python -m lab", "Boot a profile's cluster under QEMU, drive it, benchmark it.",
+                               "Start with: python -m lab up profiles/howto.toml")
     p = sub.add_parser("up", help="boot a profile's cluster and keep it up until Ctrl-C or `down`",
                        description="Boot every machine of PROFILE from the built images, exactly as "
                        "the acceptance suite does, in a network namespace of its own. Prints each "
@@ -202,10 +195,4 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--timeout", type=float, default=60, help="seconds a guest command may take")
         p.add_argument("-v", "--verbose", action="store_true", help="log every command the lab runs")
         p.set_defaults(func=cmd_lab, action=action, **({} if needs else {"node": None}))
-
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Fail as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return dispatch(parser, argv)
