@@ -196,8 +196,32 @@ class Service:
         return self.checkinterval + self.checktimeout
 
 
+class _Limits:
+    """How long the lab waits on a stack, from its deadtime: stated once for both stacks."""
+
+    @property
+    def deadtime_s(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def rejoin_limit(self) -> float:
+        """How long a returning director may take to see its peer active again."""
+        return self.deadtime_s * 3 + 60
+
+    @property
+    def past_verdict(self) -> float:
+        """How long to hold a fault so that both sides have given their verdict on it."""
+        return self.deadtime_s + 5
+
+    @property
+    def settle_limit(self) -> float:
+        """How long a pair may take to settle after a partition heals (heartbeat v1 without the
+        step-out: ~15 s giving up, initdead, a takeover)."""
+        return self.deadtime_s * 4 + 180
+
+
 @dataclass(frozen=True)
-class Heartbeat:
+class Heartbeat(_Limits):
     auth: str = setting("sha1", choice(AUTH_METHODS, "a heartbeat auth method"), "sha1 | md5")
     secret_file: str | None = setting(None, text, "file with the secret, relative to the profile "
                                       "(default: generated into .secrets/NAME.authkey)", seed=False)
@@ -251,14 +275,9 @@ class Heartbeat:
         then heartbeat's resource scripts (tens of seconds of shell under TCG)."""
         return self.deadtime_s * 4 + 60
 
-    @property
-    def rejoin_limit(self) -> float:
-        """How long a returning director may take to see its peer active again."""
-        return self.deadtime_s * 3 + 60
-
 
 @dataclass(frozen=True)
-class Vrrp:
+class Vrrp(_Limits):
     """keepalived's VRRP (stack = "keepalived"): the same failover decisions heartbeat makes,
     with the same meaning for auto_failback and ping_nodes."""
     advert_int: float | None = setting(None, seconds(0.01, 40.95), "seconds between VRRP adverts "
@@ -292,10 +311,6 @@ class Vrrp:
     def takeover_limit(self) -> float:
         """keepalived adds the VIP in-process: the verdict plus a margin for a loaded host."""
         return self.deadtime_s * 4 + 30
-
-    @property
-    def rejoin_limit(self) -> float:
-        return self.deadtime_s * 3 + 60
 
 
 @dataclass(frozen=True)

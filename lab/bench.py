@@ -31,12 +31,11 @@ from builder import image
 from builder.render import write_atomic
 from lab import accel as accel_probe
 from lab import chaos, report, wait
-from lab.cluster import Cluster
+from lab.cluster import TRANSFERS, Cluster
 from lab.paths import ROOT
 
 OUT = ROOT / "bench-results"
 RATE, TIMEOUT, LEAD = 20, 1.0, 2.0
-TRANSFERS = 4  # slow downloads in flight across each director crash
 TAIL = 3.0  # load kept after a fault's recovery, for the latency "after"
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
@@ -182,14 +181,14 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
 
         def standby_crash(rep: int) -> None:
             standby = cluster.standby_of(cluster.active_director())
-            window("standby crash", rep, LEAD + deadtime + 5, standby.pause)
+            window("standby crash", rep, LEAD + hb.past_verdict, standby.pause)
             cluster.revive(standby)
             cluster.wait_rejoined(standby, hb.rejoin_limit)
 
         def split_brain(rep: int) -> None:
             standby = cluster.standby_of(cluster.active_director())
             notes: list[str] = []
-            limit = deadtime * 4 + 180  # to settle; howto: ~15 s giving up + 60 s initdead + takeover
+            limit = hb.settle_limit
             starts: dict[str, int] = {}
             restarted: set[str] = set()
 
@@ -198,7 +197,7 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
 
             def split() -> list[str]:
                 standby.block()
-                time.sleep(deadtime + 5)  # hold the cut past the stack's deadtime
+                time.sleep(hb.past_verdict)  # hold the cut past the stack's deadtime
                 notes.append(f"cut:{holders()}")
                 starts.update((d.name, stack.starts(d)) for d in cluster.directors)
                 standby.unblock()
@@ -228,11 +227,11 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                                  + (f",no-restart-on:{'+'.join(missing)}" if missing else ""))
                     for d in cluster.directors:
                         d.systemctl(f"restart {stack.daemon}")
-                    cluster.wait_settled(limit, max(10.0, deadtime + 5))
+                    cluster.wait_settled(limit, max(10.0, hb.past_verdict))
                     notes.append(f"after-{stack.name}-restarts:{holders()}")
             # load for the cut and two tries at settling; stopped as soon as the pair settles
             label = "partition" if cluster.spec.link else "split brain"  # with a link: every cable
-            window(label, rep, LEAD + deadtime + 5 + 2 * (limit + deadtime + 10), split, stop_when=settle)
+            window(label, rep, LEAD + hb.past_verdict + 2 * (limit + deadtime + 10), split, stop_when=settle)
 
         def standby_lan_cut(rep: int) -> None:
             """The standby's LAN cable (NIC 0) out for two deadtimes: heard on the link, it must
@@ -240,7 +239,7 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
             standby = cluster.standby_of(cluster.active_director())
             window("standby LAN cut", rep, LEAD + deadtime * 2 + 5 + TAIL, lambda: standby.block(0))
             standby.unblock(0)
-            cluster.wait_settled(deadtime * 4 + 60)
+            cluster.wait_settled(hb.rejoin_limit)
 
         def active_lan_cut(rep: int) -> None:
             """The active's LAN cable out: ipfail hands the VIP to the peer, which still reaches
@@ -250,7 +249,7 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
                    stop_when=lambda: wait.until(lambda: cluster.vip.get(timeout=1).ok, hb.takeover_limit,
                                                 "the VIP answering again", interval=0.2))
             active.unblock(0)
-            cluster.wait_settled(deadtime * 4 + 60)
+            cluster.wait_settled(hb.rejoin_limit)
 
         families = [apache_stop, director_crash_and_return, standby_crash, split_brain]
         if cluster.spec.link:

@@ -26,6 +26,7 @@ from lab import net, paths, stack, wait
 from lab.machine import Machine, Nic
 
 log = logging.getLogger("lab.cluster")
+TRANSFERS = 4  # slow downloads in flight across a director crash (the suite's and the bench's)
 BLOB_LINES = 200_000  # /blob.txt on every real server: `seq 1 N`, 1.3 MB, the same bytes everywhere
 LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has one
 SERVER_RE = re.compile(r'data-server="([^"]+)"')

@@ -13,6 +13,7 @@ import pytest
 
 from builder import contract
 from lab import chaos, wait
+from lab.cluster import TRANSFERS
 
 pytestmark = pytest.mark.vm
 step = pytest.mark.step
@@ -141,9 +142,6 @@ def test_5_every_real_server_down_the_fallback_page_is_served(cluster):
         for web in cluster.real_servers:
             web.systemctl("start apache2")
     cluster.wait_all_serving(settle_time(cluster) * 2)
-
-
-TRANSFERS = 4
 
 
 @step(6)
@@ -314,13 +312,13 @@ def test_12_true_partition_heals_to_one_vip_holder(cluster):
     hb = cluster.spec.failover
     active = cluster.active_director()
     standby = cluster.standby_of(active)
-    limit, steady, done = hb.deadtime_s * 4 + 180, 10, threading.Event()
+    limit, steady, done = hb.settle_limit, 10, threading.Event()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         load = pool.submit(requests_until, cluster, done, limit + 60)
         try:
             standby.block()  # every cable: LAN and link
             try:
-                time.sleep(hb.deadtime_s + 5)  # past the verdict: both sides believe they are alone
+                time.sleep(hb.past_verdict)  # both sides believe they are alone
             finally:
                 standby.unblock()
             healed = time.monotonic()
