@@ -268,7 +268,7 @@ def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -
             "services": list(services(seed))}
     if seed.node.is_director:  # what the HA watchdog (firstboot/hawatch.py) watches and clears
         node.update(stack=seed.cluster.stack, vips=[str(seed.cluster.vip)],
-                    prefixlen=seed.cluster.network.prefixlen)
+                    prefixlen=seed.cluster.network.prefixlen, deadtime=seed.cluster.failover.deadtime_s)
     render.write_atomic(state / "node.json", json.dumps(node) + "\n")
     render.write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
     say(f"appliance: configured {seed.node.name} ({seed.node.role}, {seed.node.address}) "

@@ -167,14 +167,28 @@ def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
     log(f"cleared {', '.join(info.get('vips', []))} from {iface} and stopped the sync master")
 
 
-def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = True) -> None:
-    """Kill the hung stack, give up what it held (the VIP first: its peer has taken over by
-    now), then start it afresh, as a reboot would."""
+def rejoin_wait(info: dict) -> float:
+    """Seconds to stay silent between the kill and the fresh start. heartbeat: until the peer
+    has given its dead verdict (deadtime and a margin), so that it takes over as after a crash
+    and sees a reboot after it; back sooner, the pair negotiated the killed node's resources to
+    nobody (no VIP holder at all, seen in the suite on the howto's 30 s deadtime). VRRP has no
+    membership: keepalived starts as BACKUP at once."""
+    return info.get("deadtime", 0) + 2 if info["stack"] == "heartbeat" else 0.0
+
+
+def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = True,
+            sleep: Callable[[float], None] = time.sleep) -> None:
+    """Kill the hung stack, give up what it held (the VIP first: its peer has taken over, or is
+    about to), then start it afresh, as a reboot would."""
     run(["systemctl", "kill", "--signal=KILL", unit], timeout=30)
     reset(info, log)
     for argv in (["systemctl", "stop", unit], ["systemctl", "reset-failed", unit]):
         run(argv, timeout=30)
     if start:
+        wait = rejoin_wait(info)
+        if wait:
+            log(f"{unit} starts again in {wait:.0f} s, once its peer has declared this director dead")
+            sleep(wait)
         run(["systemctl", "start", "--no-block", unit], timeout=30)
 
 

@@ -66,3 +66,16 @@ def test_the_image_scripts_use_the_contract_paths():
     unit = (DIRECTOR / "usr/lib/systemd/system" / c.HAWATCH_UNIT).read_text()
     assert "-m firstboot.hawatch watch" in unit and f"ConditionPathExists={c.STATE_DIR}/configured" in unit
     assert f"enable {c.HAWATCH_UNIT}" in (DIRECTOR / "usr/lib/systemd/system-preset/05-director.preset").read_text()
+
+
+def test_a_killed_heartbeat_waits_for_the_peers_verdict_before_it_starts_again(monkeypatch):
+    ran, slept = [], []
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
+    monkeypatch.setattr(hawatch, "reset", lambda info, log: ran.append(["reset"]))
+    info = {"stack": "heartbeat", "deadtime": 30, "interface": "eth0", "vips": ["192.168.0.105"]}
+    hawatch.restart("heartbeat.service", info, log=lambda _: None, sleep=slept.append)
+    assert ran[0] == ["systemctl", "kill", "--signal=KILL", "heartbeat.service"] and ran[1] == ["reset"]
+    assert slept == [32] and ran[-1] == ["systemctl", "start", "--no-block", "heartbeat.service"]
+    ran.clear(), slept.clear()
+    hawatch.restart("keepalived.service", {**info, "stack": "keepalived"}, log=lambda _: None, sleep=slept.append)
+    assert slept == [] and ran[-1] == ["systemctl", "start", "--no-block", "keepalived.service"]
