@@ -277,7 +277,7 @@ def journal_count(cluster: Cluster, director, pattern: str, units: str | None = 
     """How many of the stack's journal lines of this boot (or those of `units`, journalctl's
     words) match `pattern` (grep -E)."""
     out = director.execute(f"journalctl -b --no-pager -o cat {units or cluster.stack.journal_units()} "
-                           f"| grep -cE '{pattern}'")[1]
+                           f"2>/dev/null | grep -cE '{pattern}'")[1]
     return int(out.strip() or 0)
 
 

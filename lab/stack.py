@@ -148,11 +148,11 @@ class Heartbeat(Stack):
         return "active" in holder.succeed(f"cl_status nodestatus {other.name}")
 
     def starts(self, vm: Machine) -> int:
-        return int(vm.execute("journalctl -b --no-pager -o cat -u heartbeat "
+        return int(vm.execute("journalctl -b --no-pager -o cat -u heartbeat 2>/dev/null "
                               "| grep -c 'Starting heartbeat'")[1].strip() or 0)
 
     def restarts_seen(self, active: Machine, revived: Machine) -> int:
-        return int(active.succeed(f"journalctl -b -u heartbeat | grep -c "
+        return int(active.succeed(f"journalctl -b -u heartbeat 2>/dev/null | grep -c "
                                   f"'Heartbeat restart on node {revived.name}' || true"))
 
     def takeover_evidence(self, new: Machine, dead: Machine) -> str | None:
@@ -210,7 +210,7 @@ class Keepalived(Stack):
         return view is not None and view.state != "MASTER" and not view.holds_vip
 
     def starts(self, vm: Machine) -> int:
-        return int(vm.execute("journalctl -b --no-pager -o cat -u keepalived "
+        return int(vm.execute("journalctl -b --no-pager -o cat -u keepalived 2>/dev/null "
                               "| grep -c 'Starting Keepalived v'")[1].strip() or 0)
 
     def restarts_seen(self, active: Machine, revived: Machine) -> int:
