@@ -445,8 +445,7 @@ class _Table:
             names = " or ".join(k.__name__ for k in kinds).replace("str", "string")
             self.error(f"must be a {names}, not {value!r}", key)
             return None if default is ... else default
-        for text in [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
-                if isinstance(value, list) else []:
+        for text in (v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)):
             bad = next((c for c in text if not c.isprintable()), None)
             if bad is not None:  # every string lands in a config file, one setting per line
                 self.error(f"{text!r} holds the control character {bad!r}: profile strings are one "

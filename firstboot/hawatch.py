@@ -42,7 +42,7 @@ from builder import contract as c
 class Probe:
     answering: bool
     hung: bool          # asked, and no answer within the time limit (a refusal is not a hang)
-    state: str          # MASTER/BACKUP/FAULT (keepalived), active/standby (heartbeat), STOPPED, HUNG
+    state: str          # the VRRP state (keepalived), rscstatus (heartbeat), STOPPED, HUNG...
     detail: str = ""
 
 

@@ -40,10 +40,12 @@ def methods(cluster) -> tuple[str, ...]:
     return ("pause", "link") if cluster.spec.link and cluster.spec.keepalived else ("pause",)
 
 
-def one_holder_answering(cluster) -> Machine | None:
-    """The one director holding the VIP, when both stacks answer; else None."""
-    holders = cluster.vip_holders()
-    if len(holders) != 1 or not all(cluster.stack.answers(d) for d in cluster.directors):
+def one_holder_answering(cluster, down: frozenset[str] = frozenset()) -> Machine | None:
+    """The one director holding the VIP, when every director's stack answers; else None.
+    Directors named in `down` (crashed, hung on purpose) are left out of both."""
+    holders = [d for d in cluster.vip_holders() if d.name not in down]
+    up = [d for d in cluster.directors if d.name not in down]
+    if len(holders) != 1 or not all(cluster.stack.answers(d) for d in up):
         return None
     return holders[0]
 
@@ -52,27 +54,20 @@ def dual_master(cluster, how: str, limit: float) -> Event:
     """One forced dual-master event; raises wait.Timeout if the pair has not healed in `limit` s."""
     active = cluster.active_director()
     standby = cluster.standby_of(active)
-    fault_limit = cluster.spec.failover.takeover_limit
-    if how == "pause":
-        # stopped while holding the VIP, it still holds it when it goes on: a dual master
-        # once the standby has the VIP too
-        active.pause()
-        try:
-            wait.until(lambda: cluster.holds_vip(standby), fault_limit, f"{standby.name} to take the VIP",
-                       interval=0.2)
-            both = True
-        finally:
-            active.resume()
-    elif how == "link":
-        active.drop(LINK)
-        try:
-            wait.until(lambda: cluster.holds_vip(standby), fault_limit, f"{standby.name} to take the VIP",
-                       interval=0.2)
-            both = cluster.holds_vip(active)  # it heard nothing wrong: it keeps the VIP
-        finally:
-            active.undrop(LINK)
-    else:
-        raise ValueError(f"unknown dual-master method {how!r}: one of pause, link")
+    faults = {"pause": (active.pause, active.resume),
+              "link": (lambda: active.drop(LINK), lambda: active.undrop(LINK))}
+    if how not in faults:
+        raise ValueError(f"unknown dual-master method {how!r}: one of {', '.join(faults)}")
+    inject, restore = faults[how]
+    inject()
+    try:
+        wait.until(lambda: cluster.holds_vip(standby), cluster.spec.failover.takeover_limit,
+                   f"{standby.name} to take the VIP", interval=0.2)
+        # paused while holding the VIP, it still holds it when it goes on; a silent link tells
+        # it nothing wrong, so it keeps the VIP (asked while the fault lasts)
+        both = how == "pause" or cluster.holds_vip(active)
+    finally:
+        restore()
     ended = time.monotonic()
     wait.until(lambda: len(cluster.vip_holders()) == 1, limit, "one VIP holder", interval=0.2)
     converged = time.monotonic() - ended

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab import wait
+from lab import chaos, wait
 from lab.cluster import Cluster
 from lab.machine import Machine
 from lab.paths import RESULTS, ROOT
@@ -60,14 +60,11 @@ def one_vip_holder_after_each_step(request, story):
     if _cluster is None or not request.node.get_closest_marker("step"):
         return
     cluster = _cluster
-    down = {m.name for m in (story.crashed, story.hung) if m is not None}
+    down = frozenset(m.name for m in (story.crashed, story.hung) if m is not None)
     up = [d for d in cluster.directors if d.name not in down]
-
-    def holds() -> bool:
-        holders = [d for d in cluster.vip_holders() if d.name not in down]
-        return len(holders) == 1 and all(cluster.stack.answers(d) for d in up)
     try:
-        wait.until(holds, cluster.spec.failover.takeover_limit + 30, "one VIP holder, every stack answering")
+        wait.until(lambda: chaos.one_holder_answering(cluster, down), cluster.spec.failover.takeover_limit + 30,
+                   "one VIP holder, every stack answering")
     except wait.Timeout:
         pytest.fail(f"after this step: VIP held by {[d.name for d in cluster.vip_holders()]}, "
                     f"stacks answering {[(d.name, cluster.stack.answers(d)) for d in up]}\n"
