@@ -15,18 +15,16 @@ import tempfile
 from pathlib import Path
 
 from builder import contract, host, image, profile, render, secret, seed
+from builder.errors import ApplianceError
 from builder.run import CommandError
 
 
-class Fail(Exception):
-    """A user-facing error: printed without a traceback, exit status 1."""
+class Fail(ApplianceError):
+    """A command line used wrongly (a node that is not there, a bad option value)."""
 
 
 def _load(path: str) -> profile.Cluster:
-    try:
-        return profile.load(path)
-    except profile.ProfileError as e:
-        raise Fail(str(e)) from None
+    return profile.load(path)
 
 
 def _node(cluster: profile.Cluster, name: str) -> profile.Node:
@@ -38,10 +36,7 @@ def _node(cluster: profile.Cluster, name: str) -> profile.Node:
 
 
 def _secret(cluster: profile.Cluster, args: argparse.Namespace, create: bool) -> str | None:
-    try:
-        return secret.load_or_create(cluster, Path(args.profile), Path(args.secrets), create)
-    except secret.SecretError as e:
-        raise Fail(str(e)) from None
+    return secret.load_or_create(cluster, Path(args.profile), Path(args.secrets), create)
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
@@ -116,10 +111,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_host_setup(args: argparse.Namespace) -> int:
-    try:
-        installed = host.ensure(tests=args.tests)
-    except host.HostError as e:
-        raise Fail(str(e)) from None
+    installed = host.ensure(tests=args.tests)
     print(f"host tools: installed {', '.join(installed)}" if installed else "host tools: all present")
     return 0
 
@@ -136,15 +128,13 @@ def cmd_image(args: argparse.Namespace) -> int:
             if args.qcow2:
                 q = image.to_qcow2(path)
                 print(f"{q}: {q.stat().st_size / 2**20:.0f} MiB qcow2")
-        except host.HostError as e:
-            raise Fail(str(e)) from None
         except CommandError as e:
             tool = Path(e.argv[0]).name
             raise Fail(f"{tool} failed building {role}.img (exit {e.returncode}); no image was "
-                       f"written. {tool}'s own messages are above{': ' + e.stderr.strip() if e.stderr else ''}.\n"
-                       f"Hints: check free disk (`df -h build`) and that the Debian mirror answers; "
+                       f"written. {tool}'s own messages are above{': ' + e.stderr.strip() if e.stderr else ''}",
+                       hint=f"check free disk (`df -h build`) and that the Debian mirror answers; "
                        f"if a cached base image is stale, `rm -rf build/cache/{role}` and build "
-                       f"again; --release {args.release} must be a Debian release mkosi knows") from None
+                       f"again; --release {args.release} must be a Debian release mkosi knows") from e
     return 0
 
 
@@ -173,12 +163,15 @@ def command_line(prog: str, description: str, epilog: str):
 
 
 def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Run the chosen subcommand; a Fail is one line on stderr and exit status 1."""
+    """Run the chosen subcommand. An ApplianceError (builder/errors.py) is its message and hint
+    on stderr and exit status 1; anything else is a bug and keeps its traceback."""
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except Fail as e:
+    except ApplianceError as e:
         print(f"error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
         return 1
 
 

@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+from builder.errors import ApplianceError
 from builder.run import run
 
 # what must be found -> the Debian package that provides it
@@ -35,7 +36,7 @@ MINIMUM = {"mkosi": "24", "e2fsprogs": "1.47.1", "grub-common": "2.12", "grub-pc
 BACKPORTS_FILE = Path("/etc/apt/sources.list.d/backports.sources")
 
 
-class HostError(Exception):
+class HostError(ApplianceError):
     """The host lacks tools and they cannot be installed here; says what to run."""
 
 

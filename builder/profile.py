@@ -18,6 +18,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from builder.errors import ApplianceError
+
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq")
 CHECKTYPES = ("negotiate", "connect", "ping", "on", "off")
 NEGOTIATE_SERVICES = ("http", "https")
@@ -31,14 +33,15 @@ DIRECTOR, REALSERVER = "director", "realserver"
 ROLE_NAMES = {DIRECTOR: "directors", REALSERVER: "real servers"}
 
 
-class ProfileError(ValueError):
+class ProfileError(ApplianceError, ValueError):
     """A profile has one or more problems; ``problems`` lists them all."""
 
     def __init__(self, problems: list[str], source: str = "profile"):
         self.problems = problems
         self.source = source
         super().__init__(f"{source}: {len(problems)} problem(s):\n" +
-                         "\n".join(f"  {p}" for p in problems))
+                         "\n".join(f"  {p}" for p in problems),
+                         hint="`python -m builder reference` lists every key, its default and its meaning")
 
 
 # --- the settings table --------------------------------------------------------------------
@@ -218,6 +221,12 @@ class _Limits:
         """How long a pair may take to settle after a partition heals (heartbeat v1 without the
         step-out: ~15 s giving up, initdead, a takeover)."""
         return self.deadtime_s * 4 + 180
+
+    @property
+    def duplicate_limit(self) -> float:
+        """How long both directors may answer ARP for the VIP before the HA watchdog makes one
+        step out: past the stack's own convergence (a verdict, then a margin for TCG)."""
+        return self.deadtime_s + 10
 
 
 @dataclass(frozen=True)

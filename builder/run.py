@@ -8,11 +8,13 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from builder.errors import ApplianceError
+
 log = logging.getLogger("builder.run")
 
 
 @dataclass
-class CommandError(Exception):
+class CommandError(ApplianceError):
     """A command exited non-zero; carries the command line and what it printed on stderr."""
 
     argv: list[str]

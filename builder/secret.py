@@ -11,6 +11,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from builder.errors import ApplianceError
 from builder.profile import Cluster
 
 MIN_LENGTH = 16
@@ -18,7 +19,7 @@ WEAK = {"password", "passw0rd", "secret", "changeme", "heartbeat", "linux-ha", "
         "admin", "root", "test", "1234567890123456", "0123456789abcdef"}
 
 
-class SecretError(ValueError):
+class SecretError(ApplianceError, ValueError):
     """The secret file is missing, unsafe or weak; the message says what to do."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import contract, profile, render, secret
+from builder.errors import ApplianceError
 from builder.run import CommandError, run
 
 LABELS = contract.SEED_LABELS
@@ -30,7 +31,7 @@ HOW_TO_SEED = ("make one on the host with `python -m builder seed PROFILE --out 
                "DIR/<node>.iso to this machine as a disk or CD-ROM, then reboot")
 
 
-class SeedError(Exception):
+class SeedError(ApplianceError):
     """The seed is missing or unusable; the message says what to fix."""
 
 
@@ -248,6 +249,20 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
         return 1
 
 
+def node_facts(seed: Seed) -> dict[str, object]:
+    """node.json: what the image's own services (ready, the HA watchdog) read of this node."""
+    node: dict[str, object] = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
+                               "interface": seed.cluster.network.interface, "instance": seed.instance_id,
+                               "services": list(services(seed))}
+    if seed.node.is_director:  # what the HA watchdog (firstboot/hawatch.py) watches and clears
+        failover = seed.cluster.failover
+        node.update(stack=seed.cluster.stack, vips=[str(seed.cluster.vip)],
+                    prefixlen=seed.cluster.network.prefixlen, deadtime=failover.deadtime_s,
+                    peer_address=str(seed.cluster.peer(seed.node).address),
+                    duplicate_limit=failover.duplicate_limit)
+    return node
+
+
 def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -> int:
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
         say(f"appliance: {seed.node.name} already configured for {seed.instance_id}")
@@ -263,13 +278,7 @@ def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -
         # this boot's unit graph predates the link: start it now (before sysinit.target)
         run(["systemctl", "start", "--no-block", unit])
     state.mkdir(parents=True, exist_ok=True)
-    node: dict[str, object] = {"node": seed.node.name, "role": seed.node.role, "address": str(seed.node.address),
-            "interface": seed.cluster.network.interface, "instance": seed.instance_id,
-            "services": list(services(seed))}
-    if seed.node.is_director:  # what the HA watchdog (firstboot/hawatch.py) watches and clears
-        node.update(stack=seed.cluster.stack, vips=[str(seed.cluster.vip)],
-                    prefixlen=seed.cluster.network.prefixlen, deadtime=seed.cluster.failover.deadtime_s)
-    render.write_atomic(state / "node.json", json.dumps(node) + "\n")
+    render.write_atomic(state / "node.json", json.dumps(node_facts(seed)) + "\n")
     render.write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
     say(f"appliance: configured {seed.node.name} ({seed.node.role}, {seed.node.address}) "
         f"from {device}: {len(files)} files, instance {seed.instance_id}")

@@ -17,6 +17,10 @@ ignores SIGTERM), `reset` clears the VIP and sync master it left, then a fresh s
 journal line saying why. At most HAWATCH_RESTARTS restarts in HAWATCH_WINDOW seconds: past that
 it stops the stack and leaves the VIP to the peer rather than loop, and says so.
 
+A stack that answers can still be wrong: both directors holding the VIP for longer than the
+profile's duplicate_limit (an ARP probe answered by the peer) makes the one with the lower
+address step out the same way (class Duplicate says why), within the same restart budget.
+
 What it last found goes to HAWATCH_HEALTH (JSON) for `appliance status` and the lab.
 
     python3 -m firstboot.hawatch watch     # the loop (appliance-hawatch.service)
@@ -33,9 +37,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from builder import contract as c
+from firstboot import arp
 
 
 @dataclass(frozen=True)
@@ -140,12 +146,43 @@ class Watch:
         if self.misses < c.HAWATCH_MISSES:
             return "wait"
         self.misses = 0
+        return self.restart_or_give_up(now)
+
+    def restart_or_give_up(self, now: float) -> str:
+        """One more restart if the budget allows it, else "give-up"."""
         self.restarts = [t for t in self.restarts if now - t < c.HAWATCH_WINDOW]
         if len(self.restarts) >= c.HAWATCH_RESTARTS:
             self.gave_up = True
             return "give-up"
         self.restarts.append(now)
         return "restart"
+
+
+@dataclass
+class Duplicate:
+    """Two directors holding the VIP, as the LAN sees it (an ARP probe answered by the peer while
+    this one holds it), whatever their stacks believe. heartbeat logs "Both machines own our
+    resources!" and does nothing more (a resumed active beside the peer that took over stays so
+    for good: docs/split-brain.md); a VRRP pair whose adverts are lost while ARP passes does the
+    same. Past `limit` seconds the director with the lower address steps out (restarted as after
+    a hang, so it rejoins as standby; VRRP's rule too: the higher address wins a tie), and the
+    keeper announces itself the moment the duplicate ends, so no neighbour keeps the MAC of the
+    one that gave way."""
+    limit: float
+    steps_out: bool
+    since: float | None = None
+
+    def observe(self, held: bool, other: str | None, now: float) -> str:
+        """"ok", "wait" (a duplicate, not yet for long), "step-out" or "announce"."""
+        if not held or other is None:
+            was, self.since = self.since is not None, None
+            return "announce" if was and held and not self.steps_out else "ok"
+        if self.since is None:
+            self.since = now
+        if now - self.since < self.limit or not self.steps_out:
+            return "wait"
+        self.since = None
+        return "step-out"
 
 
 def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
@@ -192,6 +229,26 @@ def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = Tru
         run(["systemctl", "start", "--no-block", unit], timeout=30)
 
 
+def held_vips(info: dict) -> list[str]:
+    """The VIPs on this director's cluster NIC now."""
+    out = run(["ip", "-o", "-4", "addr", "show", "dev", info["interface"]])
+    have = {w.split("/")[0] for w in out.stdout.split()} if out and out.returncode == 0 else set()
+    return [v for v in info.get("vips", []) if v in have]
+
+
+def duplicate_of(info: dict) -> tuple[bool, str | None]:
+    """(this director holds a VIP, the MAC of another host answering for it, or None)."""
+    held = held_vips(info)
+    for vip in held:
+        try:
+            other = arp.other_holder(info["interface"], vip)
+        except OSError:
+            continue
+        if other:
+            return True, other
+    return bool(held), None
+
+
 def write_health(health: dict) -> None:
     path = Path(c.HAWATCH_HEALTH)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,14 +257,42 @@ def write_health(health: dict) -> None:
     tmp.replace(path)
 
 
+def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict, log: Callable[[str], None]) -> str | None:
+    """Probe for a second VIP holder and act on it; the other holder's MAC, if any."""
+    held, other = duplicate_of(info)
+    now = time.monotonic()
+    started = dup.since
+    action = dup.observe(held, other, now)
+    if action == "wait" and started is None:
+        log(f"{other} answers for the VIP too: both directors hold it"
+            + (f"; this one steps out in {dup.limit:.0f} s" if dup.steps_out else
+               f"; the peer ({info['peer_address']}, the lower address) steps out in {dup.limit:.0f} s"))
+    elif action == "announce":
+        for vip in held_vips(info):
+            arp.announce(info["interface"], vip)
+        log(f"the peer gave the VIP up: announced {', '.join(held_vips(info))} with gratuitous ARP")
+    elif action == "step-out":
+        verdict = w.restart_or_give_up(now)
+        log(f"both directors held the VIP for {dup.limit:.0f} s and {info['address']} is the lower address: "
+            + (f"{c.HAWATCH_STEPPED_OUT}, {c.HAWATCH_RESTARTED} {unit} (restart {len(w.restarts)} of "
+               f"{c.HAWATCH_RESTARTS} in {c.HAWATCH_WINDOW:.0f} s)" if verdict == "restart" else
+               f"{c.HAWATCH_GAVE_UP} ({unit}) for good after {c.HAWATCH_RESTARTS} restarts "
+               f"in {c.HAWATCH_WINDOW:.0f} s; "
+               f"`systemctl restart {c.HAWATCH_UNIT}` tries again"))
+        restart(unit, info, log, start=verdict == "restart")
+    return other
+
+
 def watch(log: Callable[[str], None]) -> int:
     info = node()
     unit, probe_fn = STACKS[info["stack"]]
     w = Watch()
+    steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
+    dup = Duplicate(info["duplicate_limit"], steps_out)
     log(f"watching {unit}: {c.HAWATCH_MISSES} missed probes of {c.HAWATCH_PROBE_TIMEOUT:.0f} s restart it, "
         f"at most {c.HAWATCH_RESTARTS} times in {c.HAWATCH_WINDOW:.0f} s")
     while True:
-        up, confirm = unit_active_for(unit), False
+        up, confirm, other = unit_active_for(unit), False, None
         if w.gave_up:
             probe = Probe(False, False, "GAVE-UP", f"{unit} restarted {c.HAWATCH_RESTARTS} times in "
                           f"{c.HAWATCH_WINDOW:.0f} s and still hung: stopped, the peer serves")
@@ -220,18 +305,20 @@ def watch(log: Callable[[str], None]) -> int:
             action = w.observe(probe, time.monotonic())
             if action == "restart":
                 log(f"{unit} did not answer {c.HAWATCH_MISSES} probes in a row ({probe.detail}): "
-                    f"killing and restarting it (restart {len(w.restarts)} of {c.HAWATCH_RESTARTS} "
+                    f"{c.HAWATCH_RESTARTED} it (restart {len(w.restarts)} of {c.HAWATCH_RESTARTS} "
                     f"in {c.HAWATCH_WINDOW:.0f} s)")
                 restart(unit, info, log)
             elif action == "wait" and probe.hung:
                 confirm = True  # ask again at once: the second probe only confirms the hang
             elif action == "give-up":
                 log(f"{unit} still does not answer ({probe.detail}) after {c.HAWATCH_RESTARTS} restarts "
-                    f"in {c.HAWATCH_WINDOW:.0f} s: stopping it and releasing the VIP to the peer; "
+                    f"in {c.HAWATCH_WINDOW:.0f} s: {c.HAWATCH_GAVE_UP} and releasing the VIP to the peer; "
                     f"`systemctl restart {c.HAWATCH_UNIT}` tries again")
                 restart(unit, info, log, start=False)
+            elif probe.answering:
+                other = check_duplicate(dup, w, unit, info, log)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),
-                      "restarts": len(w.restarts), "gave_up": w.gave_up})
+                      "restarts": len(w.restarts), "gave_up": w.gave_up, "duplicate": other})
         if not confirm:
             time.sleep(c.HAWATCH_INTERVAL)
 
@@ -241,7 +328,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.split("\n\n")[-1], file=sys.stderr)
         return 2
 
-    def log(text: str) -> None:  # the unit sends stdout to the journal as "hawatch"
+    def log(text: str) -> None:  # the unit sends stdout to the journal (c.HAWATCH_TAG)
         print(text, flush=True)
     if argv == ["reset"]:
         reset(log=log)

@@ -20,8 +20,10 @@ from typing import cast
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from builder.errors import LabError
 
-class GuestAgentError(Exception):
+
+class GuestAgentError(LabError):
     pass
 
 

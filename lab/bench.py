@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder import contract as c
 from builder import image
 from builder.render import write_atomic
 from lab import accel as accel_probe
@@ -303,7 +304,8 @@ def soak_profile(profile_path: Path, accel: str, seconds: float) -> dict:
                 holder, moves = now, moves + 1
         records = load.finish()
         after = {d.name: {k: journal_count(cluster, d, p) for k, p in signs.items()} for d in cluster.directors}
-        restarts = sum(journal_count(cluster, d, "killing and restarting|giving up|stopping it", units="-t hawatch")
+        restarts = sum(journal_count(cluster, d, f"{c.HAWATCH_RESTARTED}|{c.HAWATCH_GAVE_UP}",
+                                     units=f"-t {c.HAWATCH_TAG}")
                        for d in cluster.directors)
     result = {"profile": name, "seconds": seconds, "requests": len(records),
               "failed": sum(r["status"] != 200 for r in records), "vip moves": moves, "polls": polls,
@@ -338,15 +340,17 @@ def dual_masters_profile(profile_path: Path, accel: str, count: int) -> dict:
                       f"one holder ({e.holder}) after {e.converged:.1f} s", flush=True)
         finally:
             records = load.finish(stop=True)
-        restarts = {d.name: journal_count(cluster, d, "killing and restarting", units="-t hawatch")
+        restarts = {d.name: journal_count(cluster, d, c.HAWATCH_RESTARTED, units=f"-t {c.HAWATCH_TAG}")
                     for d in cluster.directors}
+        step_outs = {d.name: journal_count(cluster, d, c.HAWATCH_STEPPED_OUT, units=f"-t {c.HAWATCH_TAG}")
+                     for d in cluster.directors}
     took = sorted(e.converged for e in events)
     result = {"profile": name, "events": count, "healed": len(events),
               "both held": sum(e.both_held for e in events),
               "median s": round(statistics.median(took), 1) if took else None,
               "max s": round(max(took), 1) if took else None,
               "requests": len(records), "failed": sum(r["status"] != 200 for r in records),
-              "watchdog restarts": restarts}
+              "watchdog restarts": restarts, "step-outs": step_outs}
     print(f"[{name}] " + chaos.summary(events) if events else f"[{name}] no event healed", flush=True)
     print(f"[{name}] " + ", ".join(f"{k} {v}" for k, v in result.items() if k != "profile"), flush=True)
     return result

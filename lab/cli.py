@@ -13,7 +13,6 @@ from pathlib import Path
 
 from builder import contract
 from builder.cli import Fail, _load, command_line, dispatch
-from builder.run import CommandError
 
 BENCH_PROFILES = ("profiles/redundant.toml", "profiles/keepalived.toml")  # one cluster, both stacks
 
@@ -32,20 +31,12 @@ def _quiet(args: argparse.Namespace) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     _quiet(args)
     from lab import up
-    from lab.machine import QemuError
-    from lab.paths import ImageMissing
-    try:
-        return up.up(_profile_path(args.profile), args.port, args.boot_timeout)
-    except (up.UpError, ImageMissing, QemuError, CommandError) as e:
-        raise Fail(str(e)) from None
+    return up.up(_profile_path(args.profile), args.port, args.boot_timeout)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     from lab import up
-    try:
-        return up.down()
-    except up.UpError as e:
-        raise Fail(str(e)) from None
+    return up.down()
 
 
 def _lab_status(cluster, _machine, _args) -> int:
@@ -106,24 +97,19 @@ LAB_ACTIONS = {
 def cmd_lab(args: argparse.Namespace) -> int:
     _quiet(args)
     from lab import up
-    from lab.agent import GuestAgentError
-    from lab.machine import CommandFailed, QemuError
     help_, needs, handler = LAB_ACTIONS[args.action]
-    try:
-        cluster = up.attached()
-        machine = None
-        if needs:
-            if not args.node:
-                raise Fail(f"lab {args.action} needs a node: one of {', '.join(cluster.vms)}")
-            if args.node not in cluster.vms:
-                raise Fail(f"no node {args.node!r} in the running cluster; choose one of: "
-                           f"{', '.join(cluster.vms)}")
-            machine = cluster.vms[args.node]
-        if needs == "words" and not args.words:
-            raise Fail(f"lab {args.action} needs a command after the node name")
-        return handler(cluster, machine, args)
-    except (up.UpError, QemuError, GuestAgentError, CommandFailed, IndexError) as e:
-        raise Fail(str(e)) from None
+    cluster = up.attached()
+    machine = None
+    if needs:
+        if not args.node:
+            raise Fail(f"lab {args.action} needs a node: one of {', '.join(cluster.vms)}")
+        if args.node not in cluster.vms:
+            raise Fail(f"no node {args.node!r} in the running cluster; choose one of: "
+                       f"{', '.join(cluster.vms)}")
+        machine = cluster.vms[args.node]
+    if needs == "words" and not args.words:
+        raise Fail(f"lab {args.action} needs a command after the node name")
+    return handler(cluster, machine, args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

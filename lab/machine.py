@@ -14,13 +14,17 @@ gets a tap in the lab's network namespace, or sits on an empty hub (a cable to n
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from builder import contract
+from builder.errors import LabError
 from builder.run import run
 from lab import wait
 from lab.agent import GuestAgent, GuestAgentError
@@ -43,7 +48,7 @@ READY_RE = re.compile(contract.READY_PATTERN)
 PROBLEM_RE = re.compile(contract.PROBLEM_PATTERN)
 
 
-class CommandFailed(AssertionError):
+class CommandFailed(LabError, AssertionError):
     """A guest command exited otherwise than asked. Inside a wait it is retried: the state it
     checks may still come (the ready line's problems are BootFailed instead)."""
 
@@ -52,7 +57,11 @@ class BootFailed(CommandFailed, wait.Abort):
     """The boot went wrong in a way waiting longer will not fix (the console's problem line)."""
 
 
-class QemuError(RuntimeError):
+class NoSuchNic(LabError, IndexError):
+    """A NIC number the machine does not have."""
+
+
+class QemuError(LabError, RuntimeError):
     """QEMU would not start, or its monitor refused a command; the message says which and why."""
 
 
@@ -259,7 +268,7 @@ class Machine:
     def _set_port(self, nic: int, state: str) -> None:
         tap = self.nics[nic].tap if 0 <= nic < len(self.nics) else None
         if tap is None or self.netns is None:
-            raise IndexError(f"{self.name} has no NIC {nic} on the lab's switch")
+            raise NoSuchNic(f"{self.name} has no NIC {nic} on the lab's switch")
         log.info("%s: switch port of NIC %d %s", self.name, nic, state)
         run(["ip", "netns", "exec", self.netns, "bridge", "link", "set", "dev", tap,
              "state", {"disabled": "0", "forwarding": "3"}[state]])
@@ -267,7 +276,7 @@ class Machine:
     def _set_links(self, nic: int | None, up: bool) -> None:
         for i in range(len(self.nics)) if nic is None else (nic,):
             if not 0 <= i < len(self.nics):
-                raise IndexError(f"{self.name} has {len(self.nics)} NIC(s); no NIC {i}")
+                raise NoSuchNic(f"{self.name} has {len(self.nics)} NIC(s); no NIC {i}")
             log.info("%s: cable %d %s", self.name, i, "plugged in" if up else "pulled")
             self.monitor("set_link", name=f"n{i}", up=up)
 
@@ -340,6 +349,19 @@ class Machine:
         if code == 0:
             raise CommandFailed(f"{self.name}: `{command}` succeeded but should fail:\n{out}")
         return out
+
+    def put_files(self, files: dict[str, tuple[str, int]], root: str) -> None:
+        """Write files (path -> (text, mode)) under `root` in the guest, in one command: a
+        gzipped tar in base64 (small trees: rendered configs)."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for path, (text, mode) in files.items():
+                data = text.encode()
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size, info.mode = len(data), mode
+                tar.addfile(info, io.BytesIO(data))
+        b64 = base64.b64encode(buf.getvalue()).decode()
+        self.succeed(f"mkdir -p {shlex.quote(root)} && echo {b64} | base64 -d | tar -xz -C {shlex.quote(root)}")
 
     def wait_until_succeeds(self, command: str, timeout: float = 60) -> str:
         result: dict[str, str] = {}

@@ -2,12 +2,14 @@
 import os
 from pathlib import Path
 
+from builder.errors import LabError
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "test-results"
 IMAGES = {"director": "director.img", "realserver": "webserver.img"}
 
 
-class ImageMissing(FileNotFoundError):
+class ImageMissing(LabError, FileNotFoundError):
     """A built image the lab needs is not there; the message says how to build it."""
 
 
@@ -16,5 +18,6 @@ def image(role: str) -> Path:
     # APPLIANCE_IMAGES: another directory of images, e.g. build/bookworm (make boot-bookworm)
     path = Path(os.environ.get("APPLIANCE_IMAGES", ROOT)) / IMAGES.get(role, f"{role}.img")
     if not path.exists():
-        raise ImageMissing(f"{path.name} is missing: run `make {path.name}` (make test builds it)")
+        raise ImageMissing(f"{path.name} is missing from {path.parent}",
+                           hint=f"run `make {path.name}` (make test builds it)")
     return path

@@ -24,6 +24,7 @@ import tty
 from pathlib import Path
 
 from builder import contract
+from builder.errors import LabError
 from lab import accel as accel_probe
 from lab import net
 from lab.cluster import Cluster
@@ -35,7 +36,7 @@ LOCK = STATE_DIR / "lock"
 DETACH = b"\x1d"  # Ctrl-]
 
 
-class UpError(Exception):
+class UpError(LabError):
     """Something the user can fix: the message says what."""
 
 

@@ -5,14 +5,16 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from builder.errors import LabError
+
 T = TypeVar("T")
 
 
-class Timeout(AssertionError):
-    pass
+class Timeout(LabError, AssertionError):
+    """What a wait was for did not come in time; the message names it and the last error."""
 
 
-class Abort(AssertionError):
+class Abort(LabError, AssertionError):
     """Raised by a check to stop waiting at once: what it waits for can no longer happen."""
 
 

@@ -97,6 +97,18 @@ def test_the_stack_units_follow_the_profile(howto, tmp_path):
     assert not configure.set_units(active, root) and not keepalived.is_symlink()
 
 
+def test_node_json_gives_each_director_its_peer_and_the_watchdogs_limits(howto, tmp_path):
+    kept = profile.load(ROOT / "profiles" / "keepalived.toml")
+    for cluster in (howto, kept):
+        a, b = cluster.directors
+        facts = configure.node_facts(configure.read_seed(unpack(cluster, a.name, tmp_path / a.name), "director"))
+        assert facts["peer_address"] == str(b.address) and facts["address"] == str(a.address)
+        assert facts["duplicate_limit"] == cluster.failover.duplicate_limit > cluster.failover.deadtime_s
+        assert facts["stack"] == cluster.stack and facts["vips"] == [str(cluster.vip)]
+    web = configure.node_facts(configure.read_seed(unpack(howto, "webserver1", tmp_path / "w"), "realserver"))
+    assert "peer_address" not in web and "vips" not in web
+
+
 def test_a_pinned_mac_finds_its_nic_whatever_the_kernel_called_it(tmp_path):
     for name, mac in (("eth0", "52:54:00:00:00:01"), ("eth1", "52:54:00:aa:bb:cc")):
         (tmp_path / name).mkdir()

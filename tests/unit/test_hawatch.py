@@ -64,6 +64,7 @@ def test_the_image_scripts_use_the_contract_paths():
     sync = (DIRECTOR / c.SYNC_SCRIPT.lstrip("/")).read_text()
     assert f"[ -r {c.SYNC_DEFAULTS} ] && . {c.SYNC_DEFAULTS}" in sync
     unit = (DIRECTOR / "usr/lib/systemd/system" / c.HAWATCH_UNIT).read_text()
+    assert f"SyslogIdentifier={c.HAWATCH_TAG}\n" in unit
     assert "-m firstboot.hawatch watch" in unit and f"ConditionPathExists={c.STATE_DIR}/configured" in unit
     assert f"enable {c.HAWATCH_UNIT}" in (DIRECTOR / "usr/lib/systemd/system-preset/05-director.preset").read_text()
 
@@ -79,3 +80,38 @@ def test_a_killed_heartbeat_waits_for_the_peers_verdict_before_it_starts_again(m
     ran.clear(), slept.clear()
     hawatch.restart("keepalived.service", {**info, "stack": "keepalived"}, log=lambda _: None, sleep=slept.append)
     assert slept == [] and ran[-1] == ["systemctl", "start", "--no-block", "keepalived.service"]
+
+
+def test_a_duplicate_vip_makes_only_the_lower_address_step_out_and_only_after_the_limit():
+    loser, keeper = hawatch.Duplicate(10, steps_out=True), hawatch.Duplicate(10, steps_out=False)
+    peer = "52:54:00:00:00:02"
+    for d in (loser, keeper):
+        assert d.observe(True, None, 0) == "ok"           # holds it alone
+        assert d.observe(False, None, 1) == "ok"          # holds nothing
+        assert d.observe(True, peer, 2) == "wait"         # both hold it: give the stacks time
+        assert d.observe(True, peer, 11.9) == "wait"
+    assert loser.observe(True, peer, 12) == "step-out"
+    assert keeper.observe(True, peer, 12) == "wait" and keeper.observe(True, peer, 100) == "wait"
+    # the peer let go: the keeper tells the LAN at once, once
+    assert keeper.observe(True, None, 101) == "announce" and keeper.observe(True, None, 102) == "ok"
+    # a duplicate that ends by itself before the limit costs the loser nothing
+    assert loser.observe(True, peer, 200) == "wait" and loser.observe(True, None, 205) == "ok"
+    assert loser.observe(True, peer, 206) == "wait" and loser.observe(True, peer, 215) == "wait"
+    # a keeper that lost the VIP has nothing to announce
+    keeper.observe(True, peer, 300)
+    assert keeper.observe(False, None, 301) == "ok"
+
+
+def test_step_outs_share_the_restart_budget_with_hangs():
+    w = hawatch.Watch()
+    assert [w.restart_or_give_up(t) for t in range(c.HAWATCH_RESTARTS)] == ["restart"] * c.HAWATCH_RESTARTS
+    assert w.observe(HUNG, 10) == "wait" and w.observe(HUNG, 11) == "give-up" and w.gave_up
+
+
+def test_an_arp_probe_asks_without_telling_and_an_announcement_tells():
+    from firstboot import arp
+    mac = bytes.fromhex("525400000001")
+    probe = arp._frame(mac, arp.REQUEST, b"\0" * 4, bytes([192, 168, 6, 240]))
+    assert probe[:6] == b"\xff" * 6 and probe[6:12] == mac and probe[12:14] == b"\x08\x06"
+    assert probe[20:22] == b"\0\x01" and probe[28:32] == b"\0\0\0\0" and probe[38:42] == bytes([192, 168, 6, 240])
+    assert len(probe) == 42
