@@ -43,6 +43,9 @@ SYNC_BACKUP_UNIT = "ipvs-sync-backup.service"
 HAWATCH_UNIT = "appliance-hawatch.service"
 HAWATCH_HEALTH = "/run/appliance/ha-health.json"
 HA_RESET = "/usr/libexec/appliance/ha-reset"   # clears what a killed stack left (VIP, sync master)
+# the gratuitous-ARP announcer a VIP's start leaves running (heartbeat's send_arp), per VIP:
+# VIPaddr and vip-takeover start it, a reset stops it (shell and the image's script spell it out)
+SEND_ARP_PIDFILE = "/run/vipaddr-send_arp-{vip}.pid"
 HAWATCH_INTERVAL = 1.0      # seconds between probes
 HAWATCH_PROBE_TIMEOUT = 3.0  # a stack that takes longer than this to answer has missed a probe
 HAWATCH_MISSES = 2           # missed probes in a row before the stack is restarted

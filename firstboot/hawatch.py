@@ -192,7 +192,7 @@ def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
     iface = info["interface"]
     for vip in info.get("vips", []):
         run(["ip", "addr", "del", f"{vip}/{info['prefixlen']}", "dev", iface])
-        pidfile = Path(f"/run/vipaddr-send_arp-{vip}.pid")
+        pidfile = Path(c.SEND_ARP_PIDFILE.format(vip=vip))
         try:
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
         except (OSError, ValueError):

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,9 @@ from builder import contract as c
 from builder import image
 from builder.render import write_atomic
 from lab import accel as accel_probe
-from lab import chaos, report, wait
-from lab.cluster import TRANSFERS, Cluster
+from lab import chaos, faults, report, wait
+from lab.cluster import Cluster
+from lab.loadgen import Request
 from lab.paths import ROOT
 
 OUT = ROOT / "bench-results"
@@ -47,42 +48,42 @@ class Window:
     fault: str
     rep: int
     fault_at: float
-    records: list[dict]
+    records: list[Request]
     recovered_at: float | None = None
     notes: list[str] = field(default_factory=list)
     victim: str | None = None  # the real server a fault took down, if any
     transfers: list[int] | None = None  # in-flight downloads across the fault: [broken, total]
 
     def after(self):
-        return [r for r in self.records if r["t"] >= self.fault_at]
+        return [r for r in self.records if r.t >= self.fault_at]
 
     def before(self):
-        return [r for r in self.records if r["t"] < self.fault_at]
+        return [r for r in self.records if r.t < self.fault_at]
 
     @property
     def failed(self) -> int:
-        return sum(r["status"] != 200 for r in self.after())
+        return sum(not r.ok for r in self.after())
 
     @property
     def outage(self) -> float:
         """Fault to the sending of the last failed request (0: none failed): every request
         sent later succeeded. Not to its end, which adds the client's own timeout (1 s to a
         dead director's MAC) to what the cluster did; complete() keeps that figure."""
-        bad = [r["t"] for r in self.after() if r["status"] != 200]
+        bad = [r.t for r in self.after() if not r.ok]
         return max(bad) - self.fault_at if bad else 0.0
 
-    def failed_after(self, seconds: float) -> list[dict]:
+    def failed_after(self, seconds: float) -> list[Request]:
         """Failed requests sent more than `seconds` after the fault (e.g. past a check window)."""
-        return [r for r in self.records if r["status"] != 200 and r["t"] > self.fault_at + seconds]
+        return [r for r in self.records if not r.ok and r.t > self.fault_at + seconds]
 
     def complete(self, final) -> float:
         """Fault to the last request not yet in the final state."""
-        bad = [r["t"] + r["latency"] for r in self.after() if not final(r)]
+        bad = [r.t + r.latency for r in self.after() if not final(r)]
         return max(bad) - self.fault_at if bad else 0.0
 
     @staticmethod
     def pct(records, q) -> float:
-        lat = sorted(r["latency"] for r in records if r["status"] == 200)
+        lat = sorted(r.latency for r in records if r.ok)
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
 
 
@@ -99,14 +100,14 @@ class Load:
             stdout=self.out, text=True)
         self.started = time.time()
 
-    def finish(self, stop: bool = False) -> list[dict]:
+    def finish(self, stop: bool = False) -> list[Request]:
         if stop:
             self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=1900)
         with self.out:
             self.out.seek(0)
             # a SIGTERM can cut the last line short
-            return [json.loads(line) for line in self.out if line.startswith("{") and line.endswith("}\n")]
+            return [Request.from_line(line) for line in self.out if line.startswith("{") and line.endswith("}\n")]
 
 
 def pause_until(t: float) -> None:
@@ -114,155 +115,182 @@ def pause_until(t: float) -> None:
     time.sleep(max(0.0, t - time.time()))
 
 
+@dataclass
+class Run:
+    """One profile's cluster under the bench: what every scenario reads, and its windows so far."""
+    cluster: Cluster
+    name: str
+    windows: list[Window] = field(default_factory=list)
+
+    def window(self, fault: str, rep: int, duration: float, inject, stop_when=None,
+               check_window: float | None = None, victim: str | None = None) -> Window:
+        """Load for at most `duration`; with stop_when, until it returns and TAIL more seconds.
+        With check_window, a note counts the requests that still failed after it."""
+        load = Load(self.cluster, duration)
+        pause_until(load.started + LEAD)
+        at = time.time()
+        notes = inject() or []
+        if stop_when:
+            stop_when()
+            time.sleep(TAIL)
+        w = Window(self.name, fault, rep, at, load.finish(stop=bool(stop_when)), notes=notes, victim=victim)
+        if check_window is not None:
+            late = w.failed_after(check_window)
+            w.notes.append(f"failed-after-{check_window:.0f}s-check-window:{len(late)}")
+            # what each late failure was and when: a refusal is a request sent to the dead server
+            w.notes += [f"late:{r.error}@{r.t - at:.1f}s" for r in late]
+        self.windows.append(w)
+        print(f"[{self.name}] {fault} #{rep}: outage {w.outage:.1f}s, {w.failed} failed "
+              f"{' '.join(w.notes)}", flush=True)
+        return w
+
+
+
+def apache_stop(run: Run, rep: int) -> None:
+    cluster, window = run.cluster, run.window
+    check = cluster.spec.web_service.check_window
+    fault = faults.FAULTS["apache stop"]
+    web = fault.victim(cluster)
+    window(fault.name, rep, LEAD + check + 10, lambda: fault.inject(web), check_window=check, victim=web.name)
+    fault.undo(cluster, web)
+    cluster.wait_all_serving(check * 3 + 30)
+
+
+def director_crash_and_return(run: Run, rep: int) -> None:
+    cluster, name, window = run.cluster, run.name, run.window
+    hb, stack = cluster.spec.failover, cluster.stack
+    fault = faults.FAULTS["director hang"]  # a crash to the network, revived in seconds
+    active = fault.victim(cluster)
+    standby = cluster.standby_of(active)
+    downloads = faults.InFlight(cluster, fault.transfers)
+    time.sleep(3)  # under way, and synchronised to the standby
+    # what the standby holds at the crash: a broken transfer is explained by these
+    synced = sum("ESTABLISHED" in e for e in cluster.sync_entries(standby))
+    sync = [f"sync-master-on-active:{stack.sync_running(active, 'master')}",
+            f"sync-backup-on-standby:{stack.sync_running(standby, 'backup')}",
+            f"standby-held-established:{synced}"]
+    w = window("director crash", rep, LEAD + fault.limit(cluster), lambda: fault.inject(active),
+               stop_when=lambda: fault.wait_recovered(cluster))
+    w.transfers = [len(downloads.broken(timeout=hb.takeover_limit + 300)), fault.transfers]
+    if w.transfers[0]:
+        w.notes += sync
+    print(f"[{name}] director crash #{rep}: {w.transfers[0]} of {fault.transfers} transfers broken",
+          flush=True)
+    window("director return", rep, 600, lambda: fault.undo(cluster, active),
+           stop_when=lambda: cluster.wait_rejoined(active, hb.rejoin_limit))
+
+
+def standby_crash(run: Run, rep: int) -> None:
+    cluster, window = run.cluster, run.window
+    hb = cluster.spec.failover
+    fault = faults.FAULTS["standby hang"]
+    standby = fault.victim(cluster)
+    window("standby crash", rep, LEAD + fault.limit(cluster), lambda: fault.inject(standby))
+    fault.undo(cluster, standby)
+    cluster.wait_rejoined(standby, hb.rejoin_limit)
+
+
+def split_brain(run: Run, rep: int) -> None:
+    cluster, window = run.cluster, run.window
+    hb, stack = cluster.spec.failover, cluster.stack
+    deadtime = hb.deadtime_s
+    fault = faults.FAULTS["partition"]
+    standby = fault.victim(cluster)
+    notes: list[str] = []
+    limit = fault.limit(cluster)
+    starts: dict[str, int] = {}
+    restarted: set[str] = set()
+
+    def holders() -> str:
+        return "+".join(d.name for d in cluster.vip_holders()) or "none"
+
+    def split() -> list[str]:
+        fault.inject(standby)
+        time.sleep(hb.past_verdict)  # hold the cut past the stack's deadtime
+        notes.append(f"cut:{holders()}")
+        starts.update((d.name, stack.starts(d)) for d in cluster.directors)
+        fault.undo(cluster, standby)
+        return notes
+
+    def restarted_and_settled() -> bool:
+        """heartbeat v1 restarts itself on both directors after a partition heals; the
+        pair can look settled between one's takeover and the other's restart (15 s
+        in the howto), so settled only counts once both have started anew."""
+        if not stack.heals_by_restart:
+            return cluster.settled()
+        restarted.update(d.name for d in cluster.directors
+                         if d.name not in restarted and stack.starts(d) > starts[d.name])
+        return len(restarted) == len(cluster.directors) and cluster.settled()
+
+    def settle() -> None:
+        """The window lasts until the pair has settled: heartbeat's own recovery from the
+        partition (give up, restart, initdead, take over) is part of what is measured."""
+        try:
+            wait.steady(restarted_and_settled, 10, limit, "the pair settled (heartbeat: both restarted)")
+            notes.append(f"settled:{holders()}")
+        except wait.Timeout:
+            # record what it is stuck in, then restart the stack on both directors so
+            # the next run starts from a settled pair again
+            missing = sorted({d.name for d in cluster.directors} - restarted) if stack.heals_by_restart else []
+            notes.append(f"not-settled-in-{limit:.0f}s:{holders()}"
+                         + (f",no-restart-on:{'+'.join(missing)}" if missing else ""))
+            for d in cluster.directors:
+                d.systemctl(f"restart {stack.daemon}")
+            cluster.wait_settled(limit, max(10.0, hb.past_verdict))
+            notes.append(f"after-{stack.name}-restarts:{holders()}")
+    # load for the cut and two tries at settling; stopped as soon as the pair settles
+    label = "partition" if cluster.spec.link else "split brain"  # with a link: every cable
+    window(label, rep, LEAD + hb.past_verdict + 2 * (limit + deadtime + 10), split, stop_when=settle)
+
+
+def standby_lan_cut(run: Run, rep: int) -> None:
+    """The standby's LAN cable (NIC 0) out for two deadtimes: heard on the link, it must
+    take nothing over."""
+    cluster, window = run.cluster, run.window
+    hb = cluster.spec.failover
+    fault = faults.FAULTS["standby LAN cut"]
+    standby = fault.victim(cluster)
+    window(fault.name, rep, LEAD + fault.limit(cluster) + TAIL, lambda: fault.inject(standby))
+    fault.undo(cluster, standby)
+    cluster.wait_settled(hb.rejoin_limit)
+
+
+def active_lan_cut(run: Run, rep: int) -> None:
+    """The active's LAN cable out: ipfail hands the VIP to the peer, which still reaches
+    the ping node; the cable comes back once it has."""
+    cluster, window = run.cluster, run.window
+    hb = cluster.spec.failover
+    fault = faults.FAULTS["active LAN cut"]
+    active = fault.victim(cluster)
+    window(fault.name, rep, LEAD + fault.limit(cluster), lambda: fault.inject(active),
+           stop_when=lambda: fault.wait_recovered(cluster))
+    fault.undo(cluster, active)
+    cluster.wait_settled(hb.rejoin_limit)
+
+
 def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window], str]:
     """The profile's windows, and a line on how long its cluster took to start."""
     name = profile_path.stem
     started = time.monotonic()
-    windows: list[Window] = []
     with Cluster(profile_path, OUT / "cluster" / name, accel) as cluster:
         wait.until(lambda: cluster.vip.get().ok, 300, "the first good response on the VIP")
         first_ok = time.monotonic() - started
-        hb, stack = cluster.spec.failover, cluster.stack
-        deadtime = hb.deadtime_s
-        check = cluster.spec.web_service.check_window
         cluster.wait_all_serving(120)
         print(f"[{name}] cluster up; first good response {first_ok:.0f}s after start", flush=True)
 
-        def window(fault: str, rep: int, duration: float, inject, stop_when=None,
-                   check_window: float | None = None, victim: str | None = None) -> Window:
-            """Load for at most `duration`; with stop_when, until it returns and TAIL more seconds.
-            With check_window, a note counts the requests that still failed after it."""
-            load = Load(cluster, duration)
-            pause_until(load.started + LEAD)
-            at = time.time()
-            notes = inject() or []
-            if stop_when:
-                stop_when()
-                time.sleep(TAIL)
-            w = Window(name, fault, rep, at, load.finish(stop=bool(stop_when)), notes=notes, victim=victim)
-            if check_window is not None:
-                late = w.failed_after(check_window)
-                w.notes.append(f"failed-after-{check_window:.0f}s-check-window:{len(late)}")
-                # what each late failure was and when: a refusal is a request sent to the dead server
-                w.notes += [f"late:{r.get('error')}@{r['t'] - at:.1f}s" for r in late]
-            windows.append(w)
-            print(f"[{name}] {fault} #{rep}: outage {w.outage:.1f}s, {w.failed} failed "
-                  f"{' '.join(w.notes)}", flush=True)
-            return w
-
-        def apache_stop(rep: int) -> None:
-            web = cluster[cluster.spec.serving[0].name]
-            window("apache stop", rep, LEAD + check + 10, lambda: web.systemctl("stop apache2"),
-                   check_window=check, victim=web.name)
-            web.systemctl("start apache2")
-            cluster.wait_all_serving(check * 3 + 30)
-
-        blob = cluster.put_blob()
-
-        def director_crash_and_return(rep: int) -> None:
-            active = cluster.active_director()
-            standby = cluster.standby_of(active)
-            transfers = cluster.vip.downloads("/blob.txt", TRANSFERS)
-            time.sleep(3)  # under way, and synchronised to the standby
-            # what the standby holds at the crash: a broken transfer is explained by these
-            synced = sum("ESTABLISHED" in e for e in cluster.sync_entries(standby))
-            sync = [f"sync-master-on-active:{stack.sync_running(active, 'master')}",
-                    f"sync-backup-on-standby:{stack.sync_running(standby, 'backup')}",
-                    f"standby-held-established:{synced}"]
-            w = window("director crash", rep, LEAD + hb.takeover_limit, active.pause,
-                       stop_when=lambda: wait.until(lambda: cluster.vip.get(timeout=1).ok, hb.takeover_limit,
-                                                    "the VIP answering again", interval=0.2))
-            results = transfers.finish(timeout=hb.takeover_limit + 300)
-            w.transfers = [sum(code != 0 or data != blob for code, _, data in results), len(results)]
-            if w.transfers[0]:
-                w.notes += sync
-            print(f"[{name}] director crash #{rep}: {w.transfers[0]} of {TRANSFERS} transfers broken", flush=True)
-            window("director return", rep, 600, lambda: cluster.revive(active),
-                   stop_when=lambda: cluster.wait_rejoined(active, hb.rejoin_limit))
-
-        def standby_crash(rep: int) -> None:
-            standby = cluster.standby_of(cluster.active_director())
-            window("standby crash", rep, LEAD + hb.past_verdict, standby.pause)
-            cluster.revive(standby)
-            cluster.wait_rejoined(standby, hb.rejoin_limit)
-
-        def split_brain(rep: int) -> None:
-            standby = cluster.standby_of(cluster.active_director())
-            notes: list[str] = []
-            limit = hb.settle_limit
-            starts: dict[str, int] = {}
-            restarted: set[str] = set()
-
-            def holders() -> str:
-                return "+".join(d.name for d in cluster.vip_holders()) or "none"
-
-            def split() -> list[str]:
-                standby.block()
-                time.sleep(hb.past_verdict)  # hold the cut past the stack's deadtime
-                notes.append(f"cut:{holders()}")
-                starts.update((d.name, stack.starts(d)) for d in cluster.directors)
-                standby.unblock()
-                return notes
-
-            def restarted_and_settled() -> bool:
-                """heartbeat v1 restarts itself on both directors after a partition heals; the
-                pair can look settled between one's takeover and the other's restart (15 s
-                in the howto), so settled only counts once both have started anew."""
-                if not stack.heals_by_restart:
-                    return cluster.settled()
-                restarted.update(d.name for d in cluster.directors
-                                 if d.name not in restarted and stack.starts(d) > starts[d.name])
-                return len(restarted) == len(cluster.directors) and cluster.settled()
-
-            def settle() -> None:
-                """The window lasts until the pair has settled: heartbeat's own recovery from the
-                partition (give up, restart, initdead, take over) is part of what is measured."""
-                try:
-                    wait.steady(restarted_and_settled, 10, limit, "the pair settled (heartbeat: both restarted)")
-                    notes.append(f"settled:{holders()}")
-                except wait.Timeout:
-                    # record what it is stuck in, then restart the stack on both directors so
-                    # the next run starts from a settled pair again
-                    missing = sorted({d.name for d in cluster.directors} - restarted) if stack.heals_by_restart else []
-                    notes.append(f"not-settled-in-{limit:.0f}s:{holders()}"
-                                 + (f",no-restart-on:{'+'.join(missing)}" if missing else ""))
-                    for d in cluster.directors:
-                        d.systemctl(f"restart {stack.daemon}")
-                    cluster.wait_settled(limit, max(10.0, hb.past_verdict))
-                    notes.append(f"after-{stack.name}-restarts:{holders()}")
-            # load for the cut and two tries at settling; stopped as soon as the pair settles
-            label = "partition" if cluster.spec.link else "split brain"  # with a link: every cable
-            window(label, rep, LEAD + hb.past_verdict + 2 * (limit + deadtime + 10), split, stop_when=settle)
-
-        def standby_lan_cut(rep: int) -> None:
-            """The standby's LAN cable (NIC 0) out for two deadtimes: heard on the link, it must
-            take nothing over."""
-            standby = cluster.standby_of(cluster.active_director())
-            window("standby LAN cut", rep, LEAD + deadtime * 2 + 5 + TAIL, lambda: standby.block(0))
-            standby.unblock(0)
-            cluster.wait_settled(hb.rejoin_limit)
-
-        def active_lan_cut(rep: int) -> None:
-            """The active's LAN cable out: ipfail hands the VIP to the peer, which still reaches
-            the ping node; the cable comes back once it has."""
-            active = cluster.active_director()
-            window("active LAN cut", rep, LEAD + hb.takeover_limit, lambda: active.block(0),
-                   stop_when=lambda: wait.until(lambda: cluster.vip.get(timeout=1).ok, hb.takeover_limit,
-                                                "the VIP answering again", interval=0.2))
-            active.unblock(0)
-            cluster.wait_settled(hb.rejoin_limit)
-
+        run = Run(cluster, name)
+        hb, stack = cluster.spec.failover, cluster.stack
         families = [apache_stop, director_crash_and_return, standby_crash, split_brain]
         if cluster.spec.link:
             families[3:3] = [standby_lan_cut] + ([active_lan_cut] if hb.ping_nodes else [])
         for family in families:
             for rep in range(1, reps + 1):
                 try:
-                    family(rep)
+                    family(run, rep)
                 except Exception as e:  # noqa: BLE001 - a benchmark reports and goes on
                     print(f"[{name}] {family.__name__} #{rep}: stopped by "
                           f"{type(e).__name__}: {e}", flush=True)
-                save(windows)  # kept even if a later fault breaks the run
+                save(run.windows)  # kept even if a later fault breaks the run
         # flapping check for the timings: the stack's warnings in this boot of each director
         for d in cluster.directors:
             try:
@@ -270,7 +298,7 @@ def run_profile(profile_path: Path, accel: str, reps: int) -> tuple[list[Window]
             except Exception as e:  # noqa: BLE001 - the figures so far matter more
                 signs = f"unknown ({e})"
             print(f"[{name}] {d.name} since its last boot: {signs}", flush=True)
-    return windows, (f"{name}: all {len(cluster.vms)} VMs ready {cluster.boot_seconds:.0f} s after they "
+    return run.windows, (f"{name}: all {len(cluster.vms)} VMs ready {cluster.boot_seconds:.0f} s after they "
                      f"started, first good response on the VIP {first_ok:.0f} s after")
 
 
@@ -308,7 +336,7 @@ def soak_profile(profile_path: Path, accel: str, seconds: float) -> dict:
                                      units=f"-t {c.HAWATCH_TAG}")
                        for d in cluster.directors)
     result = {"profile": name, "seconds": seconds, "requests": len(records),
-              "failed": sum(r["status"] != 200 for r in records), "vip moves": moves, "polls": polls,
+              "failed": sum(not r.ok for r in records), "vip moves": moves, "polls": polls,
               **{k: sum(after[d][k] - before[d][k] for d in after) for k in signs},
               "watchdog restarts": restarts}
     print(f"[{name}] soak {seconds / 60:.0f} min: " + ", ".join(f"{k} {v}" for k, v in result.items()
@@ -349,7 +377,7 @@ def dual_masters_profile(profile_path: Path, accel: str, count: int) -> dict:
               "both held": sum(e.both_held for e in events),
               "median s": round(statistics.median(took), 1) if took else None,
               "max s": round(max(took), 1) if took else None,
-              "requests": len(records), "failed": sum(r["status"] != 200 for r in records),
+              "requests": len(records), "failed": sum(not r.ok for r in records),
               "watchdog restarts": restarts, "step-outs": step_outs}
     print(f"[{name}] " + chaos.summary(events) if events else f"[{name}] no event healed", flush=True)
     print(f"[{name}] " + ", ".join(f"{k} {v}" for k, v in result.items() if k != "profile"), flush=True)
@@ -357,12 +385,12 @@ def dual_masters_profile(profile_path: Path, accel: str, count: int) -> dict:
 
 
 def save(windows: list[Window]) -> None:
-    write_atomic(OUT / "windows.jsonl", "".join(json.dumps(vars(w)) + "\n" for w in windows))
+    write_atomic(OUT / "windows.jsonl", "".join(json.dumps(asdict(w)) + "\n" for w in windows))
 
 
 def final(w: Window):
     """A request in the fault's final state: answered, and not by the server it took down."""
-    return lambda r: r["status"] == 200 and (w.victim is None or r["server"] != w.victim)
+    return lambda r: r.ok and (w.victim is None or r.server != w.victim)
 
 
 def summary(windows: list[Window]) -> list[dict]:

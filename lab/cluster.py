@@ -11,132 +11,20 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import re
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from builder import contract, profile, render, secret, seed
 from lab import net, paths, stack, wait
+from lab.client import Client
 from lab.machine import Machine, Nic
 
 log = logging.getLogger("lab.cluster")
-TRANSFERS = 4  # slow downloads in flight across a director crash (the suite's and the bench's)
 BLOB_LINES = 200_000  # /blob.txt on every real server: `seq 1 N`, 1.3 MB, the same bytes everywhere
 LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has one
-SERVER_RE = re.compile(r'data-server="([^"]+)"')
 
-# What a reboot would clear on a crashed director, run while its link is still cut: its cluster
-# daemons (the stack's kill_units: heartbeat's children, send_arp and a heartbeat-started
-# ldirectord live in heartbeat's cgroup), the VIP, the IPVS table and sync daemons, their /run
-# state, the neighbour cache; and the clock, which stood still while the VM was stopped.
-REVIVE_SCRIPT = """\
-systemctl kill -s KILL {units}
-systemctl stop {units}
-systemctl reset-failed
-for a in $(ip -4 -o addr show dev {iface} | awk '$4 ~ /^{vip}\\// {{print $4}}'); do
-    ip addr del "$a" dev {iface}
-done
-ipvsadm -C
-systemctl stop {sync_backup}; {sync} master stop
-rm -rf /run/heartbeat/rsctmp/* /run/resource-agents/* /run/heartbeat.pid /run/ldirectord.*.pid \\
-       /run/vipaddr-send_arp-*.pid {keepalived_state}
-ip neigh flush all
-date -s @{now:.3f} >/dev/null
-! ip -4 -o addr show dev {iface} | grep -F ' {vip}/'
-"""
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int          # 0: no HTTP answer (timeout, refused)
-    body: str
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
-
-    @property
-    def server(self) -> str | None:
-        """Which real server (or `<director>-fallback`) produced the page."""
-        match = SERVER_RE.search(self.body)
-        return match.group(1) if match else None
-
-
-class Client:
-    """The howto's browser: HTTP from the client address inside the namespace."""
-
-    def __init__(self, segment: net.Segment, host: IPv4Address, port: int = 80):
-        self.segment, self.host, self.port = segment, host, port
-
-    def url(self, path: str = "/") -> str:
-        return f"http://{self.host}{'' if self.port == 80 else f':{self.port}'}{path}"
-
-    def get(self, path: str = "/", timeout: float = 3) -> Response:
-        started = time.monotonic()
-        proc = self.segment.run("curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}",
-                                self.url(path), check=False, timeout=timeout + 5)
-        body, _, code = proc.stdout.rpartition("\n")
-        return Response(int(code) if code.isdigit() else 0, body, time.monotonic() - started)
-
-    def servers(self, count: int, path: str = "/") -> list[str | None]:
-        """Who answered each of `count` requests in turn (None: the request failed)."""
-        return [r.server if r.ok else None for r in (self.get(path) for _ in range(count))]
-
-    def downloads(self, path: str, count: int, rate: str = "40k") -> Transfers:
-        """`count` slow downloads of `path` through the VIP, running in the background. The
-        client's receive buffer is kept small (autotuning would take a whole file in within a
-        second), so bytes stay in flight and the server depends on ACKs that pass the director."""
-        self.segment.run("sysctl", "-q", "-w", "net.ipv4.tcp_rmem=4096 8192 16384")
-        return Transfers(self.segment, self.url(path), count, rate)
-
-    def browse(self, path: str = "/", timeout: float = 90) -> str:
-        """Load the page in headless chromium, run inside the namespace; returns the DOM."""
-        proc = self.segment.run(
-            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-dev-shm-usage", f"--user-data-dir=/tmp/{self.segment.netns}-chromium",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--timeout={int(timeout * 1000)}", "--dump-dom", self.url(path),
-            timeout=timeout + 30)
-        return proc.stdout
-
-
-class Transfers:
-    """Downloads in flight: curl processes in the namespace, each writing to a file of its own."""
-
-    def __init__(self, segment: net.Segment, url: str, count: int, rate: str):
-        self.dir = Path(tempfile.mkdtemp(prefix="lab-transfers."))
-        self.procs = [subprocess.Popen(
-            ["ip", "netns", "exec", segment.netns, "curl", "-s", "-S", "--limit-rate", rate,
-             "--max-time", "600", "-o", str(self.dir / f"{i}.out"), "-w", "%{http_code}", url],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(count)]
-
-    def bytes_so_far(self) -> list[int]:
-        return [p.stat().st_size if p.exists() else 0 for p in (self.dir / f"{i}.out" for i in range(len(self.procs)))]
-
-    def finish(self, timeout: float) -> list[tuple[int, str, bytes]]:
-        """(curl's exit code, what it said, the bytes received) per download."""
-        deadline = time.monotonic() + timeout
-        results = []
-        try:
-            for i, proc in enumerate(self.procs):
-                try:
-                    out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    out, err = proc.communicate()
-                    err += f" (still running after {timeout:.0f} s)"
-                results.append((proc.returncode, (out + " " + err).strip(), (self.dir / f"{i}.out").read_bytes()
-                                if (self.dir / f"{i}.out").exists() else b""))
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        return results
 
 
 class Cluster:
@@ -276,7 +164,7 @@ class Cluster:
         ~15 s instead of a ~100-150 s boot under TCG.
 
         It resumes with its link cut, so nothing its old instance still believes reaches the
-        network; REVIVE_SCRIPT clears what a reboot clears; then the link returns and
+        network; the stack's revive_script() clears what a reboot clears; then the link returns and
         heartbeat (and ldirectord, where it runs on both) start anew: the peer logs
         "Heartbeat restart on node ...", as after a reboot. Resuming without the cut is no
         recovery: heartbeat takes the old instance's return for a healed partition and
@@ -285,10 +173,7 @@ class Cluster:
         director.block()
         director.resume()
         director.wait_for_agent(60)
-        director.succeed(REVIVE_SCRIPT.format(
-            iface=self.spec.network.interface, vip=self.spec.vip, now=time.time(),
-            units=" ".join(self.stack.kill_units), sync=contract.SYNC_SCRIPT,
-            sync_backup=contract.SYNC_BACKUP_UNIT, keepalived_state=contract.KEEPALIVED_STATE))
+        director.succeed(self.stack.revive_script(time.time()))
         director.unblock()
         director.systemctl("start " + " ".join(self.stack.units), 180)
 

@@ -18,9 +18,28 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 SERVER_RE = re.compile(rb'data-server="([^"]+)"')
 MAX_RATE, MAX_DURATION = 200, 1800
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of the load: one JSON line of this script's output."""
+    t: float                  # when it was sent (seconds since the epoch)
+    latency: float            # seconds to its answer or its failure
+    status: int               # HTTP status; 0: no HTTP answer
+    server: str | None        # the real server (or `<director>-fallback`) that answered
+    error: str | None = None  # what the failure was: ConnectionRefusedError, TimeoutError, HTTP 503
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @classmethod
+    def from_line(cls, line: str) -> Request:
+        return cls(**json.loads(line))
 
 
 def fetch(url: str, timeout: float) -> dict:

@@ -15,7 +15,7 @@ FAILED = "#e45756"
 
 def colours(windows) -> dict[str, str]:
     """One colour per answering server (any profile's names), in name order; failures red."""
-    names = sorted({r["server"] or "other" for w in windows for r in w.records if r["status"] == 200})
+    names = sorted({r.server or "other" for w in windows for r in w.records if r.ok})
     return {**{n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}, "failed": FAILED}
 
 
@@ -23,13 +23,13 @@ def timeline(w, palette: dict[str, str], width: int = 900, height: int = 120) ->
     """Requests per 100 ms bucket by answering server, failures on top; fault and recovery lines."""
     if not w.records:
         return "<p>no requests recorded</p>"
-    t0 = min(r["t"] for r in w.records)
-    t1 = max(r["t"] for r in w.records) + BUCKET
+    t0 = min(r.t for r in w.records)
+    t1 = max(r.t for r in w.records) + BUCKET
     n = max(1, int((t1 - t0) / BUCKET) + 1)
     buckets: list[Counter[str]] = [Counter() for _ in range(n)]
     for r in w.records:
-        key = "failed" if r["status"] != 200 else (r["server"] or "other")
-        buckets[int((r["t"] - t0) / BUCKET)][key] += 1
+        key = "failed" if not r.ok else (r.server or "other")
+        buckets[int((r.t - t0) / BUCKET)][key] += 1
     peak = max(sum(b.values()) for b in buckets) or 1
     bw = width / n
     parts = []

@@ -37,6 +37,24 @@ class Stack:
     def __init__(self, spec: profile.Cluster):
         self.spec = spec
 
+    runtime_files: tuple[str, ...] = ()  # what the stack leaves in /run that a reboot would clear
+
+    def revive_script(self, now: float) -> str:
+        """What a reboot would clear on a crashed director, run while its link is still cut
+        (Cluster.revive): its cluster daemons (kill_units: heartbeat's children, send_arp and a
+        heartbeat-started ldirectord live in heartbeat's cgroup), what they held (the image's
+        ha-reset, the watchdog's own reset: VIPs, ARP announcer, sync master), the IPVS table,
+        the backup sync daemon, the stack's runtime files, the neighbour cache; and the clock,
+        which stood still while the VM was stopped. Fails if the VIP is still there."""
+        units = " ".join(self.kill_units)
+        iface, vip = self.spec.network.interface, self.spec.vip
+        return "\n".join([
+            f"systemctl kill -s KILL {units}", f"systemctl stop {units}", "systemctl reset-failed",
+            contract.HA_RESET, "ipvsadm -C", f"systemctl stop {contract.SYNC_BACKUP_UNIT}",
+            f"rm -rf {' '.join(self.runtime_files)}" if self.runtime_files else "true",
+            "ip neigh flush all", f"date -s @{now:.3f} >/dev/null",
+            f"! ip -4 -o addr show dev {iface} | grep -F ' {vip}/'", ""])
+
     def vip_in(self, ip_addr_output: str) -> bool:
         return f"inet {self.spec.vip}/" in ip_addr_output
 
@@ -97,6 +115,8 @@ class Heartbeat(Stack):
     name = "heartbeat"
     daemon = "heartbeat.service"
     kill_units = ("heartbeat.service", "ldirectord.service", "logd.service")
+    runtime_files = ("/run/heartbeat/rsctmp/*", "/run/resource-agents/*", "/run/heartbeat.pid",
+                     "/run/ldirectord.*.pid")
 
     @property
     def units(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -170,6 +190,7 @@ class Keepalived(Stack):
     daemon = "keepalived.service"
     units = (contract.SYNC_BACKUP_UNIT, "keepalived.service")
     kill_units = ("keepalived.service",)
+    runtime_files = (contract.KEEPALIVED_STATE,)
     cut_off_steps_out = True            # FAULT when the tracked NIC loses carrier
     STATE = contract.KEEPALIVED_STATE  # written by the image's vrrp-state (the notify FIFO's reader)
 

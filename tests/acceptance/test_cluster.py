@@ -12,16 +12,14 @@ from collections import Counter
 import pytest
 
 from builder import contract
-from lab import chaos, wait
-from lab.cluster import TRANSFERS
+from lab import chaos, faults, wait
+from lab.faults import FAULTS, TRANSFERS, InFlight
 
 pytestmark = pytest.mark.vm
 step = pytest.mark.step
 
 
-def settle_time(cluster) -> float:
-    """How long ldirectord may take to notice a real server change, with a margin."""
-    return cluster.spec.web_service.check_window + 5
+settle_time = faults.check_window
 
 
 def ipvs_weights(director, cluster) -> dict[str, int]:
@@ -111,19 +109,19 @@ def test_3_the_site_loads_in_a_browser_and_the_scheduler_shares_it_out(cluster):
 
 @step(4, after=(2,))
 def test_4_apache_stopped_on_one_real_server_the_others_take_its_share(cluster):
-    spec = cluster.spec
+    spec, fault = cluster.spec, FAULTS["apache stop"]
     active = cluster.active_director()
-    victim = spec.serving[0]
+    web = fault.victim(cluster)
+    victim = spec.node(web.name)
     others = {n.name for n in spec.serving} - {victim.name}
-    web = cluster[victim.name]
-    web.systemctl("stop apache2")
+    fault.inject(web)
     try:
         wait.until(lambda: ipvs_weights(active, cluster).get(str(victim.address)) == 0,
                    settle_time(cluster), f"{cluster.stack.name} to quiesce {victim.name} (weight 0)")
         answered = cluster.vip.servers(2 * spec.round)
         assert None not in answered and set(answered) == others, answered
     finally:
-        web.systemctl("start apache2")
+        fault.undo(cluster, web)
     wait.until(lambda: ipvs_weights(active, cluster).get(str(victim.address)) == victim.weight,
                settle_time(cluster), f"{victim.name} back at weight {victim.weight}")
     cluster.wait_all_serving(settle_time(cluster))
@@ -148,29 +146,21 @@ def test_5_every_real_server_down_the_fallback_page_is_served(cluster):
 def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carry_on(cluster, story):
     """Downloads in flight through the VIP survive the takeover: the standby already holds
     their connections (IPVS sync), so the packets after it go on to the same real server."""
-    hb = cluster.spec.failover
-    active = cluster.active_director()
+    hb, fault = cluster.spec.failover, FAULTS["director crash"]
+    active = fault.victim(cluster)
     standby = cluster.standby_of(active)
-    blob = cluster.put_blob()
-    transfers = cluster.vip.downloads("/blob.txt", TRANSFERS)
-    client = cluster.vip.segment.client_address
-
-    def synced() -> list[str] | None:
-        mine = [e for e in cluster.sync_entries(standby) if "ESTABLISHED" in e and f" {client}:" in e]
-        return mine if len(mine) >= TRANSFERS else None
-    entries = wait.until(synced, 20, f"{standby.name}'s IPVS table to hold the {TRANSFERS} transfers")
+    downloads = InFlight(cluster, fault.transfers)
+    entries = downloads.synced(standby)
     print(f"\n{standby.name} before the crash (synchronised from {active.name}):\n  " + "\n  ".join(entries))
-    before = transfers.bytes_so_far()
-    assert all(0 < b < len(blob) for b in before), f"not in flight at the crash: {before}"
-    active.crash()
+    before = downloads.in_flight()
+    fault.inject(active)
     story.crashed = active
-    outage, failed = measure_outage(cluster, hb.takeover_limit)
+    outage, failed = measure_outage(cluster, fault.limit(cluster))
     print(f"director power loss ({active.name}): service back after {outage:.1f}s, "
           f"{failed} failed requests; transfers had {before} bytes")
-    results = transfers.finish(timeout=hb.takeover_limit + 300)
-    broken = [(code, said, len(data)) for code, said, data in results if code != 0 or data != blob]
+    broken = downloads.broken(timeout=hb.takeover_limit + 300)
     print(f"transfers across the crash: {TRANSFERS - len(broken)} of {TRANSFERS} complete and byte-exact")
-    assert not broken, f"broken transfers (curl exit, said, bytes of {len(blob)}): {broken}"
+    assert not broken, f"broken transfers (curl exit, said, bytes of {len(downloads.blob)}): {broken}"
     assert cluster.holds_vip(standby)
     evidence = cluster.stack.takeover_evidence(standby, active)
     if evidence:  # e.g. the VIP came from vip-takeover (heartbeat "fast"), not ResourceManager
@@ -184,7 +174,7 @@ def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carr
 def test_7_crashed_director_boots_again_and_the_vip_stays(cluster, story):
     returned, story.crashed = story.crashed, None
     holder = cluster.standby_of(returned)
-    returned.start()  # power on: it boots from its own disk, already configured
+    FAULTS["director crash"].undo(cluster, returned)  # power on: it boots from its own disk, configured
     returned.wait_until_ready(contract.BOOT_TIMEOUT)
     returned.wait_for_agent(120)
     assert "already configured" in returned.console()
@@ -198,10 +188,11 @@ def test_7_crashed_director_boots_again_and_the_vip_stays(cluster, story):
 
 @step(8)
 def test_8_standby_director_hangs_no_request_is_lost(cluster, story):
-    active = cluster.active_director()
-    standby = cluster.standby_of(active)
+    fault = FAULTS["standby hang"]
+    standby = fault.victim(cluster)
+    active = cluster.standby_of(standby)
     story.restarts = cluster.stack.restarts_seen(active, standby)  # step 7's reboot may count one
-    standby.pause()
+    fault.inject(standby)
     story.hung = standby
     results = [cluster.vip.get(timeout=3) for _ in range(int(cluster.spec.failover.deadtime_s) + 10)]
     failed = sum(not r.ok for r in results)
@@ -217,7 +208,7 @@ def test_9_revived_standby_rejoins_as_after_a_reboot(cluster, story):
     revived, story.hung = story.hung, None
     active = cluster.standby_of(revived)
     started = time.monotonic()
-    cluster.revive(revived)
+    FAULTS["standby hang"].undo(cluster, revived)
     cluster.wait_rejoined(revived, cluster.spec.failover.rejoin_limit)
     print(f"\n{revived.name} revived and rejoined in {time.monotonic() - started:.1f}s")
     assert cluster.stack.restarts_seen(active, revived) == story.restarts + 1
@@ -229,9 +220,6 @@ def test_9_revived_standby_rejoins_as_after_a_reboot(cluster, story):
 
 
 # ---- the network faults heartbeat was designed for: a profile with a dedicated link ----------
-LAN = 0  # NIC 0 is the LAN cable, NIC 1 the dedicated link
-
-
 def requests_for(cluster, seconds: float) -> list:
     """The client's requests, one after the other, for `seconds`."""
     deadline, results = time.monotonic() + seconds, []
@@ -262,17 +250,17 @@ def one_holder(cluster):
 @step(10)
 def test_10_standby_lan_cable_pulled_the_link_keeps_the_pair_together(cluster):
     needs_link(cluster)
-    hb = cluster.spec.failover
-    active = cluster.active_director()
-    standby = cluster.standby_of(active)
-    standby.block(LAN)
+    hb, fault = cluster.spec.failover, FAULTS["standby LAN cut"]
+    standby = fault.victim(cluster)
+    active = cluster.standby_of(standby)
+    fault.inject(standby)
     try:
-        results = requests_for(cluster, hb.deadtime_s * 2 + 5)
+        results = requests_for(cluster, fault.limit(cluster))
         # heard on the link: the pair holds together, the standby takes nothing over
         assert cluster.stack.pair_intact(active, standby)
         assert not cluster.holds_vip(standby)
     finally:
-        standby.unblock(LAN)
+        fault.undo(cluster, standby)
     failed = sum(not r.ok for r in results)
     print(f"\nstandby LAN cut ({standby.name}): {failed} of {len(results)} requests failed")
     assert failed == 0, [r.status for r in results]
@@ -283,18 +271,18 @@ def test_10_standby_lan_cable_pulled_the_link_keeps_the_pair_together(cluster):
 @step(11)
 def test_11_active_lan_cable_pulled_ipfail_moves_the_vip(cluster):
     needs_link(cluster, ping=True)
-    hb = cluster.spec.failover
-    active = cluster.active_director()
+    hb, fault = cluster.spec.failover, FAULTS["active LAN cut"]
+    active = fault.victim(cluster)
     standby = cluster.standby_of(active)
-    active.block(LAN)
+    fault.inject(active)
     try:
-        outage, failed = measure_outage(cluster, hb.takeover_limit)
+        outage, failed = measure_outage(cluster, fault.limit(cluster))
         print(f"\nactive LAN cut ({active.name}): service back after {outage:.1f}s, {failed} failed")
         wait.until(lambda: cluster.holds_vip(standby), 10, f"{standby.name} to hold the VIP")
         assert cluster.stack.pair_intact(standby, active)  # a hand-over on the link, not a split
         cluster.wait_all_serving(settle_time(cluster) * 2)
     finally:
-        active.unblock(LAN)
+        fault.undo(cluster, active)
     results = requests_for(cluster, hb.deadtime_s * 2 + 5)
     failed = sum(not r.ok for r in results)
     print(f"cable back on {active.name}: {failed} of {len(results)} requests failed")
@@ -309,18 +297,18 @@ def test_12_true_partition_heals_to_one_vip_holder(cluster):
     takeover: vip-takeover's step-out), the client is served throughout and the active keeps
     the VIP; heartbeat v1 without it restarts both directors on the heal (timed only)."""
     needs_link(cluster)
-    hb = cluster.spec.failover
-    active = cluster.active_director()
-    standby = cluster.standby_of(active)
-    limit, steady, done = hb.settle_limit, 10, threading.Event()
+    hb, fault = cluster.spec.failover, FAULTS["partition"]
+    standby = fault.victim(cluster)
+    active = cluster.standby_of(standby)
+    limit, steady, done = fault.limit(cluster), 10, threading.Event()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         load = pool.submit(requests_until, cluster, done, limit + 60)
         try:
-            standby.block()  # every cable: LAN and link
+            fault.inject(standby)  # every cable: LAN and link
             try:
                 time.sleep(hb.past_verdict)  # both sides believe they are alone
             finally:
-                standby.unblock()
+                fault.undo(cluster, standby)
             healed = time.monotonic()
             cluster.wait_settled(limit, steady)
             took = time.monotonic() - healed - steady

@@ -2,13 +2,14 @@
 it says so on the console and starts no cluster service."""
 from __future__ import annotations
 
+import secrets
 import time
 
 import pytest
 
-from builder import contract
+from builder import contract, profile, render
 from lab.machine import Machine
-from lab.paths import RESULTS, image
+from lab.paths import RESULTS, ROOT, image
 
 pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = 300  # TCG on a busy 2-core machine; KVM needs a fraction
@@ -80,3 +81,61 @@ def test_without_a_seed_the_node_says_so_and_serves_nothing(unseeded, name, serv
     for service in services.split():
         assert vm.fail(f"systemctl is-active {service}").strip() == "inactive"
     assert contract.READY not in vm.console()
+
+
+def _rendered(cluster, node, secret: str) -> dict[str, tuple[str, int]]:
+    return {path: (f.content, f.mode) for path, f in render.node_files(cluster, node, secret).items()}
+
+
+# Every shipped profile's files, checked by the daemons that will read them, in the image (their
+# versions are the image's, not the host's): a file only our golden copies accept proves nothing.
+# On the unseeded director (no service of its own runs there), after the test above.
+PROFILES = sorted((ROOT / "profiles").glob("*.toml"))
+HEARTBEAT = "/usr/libexec/heartbeat/heartbeat"  # Debian's; heartbeat.service runs it with -f
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
+def test_every_profiles_files_pass_their_own_tools_in_the_image(unseeded, path):
+    vm = unseeded["loadb1"]
+    vm.wait_for_agent(BOOT_TIMEOUT)
+    cluster = profile.load(path)
+    secret = secrets.token_hex(16)
+    checked = []
+    for node in (cluster.directors[0], cluster.real_servers[0]):
+        root = f"/tmp/configs/{cluster.name}/{node.name}"
+        vm.put_files(_rendered(cluster, node, secret), root)
+        # the node's NICs with its addresses, as dummies in a namespace of their own: the daemons
+        # see the machine they were configured for, and nothing they send leaves it
+        nics = [(cluster.network.interface, node.address, cluster.network.prefixlen)]
+        if cluster.link and node.link_address:
+            nics.append((cluster.link.interface, node.link_address, cluster.link.subnet.prefixlen))
+        vm.succeed("ip netns del cfg 2>/dev/null; ip netns add cfg && ip -n cfg link set lo up && "
+                   + " && ".join(f"ip -n cfg link add {n} type dummy && ip -n cfg addr add {a}/{p} dev {n} "
+                                 f"&& ip -n cfg link set {n} up" for n, a, p in nics))
+        run = "ip netns exec cfg "
+        # ifupdown reads the interfaces file without touching a NIC
+        vm.succeed(f"{run}ifup --no-act --interfaces={root}/etc/network/interfaces --all")
+        # every sysctl key exists in this kernel and takes its value (IPVS's need the module)
+        sysctl = render.SYSCTL_DIRECTOR if node.is_director else render.SYSCTL_REALSERVER
+        vm.succeed(f"modprobe ip_vs && {run}sysctl -q -p {root}{sysctl}")
+        checked += ["interfaces", "sysctl"]
+        if not node.is_director:
+            continue
+        if cluster.keepalived:
+            vm.succeed(f"{run}keepalived --config-test -f {root}{render.KEEPALIVED_CONF} 2>&1")
+            checked.append("keepalived --config-test")
+            continue
+        # ldirectord parses its file before it looks for a running daemon: exit 3 = parsed, stopped
+        code, out = vm.execute(f"{run}ldirectord {root}/etc/ha.d/ldirectord.cf status 2>&1")
+        assert code == 3 and "is stopped" in out, out
+        # heartbeat has no parse-only mode: it reads ha.cf, haresources and authkeys (as the node
+        # it is named after) before it forks; a bad file stops it there with "Configuration error"
+        vm.succeed(f"hostname {node.name} && cp -p {root}/etc/ha.d/ha.cf {root}/etc/ha.d/haresources "
+                   f"{root}/etc/ha.d/authkeys /etc/ha.d/")
+        code, out = vm.execute(f"{run}{HEARTBEAT} >/tmp/hb.out 2>&1; rc=$?; {run}{HEARTBEAT} -k >/dev/null 2>&1; "
+                               "pkill -9 -x heartbeat; rm -f /etc/ha.d/ha.cf /etc/ha.d/haresources "
+                               "/etc/ha.d/authkeys; cat /tmp/hb.out; exit $rc", timeout=120)
+        assert code == 0 and "Configuration error" not in out, out
+        checked += ["ldirectord", "heartbeat"]
+    vm.succeed("ip netns del cfg; apache2ctl configtest 2>&1")
+    print(f"\n{path.name}: {', '.join(checked)}, apache2ctl configtest: ok")

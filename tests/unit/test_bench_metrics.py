@@ -1,6 +1,9 @@
 """The failover benchmark's arithmetic and report, on synthetic request records."""
+import json
+
 from lab import bench as bench_failover
 from lab import report
+from lab.loadgen import Request
 
 
 def records():
@@ -9,10 +12,10 @@ def records():
     for i in range(100):
         t = 100 + i / 10
         if 103 <= t < 105:
-            out.append({"t": t, "latency": 1.0, "status": 0, "server": None})
+            out.append(Request(t, 1.0, 0, None, "TimeoutError"))
         else:
             server = "webserver2" if t >= 105 or i % 2 else "webserver1"
-            out.append({"t": t, "latency": 0.01, "status": 200, "server": server})
+            out.append(Request(t, 0.01, 200, server))
     return out
 
 
@@ -20,7 +23,7 @@ def test_outage_failed_and_complete_are_measured_from_the_fault():
     w = bench_failover.Window("p", "apache stop", 1, 103.0, records(), victim="webserver1")
     assert w.failed == 20
     assert abs(w.outage - (104.9 - 103.0)) < 1e-6  # sent at 104.9, timed out at 105.9
-    assert abs(w.complete(lambda r: r["status"] == 200) - (104.9 + 1.0 - 103.0)) < 1e-6
+    assert abs(w.complete(lambda r: r.ok) - (104.9 + 1.0 - 103.0)) < 1e-6
     assert abs(w.complete(bench_failover.final(w)) - 2.9) < 1e-6
     assert w.pct(w.before(), .5) == 10.0
     assert len(w.failed_after(1.05)) == 9 and w.failed_after(2.0) == []  # failures: t in [103, 105)
@@ -50,3 +53,9 @@ def test_side_by_side_puts_each_fault_in_one_row_and_names_the_winner():
     assert by_fault["director crash"][3] == "q"
     assert by_fault["director crash"][1].startswith("1.9 [1.9-1.9] s, 20 failed")
     assert by_fault["standby crash"][3] == "tie"  # the same records: equal outage and failures
+
+
+def test_a_load_line_is_read_back_as_the_request_it_records():
+    line = json.dumps({"t": 1.5, "latency": 0.2, "status": 503, "server": None, "error": "HTTP 503"})
+    r = Request.from_line(line)
+    assert r == Request(1.5, 0.2, 503, None, "HTTP 503") and not r.ok

@@ -2,6 +2,8 @@
 with the contract it reads."""
 from __future__ import annotations
 
+import os
+
 from builder import contract as c
 from firstboot import hawatch
 from firstboot.hawatch import Probe, Watch
@@ -63,6 +65,12 @@ def test_the_image_scripts_use_the_contract_paths():
     assert f"STATE={c.KEEPALIVED_STATE}\n" in vrrp_state and f"SYNC={c.SYNC_SCRIPT}\n" in vrrp_state
     sync = (DIRECTOR / c.SYNC_SCRIPT.lstrip("/")).read_text()
     assert f"[ -r {c.SYNC_DEFAULTS} ] && . {c.SYNC_DEFAULTS}" in sync
+    prefix = c.SEND_ARP_PIDFILE.split("{")[0]
+    assert f"arp_pidfile={prefix}$ip.pid" in (DIRECTOR / "etc/ha.d/resource.d/VIPaddr").read_text()
+    takeover = (DIRECTOR / "usr/libexec/appliance/vip-takeover").read_text()
+    assert takeover.count(f'"{prefix}{{ip}}.pid"') == 2
+    reset = (DIRECTOR / c.HA_RESET.lstrip("/")).read_text()
+    assert "-m firstboot.hawatch reset" in reset and os.access(DIRECTOR / c.HA_RESET.lstrip("/"), os.X_OK)
     unit = (DIRECTOR / "usr/lib/systemd/system" / c.HAWATCH_UNIT).read_text()
     assert f"SyslogIdentifier={c.HAWATCH_TAG}\n" in unit
     assert "-m firstboot.hawatch watch" in unit and f"ConditionPathExists={c.STATE_DIR}/configured" in unit

@@ -1,0 +1,107 @@
+"""The howto's client inside the lab's namespace: HTTP requests, a browser, slow downloads.
+
+    vip = Client(segment, spec.vip, 80)
+    vip.get("/").server          # which real server answered
+    t = vip.downloads("/blob.txt", 4); ...; t.finish(timeout=300)
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from lab import net
+
+SERVER_RE = re.compile(r'data-server="([^"]+)"')
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int          # 0: no HTTP answer (timeout, refused)
+    body: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def server(self) -> str | None:
+        """Which real server (or `<director>-fallback`) produced the page."""
+        match = SERVER_RE.search(self.body)
+        return match.group(1) if match else None
+
+
+class Client:
+    """The howto's browser: HTTP from the client address inside the namespace."""
+
+    def __init__(self, segment: net.Segment, host: IPv4Address, port: int = 80):
+        self.segment, self.host, self.port = segment, host, port
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}{'' if self.port == 80 else f':{self.port}'}{path}"
+
+    def get(self, path: str = "/", timeout: float = 3) -> Response:
+        started = time.monotonic()
+        proc = self.segment.run("curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}",
+                                self.url(path), check=False, timeout=timeout + 5)
+        body, _, code = proc.stdout.rpartition("\n")
+        return Response(int(code) if code.isdigit() else 0, body, time.monotonic() - started)
+
+    def servers(self, count: int, path: str = "/") -> list[str | None]:
+        """Who answered each of `count` requests in turn (None: the request failed)."""
+        return [r.server if r.ok else None for r in (self.get(path) for _ in range(count))]
+
+    def downloads(self, path: str, count: int, rate: str = "40k") -> Transfers:
+        """`count` slow downloads of `path` through the VIP, running in the background. The
+        client's receive buffer is kept small (autotuning would take a whole file in within a
+        second), so bytes stay in flight and the server depends on ACKs that pass the director."""
+        self.segment.run("sysctl", "-q", "-w", "net.ipv4.tcp_rmem=4096 8192 16384")
+        return Transfers(self.segment, self.url(path), count, rate)
+
+    def browse(self, path: str = "/", timeout: float = 90) -> str:
+        """Load the page in headless chromium, run inside the namespace; returns the DOM."""
+        proc = self.segment.run(
+            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-dev-shm-usage", f"--user-data-dir=/tmp/{self.segment.netns}-chromium",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--timeout={int(timeout * 1000)}", "--dump-dom", self.url(path),
+            timeout=timeout + 30)
+        return proc.stdout
+
+
+class Transfers:
+    """Downloads in flight: curl processes in the namespace, each writing to a file of its own."""
+
+    def __init__(self, segment: net.Segment, url: str, count: int, rate: str):
+        self.dir = Path(tempfile.mkdtemp(prefix="lab-transfers."))
+        self.procs = [subprocess.Popen(
+            ["ip", "netns", "exec", segment.netns, "curl", "-s", "-S", "--limit-rate", rate,
+             "--max-time", "600", "-o", str(self.dir / f"{i}.out"), "-w", "%{http_code}", url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(count)]
+
+    def bytes_so_far(self) -> list[int]:
+        return [p.stat().st_size if p.exists() else 0 for p in (self.dir / f"{i}.out" for i in range(len(self.procs)))]
+
+    def finish(self, timeout: float) -> list[tuple[int, str, bytes]]:
+        """(curl's exit code, what it said, the bytes received) per download."""
+        deadline = time.monotonic() + timeout
+        results = []
+        try:
+            for i, proc in enumerate(self.procs):
+                try:
+                    out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, err = proc.communicate()
+                    err += f" (still running after {timeout:.0f} s)"
+                results.append((proc.returncode, (out + " " + err).strip(), (self.dir / f"{i}.out").read_bytes()
+                                if (self.dir / f"{i}.out").exists() else b""))
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return results

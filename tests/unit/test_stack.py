@@ -1,0 +1,19 @@
+"""What the lab's revive of a crashed director runs, per stack (lab/stack.py)."""
+from __future__ import annotations
+
+from builder import contract, profile
+from lab import stack
+from tests.conftest import ROOT
+
+
+def test_a_revive_clears_each_stacks_own_state_and_then_proves_the_vip_gone():
+    for name in ("howto", "keepalived"):
+        spec = profile.load(ROOT / f"profiles/{name}.toml")
+        s = stack.for_profile(spec)
+        lines = s.revive_script(1700000000.5).splitlines()
+        kill = lines.index(f"systemctl kill -s KILL {' '.join(s.kill_units)}")
+        # the daemons die before what they held is cleared, or they would take it back
+        assert kill < lines.index(contract.HA_RESET) < lines.index("ipvsadm -C")
+        assert all(f in lines[lines.index(contract.HA_RESET) + 3] for f in s.runtime_files) and s.runtime_files
+        assert lines[-1] == f"! ip -4 -o addr show dev {spec.network.interface} | grep -F ' {spec.vip}/'"
+    assert contract.KEEPALIVED_STATE in stack.for_profile(profile.load(ROOT / "profiles/keepalived.toml")).runtime_files
