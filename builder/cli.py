@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                        "with ROLE.packages listing its packages. Installs missing host tools "
                        "first when run as root.")
     p.add_argument("role", nargs="+", choices=image.ROLES)
-    p.add_argument("--release", default="trixie", help="Debian release (default: trixie; bookworm also builds)")
+    p.add_argument("--release", default=contract.RELEASE,
+                   help=f"Debian release (default: {contract.RELEASE}; bookworm also builds)")
     p.add_argument("--qcow2", action="store_true", help="also write ROLE.qcow2 (compressed)")
     p.add_argument("--out", metavar="DIR", help="write DIR/ROLE.img instead of ./ROLE.img (e.g. "
                    "build/bookworm for a second release)")

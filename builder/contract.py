@@ -22,6 +22,10 @@ NOT_CONFIGURED = "APPLIANCE NOT CONFIGURED"
 FAILED = "APPLIANCE FAILED"
 READY_PATTERN = READY + r" node=(\S+) role=(\S+) address=(\S+) instance=(\S+)"
 PROBLEM_PATTERN = r"APPLIANCE (NOT CONFIGURED|FAILED).*"
+# builds: the Debian release by default, and the timestamp of everything when neither
+# SOURCE_DATE_EPOCH nor a git commit gives one (images and seeds alike: reproducible)
+RELEASE = "trixie"
+FALLBACK_EPOCH = 1700000000
 BOOT_TIMEOUT = 600.0   # seconds a machine may take to READY: several at once on 2 TCG cores
 
 # keepalived: its VRRP process, the notify FIFO that carries its transitions in order, and the

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import host
+from builder import contract, host
 from builder.render import write_atomic
 from builder.run import run
 
@@ -68,7 +68,7 @@ def source_date_epoch() -> str:
         out = run(["git", "-C", ROOT, "log", "-1", "--format=%ct"], check=False).stdout.strip()
     except OSError:
         out = ""
-    return out or "1700000000"
+    return out or str(contract.FALLBACK_EPOCH)
 
 
 def stage(dest: Path) -> None:
@@ -97,7 +97,7 @@ def package_list(manifest: Path) -> str:
     return "".join(f"{n} {v}\n" for n, v in pkgs)
 
 
-def build(role: str, release: str = "trixie", out: Path = ROOT, work: Path = ROOT / "build",
+def build(role: str, release: str = contract.RELEASE, out: Path = ROOT, work: Path = ROOT / "build",
           cache: Path | None = None) -> Path:
     """Build <out>/<role>.img (raw GPT disk) and <role>.packages next to it. mkosi's caches
     (default: work/cache) hold one base image per role and release."""

@@ -270,6 +270,11 @@ class Heartbeat(_Limits):
         return self.deadtime or 30
 
     @property
+    def fast_takeover(self) -> bool:
+        """vip-takeover adds the VIP the moment heartbeat declares the peer dead (VIPaddr)."""
+        return self.takeover == "fast"
+
+    @property
     def ldirectord_on_both(self) -> bool:
         return self.ldirectord == "both"
 

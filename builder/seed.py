@@ -24,7 +24,7 @@ from builder.profile import Cluster, Node
 LABEL = contract.SEED_LABEL
 APPLIANCE = contract.SEED_APPLIANCE
 FORMAT = contract.SEED_FORMAT
-EPOCH = 1700000000  # used when SOURCE_DATE_EPOCH is not set
+EPOCH = contract.FALLBACK_EPOCH  # used when SOURCE_DATE_EPOCH is not set
 ISO_NAMES = {"meta-data": "METADATA.;1", "user-data": "USERDATA.;1",
              "network-config": "NETWORKC.;1", APPLIANCE: "APPLIANC.JSO;1"}
 

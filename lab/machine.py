@@ -82,6 +82,7 @@ BUSES = {
     "sata-cd": "ide-cd,drive={id},bus=ide.{port}",
     "nvme": "nvme,drive={id},serial={id}",
     "usb": "usb-storage,drive={id},bus=xhci.0",
+    "sas": "scsi-hd,drive={id},bus=sas0.0",             # LSI SAS1068 (VMware's "LSI Logic SAS")
 }
 
 
@@ -103,6 +104,8 @@ class Hardware:
             argv += ["-device", "qemu-xhci,id=xhci"]
         if "scsi" in buses:
             argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+        if "sas" in buses:
+            argv += ["-device", "mptsas1068,id=sas0"]
         drives = [("disk0", disk, self.disk_bus, "qcow2", ",cache=unsafe")]
         if seed:
             drives.append(("seed0", seed, self.seed_bus, "raw", ",readonly=on"))

@@ -126,7 +126,7 @@ class Heartbeat(Stack):
     @property
     def cut_off_steps_out(self) -> bool:  # type: ignore[override]
         """vip-takeover's step-out: needs its ping nodes, and runs with the fast takeover."""
-        return self.spec.heartbeat.takeover == "fast" and bool(self.spec.heartbeat.ping_nodes)
+        return self.spec.heartbeat.fast_takeover and bool(self.spec.heartbeat.ping_nodes)
 
     @property
     def heals_by_restart(self) -> bool:  # type: ignore[override]
@@ -176,7 +176,7 @@ class Heartbeat(Stack):
                                   f"'Heartbeat restart on node {revived.name}' || true"))
 
     def takeover_evidence(self, new: Machine, dead: Machine) -> str | None:
-        if self.spec.heartbeat.takeover == "fast":  # the VIP came from vip-takeover
+        if self.spec.heartbeat.fast_takeover:  # the VIP came from vip-takeover
             return f"journalctl -b -t vip-takeover | grep -q '{dead.name} is dead: added'"
         return None
 

@@ -55,3 +55,8 @@ def test_the_contract_is_consistent():
     assert re.match(contract.PROBLEM_PATTERN, f"{contract.NOT_CONFIGURED}: no seed")
     for path in (contract.KEEPALIVED_NOTIFY_FIFO, contract.KEEPALIVED_STATE_DUMP):
         assert path.startswith("/run/keepalived/"), "the unit's RuntimeDirectory"
+
+
+def test_the_makefile_builds_the_contracts_release_by_default():
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"RELEASE ?= {contract.RELEASE}\n" in makefile
