@@ -35,7 +35,9 @@ KEEPALIVED_VRRP_PID = "/run/vrrp.pid"        # Debian's keepalived keeps its pid
 # /run/keepalived is the unit's RuntimeDirectory (images/director: keepalived.service.d)
 KEEPALIVED_NOTIFY_FIFO = "/run/keepalived/vrrp-notify.fifo"
 KEEPALIVED_NOTIFY_SCRIPT = "/usr/libexec/appliance/vrrp-state"
-KEEPALIVED_STATE_DUMP = "/run/keepalived/vrrp.data"
+# keepalived.data in the unit's TMPDIR (keepalived 2.2 and 2.3 both honour it; state_dump_file
+# is 2.3's only)
+KEEPALIVED_STATE_DUMP = "/run/keepalived/keepalived.data"
 KEEPALIVED_STATE = "/run/keepalived.state"   # MASTER, BACKUP, FAULT or STOP, written by vrrp-state
 
 # the IPVS sync daemons, run outside both stacks (LVSSyncDaemonSwap says why)

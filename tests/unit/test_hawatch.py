@@ -3,6 +3,7 @@ with the contract it reads."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from builder import contract as c
 from firstboot import hawatch
@@ -71,6 +72,10 @@ def test_the_image_scripts_use_the_contract_paths():
     assert takeover.count(f'"{prefix}{{ip}}.pid"') == 2
     reset = (DIRECTOR / c.HA_RESET.lstrip("/")).read_text()
     assert "-m firstboot.hawatch reset" in reset and os.access(DIRECTOR / c.HA_RESET.lstrip("/"), os.X_OK)
+    dropin = (DIRECTOR / "etc/systemd/system/keepalived.service.d/appliance.conf").read_text()
+    dump = Path(c.KEEPALIVED_STATE_DUMP)
+    assert f"Environment=TMPDIR={dump.parent}\n" in dropin and f"RuntimeDirectory={dump.parent.name}\n" in dropin
+    assert dump.name == "keepalived.data"  # what keepalived calls the VRRP dump in TMPDIR
     unit = (DIRECTOR / "usr/lib/systemd/system" / c.HAWATCH_UNIT).read_text()
     assert f"SyslogIdentifier={c.HAWATCH_TAG}\n" in unit
     assert "-m firstboot.hawatch watch" in unit and f"ConditionPathExists={c.STATE_DIR}/configured" in unit
