@@ -236,8 +236,8 @@ def held_vips(info: dict) -> list[str]:
     return [v for v in info.get("vips", []) if v in have]
 
 
-def duplicate_of(info: dict) -> tuple[bool, str | None]:
-    """(this director holds a VIP, the MAC of another host answering for it, or None)."""
+def duplicate_of(info: dict) -> tuple[list[str], str | None]:
+    """(the VIPs this director holds, the MAC of another host answering for one, or None)."""
     held = held_vips(info)
     for vip in held:
         try:
@@ -245,8 +245,8 @@ def duplicate_of(info: dict) -> tuple[bool, str | None]:
         except OSError:
             continue
         if other:
-            return True, other
-    return bool(held), None
+            return held, other
+    return held, None
 
 
 def write_health(health: dict) -> None:
@@ -262,15 +262,15 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict, log: Callab
     held, other = duplicate_of(info)
     now = time.monotonic()
     started = dup.since
-    action = dup.observe(held, other, now)
+    action = dup.observe(bool(held), other, now)
     if action == "wait" and started is None:
         log(f"{other} answers for the VIP too: both directors hold it"
             + (f"; this one steps out in {dup.limit:.0f} s" if dup.steps_out else
                f"; the peer ({info['peer_address']}, the lower address) steps out in {dup.limit:.0f} s"))
     elif action == "announce":
-        for vip in held_vips(info):
+        for vip in held:
             arp.announce(info["interface"], vip)
-        log(f"the peer gave the VIP up: announced {', '.join(held_vips(info))} with gratuitous ARP")
+        log(f"the peer gave the VIP up: announced {', '.join(held)} with gratuitous ARP")
     elif action == "step-out":
         verdict = w.restart_or_give_up(now)
         log(f"both directors held the VIP for {dup.limit:.0f} s and {info['address']} is the lower address: "

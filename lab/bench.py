@@ -145,7 +145,6 @@ class Run:
         return w
 
 
-
 def apache_stop(run: Run, rep: int) -> None:
     cluster, window = run.cluster, run.window
     check = cluster.spec.web_service.check_window
