@@ -38,7 +38,8 @@ IMAGE_NICS = {
 }
 # what goes into the image: code that runs at first boot, and nothing host-only
 STAGED = ["builder/__init__.py", "builder/profile.py", "builder/render.py", "builder/secret.py",
-          "builder/run.py", "builder/contract.py", "builder/errors.py", "builder/templates", "firstboot/__init__.py",
+          "builder/run.py", "builder/contract.py", "builder/errors.py", "builder/sshkeys.py",
+          "builder/templates", "firstboot/__init__.py",
           "firstboot/configure.py", "firstboot/ready.py", "firstboot/hawatch.py", "firstboot/arp.py"]
 UNITS = ["firstboot/appliance-firstboot.service", "firstboot/appliance-ready.service"]
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from builder import sshkeys
 from builder.errors import ApplianceError
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq")
@@ -124,6 +125,30 @@ def mac_address(t: _Table, key: str, default: Any) -> Any:
 
 def optional_text(t: _Table, key: str, default: Any) -> Any:
     return t.get(key, str, default) or None  # "" switches it off
+
+
+def text_list(t: _Table, key: str, default: Any) -> Any:
+    values = t.get(key, list, [])
+    bad = [v for v in values if not isinstance(v, str)]
+    if bad:
+        t.error(f"must be a list of strings, not {bad[0]!r}", key)
+    return tuple(v for v in values if isinstance(v, str))
+
+
+def _short(key_line: str) -> str:
+    words = key_line.split()
+    return " ".join([words[0], words[1][:12] + "..."] if len(words) > 1 else words[:1])
+
+
+def ssh_key_list(t: _Table, key: str, default: Any) -> Any:
+    keys = []
+    for i, line in enumerate(text_list(t, key, default)):
+        why = sshkeys.problem(line)
+        if why:
+            t.error(f"key {i + 1} ({_short(line)}): {why}", key)
+        else:
+            keys.append(" ".join(line.split()))
+    return tuple(keys)
 
 
 @dataclass(frozen=True)
@@ -328,6 +353,21 @@ class Vrrp(_Limits):
 
 
 @dataclass(frozen=True)
+class Access:
+    """Operators' way in: key-only SSH as root on every node (docs: README "Day 2")."""
+    ssh_keys: tuple[str, ...] = setting(
+        (), ssh_key_list, "OpenSSH public keys (lines of id_ed25519.pub, authorized_keys) that may log "
+        "in as root; none (the default): no sshd runs")
+    ssh_key_files: tuple[str, ...] = setting(
+        (), text_list, "files of such keys, relative to the profile; the builder reads them and the "
+        "seed carries the keys", seed=False)
+
+    @property
+    def ssh(self) -> bool:
+        return bool(self.ssh_keys)
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str = setting(..., text, "cluster name: seeds, the secret file and instance-ids use it")
     vip: IPv4Address = setting(..., ipv4, "the virtual IP clients connect to; inside the subnet")
@@ -342,6 +382,7 @@ class Cluster:
     services: tuple[Service, ...] = (Service(),)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     vrrp: Vrrp = field(default_factory=Vrrp)
+    access: Access = field(default_factory=Access)
 
     @property
     def failover(self) -> Heartbeat | Vrrp:
@@ -399,7 +440,7 @@ class Cluster:
 
 
 SECTIONS = (("", Cluster), ("network", Network), ("link", Link), ("directors/real_servers", Node),
-            ("services", Service), ("heartbeat", Heartbeat), ("vrrp", Vrrp))
+            ("services", Service), ("heartbeat", Heartbeat), ("vrrp", Vrrp), ("access", Access))
 
 
 def _settings(cls: type, role: str | None = None) -> list[Field]:
@@ -695,6 +736,9 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     services = [_read_service(problems, i, s) for i, s in enumerate(service_data)]
     heartbeat = _read_heartbeat(problems, top.get("heartbeat", dict, {}))
     vrrp = _read_vrrp(problems, top.get("vrrp", dict, {}))
+    access_table = _Table(problems, "access", top.get("access", dict, {}))
+    access = Access(**_read_settings(Access, access_table))
+    access_table.done()
     top.done()
     _check_stack(top, scalars["stack"], data, services)
 
@@ -772,7 +816,8 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     assert network is not None and heartbeat is not None and vrrp is not None
     return Cluster(name=name, domain=domain, stack=scalars["stack"], network=network, vip=vip,
                    link=link, directors=tuple(directors), real_servers=tuple(real_servers),
-                   services=tuple(s for s in services if s is not None), heartbeat=heartbeat, vrrp=vrrp)
+                   services=tuple(s for s in services if s is not None), heartbeat=heartbeat, vrrp=vrrp,
+                   access=access)
 
 
 def _check_link(problems: list[str], link: Link | None, asked: bool, directors: list[Node]) -> None:
@@ -814,11 +859,32 @@ def load(path: str | Path) -> Cluster:
     except tomllib.TOMLDecodeError as e:
         raise ProfileError([f"not valid TOML: {e}"], str(path)) from None
     cluster = parse(data, str(path))
+    problems = []
     secret_file = cluster.heartbeat.secret_file
     if secret_file and not (path.parent / secret_file).is_file():
-        raise ProfileError([f"heartbeat.secret_file: {path.parent / secret_file} does not exist; "
-                            "create it (32 or more random characters) or remove secret_file "
-                            "to have the secret generated"], str(path))
+        problems.append(f"heartbeat.secret_file: {path.parent / secret_file} does not exist; "
+                        "create it (32 or more random characters) or remove secret_file "
+                        "to have the secret generated")
+    keys = list(cluster.access.ssh_keys)
+    for name in cluster.access.ssh_key_files:
+        key_file = path.parent / name
+        try:
+            lines = key_file.read_text().splitlines()
+        except OSError as e:
+            problems.append(f"access.ssh_key_files: {key_file}: {e.strerror}; give the .pub file "
+                            "(relative to the profile), never the private key")
+            continue
+        for n, line in enumerate(lines, 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                why = sshkeys.problem(line)
+                if why:
+                    problems.append(f"access.ssh_key_files: {key_file} line {n} ({_short(line)}): {why}")
+                else:
+                    keys.append(" ".join(line.split()))
+    if problems:
+        raise ProfileError(problems, str(path))
+    if keys != list(cluster.access.ssh_keys):
+        cluster = replace(cluster, access=replace(cluster.access, ssh_keys=tuple(dict.fromkeys(keys))))
     return cluster
 
 
@@ -846,6 +912,7 @@ def to_dict(cluster: Cluster) -> dict[str, Any]:
         "services": [table(s) for s in cluster.services],
         # only the chosen stack's section: parse() rejects the other one
         **({"vrrp": table(cluster.vrrp)} if cluster.keepalived else {"heartbeat": table(cluster.heartbeat)}),
+        **({"access": table(cluster.access)} if cluster.access.ssh else {}),
     }
 
 

@@ -1,0 +1,70 @@
+"""[access]: operators' SSH keys are checked as sshd would take them, at lint, naming the key."""
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from builder import profile, sshkeys
+from tests.conftest import ROOT
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBcDZuEim3vzgTQuANIqmMxYAmnOUCloUqRZDvZMQPLH alice@desk"
+RSA_1024 = ("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDE9GhbyWJsfGdmUKBWnti4958K2zmAvCPgMAbIpmsfJPg51kx5qxrGy4C8BDJ"
+            "xq2poTt2bzCmBPLuQ8QaMoIjM1qWL5YrCbgmCCgM/GryfWWkloACQmhxQY+3r5WAj/aNoogTe8MoQXCq9wo/Ol7k6kg7l7aXHra"
+            "SYInmG8kcFGQ== weak@old")
+RSA_3072 = ("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQDH9S2dFXN+6QE4DMVRR0HmMrYfTBiJsi4duvGgzAJO+hRKmKRUVBuMkehPpJyW"
+            "onya0cpb9ByaAjyAEPRalJcnCnoHXg0BX1PUQR2Qr8nl+IbhecvIVypxuSsV8YB/tOSlY0VvrQWRIDCM5pFN9zYQcUITMUjoL9Zk"
+            "ky023vWFTrenpumKZMrIXQOvCH9oFlkO1pDHUSCRzjjkWxOY+mx+Y+sUm3+Np5CeRCMlNJMdvuiBKxp58tguzF4hf5sRjPt4jVQY"
+            "YnfHYrWgH2OdrhYHZTpcNPMPv8CiTr+wAL+V/gKc53r5aF9C5N+RcdiqD6T0m48HmlLe6f4u1LgQRpeU9MEapQUf3rECOK4Ly05i"
+            "4SJRkfp3WFUki4PvQZ4hRqBmOfbLh6e8x4qFX6gAcqHDjfIUO0VUQek6ymX/Afy8PujHGGvJEnHjwVWfjqonUAHfJf/CYZ08Be/F"
+            "h9aB3scg05LYL05TGGn8EzNamzJnHgcskOicZooQYjuKm1viHCk= bob@desk")
+
+
+def howto(**access) -> dict:
+    data = tomllib.loads((ROOT / "profiles/howto.toml").read_text())
+    return {**data, "access": access} if access else data
+
+
+def test_good_keys_pass_and_the_seed_carries_them():
+    cluster = profile.parse(howto(ssh_keys=[ED25519, "  " + RSA_3072 + "  "]))
+    assert cluster.access.ssh and cluster.access.ssh_keys == (ED25519, RSA_3072)
+    assert profile.parse(profile.to_dict(cluster)) == cluster
+    assert not profile.parse(howto()).access.ssh  # no keys: no sshd
+
+
+@pytest.mark.parametrize("line, says", [
+    (RSA_1024, "1024-bit RSA key is too weak"),
+    ("ssh-dss AAAAB3NzaC1kc3MAAACBAP== old@box", "DSA keys are gone"),
+    (ED25519.replace("AAAAC3Nza", "AAAAC3Xza"), "says"),
+    (ED25519[:60], "damaged"),
+    ('from="10.0.0.1" ' + ED25519, "options before the key"),
+    ("AAAAC3NzaC1lZDI1NTE5AAAAIBcDZuEim3vzgTQu", "not an OpenSSH public key"),
+])
+def test_a_key_sshd_would_not_take_fails_lint_naming_it(line, says):
+    with pytest.raises(profile.ProfileError) as e:
+        profile.parse(howto(ssh_keys=[ED25519, line]))
+    [problem] = e.value.problems
+    assert problem.startswith("access.ssh_keys: key 2 (") and says in problem, problem
+
+
+def test_key_files_are_read_relative_to_the_profile_and_a_missing_one_is_named(tmp_path):
+    text = (ROOT / "profiles/howto.toml").read_text()
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys/team.pub").write_text(f"# the team\n{RSA_3072}\n\n{ED25519}\n")
+    (tmp_path / "p.toml").write_text(
+        text + f'\n[access]\nssh_keys = ["{ED25519}"]\nssh_key_files = ["keys/team.pub"]\n')
+    cluster = profile.load(tmp_path / "p.toml")
+    assert cluster.access.ssh_keys == (ED25519, RSA_3072)  # each key once, in order
+    assert "ssh_key_files" not in profile.to_dict(cluster)["access"]  # a host path: not on the seed
+    (tmp_path / "q.toml").write_text(text + '\n[access]\nssh_key_files = ["keys/nobody.pub"]\n')
+    with pytest.raises(profile.ProfileError, match=r"access.ssh_key_files: .*keys/nobody.pub: No such file"):
+        profile.load(tmp_path / "q.toml")
+    (tmp_path / "keys/bad.pub").write_text(RSA_1024 + "\n")
+    (tmp_path / "r.toml").write_text(text + '\n[access]\nssh_key_files = ["keys/bad.pub"]\n')
+    with pytest.raises(profile.ProfileError, match=r"keys/bad.pub line 1 \(ssh-rsa AAAAB3NzaC1y...\): a 1024-bit"):
+        profile.load(tmp_path / "r.toml")
+
+
+def test_the_fingerprint_is_the_one_ssh_keygen_prints():
+    # `ssh-keygen -lf` of the key above printed this
+    assert sshkeys.fingerprint(ED25519) == "SHA256:NFCdOZ4al2/++QS34rhvNCdBues888GC9Qd1uoP5nfQ"
