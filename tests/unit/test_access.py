@@ -68,3 +68,22 @@ def test_key_files_are_read_relative_to_the_profile_and_a_missing_one_is_named(t
 def test_the_fingerprint_is_the_one_ssh_keygen_prints():
     # `ssh-keygen -lf` of the key above printed this
     assert sshkeys.fingerprint(ED25519) == "SHA256:NFCdOZ4al2/++QS34rhvNCdBues888GC9Qd1uoP5nfQ"
+
+
+def test_each_node_gets_its_own_host_key_once_and_known_hosts_names_them_all(tmp_path):
+    from builder import hostkeys
+    cluster = profile.load(ROOT / "profiles/howto.toml")
+    keys = hostkeys.load_or_create(cluster, tmp_path)
+    publics = [k.public.split()[1] for k in keys.values()]
+    assert len(set(publics)) == len(cluster.nodes) == 4  # never shared between nodes
+    assert all(k.private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") for k in keys.values())
+    folder = hostkeys.directory(cluster, tmp_path)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert all((folder / n.name).stat().st_mode & 0o777 == 0o600 for n in cluster.nodes)
+    # made once: a second run (a new seed) keeps every key
+    assert hostkeys.load_or_create(cluster, tmp_path) == keys
+    text = hostkeys.write_known_hosts(cluster, keys, tmp_path).read_text()
+    for n in cluster.nodes:
+        line = next(x for x in text.splitlines() if x.startswith(f"{n.name},"))
+        assert f",{n.address} ssh-ed25519 {keys[n.name].public.split()[1]}" in line
+        assert sshkeys.problem(line.split(" ", 1)[1]) is None  # a key sshd takes
