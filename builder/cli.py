@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from builder import contract, host, image, profile, render, secret, seed
+from builder import contract, host, hostkeys, image, profile, render, secret, seed
 from builder.errors import ApplianceError
 from builder.run import CommandError
 
@@ -81,7 +81,13 @@ def cmd_seed(args: argparse.Namespace) -> int:
     for name in args.node or []:
         _node(cluster, name)
     key = _secret(cluster, args, create=True)
-    for path in seed.write_seeds(cluster, key, Path(args.out), args.node):
+    host_keys = None
+    if cluster.access.ssh:  # made once per node and kept; known_hosts for the operator's first ssh
+        made = hostkeys.load_or_create(cluster, Path(args.secrets))
+        host_keys = {name: (k.private, k.public) for name, k in made.items()}
+        known = hostkeys.write_known_hosts(cluster, made, Path(args.secrets))
+        print(f"{known}: the nodes' host keys (ssh -o UserKnownHostsFile={known} root@NODE)")
+    for path in seed.write_seeds(cluster, key, Path(args.out), args.node, host_keys):
         print(f"{path}: seed ISO for {path.stem}")
     return 0
 

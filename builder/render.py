@@ -110,8 +110,35 @@ def realserver_files(cluster: Cluster, node: Node) -> dict[str, File]:
     return files
 
 
-def node_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, File]:
-    """Every file that makes an image into `node`; the secret is needed on directors only."""
+SSHD_CONFIG = "/etc/ssh/sshd_config.d/10-appliance.conf"
+AUTHORIZED_KEYS = "/etc/ssh/authorized_keys/root"
+HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
+
+
+def access_files(cluster: Cluster, host_key: tuple[str, str] | None) -> dict[str, File]:
+    """Key-only root login from the profile's [access]: sshd reads keys from a file first boot
+    owns (not root's home), no password or keyboard-interactive method, the node's own host
+    key from its seed (host_key: private, public) and no other."""
+    if not cluster.access.ssh:
+        return {}
+    files = {
+        SSHD_CONFIG: File("# key-only root login: the profile's [access] ssh_keys (written at first boot)\n"
+                          "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                          "KbdInteractiveAuthentication no\nAuthenticationMethods publickey\n"
+                          f"AuthorizedKeysFile {AUTHORIZED_KEYS.replace('root', '%u')}\n"
+                          f"HostKey {HOST_KEY}\n"),
+        AUTHORIZED_KEYS: File("".join(k + "\n" for k in cluster.access.ssh_keys)),
+    }
+    if host_key:
+        files[HOST_KEY] = File(host_key[0], 0o600)
+        files[HOST_KEY + ".pub"] = File(host_key[1] + "\n")
+    return files
+
+
+def node_files(cluster: Cluster, node: Node, secret: str | None,
+               host_key: tuple[str, str] | None = None) -> dict[str, File]:
+    """Every file that makes an image into `node`; the secret is needed on directors only, the
+    host key (from the seed) where the profile gives SSH keys."""
     sysctl = SYSCTL_DIRECTOR if node.is_director else SYSCTL_REALSERVER
     render = _renderer(cluster, node, sysctl_path=sysctl)
     files = {
@@ -128,6 +155,7 @@ def node_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, Fi
         files.update(director_files(cluster, node, secret))
     else:
         files.update(realserver_files(cluster, node))
+    files.update(access_files(cluster, host_key))
     return dict(sorted(files.items()))
 
 

@@ -29,11 +29,19 @@ ISO_NAMES = {"meta-data": "METADATA.;1", "user-data": "USERDATA.;1",
              "network-config": "NETWORKC.;1", APPLIANCE: "APPLIANC.JSO;1"}
 
 
-def appliance(cluster: Cluster, node: Node, secret: str | None) -> dict:
-    data = {"format": FORMAT, "node": node.name, "role": node.role,
-            "cluster": profile.to_dict(cluster)}
+HostKeys = dict[str, tuple[str, str]]  # node -> (private, public) SSH host key
+
+
+def appliance(cluster: Cluster, node: Node, secret: str | None, host_keys: HostKeys | None = None) -> dict:
+    data: dict = {"format": FORMAT, "node": node.name, "role": node.role,
+                  "cluster": profile.to_dict(cluster)}
     if node.is_director:
         data["secret"] = secret
+    if cluster.access.ssh:
+        if not host_keys or node.name not in host_keys:
+            raise ValueError(f"{node.name}: the profile gives SSH keys, so its seed needs its host key")
+        private, public = host_keys[node.name]
+        data["ssh_host_key"] = {"private": private, "public": public}
     return data
 
 
@@ -41,9 +49,10 @@ def _q(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid YAML scalar
 
 
-def seed_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, bytes]:
+def seed_files(cluster: Cluster, node: Node, secret: str | None,
+               host_keys: HostKeys | None = None) -> dict[str, bytes]:
     """The files on a node's seed ISO. Pure: same inputs, same bytes."""
-    body = json.dumps(appliance(cluster, node, secret), indent=2, sort_keys=True) + "\n"
+    body = json.dumps(appliance(cluster, node, secret, host_keys), indent=2, sort_keys=True) + "\n"
     instance = f"{cluster.name}-{node.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
     fqdn = f"{node.name}.{cluster.domain}"
     net = cluster.network
@@ -104,14 +113,15 @@ def read_iso(path: Path) -> tuple[str, dict[str, bytes]]:
         iso.close()
 
 
-def write_seeds(cluster: Cluster, secret: str | None, out: Path, names: list[str] | None = None) -> list[Path]:
+def write_seeds(cluster: Cluster, secret: str | None, out: Path, names: list[str] | None = None,
+                host_keys: HostKeys | None = None) -> list[Path]:
     """One ``<node>.iso`` per node (or per name given) under out."""
     paths = []
     for node in cluster.nodes:
         if names and node.name not in names:
             continue
         path = out / f"{node.name}.iso"
-        # 0600: directors' seeds hold the heartbeat secret
-        render.write_atomic(path, build_iso(seed_files(cluster, node, secret)), 0o600)
+        # 0600: directors' seeds hold the heartbeat secret, every seed its node's host key
+        render.write_atomic(path, build_iso(seed_files(cluster, node, secret, host_keys)), 0o600)
         paths.append(path)
     return paths

@@ -41,6 +41,7 @@ class Seed:
     cluster: profile.Cluster
     node: profile.Node
     secret: str | None
+    host_key: tuple[str, str] | None = None   # (private, public): the profile gives SSH keys
 
 
 def _meta_data(text: str) -> dict[str, str]:
@@ -83,11 +84,19 @@ def read_seed(directory: Path, image_role: str | None) -> Seed:
         found = secret.problems(key) if isinstance(key, str) else ["it is missing"]
         if found:
             raise SeedError(f"the heartbeat secret on the seed is unusable: {'; '.join(found)}")
-    return Seed(instance, cluster, node, key if node.is_director else None)
+    host_key = None
+    if cluster.access.ssh:
+        hk = data.get("ssh_host_key")
+        if not (isinstance(hk, dict) and isinstance(hk.get("private"), str) and isinstance(hk.get("public"), str)
+                and hk["private"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")):
+            raise SeedError("the profile gives SSH keys but the seed has no usable host key for "
+                            f"{node.name}: remake the seed with `python -m builder seed`")
+        host_key = (hk["private"], hk["public"])
+    return Seed(instance, cluster, node, key if node.is_director else None, host_key)
 
 
 def files_for(seed: Seed) -> dict[str, render.File]:
-    return render.node_files(seed.cluster, seed.node, seed.secret)
+    return render.node_files(seed.cluster, seed.node, seed.secret, seed.host_key)
 
 
 def find_seed_device(wait: float = 10.0) -> str | None:

@@ -87,3 +87,45 @@ def test_each_node_gets_its_own_host_key_once_and_known_hosts_names_them_all(tmp
         line = next(x for x in text.splitlines() if x.startswith(f"{n.name},"))
         assert f",{n.address} ssh-ed25519 {keys[n.name].public.split()[1]}" in line
         assert sshkeys.problem(line.split(" ", 1)[1]) is None  # a key sshd takes
+
+
+def test_a_node_with_access_gets_key_only_sshd_its_keys_and_its_own_host_key():
+    from builder import hostkeys, render
+    cluster = profile.parse(howto(ssh_keys=[ED25519, RSA_3072]))
+    key = hostkeys.generate("root@loadb1")
+    files = render.node_files(cluster, cluster.node("loadb1"), "k" * 32, (key.private, key.public))
+    conf = files[render.SSHD_CONFIG].content.splitlines()
+    for line in ("PermitRootLogin prohibit-password", "PasswordAuthentication no",
+                 "KbdInteractiveAuthentication no", "AuthenticationMethods publickey",
+                 "AuthorizedKeysFile /etc/ssh/authorized_keys/%u", f"HostKey {render.HOST_KEY}"):
+        assert line in conf
+    assert files[render.AUTHORIZED_KEYS].content == f"{ED25519}\n{RSA_3072}\n"
+    assert files[render.HOST_KEY].mode == 0o600 and files[render.HOST_KEY].content == key.private
+    # no [access]: no sshd configuration, no keys, nothing for sshd to start with
+    plain = profile.parse(howto())
+    assert not [p for p in render.node_files(plain, plain.node("webserver1"), None) if p.startswith("/etc/ssh")]
+
+
+def test_the_seed_carries_the_node_host_key_and_first_boot_writes_it(tmp_path):
+    from builder import hostkeys, render, seed
+    from firstboot import configure
+    cluster = profile.parse(howto(ssh_keys=[ED25519]))
+    keys = {n: (k.private, k.public) for n, k in hostkeys.load_or_create(cluster, tmp_path / "s").items()}
+    with pytest.raises(ValueError, match="needs its host key"):
+        seed.write_seeds(cluster, "3f9a1c5e7b2d4086" * 4, tmp_path / "none", ["webserver2"])
+    [iso] = seed.write_seeds(cluster, "3f9a1c5e7b2d4086" * 4, tmp_path / "iso", ["webserver2"], keys)
+    assert iso.stat().st_mode & 0o777 == 0o600
+    d = tmp_path / "mounted"
+    d.mkdir()
+    for name, data in seed.read_iso(iso)[1].items():
+        (d / name).write_bytes(data)
+    s = configure.read_seed(d, "realserver")
+    files = configure.files_for(s)
+    assert files[render.HOST_KEY].content == keys["webserver2"][0]
+    assert files[render.HOST_KEY + ".pub"].content == keys["webserver2"][1] + "\n"
+    assert files[render.AUTHORIZED_KEYS].content == ED25519 + "\n"
+    # a seed whose host key was taken out is refused, saying how to remake it
+    data = (d / "appliance.json").read_text().replace('"ssh_host_key"', '"no_host_key"')
+    (d / "appliance.json").write_text(data)
+    with pytest.raises(configure.SeedError, match="no usable host key for webserver2"):
+        configure.read_seed(d, "realserver")
