@@ -1,0 +1,120 @@
+"""What `apply` would change on a running cluster: the profile it runs against a new one.
+
+Pure: two validated Clusters in, a list of Changes out, each saying whether it can be made
+live (no reboot, no dropped connection: ldirectord or keepalived re-reads its file; a removed
+real server is drained first) or only by `apply --reboot` (re-seeding one node at a time),
+and why. Keys are the profile's own (real servers by name, services by protocol/port), so the
+plan reads like the profile diff an operator made.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from builder.profile import Cluster, _settings
+
+# what the checkers and IPVS take from a re-read file without a restart
+LIVE_SERVICE_KEYS = {"scheduler", "checkinterval", "checktimeout", "checktype", "service", "request",
+                     "receive", "check_content", "fallback", "quiescent", "virtualhost", "persistent"}
+# what each refused section would need, said once
+WHY = {
+    "name": "the cluster's name is in every node's instance-id and secret file",
+    "vip": "the VIP is held by the directors' stack and on every real server's lo",
+    "domain": "host names are written at first boot",
+    "stack": "the HA stack is chosen at first boot",
+    "network": "node addresses and routes are set at first boot",
+    "link": "the dedicated link's addresses are set at first boot",
+    "directors": "a director's identity (name, address, link) is its seed's",
+    "heartbeat": "heartbeat reads ha.cf and its secret only when it starts: a restart is a failover",
+    "vrrp": "VRRP timing and priorities take a keepalived restart: a failover",
+    "real_server_address": "a real server's address is its seed's: remove it and add it again under "
+                           "its new address",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    old: Any
+    new: Any
+    live: bool
+    why: str = ""
+
+    def __str__(self) -> str:
+        what = ("added" if self.old is None else "removed" if self.new is None
+                else f"{self.old!r} -> {self.new!r}")
+        return f"{self.key}: {what}" + ("" if self.live else f" (needs --reboot: {self.why})")
+
+
+def _table(obj: Any, role: str | None = None) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in _settings(type(obj), role)}
+
+
+def flatten(c: Cluster) -> dict[str, Any]:
+    """Every setting of a cluster under the key an operator would name it by."""
+    out: dict[str, Any] = {}
+    for k, v in _table(c).items():
+        out[k] = v
+    for section in ("network", "heartbeat", "vrrp", "access"):
+        for k, v in _table(getattr(c, section)).items():
+            if section != "access" or k == "ssh_keys":
+                out[f"{section}.{k}"] = v
+    if c.link:
+        out.update({f"link.{k}": v for k, v in _table(c.link).items()})
+    for d in c.directors:
+        out.update({f"directors.{d.name}.{k}": v for k, v in _table(d, "director").items() if k != "name"})
+    for r in c.real_servers:
+        out[f"real_servers.{r.name}"] = r.address
+        out.update({f"real_servers.{r.name}.{k}": v for k, v in _table(r, "realserver").items()
+                    if k not in ("name", "address")})
+    for s in c.services:
+        out[f"services.{s.protocol}/{s.port}"] = True
+        out.update({f"services.{s.protocol}/{s.port}.{f.name}": getattr(s, f.name)
+                    for f in fields(s) if "read" in f.metadata and f.name not in ("port", "protocol")})
+    return out
+
+
+def _classify(key: str, old: Any, new: Any) -> tuple[bool, str]:
+    parts = key.split(".")
+    if parts[0] == "real_servers":
+        if len(parts) == 2 and old is not None and new is not None:
+            return False, WHY["real_server_address"]
+        if len(parts) == 2 or parts[2] == "weight":
+            return True, ""
+        return False, "a real server's NIC is its seed's"
+    if parts[0] == "services":
+        return (True, "") if len(parts) == 2 or parts[2] in LIVE_SERVICE_KEYS else (False, "")
+    if key == "access.ssh_keys":
+        return True, ""
+    return False, WHY.get(parts[0], "set at first boot")
+
+
+def diff(old: Cluster, new: Cluster) -> list[Change]:
+    """Every setting that differs, in the profile's order, live or not."""
+    a, b = flatten(old), flatten(new)
+    keys = list(dict.fromkeys([*a, *b]))
+    changes = []
+    for key in keys:
+        if a.get(key) == b.get(key):
+            continue
+        parent = ".".join(key.split(".")[:2])
+        if key != parent and (parent in a) != (parent in b):
+            continue  # a setting of a real server or service added or removed as a whole
+        live, why = _classify(key, a.get(key), b.get(key))
+        changes.append(Change(key, a.get(key), b.get(key), live, why))
+    return changes
+
+
+def drained(old: Cluster, new: Cluster) -> list[str]:
+    """The real servers to drain (weight 0 until their connections end) before removal."""
+    keep = {r.name for r in new.real_servers}
+    return [r.name for r in old.real_servers if r.name not in keep]
+
+
+def refusal(changes: list[Change]) -> str | None:
+    """One message naming every change that cannot be made live, or None."""
+    refused = [c for c in changes if not c.live]
+    if not refused:
+        return None
+    return ("cannot change live: " + "; ".join(str(c) for c in refused)
+            + ". `apply --reboot` re-seeds and reboots one node at a time, the standby first")
