@@ -1,0 +1,138 @@
+"""`appliance status`: what this node is doing, in one screen, fast enough to type twice.
+
+Read from what is already there rather than asked afresh: the HA watchdog's last probe
+(HAWATCH_HEALTH: the stack's state, answered or hung, a second VIP holder), node.json, and
+three quick kernel reads (addresses, the IPVS table with its counters, the sync daemons).
+`--json` prints the same for `python -m builder status`, which gathers every node's over SSH.
+
+    appliance status          # a table for people
+    appliance status --json   # one JSON object
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from builder import contract as c
+
+
+@dataclass(frozen=True)
+class RealServer:
+    address: str
+    port: int
+    weight: int
+    active: int
+    inactive: int
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    protocol: str
+    vip: str
+    port: int
+    scheduler: str
+    real_servers: tuple[RealServer, ...] = ()
+
+
+def parse_ipvs(text: str) -> list[VirtualService]:
+    """`ipvsadm -L -n` as virtual services with their real servers (weight, connections)."""
+    services: list[VirtualService] = []
+    current: dict | None = None
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] in (["TCP"], ["UDP"], ["FWM"]) and len(words) >= 3:
+            if current:
+                services.append(VirtualService(**current))
+            vip, _, port = words[1].rpartition(":")
+            current = {"protocol": words[0], "vip": vip, "port": int(port) if port.isdigit() else 0,
+                       "scheduler": words[2], "real_servers": ()}
+        elif words[:1] == ["->"] and current is not None and len(words) >= 6 and words[1] != "RemoteAddress:Port":
+            address, _, port = words[1].rpartition(":")
+            current["real_servers"] += (RealServer(address, int(port), int(words[3]), int(words[4]), int(words[5])),)
+    if current:
+        services.append(VirtualService(**current))
+    return services
+
+
+def parse_sync(text: str) -> list[str]:
+    """`ipvsadm -L --daemon`: the sync daemons running ("master", "backup")."""
+    return [w for line in text.splitlines() for w in line.split()[:1] if w in ("master", "backup")]
+
+
+def run(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=3, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+@dataclass
+class Status:
+    node: str
+    role: str
+    address: str
+    stack: str | None = None
+    state: str = ""                  # the watchdog's last word: MASTER, BACKUP, all, none, HUNG...
+    answering: bool | None = None
+    second_holder: str | None = None  # another MAC answering for a VIP this node holds
+    health_age: float | None = None  # seconds since the watchdog's last probe
+    vips: list[str] = field(default_factory=list)
+    services: list[VirtualService] = field(default_factory=list)
+    sync: list[str] = field(default_factory=list)
+    synced_connections: int = 0
+
+
+def gather(state_dir: Path = Path(c.STATE_DIR)) -> Status:
+    info = json.loads((state_dir / "node.json").read_text())
+    s = Status(info["node"], info["role"], info["address"], info.get("stack"))
+    addrs = run(["ip", "-o", "addr", "show"])
+    wanted = info.get("vips", [])
+    if s.role == "director":
+        try:
+            health = json.loads(Path(c.HAWATCH_HEALTH).read_text())
+            s.state, s.answering = health.get("state", ""), health.get("answering")
+            s.second_holder, s.health_age = health.get("duplicate"), time.time() - health.get("checked", 0)
+        except (OSError, ValueError):
+            s.state = "no watchdog report"
+        ipvs = run(["ipvsadm", "-L", "-n"])
+        s.services = parse_ipvs(ipvs)
+        s.sync = parse_sync(run(["ipvsadm", "-L", "--daemon"]))
+        s.synced_connections = max(0, len(run(["ipvsadm", "-L", "-n", "-c"]).splitlines()) - 2)
+    s.vips = [v for v in wanted if f" {v}/" in addrs] if wanted else \
+        sorted({w.split("/")[0] for line in addrs.splitlines() if " lo " in line
+                for w in line.split() if "/32" in w and not w.startswith("127.")})
+    return s
+
+
+def table(s: Status) -> str:
+    """The report for people: a few lines, then one line per real server."""
+    lines = [f"{s.node} ({s.role}, {s.address})"]
+    if s.role == "director":
+        hung = " NOT ANSWERING" if s.answering is False else ""
+        age = f", checked {s.health_age:.0f} s ago" if s.health_age is not None else ""
+        lines.append(f"  {s.stack}: {s.state}{hung}{age}")
+        lines.append(f"  holds: {', '.join(s.vips) or 'no VIP'}"
+                     + (f"  (ALSO HELD BY {s.second_holder})" if s.second_holder else ""))
+        lines.append(f"  sync daemons: {', '.join(s.sync) or 'none'}; {s.synced_connections} connections in IPVS")
+        for v in s.services:
+            lines.append(f"  {v.protocol} {v.vip}:{v.port} {v.scheduler}")
+            for r in v.real_servers:
+                state = "quiesced" if r.weight == 0 else f"weight {r.weight}"
+                lines.append(f"    {r.address}:{r.port:<6} {state:<10} {r.active} active, {r.inactive} inactive")
+    else:
+        lines.append(f"  VIP on lo: {', '.join(s.vips) or 'none'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    s = gather()
+    print(json.dumps(asdict(s)) if argv == ["--json"] else table(s))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,40 @@
+"""`appliance status` (firstboot/status.py): the kernel's tables read right, and a report that
+says what an operator must see first (a hung stack, a second VIP holder, a quiesced server)."""
+from __future__ import annotations
+
+from firstboot import status
+
+IPVSADM = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  172.20.40.100:80 wrr
+  -> 172.20.40.21:80              Route   3      4          11
+  -> 172.20.40.22:80              Route   0      0          2
+  -> 127.0.0.1:80                 Local   0      0          0
+TCP  172.20.40.100:443 wlc persistent 300
+  -> 172.20.40.21:443             Route   1      0          0
+"""
+
+
+def test_the_ipvs_table_is_read_with_weights_and_connections():
+    web, tls = status.parse_ipvs(IPVSADM)
+    assert (web.protocol, web.vip, web.port, web.scheduler) == ("TCP", "172.20.40.100", 80, "wrr")
+    assert web.real_servers[0] == status.RealServer("172.20.40.21", 80, 3, 4, 11)
+    assert [r.weight for r in web.real_servers] == [3, 0, 0] and tls.port == 443
+    assert status.parse_ipvs("") == []
+
+
+def test_sync_daemons_are_read_from_ipvsadm():
+    text = "master sync daemon (mcast=eth1, syncid=51)\nbackup sync daemon (mcast=eth1, syncid=51)\n"
+    assert status.parse_sync(text) == ["master", "backup"] and status.parse_sync("") == []
+
+
+def test_the_report_puts_a_hang_and_a_second_holder_in_plain_words():
+    s = status.Status("lvs-a", "director", "172.20.40.11", "keepalived", state="HUNG", answering=False,
+                      second_holder="52:54:00:28:0c:02", health_age=1.2, vips=["172.20.40.100"],
+                      services=status.parse_ipvs(IPVSADM), sync=["master"], synced_connections=17)
+    text = status.table(s)
+    assert "keepalived: HUNG NOT ANSWERING, checked 1 s ago" in text
+    assert "holds: 172.20.40.100  (ALSO HELD BY 52:54:00:28:0c:02)" in text
+    assert "172.20.40.22:80     quiesced" in text and "weight 3" in text
+    assert "sync daemons: master; 17 connections in IPVS" in text
