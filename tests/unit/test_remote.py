@@ -1,0 +1,31 @@
+"""builder/remote.py: verified SSH and the cluster's one-table status."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder import profile, remote
+from tests.conftest import ROOT
+
+
+def test_ssh_never_trusts_on_first_use_and_never_prompts():
+    c = profile.load(ROOT / "profiles/howto.toml")
+    argv = remote.ssh_argv(c.node("loadb1"), Path("/s/howto.known_hosts"), "appliance status --json")
+    opts = [argv[i + 1] for i, w in enumerate(argv) if w == "-o"]
+    assert "StrictHostKeyChecking=yes" in opts and "BatchMode=yes" in opts
+    assert "UserKnownHostsFile=/s/howto.known_hosts" in opts
+    assert argv[-2:] == ["root@192.168.0.103", "appliance status --json"]
+
+
+def test_the_cluster_table_flags_an_unreachable_node_and_two_vip_holders():
+    c = profile.load(ROOT / "profiles/howto.toml")
+    director = {"stack": "heartbeat", "state": "all", "answering": True, "vips": ["192.168.0.105"],
+                "sync": ["master"], "services": [{"protocol": "TCP", "vip": "192.168.0.105", "port": 80,
+                "scheduler": "rr", "real_servers": [{"address": "192.168.0.101", "weight": 1, "active": 2,
+                                                     "inactive": 5}]}]}
+    found = {"loadb1": director, "loadb2": dict(director, state="HUNG", answering=False),
+             "webserver1": {"vips": ["192.168.0.105"]}, "webserver2": "webserver2 (192.168.0.102): timed out"}
+    text = remote.cluster_table(c, found)
+    assert "loadb2       director   192.168.0.104   heartbeat: HUNG NOT ANSWERING" in text
+    assert "webserver2   realserver 192.168.0.102   UNREACHABLE" in text
+    assert "WARNING: 2 directors hold the VIP (loadb1, loadb2)" in text
+    assert "loadb1 TCP 192.168.0.105:80 rr: 192.168.0.101 w1 2a/5i" in text
