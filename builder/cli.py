@@ -1,6 +1,7 @@
 """Command line: `python -m builder COMMAND ...`; `--help` on each explains it.
 
-Building: lint, render, seed, reference, image, host-setup. Booting and driving clusters is the
+Building: lint, render, seed, reference, image, host-setup. Day 2 over SSH: status, apply,
+drain, undrain (builder/day2.py). Booting and driving clusters is the
 lab's (`python -m lab`: up, down, status, console, run, ..., bench), which this package never
 imports; the lab's old spellings here (`builder up`, `builder lab block ...`) are handed to it.
 """
@@ -12,9 +13,10 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from builder import contract, host, hostkeys, image, profile, render, secret, seed
+from builder import contract, day2, host, hostkeys, image, profile, remote, render, secret, seed
 from builder.errors import ApplianceError
 from builder.run import CommandError
 
@@ -144,6 +146,47 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operation(args: argparse.Namespace) -> day2.Operation:
+    """A profile's running cluster, reached over verified SSH with the keys in --secrets."""
+    cluster = _load(args.profile)
+    problems = profile.traps(cluster)
+    if problems:
+        raise Fail(f"{args.profile}: " + "; ".join(problems), hint=f"python -m builder lint {args.profile}")
+    if not cluster.access.ssh:
+        raise Fail(f"{args.profile} gives no [access] ssh_keys, so its nodes run no sshd",
+                   hint="add your public key under [access] and re-seed the nodes once (README: Day 2)")
+    secrets_dir = Path(args.secrets)
+    keys = day2.Keys.load(cluster, Path(args.profile), secrets_dir)
+    known = secrets_dir / f"{cluster.name}.known_hosts"
+    reach = remote.Reach(known, Path(args.identity) if args.identity else None)
+    return day2.Operation(cluster, reach, keys)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    op = _operation(args)
+    started = time.monotonic()
+    found = remote.statuses(op.cluster, op.reach)
+    print(remote.cluster_table(op.cluster, found))
+    print(f"({len(found)} nodes asked in {time.monotonic() - started:.1f} s)", file=sys.stderr)
+    return 0 if all(isinstance(s, dict) for s in found.values()) else 1
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    op = _operation(args)
+    if args.reboot:
+        op.reboot()
+    else:
+        op.apply(args.drain_timeout, args.dry_run)
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    op = _operation(args)
+    weight = 0 if args.command == "drain" else _node(op.cluster, args.node).weight
+    op.set_weight(args.node, weight, args.drain_timeout)
+    return 0
+
+
 LAB_COMMANDS = ("up", "down", "lab", "bench", "bench-images")  # moved to `python -m lab`
 
 
@@ -238,4 +281,41 @@ def main(argv: list[str] | None = None) -> int:
                        "the file system tools, if missing. Not root: prints the command.")
     p.add_argument("--tests", action="store_true", help="also what the VM tests need (chromium, curl)")
     p.set_defaults(func=cmd_host_setup)
+
+    def day2_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("profile", help="the cluster's profile (TOML) with [access] ssh_keys")
+        p.add_argument("--secrets", default=".secrets", metavar="DIR",
+                       help="where `builder seed` kept the secret, host keys and known_hosts (default: .secrets)")
+        p.add_argument("-i", "--identity", metavar="KEY", help="your private key (default: ssh-agent or ~/.ssh)")
+
+    p = sub.add_parser("status", help="every node's state in one table, over SSH",
+                       description="Run `appliance status` on every node (verified SSH) and print one "
+                       "table: stack state, VIP holders (warns unless exactly one), IPVS weights and "
+                       "connections as each director sees them. Exit 1 if a node is unreachable.")
+    day2_args(p)
+    p.set_defaults(func=cmd_status)
+
+    drain_help = f"seconds a leaving real server may keep connections (default: {contract.DRAIN_TIMEOUT:.0f})"
+    p = sub.add_parser("apply", help="make a changed profile live on the running cluster",
+                       description="Compare the profile with what the directors run, print every change, "
+                       "and make it live without a reboot: real servers added, removed (drained first) "
+                       "or re-weighted; checks, scheduler, fallback, SSH keys. The standby director "
+                       "first, then the active one, then the real servers. Anything else is refused "
+                       "with the reason; --reboot re-seeds and reboots one node at a time instead.")
+    day2_args(p)
+    p.add_argument("--dry-run", action="store_true", help="print the changes and stop")
+    p.add_argument("--reboot", action="store_true",
+                   help="re-seed and reboot each node, standby director first, each back before the next")
+    p.add_argument("--drain-timeout", type=float, default=contract.DRAIN_TIMEOUT, metavar="S", help=drain_help)
+    p.set_defaults(func=cmd_apply)
+
+    for name, what in (("drain", "take a real server out of service: weight 0, then wait until its "
+                        "connections end (or the drain timeout)"),
+                       ("undrain", "give a drained real server its profile weight back")):
+        p = sub.add_parser(name, help=what.split(":")[0], description=what[0].upper() + what[1:] + ". "
+                           "Only the directors change; `apply` later restores every weight to the profile's.")
+        day2_args(p)
+        p.add_argument("node", help="a real server's name")
+        p.add_argument("--drain-timeout", type=float, default=contract.DRAIN_TIMEOUT, metavar="S", help=drain_help)
+        p.set_defaults(func=cmd_drain)
     return dispatch(parser, argv)

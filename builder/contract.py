@@ -15,6 +15,16 @@ SEED_FORMAT = 1
 STATE_DIR = "/var/lib/appliance"          # what first boot made of the seed (node.json, configured)
 NODE_JSON = f"{STATE_DIR}/node.json"
 CONFIGURED = f"{STATE_DIR}/configured"    # the instance-id, written last: the node is configured
+# day 2 (`builder apply`): what the node runs now (a seed's appliance.json, 0600: it holds the
+# secret and host key), the instance-ids of attached seeds already taken (an old seed left in the
+# drive never undoes an apply; a seed not seen yet wins), and a seed staged by `apply --reboot`
+APPLIED = f"{STATE_DIR}/applied.json"
+SEEDS_SEEN = f"{STATE_DIR}/seeds-seen"
+NEXT_SEED = f"{STATE_DIR}/next-seed.json"
+APPLIANCE_CLI = "/usr/bin/appliance"      # status, config, apply: what the builder runs over SSH
+SSH_UNIT = "ssh.service"                  # enabled by first boot only where the profile gives keys
+LDIRECTORD_CF = "/etc/ha.d/ldirectord.cf"
+DRAIN_TIMEOUT = 300.0       # seconds a drained real server may keep connections before removal
 
 # the console lines a harness (the lab, a hypervisor's serial log) waits for
 READY = "APPLIANCE READY"                 # READY node=N role=R address=A instance=I

@@ -40,7 +40,8 @@ IMAGE_NICS = {
 STAGED = ["builder/__init__.py", "builder/profile.py", "builder/render.py", "builder/secret.py",
           "builder/run.py", "builder/contract.py", "builder/errors.py", "builder/sshkeys.py",
           "builder/templates", "firstboot/__init__.py",
-          "firstboot/configure.py", "firstboot/ready.py", "firstboot/hawatch.py", "firstboot/arp.py"]
+          "firstboot/configure.py", "firstboot/ready.py", "firstboot/hawatch.py", "firstboot/arp.py",
+          "builder/plan.py", "firstboot/status.py", "firstboot/appliance.py"]
 UNITS = ["firstboot/appliance-firstboot.service", "firstboot/appliance-ready.service"]
 
 

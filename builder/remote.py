@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 
+log = logging.getLogger("builder.remote")
 CONNECT_TIMEOUT = 5  # seconds: a node that does not answer by then is reported down
 
 
@@ -21,18 +25,31 @@ class RemoteError(ApplianceError):
     """A node could not be reached or its command failed; the message names the node."""
 
 
-def ssh_argv(node: Node, known_hosts: Path, command: str) -> list[str]:
-    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={known_hosts}", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-            "-o", "LogLevel=ERROR", f"root@{node.address}", command]
+@dataclass(frozen=True)
+class Reach:
+    """How the operator's ssh gets to the nodes: the cluster's known_hosts, optionally a key
+    of its own (else ssh-agent or ~/.ssh) and a command it runs under (the lab's netns)."""
+    known_hosts: Path
+    identity: Path | None = None
+    via: tuple[str, ...] = ()
 
 
-def run(node: Node, known_hosts: Path, command: str, timeout: float = 30) -> str:
+def ssh_argv(node: Node, reach: Reach, command: str) -> list[str]:
+    key = ["-i", str(reach.identity), "-o", "IdentitiesOnly=yes"] if reach.identity else []
+    return [*reach.via, "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={reach.known_hosts}", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+            # the key is checked under the node's name: its address may be about to change
+            "-o", f"HostKeyAlias={node.name}", "-o", "LogLevel=ERROR", *key, f"root@{node.address}", command]
+
+
+def run(node: Node, reach: Reach, command: str, timeout: float = 30, stdin: str | None = None) -> str:
+    started = time.monotonic()
     try:
-        proc = subprocess.run(ssh_argv(node, known_hosts, command), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(ssh_argv(node, reach, command), capture_output=True, text=True,
+                              timeout=timeout, check=False, input=stdin)
     except subprocess.TimeoutExpired:
         raise RemoteError(f"{node.name} ({node.address}): `{command}` took over {timeout:.0f} s") from None
+    log.debug("%s: %s (%.2f s, exit %d)", node.name, command, time.monotonic() - started, proc.returncode)
     if proc.returncode != 0:
         raise RemoteError(f"{node.name} ({node.address}): `{command}` exited {proc.returncode}: "
                           f"{proc.stderr.strip() or proc.stdout.strip()}",
@@ -40,15 +57,17 @@ def run(node: Node, known_hosts: Path, command: str, timeout: float = 30) -> str
     return proc.stdout
 
 
-def statuses(cluster: Cluster, known_hosts: Path) -> dict[str, dict | str]:
+def statuses(cluster: Cluster, reach: Reach, nodes: tuple[Node, ...] | None = None) -> dict[str, dict | str]:
     """Every node's `appliance status --json`, asked at once; a node that fails gives its error."""
+    nodes = cluster.nodes if nodes is None else nodes
+
     def ask(node: Node) -> dict | str:
         try:
-            return json.loads(run(node, known_hosts, "appliance status --json", timeout=15))
+            return json.loads(run(node, reach, "appliance status --json", timeout=15))
         except (RemoteError, ValueError) as e:
             return str(e)
-    with concurrent.futures.ThreadPoolExecutor(len(cluster.nodes)) as pool:
-        return dict(zip((n.name for n in cluster.nodes), pool.map(ask, cluster.nodes), strict=True))
+    with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
+        return dict(zip((n.name for n in nodes), pool.map(ask, nodes), strict=True))
 
 
 def cluster_table(cluster: Cluster, found: dict[str, dict | str]) -> str:

@@ -26,7 +26,7 @@ KEEPALIVED_CONF = contract.KEEPALIVED_CONF
 # Each stack's own files: first boot removes the other stack's (a node re-seeded onto another
 # stack), and their units start only where their file is (ConditionPathExists).
 STACK_FILES = {"heartbeat": ("/etc/ha.d/ha.cf", "/etc/ha.d/haresources", "/etc/ha.d/authkeys",
-                             "/etc/ha.d/ldirectord.cf"),
+                             contract.LDIRECTORD_CF),
                "keepalived": (KEEPALIVED_CONF,)}
 PING_WEIGHT = 20  # priority a director loses per unreachable ping node (keepalived)
 AUTO_FAILBACK_GAP = 10  # the first director's extra priority with auto_failback: less than one ping node
@@ -78,7 +78,7 @@ def heartbeat_files(cluster: Cluster, node: Node, secret: str | None) -> dict[st
         "/etc/ha.d/ha.cf": File(render("ha.cf")),
         "/etc/ha.d/haresources": File(render("haresources")),
         "/etc/ha.d/authkeys": File(render("authkeys"), 0o600),
-        "/etc/ha.d/ldirectord.cf": File(render("ldirectord.cf")),
+        contract.LDIRECTORD_CF: File(render("ldirectord.cf")),
     }
 
 

@@ -73,6 +73,14 @@ def seed_files(cluster: Cluster, node: Node, secret: str | None,
     }
 
 
+def instance_of(files: dict[str, bytes]) -> str:
+    """The instance-id in a seed's meta-data (what first boot compares)."""
+    for line in files["meta-data"].decode().splitlines():
+        if line.startswith("instance-id:"):
+            return str(json.loads(line.partition(":")[2].strip()))
+    raise ValueError("meta-data without instance-id")
+
+
 @contextlib.contextmanager
 def _frozen_clock(epoch: int):
     with mock.patch("time.time", return_value=float(epoch)), \

@@ -42,6 +42,7 @@ class Seed:
     node: profile.Node
     secret: str | None
     host_key: tuple[str, str] | None = None   # (private, public): the profile gives SSH keys
+    data: dict | None = None                   # the appliance.json it came from
 
 
 def _meta_data(text: str) -> dict[str, str]:
@@ -65,6 +66,11 @@ def read_seed(directory: Path, image_role: str | None) -> Seed:
     instance = meta.get("instance-id")
     if not instance:
         raise SeedError(f"meta-data has no instance-id; {HOW_TO_SEED}")
+    return seed_from(data, instance, image_role)
+
+
+def seed_from(data: dict, instance: str, image_role: str | None) -> Seed:
+    """A seed's appliance.json (from the ISO, or pushed by `builder apply`) as a Seed."""
     if data.get("format") != contract.SEED_FORMAT:
         raise SeedError(f"{contract.SEED_APPLIANCE} format {data.get('format')!r} is not supported by this "
                         f"image (expected {contract.SEED_FORMAT}): rebuild the seed with the builder of this image")
@@ -92,7 +98,17 @@ def read_seed(directory: Path, image_role: str | None) -> Seed:
             raise SeedError("the profile gives SSH keys but the seed has no usable host key for "
                             f"{node.name}: remake the seed with `python -m builder seed`")
         host_key = (hk["private"], hk["public"])
-    return Seed(instance, cluster, node, key if node.is_director else None, host_key)
+    return Seed(instance, cluster, node, key if node.is_director else None, host_key, data)
+
+
+def stored(state: Path = STATE, image_role: str | None = None) -> Seed:
+    """What this node runs now: its applied.json (first boot's seed, or `builder apply`'s)."""
+    try:
+        entry = json.loads((state / Path(contract.APPLIED).name).read_text())
+    except (OSError, ValueError) as e:
+        raise SeedError(f"this node has no applied configuration ({e}): it was never configured "
+                        "from a seed, or by an image older than `builder apply`") from None
+    return seed_from(entry["data"], entry["instance"], image_role)
 
 
 def files_for(seed: Seed) -> dict[str, render.File]:
@@ -132,18 +148,20 @@ def mounted(device: str):
 WANTS = Path("etc/systemd/system/multi-user.target.wants")
 # Units first boot enables itself (the preset leaves them off): which depends on the profile
 OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
-             "keepalived.service": "/lib/systemd/system/keepalived.service"}
+             "keepalived.service": "/lib/systemd/system/keepalived.service",
+             contract.SSH_UNIT: f"/lib/systemd/system/{contract.SSH_UNIT}"}
 
 
 def stack_units(seed: Seed) -> set[str]:
     """What to switch on besides the preset: keepalived on keepalived directors, ldirectord's
-    own unit where heartbeat runs it on both directors."""
+    own unit where heartbeat runs it on both directors, sshd where the profile gives keys."""
     cluster, node = seed.cluster, seed.node
+    wanted = {contract.SSH_UNIT} if cluster.access.ssh else set()
     if not node.is_director:
-        return set()
+        return wanted
     if cluster.keepalived:
-        return {"keepalived.service"}
-    return {"ldirectord.service"} if cluster.heartbeat.ldirectord_on_both else set()
+        return wanted | {"keepalived.service"}
+    return wanted | ({"ldirectord.service"} if cluster.heartbeat.ldirectord_on_both else set())
 
 
 def services(seed: Seed) -> tuple[str, ...]:
@@ -231,14 +249,33 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def _seen(state: Path) -> set[str]:
+    path = state / Path(contract.SEEDS_SEEN).name
+    return set(path.read_text().split()) if path.exists() else set()
+
+
 def configure(state: Path = STATE, root: Path = Path("/")) -> int:
+    """Configure from the newest word: a seed `builder apply --reboot` staged, else an attached
+    seed not taken before; an attached seed already taken (left in the drive after an apply)
+    changes nothing."""
     marker = state / "configured"
     image_role = IMAGE_ROLE.read_text().strip() if IMAGE_ROLE.exists() else None
+    staged = state / Path(contract.NEXT_SEED).name
+    if staged.exists():
+        try:
+            entry = json.loads(staged.read_text())
+            seed = seed_from(entry["data"], entry["instance"], image_role)
+        except (ValueError, KeyError, SeedError) as e:
+            say(f"appliance: ignoring the staged seed {staged} ({e})")
+            staged.unlink()
+        else:
+            return _guarded(lambda: _configure(seed, "the seed `builder apply --reboot` staged",
+                                               marker, state, root, staged), marker)
     device = find_seed_device()
     if device is None:
         if marker.exists():
             say(f"appliance: no seed attached; keeping the configuration of {marker.read_text().strip()}")
-            return 0
+            return _guarded(lambda: _keep(state, root, image_role), marker)
         say(f"{NOT_CONFIGURED}: no seed ISO (volume label {contract.SEED_LABEL}) found; {HOW_TO_SEED}. "
             "No cluster service was started.")
         return 1
@@ -250,12 +287,28 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
         detail = e.stderr.strip() if isinstance(e, CommandError) else e
         say(f"{NOT_CONFIGURED}: seed on {device}: {detail}. No cluster service was started.")
         return 1
+    current = marker.read_text().strip() if marker.exists() else None
+    if current and current != seed.instance_id and seed.instance_id in _seen(state):
+        say(f"appliance: the seed on {device} ({seed.instance_id}) was taken before; keeping the "
+            f"configuration applied since ({current})")
+        return _guarded(lambda: _keep(state, root, image_role), marker)
+    return _guarded(lambda: _configure(seed, device, marker, state, root), marker)
+
+
+def _guarded(step, marker: Path) -> int:
     try:
-        return _configure(seed, device, marker, state, root)
+        return step()
     except SeedError as e:
         marker.unlink(missing_ok=True)
         say(f"{NOT_CONFIGURED}: {e}. No cluster service was started.")
         return 1
+
+
+def _keep(state: Path, root: Path, image_role: str | None) -> int:
+    """A later boot: the files are there; redo what does not survive a reboot."""
+    if (state / Path(contract.APPLIED).name).exists():
+        apply_live(stored(state, image_role), root)
+    return 0
 
 
 def node_facts(seed: Seed) -> dict[str, object]:
@@ -272,10 +325,19 @@ def node_facts(seed: Seed) -> dict[str, object]:
     return node
 
 
-def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -> int:
+def store(seed: Seed, state: Path, how: str) -> None:
+    """applied.json: what this node runs, for later boots and `builder apply`'s diff."""
+    entry = {"instance": seed.instance_id, "by": how, "at": int(time.time()), "data": seed.data}
+    render.write_atomic(state / Path(contract.APPLIED).name, json.dumps(entry, sort_keys=True) + "\n", 0o600)
+
+
+def _configure(seed: Seed, source: str, marker: Path, state: Path, root: Path,
+               staged: Path | None = None) -> int:
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
         say(f"appliance: {seed.node.name} already configured for {seed.instance_id}")
         # the stack's unit links were made when it was configured
+        if (state / Path(contract.APPLIED).name).exists():
+            return _keep(state, root, seed.node.role)
         apply_live(seed, root)
         return 0
     marker.unlink(missing_ok=True)  # half-configured must never look configured
@@ -288,9 +350,15 @@ def _configure(seed: Seed, device: str, marker: Path, state: Path, root: Path) -
         run(["systemctl", "start", "--no-block", unit])
     state.mkdir(parents=True, exist_ok=True)
     render.write_atomic(state / "node.json", json.dumps(node_facts(seed)) + "\n")
+    store(seed, state, "apply --reboot" if staged else "seed")
+    if staged is None:
+        render.write_atomic(state / Path(contract.SEEDS_SEEN).name,
+                            "".join(f"{i}\n" for i in sorted(_seen(state) | {seed.instance_id})))
     render.write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
+    if staged is not None:
+        staged.unlink()
     say(f"appliance: configured {seed.node.name} ({seed.node.role}, {seed.node.address}) "
-        f"from {device}: {len(files)} files, instance {seed.instance_id}")
+        f"from {source}: {len(files)} files, instance {seed.instance_id}")
     return 0
 
 

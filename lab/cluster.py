@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from builder import contract, profile, render, secret, seed
+from builder import contract, day2, hostkeys, profile, remote, render, secret, seed
+from builder.run import run
 from lab import net, paths, stack, wait
 from lab.client import Client
 from lab.machine import Machine, Nic
@@ -31,7 +33,7 @@ class Cluster:
     def __init__(self, profile_path: Path, workdir: Path, accel: str, boot_timeout: float = contract.BOOT_TIMEOUT,
                  netns: str = net.TEST_NETNS, progress: Callable[[str], None] | None = None):
         self.profile_path = profile_path
-        self.spec = profile.load(profile_path)
+        self.spec = self.with_operator(profile.load(profile_path), workdir)
         self.stack = stack.for_profile(self.spec)
         self.workdir, self.accel, self.boot_timeout, self.netns = workdir, accel, boot_timeout, netns
         self.vms: dict[str, Machine] = {}
@@ -39,6 +41,69 @@ class Cluster:
         self._stack = contextlib.ExitStack()
         self.segment: net.Segment | None = None
         self.boot_seconds = 0.0
+
+    @staticmethod
+    def with_operator(spec: profile.Cluster, workdir: Path) -> profile.Cluster:
+        """The profile with the lab's own operator key added to [access]: every node runs sshd,
+        and the suite's day-2 steps log in as an operator would (workdir/operator, made once)."""
+        key = workdir / "operator"
+        if not key.exists():
+            workdir.mkdir(parents=True, exist_ok=True)
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-operator", "-f", key])
+        public = " ".join(key.with_suffix(".pub").read_text().split()[:2])
+        if public in spec.access.ssh_keys:
+            return spec
+        return dataclasses.replace(spec, access=dataclasses.replace(
+            spec.access, ssh_keys=(*spec.access.ssh_keys, public)))
+
+    @property
+    def reach(self) -> remote.Reach:
+        """ssh to the nodes from inside the lab's namespace, verified by the cluster's known_hosts."""
+        return remote.Reach(self.workdir / "secrets" / f"{self.spec.name}.known_hosts",
+                            self.workdir / "operator", ("ip", "netns", "exec", self.netns))
+
+    def operation(self, target: profile.Cluster, say: Callable[[str], None] = print) -> day2.Operation:
+        """`builder apply|drain` of `target` against this running cluster, as an operator runs it."""
+        return day2.Operation(target, self.reach, day2.Keys.load(target, self.profile_path, self.workdir / "secrets"),
+                              say)
+
+    def seeds_for(self, spec: profile.Cluster, names: list[str] | None = None) -> Path:
+        """Seed ISOs of `spec`'s nodes (or those named) under workdir/seeds, with host keys."""
+        seeds = self.workdir / "seeds"
+        secrets_dir = self.workdir / "secrets"
+        key = secret.load_or_create(spec, self.profile_path, secrets_dir)
+        made = hostkeys.load_or_create(spec, secrets_dir)
+        hostkeys.write_known_hosts(spec, made, secrets_dir)
+        seed.write_seeds(spec, key, seeds, names, {n: (k.private, k.public) for n, k in made.items()})
+        return seeds
+
+    def with_added_server(self) -> profile.Cluster:
+        """The profile plus one real server (`added`), like its last one, at the lowest address
+        nothing uses: what an operator adds on day 2."""
+        spec, last = self.spec, self.spec.real_servers[-1]
+        used = {n.address for n in spec.nodes} | {spec.vip, *self._lab_hosts(), self._client_address()}
+        address = next(a for a in spec.network.subnet.hosts() if a > last.address and a not in used)
+        added = dataclasses.replace(last, name="added", address=address, mac=None)
+        return dataclasses.replace(spec, real_servers=(*spec.real_servers, added))
+
+    def boot_extra(self, spec: profile.Cluster, name: str) -> Machine:
+        """Boot a node of `spec` that this cluster's profile does not have (a real server added
+        on day 2) on the same segment; it is shut down with the cluster."""
+        assert self.segment
+        node = spec.node(name)
+        self.seeds_for(spec, [name])
+        tap = f"tapx-{name}"[:15]
+        self.segment.tap(tap, net.LAN)
+        vm = Machine(name, paths.image(node.role), self.workdir, seed=self.workdir / "seeds" / f"{name}.iso",
+                     accel=self.accel, netns=self.netns,
+                     nics=(Nic(tap, "52:54:00" + "".join(f":{b:02x}" for b in node.address.packed[1:])),))
+        vm.create()
+        self._stack.callback(vm.shutdown)
+        self.vms[name] = vm
+        vm.start()
+        vm.wait_until_ready(self.boot_timeout)
+        vm.wait_for_agent(120)
+        return vm
 
     def _lab_hosts(self) -> list[IPv4Address]:
         """The addresses the lab itself answers on the LAN: the gateway and ping nodes the
@@ -82,9 +147,7 @@ class Cluster:
 
     def _start(self) -> None:
         spec = self.spec
-        seeds = self.workdir / "seeds"
-        key = secret.load_or_create(spec, self.profile_path, self.workdir / "secrets")
-        seed.write_seeds(spec, key, seeds)
+        seeds = self.seeds_for(spec)
         for node in spec.nodes:
             paths.image(node.role)  # a missing image fails before anything is made
         self.segment = self._stack.enter_context(

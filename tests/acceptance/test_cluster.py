@@ -4,6 +4,7 @@ in the order their numbers say; a step that builds on an earlier one names it (`
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import re
 import threading
 import time
@@ -11,8 +12,9 @@ from collections import Counter
 
 import pytest
 
-from builder import contract
+from builder import contract, day2
 from lab import chaos, faults, wait
+from lab.cluster import BLOB_LINES
 from lab.faults import FAULTS, TRANSFERS, InFlight
 
 pytestmark = pytest.mark.vm
@@ -380,3 +382,91 @@ def test_14_a_hung_stack_is_restarted_by_the_watchdog(cluster):
     assert holder is standby or cluster.spec.failover.auto_failback
     assert restarted < 30
     cluster.wait_all_serving(settle_time(cluster) * 2)
+
+
+def directors_show(cluster, target) -> None:
+    """`ipvsadm -L -n` on each balancing director lists exactly `target`'s real servers, with
+    its weights (read through the guest agent: the lab's own eyes, not the operator's ssh)."""
+    want = {str(r.address): r.weight for r in target.real_servers}
+    for d in cluster.directors:
+        if cluster.stack.balancing(d):
+            seen = {a: w for a, w in ipvs_weights(d, cluster).items() if not a.startswith("127.")}
+            assert seen == want, f"{d.name}: IPVS has {seen}, the profile {want}"
+
+
+@step(15)
+def test_15_live_changes_over_ssh_under_load_drop_nothing(cluster):
+    """Day 2 (README): the operator's `builder apply`, over verified SSH, (a) adds a real server
+    booted since, (b) re-weights one, (c) drains and removes one serving a download, (d) changes
+    the check interval; (e) the standby, power-cycled with its old seed still attached, comes
+    back with what was applied. Under steady load and downloads in flight: no failed request,
+    every download byte-exact; each change on both directors, timed from `apply`."""
+    from lab.bench import Load
+    spec = cluster.spec
+    grown = cluster.with_added_server()
+    added = grown.real_servers[-1]
+    vm = cluster.boot_extra(grown, added.name)
+    vm.succeed(f"seq 1 {BLOB_LINES} > /var/www/html/blob.txt")
+    load = Load(cluster, duration=900)
+    shown: dict[str, float | None] = {}
+
+    def change(label, target):
+        op = cluster.operation(target, say=lambda line: print(f"  {line}"))
+        print(f"\n{label}:")
+        op.apply(drain_timeout=180)
+        directors_show(cluster, target)
+        shown[label] = op.shown_after
+        return target
+    try:
+        current = change("(a) add a real server", grown)
+        downloads = InFlight(cluster, TRANSFERS)
+        heavier = current.real_servers[0]
+        current = change("(b) re-weight", day2.reweighted(current, heavier.name, heavier.weight + 1))
+        active = cluster.active_director()
+        busy = [a for a, n in active_connections(active, cluster).items() if n > 0]
+        victim = next(r for r in reversed(current.real_servers) if str(r.address) in busy)
+        current = change(f"(c) drain and remove {victim.name}, serving a download",
+                         dataclasses.replace(current, real_servers=tuple(
+                             r for r in current.real_servers if r.name != victim.name)))
+        service = current.web_service
+        current = change("(d) check interval", dataclasses.replace(current, services=(
+            dataclasses.replace(service, checkinterval=service.checkinterval + 1), *current.services[1:])))
+        broken = downloads.broken(timeout=300)
+        assert not broken, f"broken transfers (curl exit, said, bytes): {broken}"
+        standby = cluster.standby_of(cluster.active_director())
+        standby.crash()
+        standby.start()  # the seed it was born with is still attached
+        standby.wait_until_ready(contract.BOOT_TIMEOUT)
+        standby.wait_for_agent(120)
+        cluster.wait_rejoined(standby, spec.failover.rejoin_limit)
+        assert '"by": "apply"' in standby.succeed(f"cat {contract.APPLIED}")
+        wait.until(lambda: _shows(cluster, current), 120, f"{standby.name}'s IPVS back with the applied servers")
+        print(f"\n(e) {standby.name} power-cycled with its old seed: it kept the applied configuration")
+        change("restore the profile", spec)
+    finally:
+        requests = load.finish(stop=True)
+        vm.shutdown()
+    failed = [r for r in requests if not r.ok]
+    print("\n" + "\n".join(f"  {label}: both directors showed it {t:.1f} s after apply started"
+                           for label, t in shown.items() if t is not None))
+    print(f"  {len(requests)} requests during the changes, {len(failed)} failed; "
+          f"{TRANSFERS} downloads byte-exact")
+    assert len(requests) > 100 and not failed, failed[:5]
+
+
+def _shows(cluster, target) -> bool:
+    try:
+        directors_show(cluster, target)
+        return True
+    except AssertionError:
+        return False
+
+
+def active_connections(director, cluster) -> dict[str, int]:
+    """real server address -> active connections (`ipvsadm -L -n`) for the web service."""
+    out = {}
+    for line in director.succeed("ipvsadm -L -n").splitlines():
+        parts = line.split()
+        if parts[:1] == ["->"] and len(parts) >= 6 and parts[4].isdigit():
+            out[parts[1].rsplit(":", 1)[0]] = int(parts[4])
+    return out

@@ -9,10 +9,10 @@ from tests.conftest import ROOT
 
 def test_ssh_never_trusts_on_first_use_and_never_prompts():
     c = profile.load(ROOT / "profiles/howto.toml")
-    argv = remote.ssh_argv(c.node("loadb1"), Path("/s/howto.known_hosts"), "appliance status --json")
+    argv = remote.ssh_argv(c.node("loadb1"), remote.Reach(Path("/s/howto.known_hosts")), "appliance status --json")
     opts = [argv[i + 1] for i, w in enumerate(argv) if w == "-o"]
     assert "StrictHostKeyChecking=yes" in opts and "BatchMode=yes" in opts
-    assert "UserKnownHostsFile=/s/howto.known_hosts" in opts
+    assert "UserKnownHostsFile=/s/howto.known_hosts" in opts and "HostKeyAlias=loadb1" in opts
     assert argv[-2:] == ["root@192.168.0.103", "appliance status --json"]
 
 

@@ -1,0 +1,240 @@
+"""Day 2 on a running cluster over SSH: `builder status`, `apply`, `drain`, `undrain`.
+
+What a node runs is its applied.json (`appliance config`); `apply` compares the new profile with
+what the directors run (builder/plan.py), pushes each node its new appliance.json (the same a
+seed would carry: `appliance apply` writes the changed files and reloads ldirectord, keepalived
+or sshd) and waits until both directors' IPVS tables show the change. Order: the standby
+director, then the active one, then the real servers. A real server leaving is drained first:
+weight 0 everywhere (established connections carry on, new ones go elsewhere) until the active
+director counts none of its connections, or the drain timeout; only then is it removed, because
+IPVS drops the packets of a connection whose real server is gone.
+
+`apply --reboot` does what cannot change live: each node gets its new seed staged
+(`appliance stage`) and reboots, one at a time, standby first, each back in service before the
+next.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from builder import contract, hostkeys, plan, profile, remote, secret, seed
+from builder.errors import ApplianceError
+from builder.profile import Cluster, Node
+from builder.remote import Reach
+
+POLL = 0.25  # seconds between looks at the directors' tables
+
+
+class Day2Error(ApplianceError):
+    """A running cluster that cannot take the change: unreachable, disagreeing, refusing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    """What the builder re-seeds nodes with: the heartbeat secret and the nodes' host keys."""
+    secret: str | None
+    host_keys: dict[str, tuple[str, str]] | None
+
+    @classmethod
+    def load(cls, cluster: Cluster, profile_path: Path, secrets_dir: Path) -> Keys:
+        key = secret.load_or_create(cluster, profile_path, secrets_dir, create=False)
+        if key is None:
+            raise Day2Error(f"no secret for cluster {cluster.name} under {secrets_dir}: apply changes "
+                            "a cluster seeded from this directory", hint="pass --secrets DIR")
+        made = hostkeys.load_or_create(cluster, secrets_dir) if cluster.access.ssh else {}
+        if made:  # a new node's key is made now; known_hosts gets it
+            hostkeys.write_known_hosts(cluster, made, secrets_dir)
+        return cls(key, {n: (k.private, k.public) for n, k in made.items()} or None)
+
+    def data(self, cluster: Cluster, node: Node) -> dict:
+        return seed.appliance(cluster, node, self.secret, self.host_keys)
+
+
+def running(cluster: Cluster, reach: Reach) -> Cluster:
+    """What the directors run: both asked; they must agree (a half-applied change is named)."""
+    found = {}
+    for d in cluster.directors:
+        try:
+            found[d.name] = json.loads(remote.run(d, reach, "appliance config"))["cluster"]
+        except (remote.RemoteError, ValueError, KeyError) as e:
+            found[d.name] = e
+    good = {n: c for n, c in found.items() if isinstance(c, dict)}
+    if not good:
+        raise Day2Error("no director answered `appliance config`: " + "; ".join(str(e) for e in found.values()))
+    first = next(iter(good.values()))
+    if any(c != first for c in good.values()) or len(good) < len(found):
+        raise Day2Error("the directors do not run the same configuration ("
+                        + ", ".join(f"{n}: {'differs' if isinstance(c, dict) else c}" for n, c in found.items())
+                        + "): a change was cut short", hint="apply again to make them agree")
+    return profile.parse(first, "the directors' applied configuration")
+
+
+def directors_in_order(cluster: Cluster, found: dict[str, dict | str]) -> list[Node]:
+    """The standby first: a director that holds no VIP; the active one last."""
+    def holds(d: Node) -> bool:
+        s = found.get(d.name)
+        return bool(isinstance(s, dict) and s.get("vips"))
+    return sorted(cluster.directors, key=holds)
+
+
+def with_draining(new: Cluster, old: Cluster) -> Cluster:
+    """`new`, keeping the real servers it removes at weight 0 until they are drained."""
+    leaving = [dataclasses.replace(r, weight=0) for r in old.real_servers if r.name in plan.drained(old, new)]
+    return dataclasses.replace(new, real_servers=new.real_servers + tuple(leaving))
+
+
+def reweighted(cluster: Cluster, name: str, weight: int) -> Cluster:
+    return dataclasses.replace(cluster, real_servers=tuple(
+        dataclasses.replace(r, weight=weight) if r.name == name else r for r in cluster.real_servers))
+
+
+def ipvs_view(status: dict) -> dict[str, int]:
+    """A director's real servers (address -> weight) in its IPVS table, fallback left out."""
+    return {r["address"]: r["weight"] for v in status.get("services", []) for r in v["real_servers"]
+            if not r["address"].startswith("127.")}
+
+
+def shows(cluster: Cluster, status: dict, exact: set[str]) -> bool:
+    """This director's IPVS has every real server of `cluster` and no other, and the weights
+    of those named in `exact` as the profile says (the others a checker may have quiesced)."""
+    view = ipvs_view(status)
+    want = {str(r.address): r.weight for r in cluster.real_servers}
+    return set(view) == set(want) and all(view[str(r.address)] == r.weight
+                                          for r in cluster.real_servers if r.name in exact)
+
+
+def wait_until(what: str, test: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not test():
+        if time.monotonic() - started > timeout:
+            raise Day2Error(f"{what}: not after {timeout:.0f} s")
+        time.sleep(POLL)
+    return time.monotonic() - started
+
+
+class Operation:
+    """One `apply`, `drain` or `undrain`: the cluster as the profile says, how to reach it,
+    the keys to re-seed with, and where progress goes (one line per step, with its time)."""
+
+    def __init__(self, cluster: Cluster, reach: Reach, keys: Keys, say: Callable[[str], None] = print):
+        self.cluster, self.reach, self.keys, self.say = cluster, reach, keys, say
+        self.started = time.monotonic()
+        self.shown_after: float | None = None  # seconds from start to both directors showing it
+
+    def _t(self) -> str:
+        return f"[{time.monotonic() - self.started:5.1f} s]"
+
+    def push(self, target: Cluster, nodes: list[Node]) -> None:
+        for node in nodes:
+            out = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} apply",
+                                        stdin=json.dumps(self.keys.data(target, target.node(node.name)))))
+            told = f", reloaded {', '.join(out['reloaded'])}" if out["reloaded"] else ""
+            self.say(f"{self._t()} {node.name}: {len(out['written']) + len(out['removed'])} files changed{told}")
+
+    def directors_show(self, target: Cluster, exact: set[str], timeout: float = 60) -> float:
+        """Wait until every director with an IPVS table shows `target`; the time since start."""
+        def ok() -> bool:
+            found = remote.statuses(target, self.reach, target.directors)
+            tables = [s for s in found.values() if isinstance(s, dict) and s.get("services")]
+            return bool(tables) and all(shows(target, s, exact) for s in tables)
+        wait_until("the directors' IPVS tables showing the change", ok, timeout)
+        self.shown_after = time.monotonic() - self.started
+        self.say(f"{self._t()} both directors' IPVS tables show it")
+        return self.shown_after
+
+    def wait_drained(self, target: Cluster, names: list[str], timeout: float) -> None:
+        addresses = {str(target.node(n).address) for n in names}
+
+        def active() -> int:
+            found = remote.statuses(target, self.reach, target.directors)
+            return sum(r["active"] for s in found.values() if isinstance(s, dict)
+                       for v in s.get("services", []) for r in v["real_servers"] if r["address"] in addresses)
+        try:
+            took = wait_until(f"draining {', '.join(names)}", lambda: active() == 0, timeout)
+            self.say(f"{self._t()} {', '.join(names)}: no active connection left after {took:.1f} s")
+        except Day2Error:
+            self.say(f"{self._t()} {', '.join(names)}: drain timeout ({timeout:.0f} s) passed with "
+                     f"{active()} connections active; removing anyway")
+
+    def change_directors(self, old: Cluster, new: Cluster, drain_timeout: float) -> float:
+        """Drain what leaves, then make `new` live on both directors, standby first."""
+        order = directors_in_order(new, remote.statuses(new, self.reach, new.directors))
+        exact = {r.name for r in new.real_servers
+                 if r.name not in {o.name for o in old.real_servers} or old.node(r.name).weight != r.weight}
+        leaving = plan.drained(old, new)
+        if leaving:
+            interim = with_draining(new, old)
+            self.push(interim, order)
+            self.directors_show(interim, exact | set(leaving))
+            self.wait_drained(interim, leaving, drain_timeout)
+        self.push(new, order)
+        return self.directors_show(new, exact)
+
+    def apply(self, drain_timeout: float = contract.DRAIN_TIMEOUT, dry_run: bool = False) -> list[plan.Change]:
+        old = running(self.cluster, self.reach)
+        changes = plan.diff(old, self.cluster)
+        for c in changes:
+            self.say(f"  {c}")
+        if not changes:
+            self.say("nothing to change: the cluster runs this profile")
+            return changes
+        refused = plan.refusal(changes)
+        if refused:
+            raise Day2Error(refused)
+        if dry_run:
+            return changes
+        took = self.change_directors(old, self.cluster, drain_timeout)
+        self.push(self.cluster, list(self.cluster.real_servers))
+        self.say(f"applied {len(changes)} changes; the directors showed them {took:.1f} s after apply started")
+        return changes
+
+    def set_weight(self, name: str, weight: int, drain_timeout: float) -> None:
+        """drain (weight 0, then wait for its connections to end) and undrain."""
+        old = running(self.cluster, self.reach)
+        try:
+            node = old.node(name)
+        except KeyError:
+            raise Day2Error(f"{name} is not a real server of the running cluster "
+                            f"({', '.join(r.name for r in old.real_servers)})") from None
+        if node.is_director:
+            raise Day2Error(f"{name} is a director: drain takes real servers out of service")
+        new = reweighted(old, name, weight)
+        if new == old:
+            self.say(f"{name} already has weight {weight}")
+            return
+        self.change_directors(old, new, drain_timeout)
+        if weight == 0:
+            self.wait_drained(new, [name], drain_timeout)
+
+    def reboot(self, timeout: float = contract.BOOT_TIMEOUT) -> None:
+        """Re-seed and reboot one node at a time, standby director first, each back before
+        the next: what cannot change live. Reached at its running address, verified by name."""
+        old = running(self.cluster, self.reach)
+        order = [*directors_in_order(old, remote.statuses(old, self.reach, old.directors)),
+                 *[r for r in old.real_servers if r.name in {n.name for n in self.cluster.real_servers}]]
+        for was in order:
+            node = self.cluster.node(was.name)
+            files = seed.seed_files(self.cluster, node, self.keys.secret, self.keys.host_keys)
+            instance = seed.instance_of(files)
+            entry = {"instance": instance, "data": json.loads(files[contract.SEED_APPLIANCE])}
+            remote.run(was, self.reach, f"{contract.APPLIANCE_CLI} stage", stdin=json.dumps(entry))
+            remote.run(was, self.reach, "systemd-run --on-active=1 systemctl reboot")
+            self.say(f"{self._t()} {node.name}: rebooting into {instance}")
+            time.sleep(5)
+            took = wait_until(f"{node.name} back with {instance}", functools.partial(self._back, node, instance),
+                              timeout)
+            self.say(f"{self._t()} {node.name}: back after {took:.0f} s")
+
+    def _back(self, node: Node, instance: str) -> bool:
+        """The node answers over SSH, runs `instance` and reports its status."""
+        try:
+            s = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config", timeout=10))
+            return s["instance"] == instance and isinstance(
+                remote.statuses(self.cluster, self.reach, (node,))[node.name], dict)
+        except (remote.RemoteError, ValueError, KeyError):
+            return False

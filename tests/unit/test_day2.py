@@ -1,0 +1,172 @@
+"""Day 2: the node keeps what `apply` made live across reboots (an old seed never undoes it, a
+new one wins), and the host drains before it removes, standby director first."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import day2, plan, profile, seed
+from builder.remote import Reach
+from firstboot import appliance, configure
+from tests.conftest import ROOT
+
+KEY = "3f9a1c5e7b2d4086" * 4
+
+
+@pytest.fixture
+def web3():
+    return profile.load(ROOT / "profiles" / "three-web.toml")
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    """A director's root and state under tmp_path, whose seed drive holds whatever `attach` puts in."""
+    root, state, drive = tmp_path / "root", tmp_path / "state", tmp_path / "drive"
+    told: list[list[str]] = []
+    monkeypatch.setattr(configure, "find_seed_device", lambda: "/dev/sr0")
+    monkeypatch.setattr(configure, "mounted", lambda device: contextlib.nullcontext(drive))
+    monkeypatch.setattr(configure, "apply_live", lambda seed, root: None)
+    monkeypatch.setattr(configure, "run", lambda argv, **kw: told.append(argv))
+
+    def fake_run(argv, check=True):
+        told.append(argv)
+        return subprocess.CompletedProcess(argv, 0 if argv[-1] != "status" else 3, "", "")
+    monkeypatch.setattr(appliance, "run", fake_run)
+
+    def attach(cluster, name):
+        for f in drive.glob("*"):
+            f.unlink()
+        drive.mkdir(exist_ok=True)
+        for fname, data in seed.seed_files(cluster, cluster.node(name), KEY).items():
+            (drive / fname).write_bytes(data)
+    return root, state, attach, told
+
+
+def weight(root: Path, address: str) -> int | None:
+    """A real server's weight in ldirectord.cf (the howto leaves weight 1 out)."""
+    found = re.search(rf"real={address}:80 gate ?(\d*)", (root / "etc/ha.d/ldirectord.cf").read_text())
+    return None if found is None else int(found.group(1) or 1)
+
+
+def test_an_applied_change_survives_a_reboot_with_the_old_seed_and_a_new_seed_wins(web3, node):
+    root, state, attach, told = node
+    attach(web3, "lvs-a")
+    assert configure.configure(state, root) == 0 and weight(root, "172.20.40.21") == 3
+    heavier = day2.reweighted(web3, "app1", 5)
+    out = appliance.apply(seed.appliance(heavier, heavier.node("lvs-a"), KEY), state, root)
+    assert out["written"] == ["/etc/ha.d/ldirectord.cf"] and out["removed"] == []
+    assert out["changes"] == ["real_servers.app1.weight: 3 -> 5"]
+    assert weight(root, "172.20.40.21") == 5
+    assert configure.configure(state, root) == 0  # reboot, the first seed still in the drive
+    assert weight(root, "172.20.40.21") == 5
+    assert json.loads((state / "applied.json").read_text())["by"] == "apply"
+    lighter = day2.reweighted(web3, "app1", 2)
+    attach(lighter, "lvs-a")  # a seed made since: it wins
+    assert configure.configure(state, root) == 0 and weight(root, "172.20.40.21") == 2
+
+
+def test_a_node_refuses_what_cannot_change_live_and_changes_nothing(web3, node):
+    root, state, attach, _ = node
+    attach(web3, "lvs-a")
+    configure.configure(state, root)
+    before = (root / "etc/ha.d/ldirectord.cf").read_text()
+    moved = dataclasses.replace(web3, vip=ipaddress.IPv4Address("172.20.40.99"))
+    with pytest.raises(configure.SeedError, match=r"cannot change live: vip: .*--reboot"):
+        appliance.apply(seed.appliance(moved, moved.node("lvs-a"), KEY), state, root)
+    assert (root / "etc/ha.d/ldirectord.cf").read_text() == before
+    assert json.loads((state / "applied.json").read_text())["by"] == "seed"
+
+
+def test_a_staged_seed_wins_once_and_the_old_seed_stays_ignored(web3, node):
+    root, state, attach, _ = node
+    attach(web3, "lvs-a")
+    configure.configure(state, root)
+    files = seed.seed_files(day2.reweighted(web3, "app2", 7), web3.node("lvs-a"), KEY)
+    entry = {"instance": seed.instance_of(files), "data": json.loads(files["appliance.json"])}
+    appliance.stage(entry, state)
+    assert configure.configure(state, root) == 0 and weight(root, "172.20.40.22") == 7
+    assert not (state / "next-seed.json").exists()
+    assert configure.configure(state, root) == 0 and weight(root, "172.20.40.22") == 7
+
+
+class FakeCluster:
+    """The directors as the host sees them over SSH: applied configs, IPVS tables, pushes."""
+
+    def __init__(self, cluster, active="lvs-a"):
+        self.cluster, self.active, self.pushed = cluster, active, []
+        self.running = {d.name: profile.to_dict(cluster) for d in cluster.directors}
+        self.table = {str(r.address): [r.weight, 3] for r in cluster.real_servers}  # weight, active
+
+    def run(self, node, reach, command, timeout=30, stdin=None):
+        if command.endswith("config"):
+            return json.dumps({"cluster": self.running[node.name]})
+        data = json.loads(stdin)
+        self.pushed.append((node.name, {r["name"]: r.get("weight", 1) for r in data["cluster"]["real_servers"]}))
+        if node.is_director:
+            self.running[node.name] = data["cluster"]
+            c = profile.parse(data["cluster"])
+            self.table = {str(r.address): [r.weight, self.table.get(str(r.address), [0, 0])[1]]
+                          for r in c.real_servers}
+            for entry in self.table.values():
+                if entry[0] == 0:
+                    entry[1] = 0  # the drained server's last download ends
+        return json.dumps({"written": ["x"], "removed": [], "reloaded": ["ldirectord"]})
+
+    def statuses(self, cluster, reach, nodes=None):
+        services = [{"real_servers": [{"address": a, "weight": w, "active": n, "inactive": 0}
+                                      for a, (w, n) in self.table.items()]}]
+        return {d.name: {"vips": [str(cluster.vip)] if d.name == self.active else [], "services": services}
+                for d in (nodes or cluster.directors)}
+
+
+def test_apply_drains_a_leaving_server_then_removes_it_standby_director_first(web3, monkeypatch):
+    fake = FakeCluster(web3)
+    monkeypatch.setattr(day2.remote, "run", fake.run)
+    monkeypatch.setattr(day2.remote, "statuses", fake.statuses)
+    smaller = dataclasses.replace(web3, real_servers=web3.real_servers[:2])
+    lines: list[str] = []
+    op = day2.Operation(smaller, Reach(Path("kh")), day2.Keys(KEY, None), lines.append)
+    changes = op.apply(drain_timeout=5)
+    assert [str(c) for c in changes] == ["real_servers.app3: removed"]
+    assert [n for n, _ in fake.pushed] == ["lvs-b", "lvs-a", "lvs-b", "lvs-a", "app1", "app2"]
+    assert fake.pushed[0][1] == {"app1": 3, "app2": 2, "app3": 0}  # drained first
+    assert fake.pushed[2][1] == {"app1": 3, "app2": 2}             # then removed
+    assert any("app3: no active connection left" in line for line in lines)
+    assert list(fake.table) == ["172.20.40.21", "172.20.40.22"]
+
+
+def test_apply_refuses_before_touching_a_node(web3, monkeypatch):
+    fake = FakeCluster(web3)
+    monkeypatch.setattr(day2.remote, "run", fake.run)
+    monkeypatch.setattr(day2.remote, "statuses", fake.statuses)
+    renamed = dataclasses.replace(web3, domain="example.org")
+    op = day2.Operation(renamed, Reach(Path("kh")), day2.Keys(KEY, None), lambda line: None)
+    with pytest.raises(day2.Day2Error, match=r"domain: '\S+' -> 'example.org' \(needs --reboot"):
+        op.apply()
+    assert fake.pushed == []
+
+
+def test_directors_that_disagree_are_named(web3, monkeypatch):
+    fake = FakeCluster(web3)
+    fake.running["lvs-b"] = profile.to_dict(day2.reweighted(web3, "app1", 4))
+    monkeypatch.setattr(day2.remote, "run", fake.run)
+    with pytest.raises(day2.Day2Error, match="lvs-a: differs, lvs-b: differs"):
+        day2.running(web3, Reach(Path("kh")))
+
+
+def test_a_table_shows_a_change_only_with_every_server_and_the_new_weights(web3):
+    status = {"services": [{"real_servers": [{"address": "172.20.40.21", "weight": 3},
+                                             {"address": "172.20.40.22", "weight": 0},
+                                             {"address": "172.20.40.23", "weight": 1},
+                                             {"address": "127.0.0.1", "weight": 0}]}]}
+    assert day2.shows(web3, status, set())                  # a quiesced server still counts
+    assert not day2.shows(web3, status, {"app2"})           # ...but not as re-weighted
+    assert not day2.shows(dataclasses.replace(web3, real_servers=web3.real_servers[:2]), status, set())
+    assert plan.drained(web3, dataclasses.replace(web3, real_servers=web3.real_servers[1:])) == ["app1"]
