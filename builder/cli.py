@@ -158,7 +158,8 @@ def _operation(args: argparse.Namespace) -> day2.Operation:
     secrets_dir = Path(args.secrets)
     keys = day2.Keys.load(cluster, Path(args.profile), secrets_dir)
     known = secrets_dir / f"{cluster.name}.known_hosts"
-    reach = remote.Reach(known, Path(args.identity) if args.identity else None)
+    control = Path(tempfile.mkdtemp(prefix="appliance-ssh."))  # shared connections, this run's only
+    reach = remote.Reach(known, Path(args.identity) if args.identity else None, control=control)
     return day2.Operation(cluster, reach, keys)
 
 
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("reference", help="print every profile key with its default and meaning",
                        description="The profile reference, generated from the declarations in "
                        "builder/profile.py.")
-    p.add_argument("--update", metavar="README", help="rewrite the reference block in this file")
+    p.add_argument("--update", metavar="FILE", help="rewrite the reference block in this file "
+                   "(docs/profile-reference.md)")
     p.set_defaults(func=cmd_reference)
 
     p = sub.add_parser("image", help="build appliance images with mkosi",

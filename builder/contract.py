@@ -24,6 +24,11 @@ NEXT_SEED = f"{STATE_DIR}/next-seed.json"
 APPLIANCE_CLI = "/usr/bin/appliance"      # status, config, apply: what the builder runs over SSH
 SSH_UNIT = "ssh.service"                  # enabled by first boot only where the profile gives keys
 LDIRECTORD_CF = "/etc/ha.d/ldirectord.cf"
+LDIRECTORD_PID = "/run/ldirectord.ldirectord.cf.pid"   # ldirectord's own: /var/run/ldirectord.<config>.pid
+# key-only sshd (render.access_files): its config, the keys root may log in with, the host key
+SSHD_CONFIG = "/etc/ssh/sshd_config.d/10-appliance.conf"
+SSH_AUTHORIZED_KEYS = "/etc/ssh/authorized_keys/root"
+SSH_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 DRAIN_TIMEOUT = 300.0       # seconds a drained real server may keep connections before removal
 
 # the console lines a harness (the lab, a hypervisor's serial log) waits for

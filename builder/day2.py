@@ -15,6 +15,7 @@ next.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from builder import contract, hostkeys, plan, profile, remote, secret, seed
+from builder import contract, hostkeys, plan, profile, remote, render, secret, seed
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 from builder.remote import Reach
@@ -54,15 +55,32 @@ class Keys:
     def data(self, cluster: Cluster, node: Node) -> dict:
         return seed.appliance(cluster, node, self.secret, self.host_keys)
 
+    def files(self, cluster: Cluster, name: str) -> dict[str, render.File]:
+        """What first boot would write on node `name` of `cluster` (none: not in it)."""
+        try:
+            node = cluster.node(name)
+        except KeyError:
+            return {}
+        host_key = self.host_keys.get(name) if self.host_keys else None
+        return render.node_files(cluster, node, self.secret, host_key)
+
+    def change(self, old: Cluster, new: Cluster, name: str) -> dict:
+        """`appliance apply`'s input for one node: new seed data, the files, what goes."""
+        files = self.files(new, name)
+        return {"data": self.data(new, new.node(name)),
+                "files": {p: [f.content, f.mode] for p, f in files.items()},
+                "removed": [p for p in self.files(old, name) if p not in files]}
+
 
 def running(cluster: Cluster, reach: Reach) -> Cluster:
     """What the directors run: both asked; they must agree (a half-applied change is named)."""
-    found = {}
-    for d in cluster.directors:
+    def ask(d: Node) -> dict | Exception:
         try:
-            found[d.name] = json.loads(remote.run(d, reach, "appliance config"))["cluster"]
+            return json.loads(remote.run(d, reach, f"{contract.APPLIANCE_CLI} config"))["cluster"]
         except (remote.RemoteError, ValueError, KeyError) as e:
-            found[d.name] = e
+            return e
+    with concurrent.futures.ThreadPoolExecutor(len(cluster.directors)) as pool:
+        found = dict(zip((d.name for d in cluster.directors), pool.map(ask, cluster.directors), strict=True))
     good = {n: c for n, c in found.items() if isinstance(c, dict)}
     if not good:
         raise Day2Error("no director answered `appliance config`: " + "; ".join(str(e) for e in found.values()))
@@ -129,10 +147,10 @@ class Operation:
     def _t(self) -> str:
         return f"[{time.monotonic() - self.started:5.1f} s]"
 
-    def push(self, target: Cluster, nodes: list[Node]) -> None:
+    def push(self, old: Cluster, target: Cluster, nodes: list[Node]) -> None:
         for node in nodes:
             out = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} apply",
-                                        stdin=json.dumps(self.keys.data(target, target.node(node.name)))))
+                                        stdin=json.dumps(self.keys.change(old, target, node.name))))
             told = f", reloaded {', '.join(out['reloaded'])}" if out["reloaded"] else ""
             self.say(f"{self._t()} {node.name}: {len(out['written']) + len(out['removed'])} files changed{told}")
 
@@ -166,13 +184,13 @@ class Operation:
         order = directors_in_order(new, remote.statuses(new, self.reach, new.directors))
         exact = {r.name for r in new.real_servers
                  if r.name not in {o.name for o in old.real_servers} or old.node(r.name).weight != r.weight}
-        leaving = plan.drained(old, new)
+        leaving, before = plan.drained(old, new), old
         if leaving:
-            interim = with_draining(new, old)
-            self.push(interim, order)
-            self.directors_show(interim, exact | set(leaving))
-            self.wait_drained(interim, leaving, drain_timeout)
-        self.push(new, order)
+            before = with_draining(new, old)
+            self.push(old, before, order)
+            self.directors_show(before, exact | set(leaving))
+            self.wait_drained(before, leaving, drain_timeout)
+        self.push(before, new, order)
         return self.directors_show(new, exact)
 
     def apply(self, drain_timeout: float = contract.DRAIN_TIMEOUT, dry_run: bool = False) -> list[plan.Change]:
@@ -189,7 +207,7 @@ class Operation:
         if dry_run:
             return changes
         took = self.change_directors(old, self.cluster, drain_timeout)
-        self.push(self.cluster, list(self.cluster.real_servers))
+        self.push(old, self.cluster, list(self.cluster.real_servers))
         self.say(f"applied {len(changes)} changes; the directors showed them {took:.1f} s after apply started")
         return changes
 

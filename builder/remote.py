@@ -19,6 +19,8 @@ from builder.profile import Cluster, Node
 
 log = logging.getLogger("builder.remote")
 CONNECT_TIMEOUT = 5  # seconds: a node that does not answer by then is reported down
+# seconds a shared connection outlives its last use: a handshake costs ~1 s on a TCG guest
+CONTROL_PERSIST = 30
 
 
 class RemoteError(ApplianceError):
@@ -32,14 +34,21 @@ class Reach:
     known_hosts: Path
     identity: Path | None = None
     via: tuple[str, ...] = ()
+    control: Path | None = None   # a directory for shared connections: one handshake per node
+
+    def options(self) -> list[str]:
+        key = ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"] if self.identity else []
+        shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control}/%C",
+                  "-o", f"ControlPersist={CONTROL_PERSIST}"] if self.control else []
+        return key + shared
 
 
 def ssh_argv(node: Node, reach: Reach, command: str) -> list[str]:
-    key = ["-i", str(reach.identity), "-o", "IdentitiesOnly=yes"] if reach.identity else []
     return [*reach.via, "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={reach.known_hosts}", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
             # the key is checked under the node's name: its address may be about to change
-            "-o", f"HostKeyAlias={node.name}", "-o", "LogLevel=ERROR", *key, f"root@{node.address}", command]
+            "-o", f"HostKeyAlias={node.name}", "-o", "LogLevel=ERROR", *reach.options(),
+            f"root@{node.address}", command]
 
 
 def run(node: Node, reach: Reach, command: str, timeout: float = 30, stdin: str | None = None) -> str:

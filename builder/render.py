@@ -7,14 +7,12 @@ have no side effects; ``write_atomic`` and ``write_tree`` at the end are the onl
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from builder import contract
+from builder.files import File, write_atomic, write_tree  # noqa: F401 - their home for the renderers' users
 from builder.profile import Cluster, Node
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -41,11 +39,6 @@ def heartbeat_time(seconds: float) -> str:
 
 _env.filters["hbtime"] = heartbeat_time
 
-
-@dataclass(frozen=True)
-class File:
-    content: str
-    mode: int = 0o644
 
 
 def _renderer(cluster: Cluster, node: Node, **extra):
@@ -110,9 +103,9 @@ def realserver_files(cluster: Cluster, node: Node) -> dict[str, File]:
     return files
 
 
-SSHD_CONFIG = "/etc/ssh/sshd_config.d/10-appliance.conf"
-AUTHORIZED_KEYS = "/etc/ssh/authorized_keys/root"
-HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
+SSHD_CONFIG = contract.SSHD_CONFIG
+AUTHORIZED_KEYS = contract.SSH_AUTHORIZED_KEYS
+HOST_KEY = contract.SSH_HOST_KEY
 
 
 def access_files(cluster: Cluster, host_key: tuple[str, str] | None) -> dict[str, File]:
@@ -157,33 +150,3 @@ def node_files(cluster: Cluster, node: Node, secret: str | None,
         files.update(realserver_files(cluster, node))
     files.update(access_files(cluster, host_key))
     return dict(sorted(files.items()))
-
-
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Write to a temp file with its mode, sync it, rename, sync the directory: never a
-    half-written file, not even after a power loss. (Without the syncs a director that lost
-    power a minute after first boot came back with its first boot's files gone: ext4 had
-    journalled the renames but not yet written the data.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data.encode() if isinstance(data, str) else data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def write_tree(files: dict[str, File], root: Path) -> None:
-    """Write files under root, each atomically, with its mode."""
-    for path, f in files.items():
-        write_atomic(root / path.lstrip("/"), f.content, f.mode)

@@ -22,6 +22,7 @@ from pathlib import Path
 from builder import contract, profile, render, secret
 from builder.errors import ApplianceError
 from builder.run import CommandError, run
+from firstboot import state as applied
 
 LABELS = contract.SEED_LABELS
 STATE = Path(contract.STATE_DIR)
@@ -104,7 +105,7 @@ def seed_from(data: dict, instance: str, image_role: str | None) -> Seed:
 def stored(state: Path = STATE, image_role: str | None = None) -> Seed:
     """What this node runs now: its applied.json (first boot's seed, or `builder apply`'s)."""
     try:
-        entry = json.loads((state / Path(contract.APPLIED).name).read_text())
+        entry = applied.read(state)
     except (OSError, ValueError) as e:
         raise SeedError(f"this node has no applied configuration ({e}): it was never configured "
                         "from a seed, or by an image older than `builder apply`") from None
@@ -306,7 +307,7 @@ def _guarded(step, marker: Path) -> int:
 
 def _keep(state: Path, root: Path, image_role: str | None) -> int:
     """A later boot: the files are there; redo what does not survive a reboot."""
-    if (state / Path(contract.APPLIED).name).exists():
+    if applied.applied_path(state).exists():
         apply_live(stored(state, image_role), root)
     return 0
 
@@ -325,18 +326,12 @@ def node_facts(seed: Seed) -> dict[str, object]:
     return node
 
 
-def store(seed: Seed, state: Path, how: str) -> None:
-    """applied.json: what this node runs, for later boots and `builder apply`'s diff."""
-    entry = {"instance": seed.instance_id, "by": how, "at": int(time.time()), "data": seed.data}
-    render.write_atomic(state / Path(contract.APPLIED).name, json.dumps(entry, sort_keys=True) + "\n", 0o600)
-
-
 def _configure(seed: Seed, source: str, marker: Path, state: Path, root: Path,
                staged: Path | None = None) -> int:
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
         say(f"appliance: {seed.node.name} already configured for {seed.instance_id}")
         # the stack's unit links were made when it was configured
-        if (state / Path(contract.APPLIED).name).exists():
+        if applied.applied_path(state).exists():
             return _keep(state, root, seed.node.role)
         apply_live(seed, root)
         return 0
@@ -350,7 +345,7 @@ def _configure(seed: Seed, source: str, marker: Path, state: Path, root: Path,
         run(["systemctl", "start", "--no-block", unit])
     state.mkdir(parents=True, exist_ok=True)
     render.write_atomic(state / "node.json", json.dumps(node_facts(seed)) + "\n")
-    store(seed, state, "apply --reboot" if staged else "seed")
+    applied.write(state, seed.instance_id, seed.data, "apply --reboot" if staged else "seed")
     if staged is None:
         render.write_atomic(state / Path(contract.SEEDS_SEEN).name,
                             "".join(f"{i}\n" for i in sorted(_seen(state) | {seed.instance_id})))

@@ -59,8 +59,10 @@ class Cluster:
     @property
     def reach(self) -> remote.Reach:
         """ssh to the nodes from inside the lab's namespace, verified by the cluster's known_hosts."""
+        control = Path(f"/tmp/appliance-ssh-{self.netns}")  # short: a socket path is at most 107 bytes
+        control.mkdir(mode=0o700, exist_ok=True)
         return remote.Reach(self.workdir / "secrets" / f"{self.spec.name}.known_hosts",
-                            self.workdir / "operator", ("ip", "netns", "exec", self.netns))
+                            self.workdir / "operator", ("ip", "netns", "exec", self.netns), control)
 
     def operation(self, target: profile.Cluster, say: Callable[[str], None] = print) -> day2.Operation:
         """`builder apply|drain` of `target` against this running cluster, as an operator runs it."""

@@ -91,10 +91,10 @@ class InFlight:
     """`count` slow downloads of the blob through the VIP, started before a fault: they must
     end complete and byte-exact after it (the standby holds their connections: IPVS sync)."""
 
-    def __init__(self, cluster: Cluster, count: int = TRANSFERS):
+    def __init__(self, cluster: Cluster, count: int = TRANSFERS, rate: str = "40k"):
         self.cluster, self.count = cluster, count
         self.blob = cluster.put_blob()
-        self.transfers = cluster.vip.downloads("/blob.txt", count)
+        self.transfers = cluster.vip.downloads("/blob.txt", count, rate)
 
     def synced(self, standby: Machine, timeout: float = 20) -> list[str]:
         """The standby's IPVS entries for these downloads, once it holds all of them."""

@@ -403,6 +403,8 @@ def test_15_live_changes_over_ssh_under_load_drop_nothing(cluster):
     every download byte-exact; each change on both directors, timed from `apply`."""
     from lab.bench import Load
     spec = cluster.spec
+    if not spec.link:  # ~5 min a run: make test runs it on redundant.toml and keepalived.toml
+        pytest.skip("runs on profiles with a dedicated link (one per stack in make test)")
     grown = cluster.with_added_server()
     added = grown.real_servers[-1]
     vm = cluster.boot_extra(grown, added.name)
@@ -419,7 +421,7 @@ def test_15_live_changes_over_ssh_under_load_drop_nothing(cluster):
         return target
     try:
         current = change("(a) add a real server", grown)
-        downloads = InFlight(cluster, TRANSFERS)
+        downloads = InFlight(cluster, TRANSFERS, rate="16k")  # ~80 s each: in flight across (b)-(d)
         heavier = current.real_servers[0]
         current = change("(b) re-weight", day2.reweighted(current, heavier.name, heavier.weight + 1))
         active = cluster.active_director()

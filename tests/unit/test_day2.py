@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import ipaddress
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,10 +33,8 @@ def node(tmp_path, monkeypatch):
     monkeypatch.setattr(configure, "apply_live", lambda seed, root: None)
     monkeypatch.setattr(configure, "run", lambda argv, **kw: told.append(argv))
 
-    def fake_run(argv, check=True):
-        told.append(argv)
-        return subprocess.CompletedProcess(argv, 0 if argv[-1] != "status" else 3, "", "")
-    monkeypatch.setattr(appliance, "run", fake_run)
+    monkeypatch.setattr(appliance, "_systemctl", lambda *args: told.append(["systemctl", *args]) or 3)
+    monkeypatch.setattr(appliance, "_hup", lambda pidfile: told.append(["kill", "-HUP", pidfile]) or True)
 
     def attach(cluster, name):
         for f in drive.glob("*"):
@@ -60,9 +56,9 @@ def test_an_applied_change_survives_a_reboot_with_the_old_seed_and_a_new_seed_wi
     attach(web3, "lvs-a")
     assert configure.configure(state, root) == 0 and weight(root, "172.20.40.21") == 3
     heavier = day2.reweighted(web3, "app1", 5)
-    out = appliance.apply(seed.appliance(heavier, heavier.node("lvs-a"), KEY), state, root)
+    out = appliance.apply(day2.Keys(KEY, None).change(web3, heavier, "lvs-a"), state, root)
     assert out["written"] == ["/etc/ha.d/ldirectord.cf"] and out["removed"] == []
-    assert out["changes"] == ["real_servers.app1.weight: 3 -> 5"]
+    assert out["reloaded"] == ["ldirectord"] and ["kill", "-HUP", "/run/ldirectord.ldirectord.cf.pid"] in told
     assert weight(root, "172.20.40.21") == 5
     assert configure.configure(state, root) == 0  # reboot, the first seed still in the drive
     assert weight(root, "172.20.40.21") == 5
@@ -72,14 +68,14 @@ def test_an_applied_change_survives_a_reboot_with_the_old_seed_and_a_new_seed_wi
     assert configure.configure(state, root) == 0 and weight(root, "172.20.40.21") == 2
 
 
-def test_a_node_refuses_what_cannot_change_live_and_changes_nothing(web3, node):
+def test_a_node_refuses_another_nodes_change_and_changes_nothing(web3, node):
     root, state, attach, _ = node
     attach(web3, "lvs-a")
     configure.configure(state, root)
     before = (root / "etc/ha.d/ldirectord.cf").read_text()
-    moved = dataclasses.replace(web3, vip=ipaddress.IPv4Address("172.20.40.99"))
-    with pytest.raises(configure.SeedError, match=r"cannot change live: vip: .*--reboot"):
-        appliance.apply(seed.appliance(moved, moved.node("lvs-a"), KEY), state, root)
+    heavier = day2.reweighted(web3, "app1", 5)
+    with pytest.raises(appliance.ApplyError, match="this is lvs-a; the change is for lvs-b"):
+        appliance.apply(day2.Keys(KEY, None).change(web3, heavier, "lvs-b"), state, root)
     assert (root / "etc/ha.d/ldirectord.cf").read_text() == before
     assert json.loads((state / "applied.json").read_text())["by"] == "seed"
 
@@ -107,7 +103,7 @@ class FakeCluster:
     def run(self, node, reach, command, timeout=30, stdin=None):
         if command.endswith("config"):
             return json.dumps({"cluster": self.running[node.name]})
-        data = json.loads(stdin)
+        data = json.loads(stdin)["data"]
         self.pushed.append((node.name, {r["name"]: r.get("weight", 1) for r in data["cluster"]["real_servers"]}))
         if node.is_director:
             self.running[node.name] = data["cluster"]

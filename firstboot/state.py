@@ -1,0 +1,27 @@
+"""What a node runs now (applied.json): written by first boot and `appliance apply`, read at
+every later boot and by `builder apply` (through `appliance config`). Light on purpose (no
+profile code): `appliance config` and `apply` must answer fast under TCG."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from builder import contract
+from builder.files import write_atomic
+
+STATE = Path(contract.STATE_DIR)
+
+
+def applied_path(state: Path = STATE) -> Path:
+    return state / Path(contract.APPLIED).name
+
+
+def read(state: Path = STATE) -> dict:
+    """{"instance", "by", "at", "data"}: data is a seed's appliance.json (secret and host key too)."""
+    return json.loads(applied_path(state).read_text())
+
+
+def write(state: Path, instance: str, data: dict | None, how: str) -> None:
+    entry = {"instance": instance, "by": how, "at": int(time.time()), "data": data}
+    write_atomic(applied_path(state), json.dumps(entry, sort_keys=True) + "\n", 0o600)
