@@ -27,6 +27,7 @@ from builder import contract, hostkeys, plan, profile, remote, render, secret, s
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 from builder.remote import Reach
+from firstboot.status import parse_ipvs
 
 POLL = 0.25  # seconds between looks at the directors' tables
 
@@ -72,16 +73,39 @@ class Keys:
                 "removed": [p for p in self.files(old, name) if p not in files]}
 
 
-def running(cluster: Cluster, reach: Reach) -> Cluster:
-    """What the directors run: both asked; they must agree (a half-applied change is named)."""
-    def ask(d: Node) -> dict | Exception:
+def on_directors(cluster: Cluster, reach: Reach, command: str) -> dict[str, str | Exception]:
+    """`command`'s output on each director, asked at once (an error where it failed)."""
+    def ask(d: Node) -> str | Exception:
         try:
-            return json.loads(remote.run(d, reach, f"{contract.APPLIANCE_CLI} config"))["cluster"]
-        except (remote.RemoteError, ValueError, KeyError) as e:
+            return remote.run(d, reach, command)
+        except remote.RemoteError as e:
             return e
     with concurrent.futures.ThreadPoolExecutor(len(cluster.directors)) as pool:
-        found = dict(zip((d.name for d in cluster.directors), pool.map(ask, cluster.directors), strict=True))
-    good = {n: c for n, c in found.items() if isinstance(c, dict)}
+        return dict(zip((d.name for d in cluster.directors), pool.map(ask, cluster.directors), strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """What the directors run (they agree), and which of them holds a VIP now."""
+    cluster: Cluster
+    holders: frozenset[str]
+
+    def directors_in_order(self) -> list[Node]:
+        """The standby first, the active one last."""
+        return sorted(self.cluster.directors, key=lambda d: d.name in self.holders)
+
+
+def running(cluster: Cluster, reach: Reach) -> Running:
+    """Both directors asked (`appliance config`); they must agree (a half-applied change is named)."""
+    found: dict[str, dict | Exception] = {}
+    for name, out in on_directors(cluster, reach, f"{contract.APPLIANCE_CLI} config").items():
+        try:
+            found[name] = out if isinstance(out, Exception) else json.loads(out)
+        except ValueError as e:
+            found[name] = e
+    configs = {n: c["cluster"] for n, c in found.items() if isinstance(c, dict)}
+    holders = frozenset(n for n, c in found.items() if isinstance(c, dict) and c.get("holds"))
+    good = configs
     if not good:
         raise Day2Error("no director answered `appliance config`: " + "; ".join(str(e) for e in found.values()))
     first = next(iter(good.values()))
@@ -89,15 +113,14 @@ def running(cluster: Cluster, reach: Reach) -> Cluster:
         raise Day2Error("the directors do not run the same configuration ("
                         + ", ".join(f"{n}: {'differs' if isinstance(c, dict) else c}" for n, c in found.items())
                         + "): a change was cut short", hint="apply again to make them agree")
-    return profile.parse(first, "the directors' applied configuration")
+    return Running(profile.parse(first, "the directors' applied configuration"), holders)
 
 
-def directors_in_order(cluster: Cluster, found: dict[str, dict | str]) -> list[Node]:
-    """The standby first: a director that holds no VIP; the active one last."""
-    def holds(d: Node) -> bool:
-        s = found.get(d.name)
-        return bool(isinstance(s, dict) and s.get("vips"))
-    return sorted(cluster.directors, key=holds)
+def tables(cluster: Cluster, reach: Reach) -> dict[str, dict]:
+    """Each director's IPVS table (`ipvsadm -L -n`, read here: no Python on the node), in
+    `appliance status --json`'s shape; a director that did not answer is left out."""
+    return {n: {"services": [dataclasses.asdict(v) for v in parse_ipvs(out)]}
+            for n, out in on_directors(cluster, reach, "ipvsadm -L -n").items() if isinstance(out, str)}
 
 
 def with_draining(new: Cluster, old: Cluster) -> Cluster:
@@ -147,19 +170,25 @@ class Operation:
     def _t(self) -> str:
         return f"[{time.monotonic() - self.started:5.1f} s]"
 
-    def push(self, old: Cluster, target: Cluster, nodes: list[Node]) -> None:
-        for node in nodes:
+    def push(self, old: Cluster, target: Cluster, nodes: list[Node], at_once: bool = False) -> None:
+        """`appliance apply` on each node, in order (directors), or all at once (real servers)."""
+        def one(node: Node) -> None:
             out = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} apply",
                                         stdin=json.dumps(self.keys.change(old, target, node.name))))
             told = f", reloaded {', '.join(out['reloaded'])}" if out["reloaded"] else ""
             self.say(f"{self._t()} {node.name}: {len(out['written']) + len(out['removed'])} files changed{told}")
+        if at_once and nodes:
+            with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
+                list(pool.map(one, nodes))
+        else:
+            for node in nodes:
+                one(node)
 
     def directors_show(self, target: Cluster, exact: set[str], timeout: float = 60) -> float:
         """Wait until every director with an IPVS table shows `target`; the time since start."""
         def ok() -> bool:
-            found = remote.statuses(target, self.reach, target.directors)
-            tables = [s for s in found.values() if isinstance(s, dict) and s.get("services")]
-            return bool(tables) and all(shows(target, s, exact) for s in tables)
+            found = [t for t in tables(target, self.reach).values() if t["services"]]
+            return bool(found) and all(shows(target, t, exact) for t in found)
         wait_until("the directors' IPVS tables showing the change", ok, timeout)
         self.shown_after = time.monotonic() - self.started
         self.say(f"{self._t()} both directors' IPVS tables show it")
@@ -169,9 +198,8 @@ class Operation:
         addresses = {str(target.node(n).address) for n in names}
 
         def active() -> int:
-            found = remote.statuses(target, self.reach, target.directors)
-            return sum(r["active"] for s in found.values() if isinstance(s, dict)
-                       for v in s.get("services", []) for r in v["real_servers"] if r["address"] in addresses)
+            return sum(r["active"] for t in tables(target, self.reach).values()
+                       for v in t["services"] for r in v["real_servers"] if r["address"] in addresses)
         try:
             took = wait_until(f"draining {', '.join(names)}", lambda: active() == 0, timeout)
             self.say(f"{self._t()} {', '.join(names)}: no active connection left after {took:.1f} s")
@@ -179,9 +207,9 @@ class Operation:
             self.say(f"{self._t()} {', '.join(names)}: drain timeout ({timeout:.0f} s) passed with "
                      f"{active()} connections active; removing anyway")
 
-    def change_directors(self, old: Cluster, new: Cluster, drain_timeout: float) -> float:
+    def change_directors(self, now: Running, new: Cluster, drain_timeout: float) -> float:
         """Drain what leaves, then make `new` live on both directors, standby first."""
-        order = directors_in_order(new, remote.statuses(new, self.reach, new.directors))
+        old, order = now.cluster, now.directors_in_order()
         exact = {r.name for r in new.real_servers
                  if r.name not in {o.name for o in old.real_servers} or old.node(r.name).weight != r.weight}
         leaving, before = plan.drained(old, new), old
@@ -194,7 +222,8 @@ class Operation:
         return self.directors_show(new, exact)
 
     def apply(self, drain_timeout: float = contract.DRAIN_TIMEOUT, dry_run: bool = False) -> list[plan.Change]:
-        old = running(self.cluster, self.reach)
+        now = running(self.cluster, self.reach)
+        old = now.cluster
         changes = plan.diff(old, self.cluster)
         for c in changes:
             self.say(f"  {c}")
@@ -206,14 +235,15 @@ class Operation:
             raise Day2Error(refused)
         if dry_run:
             return changes
-        took = self.change_directors(old, self.cluster, drain_timeout)
-        self.push(old, self.cluster, list(self.cluster.real_servers))
+        took = self.change_directors(now, self.cluster, drain_timeout)
+        self.push(old, self.cluster, list(self.cluster.real_servers), at_once=True)
         self.say(f"applied {len(changes)} changes; the directors showed them {took:.1f} s after apply started")
         return changes
 
     def set_weight(self, name: str, weight: int, drain_timeout: float) -> None:
         """drain (weight 0, then wait for its connections to end) and undrain."""
-        old = running(self.cluster, self.reach)
+        now = running(self.cluster, self.reach)
+        old = now.cluster
         try:
             node = old.node(name)
         except KeyError:
@@ -225,15 +255,16 @@ class Operation:
         if new == old:
             self.say(f"{name} already has weight {weight}")
             return
-        self.change_directors(old, new, drain_timeout)
+        self.change_directors(now, new, drain_timeout)
         if weight == 0:
             self.wait_drained(new, [name], drain_timeout)
 
     def reboot(self, timeout: float = contract.BOOT_TIMEOUT) -> None:
         """Re-seed and reboot one node at a time, standby director first, each back before
         the next: what cannot change live. Reached at its running address, verified by name."""
-        old = running(self.cluster, self.reach)
-        order = [*directors_in_order(old, remote.statuses(old, self.reach, old.directors)),
+        now = running(self.cluster, self.reach)
+        old = now.cluster
+        order = [*now.directors_in_order(),
                  *[r for r in old.real_servers if r.name in {n.name for n in self.cluster.real_servers}]]
         for was in order:
             node = self.cluster.node(was.name)
