@@ -273,6 +273,7 @@ class Operation:
             entry = {"instance": instance, "data": json.loads(files[contract.SEED_APPLIANCE])}
             remote.run(was, self.reach, f"{contract.APPLIANCE_CLI} stage", stdin=json.dumps(entry))
             remote.run(was, self.reach, "systemd-run --on-active=1 systemctl reboot")
+            remote.forget(was, self.reach)  # its shared connection dies with it
             self.say(f"{self._t()} {node.name}: rebooting into {instance}")
             time.sleep(5)
             took = wait_until(f"{node.name} back with {instance}", functools.partial(self._back, node, instance),
@@ -280,10 +281,12 @@ class Operation:
             self.say(f"{self._t()} {node.name}: back after {took:.0f} s")
 
     def _back(self, node: Node, instance: str) -> bool:
-        """The node answers over SSH, runs `instance` and reports its status."""
+        """The node answers over SSH and runs `instance`; a director's stack answers again."""
         try:
             s = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config", timeout=10))
-            return s["instance"] == instance and isinstance(
-                remote.statuses(self.cluster, self.reach, (node,))[node.name], dict)
+            if s["instance"] != instance:
+                return False
+            status = remote.statuses(self.cluster, self.reach, (node,))[node.name]
+            return isinstance(status, dict) and (not node.is_director or status.get("answering") is True)
         except (remote.RemoteError, ValueError, KeyError):
             return False

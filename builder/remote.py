@@ -40,7 +40,8 @@ class Reach:
         key = ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"] if self.identity else []
         shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control}/%C",
                   "-o", f"ControlPersist={CONTROL_PERSIST}"] if self.control else []
-        return key + shared
+        # a node that died (power loss, reboot) ends the connection in 10 s, not at TCP's timeout
+        return key + shared + ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
 
 
 def ssh_argv(node: Node, reach: Reach, command: str) -> list[str]:
@@ -64,6 +65,13 @@ def run(node: Node, reach: Reach, command: str, timeout: float = 30, stdin: str 
                           f"{proc.stderr.strip() or proc.stdout.strip()}",
                           hint="is the node up, and is your key one of the profile's [access] ssh_keys?")
     return proc.stdout
+
+
+def forget(node: Node, reach: Reach) -> None:
+    """Close the shared connection to a node that is going away (it would hang its users)."""
+    if reach.control:
+        subprocess.run([*ssh_argv(node, reach, "")[:-2], "-O", "exit", f"root@{node.address}"],
+                       capture_output=True, timeout=10, check=False)
 
 
 def statuses(cluster: Cluster, reach: Reach, nodes: tuple[Node, ...] | None = None) -> dict[str, dict | str]:

@@ -163,3 +163,32 @@ def test_a_table_shows_a_change_only_with_every_server_and_the_new_weights(web3)
     assert not day2.shows(web3, status, {"app2"})           # ...but not as re-weighted
     assert not day2.shows(dataclasses.replace(web3, real_servers=web3.real_servers[:2]), status, set())
     assert plan.drained(web3, dataclasses.replace(web3, real_servers=web3.real_servers[1:])) == ["app1"]
+
+
+def test_apply_reboot_stages_each_node_and_waits_for_it_standby_director_first(web3, monkeypatch):
+    fake = FakeCluster(web3)
+    booted: dict[str, str] = {}
+    staged: dict[str, str] = {}
+    said: list[str] = []
+
+    def run(node, reach, command, timeout=30, stdin=None):
+        if command.endswith(" stage"):
+            staged[node.name] = json.loads(stdin)["instance"]
+            return "staged"
+        if command.startswith("systemd-run"):
+            booted[node.name] = staged[node.name]
+            said.append(node.name)
+            return ""
+        if command.endswith("config") and node.name in booted:
+            return json.dumps({"instance": booted[node.name], "cluster": {}})
+        if command.endswith("status --json"):
+            return json.dumps({"answering": True})
+        return fake.run(node, reach, command, timeout, stdin)
+    monkeypatch.setattr(day2.remote, "run", run)
+    monkeypatch.setattr(day2.remote, "forget", lambda node, reach: None)
+    monkeypatch.setattr(day2.time, "sleep", lambda s: None)
+    moved = dataclasses.replace(web3, domain="example.org")
+    day2.Operation(moved, Reach(Path("kh")), day2.Keys(KEY, None), lambda line: None).reboot(timeout=5)
+    assert said == ["lvs-b", "lvs-a", "app1", "app2", "app3"]
+    files = seed.seed_files(moved, moved.node("app2"), KEY)
+    assert staged["app2"] == seed.instance_of(files) != seed.instance_of(seed.seed_files(web3, web3.node("app2"), KEY))
