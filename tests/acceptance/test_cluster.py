@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from builder import contract, day2
+from builder import contract, day2, remote
 from lab import chaos, faults, wait
 from lab.cluster import BLOB_LINES
 from lab.faults import FAULTS, TRANSFERS, InFlight
@@ -405,6 +405,14 @@ def test_15_live_changes_over_ssh_under_load_drop_nothing(cluster):
     spec = cluster.spec
     if not spec.link:  # ~5 min a run: make test runs it on redundant.toml and keepalived.toml
         pytest.skip("runs on profiles with a dedicated link (one per stack in make test)")
+    started = time.monotonic()
+    table = remote.cluster_table(spec, remote.statuses(spec, cluster.reach))
+    asked = time.monotonic() - started
+    active = cluster.active_director()
+    took = active.succeed("TIMEFORMAT=%R; { time appliance status >/dev/null; } 2>&1").strip()
+    print(f"\n`builder status` (every node over ssh): {asked:.1f} s; `appliance status` on "
+          f"{active.name}: {took} s\n{table}")
+    assert "UNREACHABLE" not in table and "WARNING" not in table
     grown = cluster.with_added_server()
     added = grown.real_servers[-1]
     vm = cluster.boot_extra(grown, added.name)
