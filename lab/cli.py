@@ -50,6 +50,9 @@ def _lab_status(cluster, _machine, _args) -> int:
         view = cluster.view(vm) if node.is_director and state == "running" else None
         stack = f"  {cluster.stack.name}: {view.state}" if view else ""  # e.g. keepalived: BACKUP
         print(f"{name:12} {node.role:10} {node.address!s:15} {state}{vip}{stack}")
+    from builder import remote  # the operator's view: the same table `builder status` prints
+    print("\nover ssh, as `python -m builder status` shows it:")
+    print(remote.cluster_table(cluster.spec, remote.statuses(cluster.spec, cluster.reach)))
     return 0
 
 

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ import time
 import tty
 from pathlib import Path
 
-from builder import contract
+from builder import contract, remote
 from builder.errors import LabError
 from lab import accel as accel_probe
 from lab import net
@@ -88,6 +89,8 @@ def up(profile_path: Path, port: int, boot_timeout: float = contract.BOOT_TIMEOU
             print(f"\nopen http://127.0.0.1:{port}/ in your browser (the VIP {cluster.spec.vip}:{s.port}, "
                   "forwarded on 127.0.0.1 only)")
             print("from another shell: python -m lab --help   (status, console, crash, block, systemctl...)")
+            login = remote.ssh_argv(cluster.spec.directors[0], cluster.reach, "appliance status")
+            print(f"log in as an operator (the lab's key; host keys verified):\n  {shlex.join(login)}")
             print("Ctrl-C or `python -m lab down` stops every machine and removes the lab network",
                   flush=True)
             while not stop.is_set():
