@@ -1,9 +1,9 @@
 """Day 2 on a running cluster over SSH: `builder status`, `apply`, `drain`, `undrain`.
 
 What a node runs is its applied.json (`appliance config`); `apply` compares the new profile with
-what the directors run (builder/plan.py), pushes each node its new appliance.json (the same a
-seed would carry: `appliance apply` writes the changed files and reloads ldirectord, keepalived
-or sshd) and waits until both directors' IPVS tables show the change. Order: the standby
+what the directors run (builder/plan.py), renders each node's files here with first boot's own
+code and pushes them with the node's new seed data (`appliance apply` writes what differs and
+signals ldirectord, keepalived or sshd), then waits until both directors' IPVS tables show it. Order: the standby
 director, then the active one, then the real servers. A real server leaving is drained first:
 weight 0 everywhere (established connections carry on, new ones go elsewhere) until the active
 director counts none of its connections, or the drain timeout; only then is it removed, because
