@@ -92,11 +92,11 @@ class Load:
     a pipe until the window ends, and a full pipe (~700 lines, 35 s at 20 req/s) blocked the
     load generator, so every longer window used to stop recording after ~35 s."""
 
-    def __init__(self, cluster: Cluster, duration: float):
+    def __init__(self, cluster: Cluster, duration: float, timeout: float = TIMEOUT):
         self.out = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", cluster.netns, sys.executable, str(LOADGEN), cluster.vip.url("/"),
-             "--rate", str(RATE), "--duration", str(duration), "--timeout", str(TIMEOUT)],
+             "--rate", str(RATE), "--duration", str(duration), "--timeout", str(timeout)],
             stdout=self.out, text=True)
         self.started = time.time()
 
