@@ -47,7 +47,6 @@ BOOT_TIMEOUT = 600.0   # seconds a machine may take to READY: several at once on
 # state dump it writes on SIGUSR1 (the watchdog's proof that the process still answers)
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 KEEPALIVED_VRRP_PID = "/run/vrrp.pid"        # Debian's keepalived keeps its pid files in /run
-KEEPALIVED_CHECKERS_PID = "/run/checkers.pid"  # its health checkers (virtual servers): `apply` reloads them
 # /run/keepalived is the unit's RuntimeDirectory (images/director: keepalived.service.d)
 KEEPALIVED_NOTIFY_FIFO = "/run/keepalived/vrrp-notify.fifo"
 KEEPALIVED_NOTIFY_SCRIPT = "/usr/libexec/appliance/vrrp-state"

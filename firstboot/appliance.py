@@ -9,8 +9,8 @@
 `apply` takes what `builder apply` rendered and checked (builder/day2.py: the same rendering as
 first boot, refused there if it cannot change live), writes only the files that differ, each
 atomically, and tells the daemons that read them: ldirectord (SIGHUP: it keeps the IPVS entries
-and their connections while it adds, re-weights and removes real servers), keepalived's checker
-process (SIGHUP: VRRP is left alone), sshd. It stores the new seed data (applied.json), so a reboot keeps it even
+and their connections while it adds, re-weights and removes real servers), keepalived
+(`systemctl reload`), sshd. It stores the new seed data (applied.json), so a reboot keeps it even
 with the old seed still attached (firstboot/configure.py). Only `stage` imports the profile
 code: the rest must answer in a second or two under TCG.
 """
@@ -66,12 +66,9 @@ def reload(paths: list[str]) -> list[str]:
     # heartbeat runs ldirectord on the active director only, unless ldirectord_on_both
     if contract.LDIRECTORD_CF in paths and _hup(contract.LDIRECTORD_PID):
         told.append("ldirectord")
-    # keepalived: its checker process only, which re-reads the file itself (check_daemon.c:
-    # reload_check_thread). A live change is never VRRP's (plan.py refuses those), and reloading
-    # the VRRP process too let a BACKUP with 100 ms adverts claim the VIP for a moment: a second
-    # holder that reset three downloads in the suite
-    if contract.KEEPALIVED_CONF in paths and _hup(contract.KEEPALIVED_CHECKERS_PID):
-        told.append("keepalived checkers")
+    if contract.KEEPALIVED_CONF in paths and _systemctl("is-active", "--quiet", "keepalived.service") == 0:
+        _systemctl("reload", "keepalived.service")
+        told.append("keepalived")
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
         _systemctl("reload", contract.SSH_UNIT)
         told.append("sshd")

@@ -192,12 +192,3 @@ def test_apply_reboot_stages_each_node_and_waits_for_it_standby_director_first(w
     assert said == ["lvs-b", "lvs-a", "app1", "app2", "app3"]
     files = seed.seed_files(moved, moved.node("app2"), KEY)
     assert staged["app2"] == seed.instance_of(files) != seed.instance_of(seed.seed_files(web3, web3.node("app2"), KEY))
-
-
-def test_a_keepalived_change_reloads_its_checkers_and_leaves_vrrp_alone(monkeypatch):
-    hupped: list[str] = []
-    systemctl: list[tuple] = []
-    monkeypatch.setattr(appliance, "_hup", lambda pidfile: hupped.append(pidfile) or True)
-    monkeypatch.setattr(appliance, "_systemctl", lambda *args: systemctl.append(args) or 0)
-    assert appliance.reload(["/etc/keepalived/keepalived.conf"]) == ["keepalived checkers"]
-    assert hupped == ["/run/checkers.pid"] and not any("reload" in a for a in systemctl)
