@@ -73,17 +73,6 @@ class Keys:
                 "removed": [p for p in self.files(old, name) if p not in files]}
 
 
-def on_directors(cluster: Cluster, reach: Reach, command: str) -> dict[str, str | Exception]:
-    """`command`'s output on each director, asked at once (an error where it failed)."""
-    def ask(d: Node) -> str | Exception:
-        try:
-            return remote.run(d, reach, command)
-        except remote.RemoteError as e:
-            return e
-    with concurrent.futures.ThreadPoolExecutor(len(cluster.directors)) as pool:
-        return dict(zip((d.name for d in cluster.directors), pool.map(ask, cluster.directors), strict=True))
-
-
 @dataclasses.dataclass(frozen=True)
 class Running:
     """What the directors run (they agree), and which of them holds a VIP now."""
@@ -98,7 +87,7 @@ class Running:
 def running(cluster: Cluster, reach: Reach) -> Running:
     """Both directors asked (`appliance config`); they must agree (a half-applied change is named)."""
     found: dict[str, dict | Exception] = {}
-    for name, out in on_directors(cluster, reach, f"{contract.APPLIANCE_CLI} config").items():
+    for name, out in remote.on_nodes(cluster.directors, reach, f"{contract.APPLIANCE_CLI} config").items():
         try:
             found[name] = out if isinstance(out, Exception) else json.loads(out)
         except ValueError as e:
@@ -120,7 +109,7 @@ def tables(cluster: Cluster, reach: Reach) -> dict[str, dict]:
     """Each director's IPVS table (`ipvsadm -L -n`, read here: no Python on the node), in
     `appliance status --json`'s shape; a director that did not answer is left out."""
     return {n: {"services": [dataclasses.asdict(v) for v in parse_ipvs(out)]}
-            for n, out in on_directors(cluster, reach, "ipvsadm -L -n").items() if isinstance(out, str)}
+            for n, out in remote.on_nodes(cluster.directors, reach, "ipvsadm -L -n").items() if isinstance(out, str)}
 
 
 def with_draining(new: Cluster, old: Cluster) -> Cluster:

@@ -74,17 +74,26 @@ def forget(node: Node, reach: Reach) -> None:
                        capture_output=True, timeout=10, check=False)
 
 
-def statuses(cluster: Cluster, reach: Reach, nodes: tuple[Node, ...] | None = None) -> dict[str, dict | str]:
-    """Every node's `appliance status --json`, asked at once; a node that fails gives its error."""
-    nodes = cluster.nodes if nodes is None else nodes
-
-    def ask(node: Node) -> dict | str:
+def on_nodes(nodes: tuple[Node, ...], reach: Reach, command: str, timeout: float = 30) -> dict[str, str | RemoteError]:
+    """`command`'s output on each node, asked at once; a node that fails gives its error."""
+    def ask(node: Node) -> str | RemoteError:
         try:
-            return json.loads(run(node, reach, "appliance status --json", timeout=15))
-        except (RemoteError, ValueError) as e:
-            return str(e)
+            return run(node, reach, command, timeout)
+        except RemoteError as e:
+            return e
     with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
         return dict(zip((n.name for n in nodes), pool.map(ask, nodes), strict=True))
+
+
+def statuses(cluster: Cluster, reach: Reach, nodes: tuple[Node, ...] | None = None) -> dict[str, dict | str]:
+    """Every node's `appliance status --json`, asked at once; a node that fails gives its error."""
+    found: dict[str, dict | str] = {}
+    for name, out in on_nodes(cluster.nodes if nodes is None else nodes, reach, "appliance status --json", 15).items():
+        try:
+            found[name] = str(out) if isinstance(out, RemoteError) else json.loads(out)
+        except ValueError as e:
+            found[name] = str(e)
+    return found
 
 
 def cluster_table(cluster: Cluster, found: dict[str, dict | str]) -> str:
