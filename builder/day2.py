@@ -94,11 +94,10 @@ def running(cluster: Cluster, reach: Reach) -> Running:
             found[name] = e
     configs = {n: c["cluster"] for n, c in found.items() if isinstance(c, dict)}
     holders = frozenset(n for n, c in found.items() if isinstance(c, dict) and c.get("holds"))
-    good = configs
-    if not good:
+    if not configs:
         raise Day2Error("no director answered `appliance config`: " + "; ".join(str(e) for e in found.values()))
-    first = next(iter(good.values()))
-    if any(c != first for c in good.values()) or len(good) < len(found):
+    first = next(iter(configs.values()))
+    if any(c != first for c in configs.values()) or len(configs) < len(found):
         raise Day2Error("the directors do not run the same configuration ("
                         + ", ".join(f"{n}: {'differs' if isinstance(c, dict) else c}" for n, c in found.items())
                         + "): a change was cut short", hint="apply again to make them agree")

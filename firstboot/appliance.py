@@ -27,6 +27,7 @@ from pathlib import Path
 from builder import contract
 from builder.errors import ApplianceError
 from builder.files import File, write_atomic, write_tree
+from firstboot import hawatch
 from firstboot import state as applied
 
 STATE = applied.STATE
@@ -118,20 +119,12 @@ def stage(entry: dict, state: Path = STATE) -> str:
     return f"staged {entry['instance']}: the next boot configures this node from it"
 
 
-def held_vips(state: Path = STATE) -> list[str]:
-    """The VIPs (node.json) this director holds now; none on a real server."""
-    wanted = json.loads((state / Path(contract.NODE_JSON).name).read_text()).get("vips", [])
-    if not wanted:
-        return []
-    addrs = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, check=False).stdout
-    return [v for v in wanted if f" {v}/" in addrs]
-
-
 def config(state: Path = STATE) -> dict:
     """What this node runs, and the VIPs it holds (`builder apply` changes the standby first)."""
     entry = applied.read(state)
+    node = json.loads((state / Path(contract.NODE_JSON).name).read_text())
     return {"node": entry["data"]["node"], "instance": entry["instance"], "by": entry.get("by"),
-            "at": entry.get("at"), "holds": held_vips(state), "cluster": entry["data"]["cluster"]}
+            "at": entry.get("at"), "holds": hawatch.held_vips(node), "cluster": entry["data"]["cluster"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -230,7 +230,9 @@ def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = Tru
 
 
 def held_vips(info: dict) -> list[str]:
-    """The VIPs on this director's cluster NIC now."""
+    """The VIPs on this director's cluster NIC now (none on a real server: node.json lists no VIP)."""
+    if not info.get("vips"):
+        return []
     out = run(["ip", "-o", "-4", "addr", "show", "dev", info["interface"]])
     have = {w.split("/")[0] for w in out.stdout.split()} if out and out.returncode == 0 else set()
     return [v for v in info.get("vips", []) if v in have]
