@@ -23,6 +23,7 @@ SEEDS_SEEN = f"{STATE_DIR}/seeds-seen"
 NEXT_SEED = f"{STATE_DIR}/next-seed.json"
 APPLIANCE_CLI = "/usr/bin/appliance"      # status, config, apply: what the builder runs over SSH
 SSH_UNIT = "ssh.service"                  # enabled by first boot only where the profile gives keys
+UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants"  # where first boot and apply enable units
 LDIRECTORD_CF = "/etc/ha.d/ldirectord.cf"
 LDIRECTORD_PID = "/run/ldirectord.ldirectord.cf.pid"   # ldirectord's own: /var/run/ldirectord.<config>.pid
 # key-only sshd (render.access_files): its config, the keys root may log in with, the host key

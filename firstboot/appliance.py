@@ -32,7 +32,7 @@ from firstboot import state as applied
 
 STATE = applied.STATE
 SSHD_FILES = (contract.SSHD_CONFIG, contract.SSH_HOST_KEY, contract.SSH_HOST_KEY + ".pub")  # sshd reads them
-WANTS = Path("etc/systemd/system/multi-user.target.wants")
+WANTS = Path(contract.UNIT_WANTS.lstrip("/"))
 
 
 class ApplyError(ApplianceError):
@@ -115,14 +115,14 @@ def stage(entry: dict, state: Path = STATE) -> str:
     from firstboot import configure  # the profile code: checks the seed as first boot will
     role = configure.IMAGE_ROLE.read_text().strip() if configure.IMAGE_ROLE.exists() else None
     configure.seed_from(entry["data"], entry["instance"], role)
-    write_atomic(state / Path(contract.NEXT_SEED).name, json.dumps(entry) + "\n", 0o600)
+    write_atomic(applied.under(state, contract.NEXT_SEED), json.dumps(entry) + "\n", 0o600)
     return f"staged {entry['instance']}: the next boot configures this node from it"
 
 
 def config(state: Path = STATE) -> dict:
     """What this node runs, and the VIPs it holds (`builder apply` changes the standby first)."""
     entry = applied.read(state)
-    node = json.loads((state / Path(contract.NODE_JSON).name).read_text())
+    node = json.loads(applied.under(state, contract.NODE_JSON).read_text())
     return {"node": entry["data"]["node"], "instance": entry["instance"], "by": entry.get("by"),
             "at": entry.get("at"), "holds": hawatch.held_vips(node), "cluster": entry["data"]["cluster"]}
 

@@ -146,7 +146,7 @@ def mounted(device: str):
             run(["umount", mountpoint])
 
 
-WANTS = Path("etc/systemd/system/multi-user.target.wants")
+WANTS = Path(contract.UNIT_WANTS.lstrip("/"))
 # Units first boot enables itself (the preset leaves them off): which depends on the profile
 OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
              "keepalived.service": "/lib/systemd/system/keepalived.service",
@@ -251,7 +251,7 @@ def say(line: str) -> None:
 
 
 def _seen(state: Path) -> set[str]:
-    path = state / Path(contract.SEEDS_SEEN).name
+    path = applied.under(state, contract.SEEDS_SEEN)
     return set(path.read_text().split()) if path.exists() else set()
 
 
@@ -261,7 +261,7 @@ def configure(state: Path = STATE, root: Path = Path("/")) -> int:
     changes nothing."""
     marker = state / "configured"
     image_role = IMAGE_ROLE.read_text().strip() if IMAGE_ROLE.exists() else None
-    staged = state / Path(contract.NEXT_SEED).name
+    staged = applied.under(state, contract.NEXT_SEED)
     if staged.exists():
         try:
             entry = json.loads(staged.read_text())
@@ -344,10 +344,10 @@ def _configure(seed: Seed, source: str, marker: Path, state: Path, root: Path,
         # this boot's unit graph predates the link: start it now (before sysinit.target)
         run(["systemctl", "start", "--no-block", unit])
     state.mkdir(parents=True, exist_ok=True)
-    render.write_atomic(state / "node.json", json.dumps(node_facts(seed)) + "\n")
+    render.write_atomic(applied.under(state, contract.NODE_JSON), json.dumps(node_facts(seed)) + "\n")
     applied.write(state, seed.instance_id, seed.data, "apply --reboot" if staged else "seed")
     if staged is None:
-        render.write_atomic(state / Path(contract.SEEDS_SEEN).name,
+        render.write_atomic(applied.under(state, contract.SEEDS_SEEN),
                             "".join(f"{i}\n" for i in sorted(_seen(state) | {seed.instance_id})))
     render.write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
     if staged is not None:

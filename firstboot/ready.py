@@ -28,7 +28,7 @@ def inactive(services: list[str]) -> list[str]:
 
 def ready(state: Path = STATE) -> int:
     """Print the ready line once the role's services are up (or say which are not)."""
-    node = json.loads((state / "node.json").read_text())
+    node = json.loads((state / Path(contract.NODE_JSON).name).read_text())
     down = inactive(node["services"])
     if down:
         print(f"{FAILED} node={node['node']} role={node['role']} inactive={','.join(down)}",

@@ -13,8 +13,13 @@ from builder.files import write_atomic
 STATE = Path(contract.STATE_DIR)
 
 
+def under(state: Path, fact: str) -> Path:
+    """A state file the contract names (contract.APPLIED...) in `state`: STATE_DIR, or a test's."""
+    return state / Path(fact).name
+
+
 def applied_path(state: Path = STATE) -> Path:
-    return state / Path(contract.APPLIED).name
+    return under(state, contract.APPLIED)
 
 
 def read(state: Path = STATE) -> dict:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from builder import contract as c
+from firstboot import state as applied
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class Status:
 
 
 def gather(state_dir: Path = Path(c.STATE_DIR)) -> Status:
-    info = json.loads((state_dir / "node.json").read_text())
+    info = json.loads(applied.under(state_dir, c.NODE_JSON).read_text())
     s = Status(info["node"], info["role"], info["address"], info.get("stack"))
     addrs = run(["ip", "-o", "addr", "show"])
     wanted = info.get("vips", [])
