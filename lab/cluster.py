@@ -26,6 +26,12 @@ from lab.machine import Machine, Nic
 log = logging.getLogger("lab.cluster")
 BLOB_LINES = 200_000  # /blob.txt on every real server: `seq 1 N`, 1.3 MB, the same bytes everywhere
 LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has one
+LAN_OUI, LINK_OUI = "52:54:00", "52:54:01"  # QEMU's prefix; the link's NICs one apart
+
+
+def mac(oui: str, address: IPv4Address) -> str:
+    """A NIC's MAC from its address: stable across boots, unique per segment."""
+    return oui + "".join(f":{b:02x}" for b in address.packed[1:])
 
 
 
@@ -98,7 +104,7 @@ class Cluster:
         self.segment.tap(tap, net.LAN)
         vm = Machine(name, paths.image(node.role), self.workdir, seed=self.workdir / "seeds" / f"{name}.iso",
                      accel=self.accel, netns=self.netns,
-                     nics=(Nic(tap, "52:54:00" + "".join(f":{b:02x}" for b in node.address.packed[1:])),))
+                     nics=(Nic(tap, mac(LAN_OUI, node.address)),))
         vm.create()
         self._stack.callback(vm.shutdown)
         self.vms[name] = vm
@@ -125,15 +131,15 @@ class Cluster:
         taps are made when a segment is given (else the machines are already running)."""
         out = {}
         for i, node in enumerate(self.spec.nodes):
-            nics = [(f"tap{i}-{node.name}", net.LAN, "52:54:00", node.address)]
+            nics = [(f"tap{i}-{node.name}", net.LAN, LAN_OUI, node.address)]
             if node.link_address:  # the dedicated heartbeat link: NIC 1, a bridge of its own
-                nics.append((f"tl{i}-{node.name}", LINK_BRIDGE, "52:54:01", node.link_address))
+                nics.append((f"tl{i}-{node.name}", LINK_BRIDGE, LINK_OUI, node.link_address))
             made = []
             for tap, bridge, oui, address in nics:
                 tap = tap[:15]  # IFNAMSIZ; the index keeps long names apart
                 if segment:
                     segment.tap(tap, bridge)
-                made.append(Nic(tap, oui + "".join(f":{b:02x}" for b in address.packed[1:])))
+                made.append(Nic(tap, mac(oui, address)))
             out[node.name] = Machine(
                 node.name, paths.image(node.role), self.workdir, seed=seeds / f"{node.name}.iso",
                 accel=self.accel, netns=self.netns, nics=tuple(made), existing=existing)
