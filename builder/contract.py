@@ -74,8 +74,10 @@ HAWATCH_MISSES = 2           # missed probes in a row before the stack is restar
 HAWATCH_GRACE = 20.0         # seconds after a (re)start before probes count (TCG start-up)
 HAWATCH_RESTARTS = 3         # restarts allowed within HAWATCH_WINDOW; then it gives the VIP up
 HAWATCH_WINDOW = 600.0
+HAWATCH_SYNC_AFTER = 5.0     # seconds the master sync daemon may run apart from the VIP (a transition)
 # words of its journal lines (syslog identifier HAWATCH_TAG) that the lab and bench count
 HAWATCH_TAG = "ha-watchdog"
 HAWATCH_RESTARTED = "killing and restarting"   # a restart: a hang, or a step-out
 HAWATCH_STEPPED_OUT = "stepping out"           # both directors held the VIP; this one gave way
 HAWATCH_GAVE_UP = "stopping it"                # the restart budget is spent
+HAWATCH_SYNC_REPAIRED = "sync master repaired"  # the master sync daemon put back with the VIP

@@ -21,6 +21,11 @@ A stack that answers can still be wrong: both directors holding the VIP for long
 profile's duplicate_limit (an ARP probe answered by the peer) makes the one with the lower
 address step out the same way (class Duplicate says why), within the same restart budget.
 
+And the IPVS master sync daemon must run where the VIP is: each stack starts and stops it once
+per transition, with a time limit, and a start that failed there was never tried again (a CI run
+left the active without one: its connections reached no standby). A mismatch that lasts
+HAWATCH_SYNC_AFTER seconds is repaired (class SyncFollower), with a journal line.
+
 What it last found goes to HAWATCH_HEALTH (JSON) for `appliance status` and the lab.
 
     python3 -m firstboot.hawatch watch     # the loop (appliance-hawatch.service)
@@ -185,6 +190,49 @@ class Duplicate:
         return "step-out"
 
 
+@dataclass
+class SyncFollower:
+    """The master sync daemon follows the VIP. Only a mismatch that outlasts `after` seconds is
+    repaired: during a transition the stack itself is about to start or stop it."""
+    after: float = c.HAWATCH_SYNC_AFTER
+    since: float | None = None
+
+    def observe(self, held: bool, running: bool, now: float) -> str:
+        """"ok", "wait", "start" or "stop"."""
+        if held == running:
+            self.since = None
+            return "ok"
+        if self.since is None:
+            self.since = now
+        if now - self.since < self.after:
+            return "wait"
+        self.since = None
+        return "start" if held else "stop"
+
+
+def sync_master_running() -> bool | None:
+    """Whether the kernel runs a master sync daemon (None: ipvsadm did not answer)."""
+    out = run(["ipvsadm", "-L", "--daemon"])
+    if out is None or out.returncode != 0:
+        return None
+    return any(line.startswith("master sync daemon") for line in out.stdout.splitlines())
+
+
+def follow_sync(sync: SyncFollower, held: list[str], log: Callable[[str], None]) -> None:
+    running = sync_master_running()
+    if running is None:
+        return
+    action = sync.observe(bool(held), running, time.monotonic())
+    if action in ("start", "stop"):
+        done = run([c.SYNC_SCRIPT, "master", action], timeout=15)
+        ok = done is not None and done.returncode == 0
+        log(f"{c.HAWATCH_SYNC_REPAIRED}: " + (
+            f"this director holds {', '.join(held)} but ran no master sync daemon for "
+            f"{sync.after:.0f} s: started it" if action == "start" else
+            f"a master sync daemon ran for {sync.after:.0f} s without the VIP here: stopped it")
+            + ("" if ok else f" (failed: {(done.stderr.strip() if done else 'no answer')})"))
+
+
 def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
     """Clear what a killed stack left behind, as a reboot would: the VIPs on the cluster NIC, the
     ARP announcer, the master sync daemon (bounded: LVSSyncDaemonSwap), stale state files."""
@@ -259,8 +307,9 @@ def write_health(health: dict) -> None:
     tmp.replace(path)
 
 
-def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict, log: Callable[[str], None]) -> str | None:
-    """Probe for a second VIP holder and act on it; the other holder's MAC, if any."""
+def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
+                    log: Callable[[str], None]) -> tuple[list[str], str | None]:
+    """Probe for a second VIP holder and act on it: (the VIPs held, the other holder's MAC or None)."""
     held, other = duplicate_of(info)
     now = time.monotonic()
     started = dup.since
@@ -282,7 +331,8 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict, log: Callab
                f"in {c.HAWATCH_WINDOW:.0f} s; "
                f"`systemctl restart {c.HAWATCH_UNIT}` tries again"))
         restart(unit, info, log, start=verdict == "restart")
-    return other
+        return [], other
+    return held, other
 
 
 def watch(log: Callable[[str], None]) -> int:
@@ -290,7 +340,7 @@ def watch(log: Callable[[str], None]) -> int:
     unit, probe_fn = STACKS[info["stack"]]
     w = Watch()
     steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
-    dup = Duplicate(info["duplicate_limit"], steps_out)
+    dup, sync = Duplicate(info["duplicate_limit"], steps_out), SyncFollower()
     log(f"watching {unit}: {c.HAWATCH_MISSES} missed probes of {c.HAWATCH_PROBE_TIMEOUT:.0f} s restart it, "
         f"at most {c.HAWATCH_RESTARTS} times in {c.HAWATCH_WINDOW:.0f} s")
     while True:
@@ -318,7 +368,8 @@ def watch(log: Callable[[str], None]) -> int:
                     f"`systemctl restart {c.HAWATCH_UNIT}` tries again")
                 restart(unit, info, log, start=False)
             elif probe.answering:
-                other = check_duplicate(dup, w, unit, info, log)
+                held, other = check_duplicate(dup, w, unit, info, log)
+                follow_sync(sync, held, log)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),
                       "restarts": len(w.restarts), "gave_up": w.gave_up, "duplicate": other})
         if not confirm:

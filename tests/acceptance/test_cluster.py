@@ -58,8 +58,20 @@ def assert_roles(cluster, active, standby) -> None:
     assert not cluster.holds_vip(standby)
     assert stack.balancing(active)
     assert stack.balancing(standby) == cluster.spec.failover.balances_on_both
-    assert stack.sync_running(active, "master")
-    assert stack.sync_running(standby, "backup") and not stack.sync_running(standby, "master")
+    assert stack.sync_running(active, "master"), sync_story(active)
+    assert stack.sync_running(standby, "backup") and not stack.sync_running(standby, "master"), sync_story(standby)
+
+
+def sync_story(director) -> str:
+    """What started and stopped the sync daemons on director: the stack's script, the watchdog."""
+    return director.execute(f"journalctl -b -o short-monotonic --no-pager -t {contract.HAWATCH_TAG} "
+                            f"-t LVSSyncDaemonSwap -t Keepalived_vrrp | tail -n 30; ipvsadm -L --daemon")[1]
+
+
+def watchdog_said(director, words: str) -> int:
+    """How many of the HA watchdog's journal lines this boot say `words` (contract.HAWATCH_*)."""
+    return int(director.succeed(f"journalctl -b -t {contract.HAWATCH_TAG} -o cat 2>/dev/null "
+                                f"| grep -c '{words}' || true").strip())
 
 
 @step(1)
@@ -217,6 +229,8 @@ def test_9_revived_standby_rejoins_as_after_a_reboot(cluster, story):
     if cluster.spec.failover.balances_on_both:
         revived.wait_until_succeeds(cluster.stack.balancing_command(), 120)
     wait.during(lambda: cluster.holds_vip(active), seconds=10, what=f"the VIP to stay on {active.name}")
+    if repaired := watchdog_said(active, contract.HAWATCH_SYNC_REPAIRED):
+        print(f"{active.name}: the watchdog repaired the sync master {repaired} times:\n{sync_story(active)}")
     assert_roles(cluster, active, revived)
     cluster.wait_all_serving(settle_time(cluster) * 2)
 
@@ -350,9 +364,8 @@ def test_13_forced_dual_masters_always_heal_to_one_holder(cluster):
         events.append(event)
     print("\n" + chaos.summary(events))
     for d in cluster.directors:
-        steps = d.succeed(f"journalctl -b -t {contract.HAWATCH_TAG} -o cat 2>/dev/null "
-                          f"| grep -c '{contract.HAWATCH_STEPPED_OUT}' || true").strip()
-        print(f"  {d.name}: the watchdog stepped out {steps} times")
+        print(f"  {d.name}: the watchdog stepped out {watchdog_said(d, contract.HAWATCH_STEPPED_OUT)} times, "
+              f"repaired the sync master {watchdog_said(d, contract.HAWATCH_SYNC_REPAIRED)} times")
     assert sum(e.both_held for e in events) >= count // 2, "the events did not force dual masters"
     cluster.wait_all_serving(settle_time(cluster) * 2)
 

@@ -128,3 +128,31 @@ def test_an_arp_probe_asks_without_telling_and_an_announcement_tells():
     assert probe[:6] == b"\xff" * 6 and probe[6:12] == mac and probe[12:14] == b"\x08\x06"
     assert probe[20:22] == b"\0\x01" and probe[28:32] == b"\0\0\0\0" and probe[38:42] == bytes([192, 168, 6, 240])
     assert len(probe) == 42
+
+
+def test_the_master_sync_daemon_follows_the_vip_once_a_mismatch_outlasts_a_transition():
+    f = hawatch.SyncFollower(after=5)
+    assert f.observe(True, True, 0) == "ok" and f.observe(False, False, 1) == "ok"
+    # the VIP arrived, the stack is about to start the master: no repair within `after`
+    assert f.observe(True, False, 2) == "wait" and f.observe(True, False, 6.9) == "wait"
+    assert f.observe(True, True, 7) == "ok"                 # it did
+    assert f.observe(True, False, 10) == "wait" and f.observe(True, False, 15) == "start"
+    assert f.observe(False, True, 16) == "wait" and f.observe(False, True, 21) == "stop"
+
+
+def test_a_repair_runs_the_sync_script_and_says_so(monkeypatch):
+    ran, said = [], []
+    listing = "master sync daemon (mcast=eth0, syncid=51)\nbackup sync daemon (mcast=eth0, syncid=51)\n"
+
+    def run(argv, timeout=0):
+        ran.append(argv)
+        out = listing if argv[:2] == ["ipvsadm", "-L"] else ""
+        return hawatch.subprocess.CompletedProcess(argv, 0, out, "")
+    monkeypatch.setattr(hawatch, "run", run)
+    f = hawatch.SyncFollower(after=0)
+    hawatch.follow_sync(f, ["192.168.6.240"], said.append)
+    assert said == [] and ran[-1][0] == "ipvsadm"             # held, and the master runs
+    listing = "backup sync daemon (mcast=eth0, syncid=51)\n"
+    hawatch.follow_sync(f, ["192.168.6.240"], said.append)   # held, none runs: after=0 repairs at once
+    assert ran[-1] == [c.SYNC_SCRIPT, "master", "start"]
+    assert len(said) == 1 and said[0].startswith(c.HAWATCH_SYNC_REPAIRED) and "192.168.6.240" in said[0]
