@@ -1,0 +1,70 @@
+"""The HA stack's state as Prometheus metrics, for node_exporter's textfile collector.
+
+The HA watchdog (firstboot/hawatch.py) knows, every second, what the stack says, whether it
+answered, which VIPs this director holds and whether another MAC answers for one of them; it
+writes that here as a .prom file (atomically: node_exporter never reads half a file). IPVS
+itself (per real server weight and connections) is node_exporter's own ipvs collector.
+
+Every metric is declared once in METRICS (name, type, help): the writer, the shipped alert
+rules' unit test and the docs read it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METRICS: dict[str, tuple[str, str]] = {
+    "appliance_vip_held": ("gauge", "1 when this director holds the VIP (label vip), else 0"),
+    "appliance_ha_state": ("gauge", "1 for the stack's state as the watchdog last read it (label "
+                           "state: MASTER, BACKUP, FAULT; heartbeat: all, local, none; HUNG, STOPPED...)"),
+    "appliance_ha_answering": ("gauge", "1 when the stack answered the watchdog's last probe"),
+    "appliance_ha_transitions_total": ("counter", "changes of the stack's state the watchdog has seen"),
+    "appliance_ha_restarts_total": ("counter", "restarts and step-outs the watchdog made"),
+    "appliance_peer_heard": ("gauge", "1 when the peer director was heard within the dead time"),
+    "appliance_late_heartbeats_total": ("counter", "heartbeat's late-heartbeat warnings, keepalived's "
+                                        "adverts received late or out of order"),
+    "appliance_sync_daemon_running": ("gauge", "1 per IPVS sync daemon running (label mode: master, "
+                                      "backup)"),
+    "appliance_sync_connections": ("gauge", "connections in this director's IPVS table"),
+    "appliance_second_holder": ("gauge", "1 when another MAC answers ARP for a VIP this director holds"),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One probe's worth of facts about a director's stack."""
+    state: str
+    answering: bool
+    vips: dict[str, bool]                   # VIP -> held by this director
+    transitions: int = 0
+    restarts: int = 0
+    peer_heard: bool = True
+    late_heartbeats: int = 0
+    sync: tuple[str, ...] = ()              # the sync daemons running: "master", "backup"
+    connections: int = 0
+    second_holder: bool = False
+    modes: tuple[str, ...] = field(default=("master", "backup"))
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def text(s: Sample) -> str:
+    """The Prometheus text exposition of a sample: HELP and TYPE, then the values."""
+    values: dict[str, list[tuple[str, float]]] = {
+        "appliance_vip_held": [(f'vip="{_label(v)}"', int(held)) for v, held in sorted(s.vips.items())],
+        "appliance_ha_state": [(f'state="{_label(s.state)}"', 1)],
+        "appliance_ha_answering": [("", int(s.answering))],
+        "appliance_ha_transitions_total": [("", s.transitions)],
+        "appliance_ha_restarts_total": [("", s.restarts)],
+        "appliance_peer_heard": [("", int(s.peer_heard))],
+        "appliance_late_heartbeats_total": [("", s.late_heartbeats)],
+        "appliance_sync_daemon_running": [(f'mode="{m}"', int(m in s.sync)) for m in s.modes],
+        "appliance_sync_connections": [("", s.connections)],
+        "appliance_second_holder": [("", int(s.second_holder))],
+    }
+    lines = []
+    for name, (kind, help_) in METRICS.items():
+        lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        lines += [f"{name}{{{labels}}} {value}" if labels else f"{name} {value}" for labels, value in values[name]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,35 @@
+"""The HA state as Prometheus metrics (firstboot/metrics.py), and the shipped alert rules only
+asking for metrics that something exports."""
+from __future__ import annotations
+
+import re
+
+from firstboot import metrics
+from tests.conftest import ROOT
+
+
+def test_a_sample_is_written_in_the_exposition_format_with_every_declared_metric():
+    text = metrics.text(metrics.Sample("MASTER", True, {"10.1.0.100": True}, transitions=3,
+                                       sync=("master", "backup"), connections=7))
+    assert 'appliance_vip_held{vip="10.1.0.100"} 1' in text
+    assert 'appliance_ha_state{state="MASTER"} 1' in text
+    assert 'appliance_sync_daemon_running{mode="master"} 1' in text and "appliance_sync_connections 7" in text
+    assert "# TYPE appliance_ha_transitions_total counter" in text and "appliance_ha_transitions_total 3" in text
+    declared = set(re.findall(r"^# TYPE (\S+)", text, re.M))
+    assert declared == set(metrics.METRICS)
+
+
+def test_a_standby_without_the_master_daemon_says_so():
+    text = metrics.text(metrics.Sample("BACKUP", True, {"10.1.0.100": False}, sync=("backup",), peer_heard=False))
+    assert 'appliance_vip_held{vip="10.1.0.100"} 0' in text
+    assert 'appliance_sync_daemon_running{mode="master"} 0' in text and "appliance_peer_heard 0" in text
+
+
+def test_the_alert_rules_ask_only_for_metrics_the_nodes_export():
+    rules = (ROOT / "monitoring/alerts.yml").read_text()
+    wanted = set(re.findall(r"\bappliance_\w+", rules))
+    assert wanted and wanted <= set(metrics.METRICS), wanted - set(metrics.METRICS)
+    tests = (ROOT / "monitoring/alerts.test.yml").read_text()
+    for alert in re.findall(r"- alert: (\w+)", rules):  # a firing and a quiet case each
+        assert re.search(rf"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels", tests), alert
+        assert f"alertname: {alert}, exp_alerts: []" in tests, alert
