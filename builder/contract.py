@@ -81,3 +81,16 @@ HAWATCH_RESTARTED = "killing and restarting"   # a restart: a hang, or a step-ou
 HAWATCH_STEPPED_OUT = "stepping out"           # both directors held the VIP; this one gave way
 HAWATCH_GAVE_UP = "stopping it"                # the restart budget is spent
 HAWATCH_SYNC_REPAIRED = "sync master repaired"  # the master sync daemon put back with the VIP
+
+# metrics ([metrics], firstboot/metrics.py): node_exporter reads the HA state the watchdog writes
+# into its textfile directory; nftables drops scrapes from anyone but the profile's scrapers
+METRICS_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+METRICS_TEXTFILE = f"{METRICS_TEXTFILE_DIR}/appliance.prom"
+NODE_EXPORTER_UNIT = "prometheus-node-exporter.service"
+APACHE_EXPORTER_UNIT = "prometheus-apache-exporter.service"
+NFTABLES_UNIT = "nftables.service"
+NFTABLES_CONF = "/etc/nftables.conf"
+NODE_EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter"
+APACHE_EXPORTER_DEFAULTS = "/etc/default/prometheus-apache-exporter"
+# the units a live change may switch on or off (`appliance apply`): [access] and [metrics]'s
+OPTIONAL_UNITS = (SSH_UNIT, NODE_EXPORTER_UNIT, APACHE_EXPORTER_UNIT, NFTABLES_UNIT)

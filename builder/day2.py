@@ -68,9 +68,12 @@ class Keys:
     def change(self, old: Cluster, new: Cluster, name: str) -> dict:
         """`appliance apply`'s input for one node: new seed data, the files, what goes."""
         files = self.files(new, name)
-        return {"data": self.data(new, new.node(name)),
+        from firstboot.configure import units_for  # which optional units (sshd, exporters) run
+        node = new.node(name)
+        return {"data": self.data(new, node),
                 "files": {p: [f.content, f.mode] for p, f in files.items()},
-                "removed": [p for p in self.files(old, name) if p not in files]}
+                "removed": [p for p in self.files(old, name) if p not in files],
+                "units": sorted(units_for(new, node) & set(contract.OPTIONAL_UNITS))}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,6 +104,7 @@ def ipv4_network(t: _Table, key: str, default: Any) -> Any:
         return None
 
 
+APACHE_EXPORTER_OFFSET = 17  # 9100 -> 9117: the two exporters' registered default ports
 QUOTES = "\"'`"  # what ldirectord.cf and keepalived.conf cannot carry in a quoted or bare value
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -352,6 +353,33 @@ class Vrrp(_Limits):
         return self.deadtime_s * 4 + 30
 
 
+def ipv4_networks(t: _Table, key: str, default: Any) -> Any:
+    """Addresses or networks ("192.168.0.50", "10.0.0.0/24"); a network with host bits is an error."""
+    out = []
+    for value in t.get(key, list, []):
+        try:
+            out.append(IPv4Network(str(value)))
+        except ValueError as e:
+            t.error(f"{value!r} is not an IPv4 address or network like 192.168.0.50 or 10.0.0.0/24 ({e})", key)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Prometheus metrics on every node (README "Monitoring"): off unless the profile asks."""
+    enabled: bool = setting(False, flag, "run node_exporter on every node (directors: its IPVS "
+                            "collector and the HA stack's state; real servers: Apache's exporter too)")
+    port: int = setting(9100, integer(1024, 65000), "node_exporter's port; Apache's exporter "
+                        f"listens on port + {APACHE_EXPORTER_OFFSET}")
+    scrapers: tuple[IPv4Network, ...] = setting(
+        (), ipv4_networks, "the Prometheus servers (addresses or networks) allowed to scrape; the "
+        "nodes drop every other source (nftables). Required when enabled")
+
+    @property
+    def apache_port(self) -> int:
+        return self.port + APACHE_EXPORTER_OFFSET
+
+
 @dataclass(frozen=True)
 class Access:
     """Operators' way in: key-only SSH as root on every node (docs: README "Day 2")."""
@@ -383,6 +411,7 @@ class Cluster:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     vrrp: Vrrp = field(default_factory=Vrrp)
     access: Access = field(default_factory=Access)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def failover(self) -> Heartbeat | Vrrp:
@@ -440,7 +469,8 @@ class Cluster:
 
 
 SECTIONS = (("", Cluster), ("network", Network), ("link", Link), ("directors/real_servers", Node),
-            ("services", Service), ("heartbeat", Heartbeat), ("vrrp", Vrrp), ("access", Access))
+            ("services", Service), ("heartbeat", Heartbeat), ("vrrp", Vrrp), ("access", Access),
+            ("metrics", Metrics))
 
 
 def _settings(cls: type, role: str | None = None) -> list[Field]:
@@ -739,6 +769,16 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     access_table = _Table(problems, "access", top.get("access", dict, {}))
     access = Access(**_read_settings(Access, access_table))
     access_table.done()
+    metrics_table = _Table(problems, "metrics", top.get("metrics", dict, {}))
+    metrics = Metrics(**_read_settings(Metrics, metrics_table))
+    metrics_table.done()
+    if metrics.enabled and not metrics.scrapers:
+        metrics_table.error("metrics are on but no scraper may read them: give your Prometheus "
+                            'server\'s address, e.g. scrapers = ["192.168.0.50"]', "scrapers")
+    taken = {s.port for s in services if s}
+    for key, port in (("port", metrics.port), ("port", metrics.apache_port)):
+        if metrics.enabled and port in taken:
+            metrics_table.error(f"{port} is a virtual service's port; choose another port for the exporters", key)
     top.done()
     _check_stack(top, scalars["stack"], data, services)
 
@@ -817,7 +857,7 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     return Cluster(name=name, domain=domain, stack=scalars["stack"], network=network, vip=vip,
                    link=link, directors=tuple(directors), real_servers=tuple(real_servers),
                    services=tuple(s for s in services if s is not None), heartbeat=heartbeat, vrrp=vrrp,
-                   access=access)
+                   access=access, metrics=metrics)
 
 
 def _check_link(problems: list[str], link: Link | None, asked: bool, directors: list[Node]) -> None:
@@ -913,6 +953,7 @@ def to_dict(cluster: Cluster) -> dict[str, Any]:
         # only the chosen stack's section: parse() rejects the other one
         **({"vrrp": table(cluster.vrrp)} if cluster.keepalived else {"heartbeat": table(cluster.heartbeat)}),
         **({"access": table(cluster.access)} if cluster.access.ssh else {}),
+        **({"metrics": table(cluster.metrics)} if cluster.metrics.enabled else {}),
     }
 
 

@@ -128,6 +128,37 @@ def access_files(cluster: Cluster, host_key: tuple[str, str] | None) -> dict[str
     return files
 
 
+NODE_EXPORTER_DEFAULTS = contract.NODE_EXPORTER_DEFAULTS
+APACHE_EXPORTER_DEFAULTS = contract.APACHE_EXPORTER_DEFAULTS
+NFTABLES_CONF = contract.NFTABLES_CONF
+
+
+def metrics_files(cluster: Cluster, node: Node) -> dict[str, File]:
+    """node_exporter (and Apache's exporter on real servers) on the profile's port, and an
+    nftables table that drops every scrape not from the profile's scrapers."""
+    m = cluster.metrics
+    if not m.enabled:
+        return {}
+    ports = [m.port] if node.is_director else [m.port, m.apache_port]
+    scrapers = ", ".join(str(n) for n in m.scrapers)
+    files = {
+        NODE_EXPORTER_DEFAULTS: File(
+            "# [metrics] of the profile (written at first boot)\n"
+            f'ARGS="--web.listen-address=:{m.port} --collector.textfile.directory={contract.METRICS_TEXTFILE_DIR}"\n'),
+        NFTABLES_CONF: File(
+            "#!/usr/sbin/nft -f\n# [metrics] of the profile: only its scrapers reach the exporters\n"
+            "table inet appliance_metrics\ndelete table inet appliance_metrics\n"
+            "table inet appliance_metrics {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n"
+            f"\t\ttcp dport {{ {', '.join(map(str, ports))} }} ip saddr != {{ {scrapers} }} drop\n"
+            f"\t\ttcp dport {{ {', '.join(map(str, ports))} }} meta nfproto ipv6 drop\n\t}}\n}}\n", 0o755),
+    }
+    if not node.is_director:
+        files[APACHE_EXPORTER_DEFAULTS] = File(
+            "# [metrics] of the profile (written at first boot): mod_status on localhost only\n"
+            f'ARGS="--scrape_uri=http://127.0.0.1/server-status/?auto --web.listen-address=:{m.apache_port}"\n')
+    return files
+
+
 def node_files(cluster: Cluster, node: Node, secret: str | None,
                host_key: tuple[str, str] | None = None) -> dict[str, File]:
     """Every file that makes an image into `node`; the secret is needed on directors only, the
@@ -149,4 +180,5 @@ def node_files(cluster: Cluster, node: Node, secret: str | None,
     else:
         files.update(realserver_files(cluster, node))
     files.update(access_files(cluster, host_key))
+    files.update(metrics_files(cluster, node))
     return dict(sorted(files.items()))

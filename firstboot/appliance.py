@@ -73,22 +73,32 @@ def reload(paths: list[str]) -> list[str]:
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
         _systemctl("reload", contract.SSH_UNIT)
         told.append("sshd")
+    for path, unit in ((contract.NFTABLES_CONF, contract.NFTABLES_UNIT),
+                       (contract.NODE_EXPORTER_DEFAULTS, contract.NODE_EXPORTER_UNIT),
+                       (contract.APACHE_EXPORTER_DEFAULTS, contract.APACHE_EXPORTER_UNIT)):
+        if path in paths and _systemctl("is-active", "--quiet", unit) == 0:
+            _systemctl("reload-or-restart", unit)  # nftables reloads its file; the exporters restart
+            told.append(unit.removesuffix(".service"))
     return told
 
 
-def _ssh_unit(files: dict[str, File], root: Path) -> str | None:
-    """sshd on where the change gives keys, off where it takes them all away."""
-    want = contract.SSHD_CONFIG in files
-    link = root / WANTS / contract.SSH_UNIT
-    if want == link.is_symlink():
-        return None
-    if want:
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(f"/lib/systemd/system/{contract.SSH_UNIT}")
-    else:
-        link.unlink()
-    _systemctl("start" if want else "stop", "--no-block", contract.SSH_UNIT)
-    return f"sshd {'started' if want else 'stopped'}"
+def _units(wanted: set[str], root: Path) -> list[str]:
+    """sshd, the exporters and their firewall on or off as the change says (enabled as first
+    boot enables them: a link; started or stopped now)."""
+    told = []
+    for unit in contract.OPTIONAL_UNITS:
+        link = root / WANTS / unit
+        want = unit in wanted
+        if want == link.is_symlink():
+            continue
+        if want:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(f"/lib/systemd/system/{unit}")
+        else:
+            link.unlink()
+        _systemctl("start" if want else "stop", "--no-block", unit)
+        told.append(f"{unit} {'started' if want else 'stopped'}")
+    return told
 
 
 def apply(change: dict, state: Path = STATE, root: Path = Path("/")) -> dict:
@@ -104,10 +114,9 @@ def apply(change: dict, state: Path = STATE, root: Path = Path("/")) -> dict:
     write_tree({p: files[p] for p in written}, root)
     for p in removed:
         (root / p.lstrip("/")).unlink()
-    told = reload(written + removed)
-    ssh = _ssh_unit(files, root)
+    told = reload(written + removed) + _units(set(change.get("units", [])), root)
     applied.write(state, current["instance"], data, "apply")
-    return {"node": data["node"], "written": written, "removed": removed, "reloaded": told + ([ssh] if ssh else [])}
+    return {"node": data["node"], "written": written, "removed": removed, "reloaded": told}
 
 
 def stage(entry: dict, state: Path = STATE) -> str:

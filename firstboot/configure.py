@@ -150,14 +150,23 @@ WANTS = Path(contract.UNIT_WANTS.lstrip("/"))
 # Units first boot enables itself (the preset leaves them off): which depends on the profile
 OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
              "keepalived.service": "/lib/systemd/system/keepalived.service",
-             contract.SSH_UNIT: f"/lib/systemd/system/{contract.SSH_UNIT}"}
+             **{u: f"/lib/systemd/system/{u}" for u in (contract.SSH_UNIT, contract.NODE_EXPORTER_UNIT,
+                                                         contract.APACHE_EXPORTER_UNIT, contract.NFTABLES_UNIT)}}
 
 
 def stack_units(seed: Seed) -> set[str]:
+    return units_for(seed.cluster, seed.node)
+
+
+def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
     """What to switch on besides the preset: keepalived on keepalived directors, ldirectord's
-    own unit where heartbeat runs it on both directors, sshd where the profile gives keys."""
-    cluster, node = seed.cluster, seed.node
+    own unit where heartbeat runs it on both directors, sshd where the profile gives keys, the
+    exporters and their firewall where it asks for metrics."""
     wanted = {contract.SSH_UNIT} if cluster.access.ssh else set()
+    if cluster.metrics.enabled:
+        wanted |= {contract.NODE_EXPORTER_UNIT, contract.NFTABLES_UNIT}
+        if not node.is_director:
+            wanted.add(contract.APACHE_EXPORTER_UNIT)
     if not node.is_director:
         return wanted
     if cluster.keepalived:
@@ -321,8 +330,8 @@ def node_facts(seed: Seed) -> dict[str, object]:
         failover = seed.cluster.failover
         node.update(stack=seed.cluster.stack, vips=[str(seed.cluster.vip)],
                     prefixlen=seed.cluster.network.prefixlen, deadtime=failover.deadtime_s,
-                    peer_address=str(seed.cluster.peer(seed.node).address),
-                    duplicate_limit=failover.duplicate_limit)
+                    peer=seed.cluster.peer(seed.node).name, peer_address=str(seed.cluster.peer(seed.node).address),
+                    duplicate_limit=failover.duplicate_limit, metrics=seed.cluster.metrics.enabled)
     return node
 
 

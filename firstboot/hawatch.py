@@ -46,7 +46,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from builder import contract as c
-from firstboot import arp
+from firstboot import arp, metrics
 
 
 @dataclass(frozen=True)
@@ -299,12 +299,17 @@ def duplicate_of(info: dict) -> tuple[list[str], str | None]:
     return held, None
 
 
-def write_health(health: dict) -> None:
-    path = Path(c.HAWATCH_HEALTH)
+def write_file(path: Path, text: str) -> None:
+    """Whole or not at all: readers (appliance status, node_exporter) never see half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(health) + "\n")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
     tmp.replace(path)
+
+
+def write_health(health: dict) -> None:
+    write_file(Path(c.HAWATCH_HEALTH), json.dumps(health) + "\n")
 
 
 def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
@@ -341,6 +346,10 @@ def watch(log: Callable[[str], None]) -> int:
     w = Watch()
     steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
     dup, sync = Duplicate(info["duplicate_limit"], steps_out), SyncFollower()
+
+    def peer_answers() -> bool:
+        return arp.other_holder(info["interface"], info["peer_address"]) is not None
+    gauges = metrics.Collector(info, run, peer_answers) if info.get("metrics") else None
     log(f"watching {unit}: {c.HAWATCH_MISSES} missed probes of {c.HAWATCH_PROBE_TIMEOUT:.0f} s restart it, "
         f"at most {c.HAWATCH_RESTARTS} times in {c.HAWATCH_WINDOW:.0f} s")
     while True:
@@ -372,6 +381,9 @@ def watch(log: Callable[[str], None]) -> int:
                 follow_sync(sync, held, log)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),
                       "restarts": len(w.restarts), "gave_up": w.gave_up, "duplicate": other})
+        if gauges:  # node_exporter's textfile collector reads it; written whole, like the health
+            sample = gauges.sample(probe.state, probe.answering, held_vips(info), len(w.restarts), other is not None)
+            write_file(Path(c.METRICS_TEXTFILE), metrics.text(sample))
         if not confirm:
             time.sleep(c.HAWATCH_INTERVAL)
 

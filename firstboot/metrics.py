@@ -11,6 +11,7 @@ rules' unit test and the docs read it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 METRICS: dict[str, tuple[str, str]] = {
     "appliance_vip_held": ("gauge", "1 when this director holds the VIP (label vip), else 0"),
@@ -68,3 +69,52 @@ def text(s: Sample) -> str:
         lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
         lines += [f"{name}{{{labels}}} {value}" if labels else f"{name} {value}" for labels, value in values[name]]
     return "\n".join(lines) + "\n"
+
+
+class Collector:
+    """What the watchdog adds to its probe for the metrics: state changes counted, and the
+    slower facts (sync daemons, connections, the peer, late heartbeats) read every EVERY
+    probes, so that a metrics-enabled director spawns no more than a process a second."""
+    EVERY = 5
+
+    def __init__(self, info: dict, run, peer_answers):
+        self.info, self.run, self.peer_answers = info, run, peer_answers
+        self.state: str | None = None
+        self.transitions = 0
+        self.tick = 0
+        self.slow: dict = {"sync": (), "connections": 0, "peer_heard": True, "late": 0}
+
+    def _late_heartbeats(self) -> int:
+        out = self.run(["journalctl", "-b", "-t", "heartbeat", "-g", "Late heartbeat", "-o", "cat", "-q"])
+        return len(out.stdout.splitlines()) if out and out.returncode in (0, 1) else self.slow["late"]
+
+    def _peer_heard(self, state: str) -> bool:
+        if self.info["stack"] == "heartbeat":
+            out = self.run(["cl_status", "nodestatus", self.info["peer"]])
+            return bool(out and out.returncode == 0 and out.stdout.strip() in ("active", "up"))
+        # keepalived: a BACKUP hears the MASTER's adverts (else it would be MASTER); a MASTER
+        # hears nothing from its backup in VRRP, so it asks the LAN for the peer's address
+        return state.startswith("BACKUP") or self.peer_answers()
+
+    def _read_slow(self, state: str) -> None:
+        daemons = self.run(["ipvsadm", "-L", "--daemon"])
+        sync = tuple(w for line in (daemons.stdout.splitlines() if daemons else [])
+                     for w in line.split()[:1] if w in ("master", "backup"))
+        try:
+            connections = max(0, len(Path("/proc/net/ip_vs_conn").read_text().splitlines()) - 1)
+        except OSError:
+            connections = 0
+        self.slow = {"sync": sync, "connections": connections, "peer_heard": self._peer_heard(state),
+                     "late": self._late_heartbeats() if self.info["stack"] == "heartbeat" else 0}
+
+    def sample(self, state: str, answering: bool, held: list[str], restarts: int, second: bool) -> Sample:
+        if self.state is not None and state != self.state:
+            self.transitions += 1
+        self.state = state
+        if self.tick % self.EVERY == 0:
+            self._read_slow(state)
+        self.tick += 1
+        return Sample(state, answering, {v: v in held for v in self.info.get("vips", [])},
+                      transitions=self.transitions, restarts=restarts, peer_heard=self.slow["peer_heard"],
+                      late_heartbeats=self.slow["late"], sync=self.slow["sync"],
+                      connections=self.slow["connections"], second_holder=second)

@@ -33,3 +33,36 @@ def test_the_alert_rules_ask_only_for_metrics_the_nodes_export():
     for alert in re.findall(r"- alert: (\w+)", rules):  # a firing and a quiet case each
         assert re.search(rf"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels", tests), alert
         assert f"alertname: {alert}, exp_alerts: []" in tests, alert
+
+
+class Out:
+    def __init__(self, stdout="", returncode=0):
+        self.stdout, self.returncode = stdout, returncode
+
+
+def test_the_collector_counts_transitions_and_reads_the_slow_facts_now_and_then():
+    asked = []
+
+    def run(argv):
+        asked.append(argv[0])
+        if argv[0] == "ipvsadm":
+            return Out("backup sync daemon (mcast=eth1, syncid=0)\n")
+        if argv[0] == "cl_status":
+            return Out("dead\n")
+        return Out("WARN: Late heartbeat: Node lvs-b: interval 3100 ms\n" * 2)
+    info = {"stack": "heartbeat", "peer": "lvs-b", "vips": ["10.1.0.100"]}
+    c = metrics.Collector(info, run, lambda: True)
+    first = c.sample("all", True, ["10.1.0.100"], 0, False)
+    assert first.vips == {"10.1.0.100": True} and first.sync == ("backup",) and not first.peer_heard
+    assert first.late_heartbeats == 2 and first.transitions == 0
+    for state in ("none", "none", "all", "all"):
+        last = c.sample(state, True, [], 1, False)
+    assert last.transitions == 2 and last.vips == {"10.1.0.100": False}
+    assert asked.count("ipvsadm") == 1  # the slow facts once in Collector.EVERY probes
+
+
+def test_a_keepalived_master_asks_the_lan_for_its_peer():
+    c = metrics.Collector({"stack": "keepalived", "vips": []}, lambda argv: Out(), lambda: False)
+    assert not c.sample("MASTER", True, [], 0, False).peer_heard
+    backup = metrics.Collector({"stack": "keepalived", "vips": []}, lambda argv: Out(), lambda: False)
+    assert backup.sample("BACKUP", True, [], 0, False).peer_heard
