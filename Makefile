@@ -8,7 +8,7 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test check unit boot boot-bookworm bookworm-images acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
+.PHONY: help test check unit alerts boot boot-bookworm bookworm-images acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -24,7 +24,7 @@ $(VENV)/.done: pyproject.toml
 
 TUNED   ?= profiles/fast-failover.toml
 
-test: unit boot boot-bookworm acceptance acceptance-redundant acceptance-keepalived  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, redundant (heartbeat) and keepalived profiles
+test: unit alerts boot boot-bookworm acceptance acceptance-redundant acceptance-keepalived  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, redundant (heartbeat) and keepalived profiles
 
 unit: $(VENV)/.done  ## fast tests, no VM
 	$(PY) -m pytest -q tests/unit
@@ -51,6 +51,10 @@ director.img webserver.img: %.img: $(IMAGE_INPUTS) | $(VENV)/.done  ## build an 
 
 test-tools: $(VENV)/.done
 	$(PY) -m builder host-setup --tests
+
+alerts: test-tools  ## the shipped alert rules, each firing and quiet (promtool test rules)
+	promtool check rules monitoring/alerts.yml
+	promtool test rules monitoring/alerts.test.yml
 
 boot: $(IMAGES) test-tools  ## boot each image with and without its seed (QEMU; TCG unless KVM works)
 	$(PYTEST) -q -s tests/boot --junitxml=test-results/boot.xml

@@ -27,7 +27,8 @@ TOOLS = {
 FILES = {"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf",
          "/usr/lib/grub/i386-pc/grub-bios-setup": "grub-pc-bin"}
 # only for the acceptance suite: the howto's "browser" and an HTTP client in the test namespace
-TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat"}  # socat: `up`'s browser forward
+TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat",  # socat: `up`'s browser forward
+              "prometheus": "prometheus", "promtool": "prometheus"}  # the lab's Prometheus, the rules' tests
 # per host release: what its own suite has too old (later releases have all of it)
 # grub: mkosi runs the host's grub-mkimage over the image's i386-pc modules; trixie's are 2.12
 FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs", "grub-common", "grub-pc-bin"}}

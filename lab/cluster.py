@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from builder import contract, day2, hostkeys, profile, remote, render, secret, seed
@@ -40,6 +40,7 @@ class Cluster:
                  netns: str = net.TEST_NETNS, progress: Callable[[str], None] | None = None):
         self.profile_path = profile_path
         self.spec = self.with_operator(profile.load(profile_path), workdir)
+        self.spec = self.with_monitoring(self.spec, self._client_address())
         self.stack = stack.for_profile(self.spec)
         self.workdir, self.accel, self.boot_timeout, self.netns = workdir, accel, boot_timeout, netns
         self.vms: dict[str, Machine] = {}
@@ -61,6 +62,16 @@ class Cluster:
             return spec
         return dataclasses.replace(spec, access=dataclasses.replace(
             spec.access, ssh_keys=(*spec.access.ssh_keys, public)))
+
+    @staticmethod
+    def with_monitoring(spec: profile.Cluster, client: IPv4Address) -> profile.Cluster:
+        """The profile with [metrics] on and the lab's client (where lab/prometheus.py runs) among
+        its scrapers: the suite watches the cluster through a real Prometheus."""
+        m = spec.metrics
+        if m.enabled and any(client in n for n in m.scrapers):
+            return spec
+        return dataclasses.replace(spec, metrics=dataclasses.replace(
+            m, enabled=True, scrapers=(*m.scrapers, IPv4Network(f"{client}/32"))))
 
     @property
     def reach(self) -> remote.Reach:

@@ -13,6 +13,7 @@ from lab import chaos, wait
 from lab.cluster import Cluster
 from lab.machine import Machine
 from lab.paths import RESULTS, ROOT
+from lab.prometheus import Prometheus
 
 _cluster: Cluster | None = None
 _passed: set[int] = set()
@@ -34,6 +35,13 @@ def cluster(accel):
         yield c
         _cluster = None
     print(f"\nacceptance suite wall time: {time.monotonic() - started:.0f}s")
+
+
+@pytest.fixture(scope="session")
+def prometheus(cluster):
+    """A real Prometheus in the lab's namespace, scraping every node with the shipped rules."""
+    with Prometheus(cluster) as p:
+        yield p
 
 
 @dataclass

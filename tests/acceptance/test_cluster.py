@@ -16,6 +16,7 @@ from builder import contract, day2, remote
 from lab import chaos, faults, wait
 from lab.cluster import BLOB_LINES
 from lab.faults import FAULTS, TRANSFERS, InFlight
+from lab.prometheus import SCRAPE
 
 pytestmark = pytest.mark.vm
 step = pytest.mark.step
@@ -122,7 +123,9 @@ def test_3_the_site_loads_in_a_browser_and_the_scheduler_shares_it_out(cluster):
 
 
 @step(4, after=(2,))
-def test_4_apache_stopped_on_one_real_server_the_others_take_its_share(cluster):
+def test_4_apache_stopped_on_one_real_server_the_others_take_its_share(cluster, prometheus):
+    """The checker quiesces it (weight 0): the others serve, and Prometheus sees the weight and
+    fires RealServerQuiesced within two scrape intervals."""
     spec, fault = cluster.spec, FAULTS["apache stop"]
     active = cluster.active_director()
     web = fault.victim(cluster)
@@ -132,6 +135,13 @@ def test_4_apache_stopped_on_one_real_server_the_others_take_its_share(cluster):
     try:
         wait.until(lambda: ipvs_weights(active, cluster).get(str(victim.address)) == 0,
                    settle_time(cluster), f"{cluster.stack.name} to quiesce {victim.name} (weight 0)")
+        _, took = prometheus.wait_for_alert("RealServerQuiesced", 4 * SCRAPE + 10, instance=active.name,
+                                            remote_address=str(victim.address))
+        weight = prometheus.value(f'node_ipvs_backend_weight{{instance="{active.name}",'
+                                  f'remote_address="{victim.address}"}}')
+        print(f"\nRealServerQuiesced ({victim.name}) fired {took:.1f} s after ipvsadm showed weight 0 "
+              f"(scrape interval {SCRAPE:g} s); Prometheus has its weight at {weight}")
+        assert weight == 0 and took <= 2 * SCRAPE + 1
         answered = cluster.vip.servers(2 * spec.round)
         assert None not in answered and set(answered) == others, answered
     finally:
@@ -157,13 +167,15 @@ def test_5_every_real_server_down_the_fallback_page_is_served(cluster):
 
 
 @step(6)
-def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carry_on(cluster, story):
+def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carry_on(cluster, story, prometheus):
     """Downloads in flight through the VIP survive the takeover: the standby already holds
     their connections (IPVS sync), so the packets after it go on to the same real server."""
     hb, fault = cluster.spec.failover, FAULTS["director crash"]
     active = fault.victim(cluster)
     standby = cluster.standby_of(active)
     downloads = InFlight(cluster, fault.transfers)
+    moves = f'appliance_ha_transitions_total{{instance="{standby.name}"}}'
+    moved_before = prometheus.value(moves)
     entries = downloads.synced(standby)
     print(f"\n{standby.name} before the crash (synchronised from {active.name}):\n  " + "\n  ".join(entries))
     before = downloads.in_flight()
@@ -181,6 +193,9 @@ def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carr
         standby.succeed(evidence)
     standby.wait_until_succeeds(cluster.stack.balancing_command(), 60)
     assert cluster.stack.sync_running(standby, "master")
+    moved = wait.until(lambda: (v := prometheus.value(moves)) is not None and moved_before is not None
+                       and v > moved_before and v, 6 * SCRAPE + 10, "the survivor's transition counter to move")
+    print(f"  Prometheus: {moves} {moved_before:.0f} -> {moved:.0f}")
     cluster.wait_all_serving(settle_time(cluster) * 2)
 
 
@@ -307,7 +322,7 @@ def test_11_active_lan_cable_pulled_ipfail_moves_the_vip(cluster):
 
 
 @step(12)
-def test_12_true_partition_heals_to_one_vip_holder(cluster):
+def test_12_true_partition_heals_to_one_vip_holder(cluster, prometheus):
     """Every cable of the standby cut past the verdict, then back. Where the cut-off director
     steps out (keepalived: FAULT without carrier; heartbeat with ping nodes and the fast
     takeover: vip-takeover's step-out), the client is served throughout and the active keeps
@@ -321,20 +336,25 @@ def test_12_true_partition_heals_to_one_vip_holder(cluster):
         load = pool.submit(requests_until, cluster, done, limit + 60)
         try:
             fault.inject(standby)  # every cable: LAN and link
+            cut = time.monotonic()
             try:
-                time.sleep(hb.past_verdict)  # both sides believe they are alone
+                _, fired = prometheus.wait_for_alert("PeerDirectorNotHeard", hb.past_verdict + 30,
+                                                         instance=active.name)
+                time.sleep(max(0.0, hb.past_verdict - (time.monotonic() - cut)))  # both believe they are alone
             finally:
                 fault.undo(cluster, standby)
             healed = time.monotonic()
             cluster.wait_settled(limit, steady)
             took = time.monotonic() - healed - steady
+            cleared = prometheus.wait_for_quiet("PeerDirectorNotHeard", 60)
         finally:
             done.set()
         results = load.result()
     failed = [r.status for r in results if not r.ok]
     print(f"\npartition of {standby.name} healed: one VIP holder ({one_holder(cluster).name}) and "
           f"every real server answering {took:.0f}s after the cables returned (and {steady}s steady "
-          f"since); {len(failed)} of {len(results)} requests failed")
+          f"since); {len(failed)} of {len(results)} requests failed; PeerDirectorNotHeard fired on "
+          f"{active.name} {fired:.1f} s into the cut, cleared {cleared:.1f} s after the settled pair")
     if cluster.stack.cut_off_steps_out:
         assert not failed, failed
         assert one_holder(cluster) is active
