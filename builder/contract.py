@@ -92,5 +92,8 @@ NFTABLES_UNIT = "nftables.service"
 NFTABLES_CONF = "/etc/nftables.conf"
 NODE_EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter"
 APACHE_EXPORTER_DEFAULTS = "/etc/default/prometheus-apache-exporter"
-# the units a live change may switch on or off (`appliance apply`): [access] and [metrics]'s
-OPTIONAL_UNITS = (SSH_UNIT, NODE_EXPORTER_UNIT, APACHE_EXPORTER_UNIT, NFTABLES_UNIT)
+# logs off the box ([logging] remote): journald's own uploader, to a systemd-journal-remote
+JOURNAL_UPLOAD_UNIT = "systemd-journal-upload.service"
+JOURNAL_UPLOAD_CONF = "/etc/systemd/journal-upload.conf.d/10-appliance.conf"
+# the units a live change may switch on or off (`appliance apply`): [access], [metrics], [logging]'s
+OPTIONAL_UNITS = (SSH_UNIT, NODE_EXPORTER_UNIT, APACHE_EXPORTER_UNIT, NFTABLES_UNIT, JOURNAL_UPLOAD_UNIT)

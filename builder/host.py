@@ -28,7 +28,8 @@ FILES = {"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf",
          "/usr/lib/grub/i386-pc/grub-bios-setup": "grub-pc-bin"}
 # only for the acceptance suite: the howto's "browser" and an HTTP client in the test namespace
 TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat",  # socat: `up`'s browser forward
-              "prometheus": "prometheus", "promtool": "prometheus"}  # the lab's Prometheus, the rules' tests
+              "prometheus": "prometheus", "promtool": "prometheus",  # the lab's Prometheus, the rules' tests
+              "/lib/systemd/systemd-journal-remote": "systemd-journal-remote"}  # the lab's log receiver
 # per host release: what its own suite has too old (later releases have all of it)
 # grub: mkosi runs the host's grub-mkimage over the image's i386-pc modules; trixie's are 2.12
 FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs", "grub-common", "grub-pc-bin"}}

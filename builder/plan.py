@@ -55,7 +55,7 @@ def flatten(c: Cluster) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in _table(c).items():
         out[k] = v
-    for section in ("network", "heartbeat", "vrrp", "access", "metrics"):
+    for section in ("network", "heartbeat", "vrrp", "access", "metrics", "logging"):
         for k, v in _table(getattr(c, section)).items():
             if section != "access" or k == "ssh_keys":
                 out[f"{section}.{k}"] = v
@@ -84,7 +84,7 @@ def _classify(key: str, old: Any, new: Any) -> tuple[bool, str]:
         return False, "a real server's NIC is its seed's"
     if parts[0] == "services":
         return (True, "") if len(parts) == 2 or parts[2] in LIVE_SERVICE_KEYS else (False, "")
-    if key == "access.ssh_keys" or parts[0] == "metrics":  # files and a reload or (re)start
+    if key == "access.ssh_keys" or parts[0] in ("metrics", "logging"):  # files and a reload or (re)start
         return True, ""
     return False, WHY.get(parts[0], "set at first boot")
 

@@ -380,6 +380,26 @@ class Metrics:
         return self.port + APACHE_EXPORTER_OFFSET
 
 
+def host_port(t: _Table, key: str, default: Any) -> Any:
+    """"host:port" (an IPv4 address or a DNS name), or None."""
+    value = t.get(key, str, default)
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or not all(
+            HOSTNAME_RE.match(p) for p in host.split(".")):
+        t.error(f"{value!r} is not host:port, e.g. \"192.168.0.50:19532\"", key)
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Logging:
+    """Logs off the box: every node's journal, sent as it is written (README "Monitoring")."""
+    remote: str | None = setting(None, host_port, "host:port of a systemd-journal-remote receiver "
+                                 "(HTTP); every node uploads its journal there (systemd-journal-upload)")
+
+
 @dataclass(frozen=True)
 class Access:
     """Operators' way in: key-only SSH as root on every node (docs: README "Day 2")."""
@@ -412,6 +432,7 @@ class Cluster:
     vrrp: Vrrp = field(default_factory=Vrrp)
     access: Access = field(default_factory=Access)
     metrics: Metrics = field(default_factory=Metrics)
+    logging: Logging = field(default_factory=Logging)
 
     @property
     def failover(self) -> Heartbeat | Vrrp:
@@ -470,7 +491,7 @@ class Cluster:
 
 SECTIONS = (("", Cluster), ("network", Network), ("link", Link), ("directors/real_servers", Node),
             ("services", Service), ("heartbeat", Heartbeat), ("vrrp", Vrrp), ("access", Access),
-            ("metrics", Metrics))
+            ("metrics", Metrics), ("logging", Logging))
 
 
 def _settings(cls: type, role: str | None = None) -> list[Field]:
@@ -772,6 +793,9 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     metrics_table = _Table(problems, "metrics", top.get("metrics", dict, {}))
     metrics = Metrics(**_read_settings(Metrics, metrics_table))
     metrics_table.done()
+    logging_table = _Table(problems, "logging", top.get("logging", dict, {}))
+    logs = Logging(**_read_settings(Logging, logging_table))
+    logging_table.done()
     if metrics.enabled and not metrics.scrapers:
         metrics_table.error("metrics are on but no scraper may read them: give your Prometheus "
                             'server\'s address, e.g. scrapers = ["192.168.0.50"]', "scrapers")
@@ -857,7 +881,7 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     return Cluster(name=name, domain=domain, stack=scalars["stack"], network=network, vip=vip,
                    link=link, directors=tuple(directors), real_servers=tuple(real_servers),
                    services=tuple(s for s in services if s is not None), heartbeat=heartbeat, vrrp=vrrp,
-                   access=access, metrics=metrics)
+                   access=access, metrics=metrics, logging=logs)
 
 
 def _check_link(problems: list[str], link: Link | None, asked: bool, directors: list[Node]) -> None:
@@ -954,6 +978,7 @@ def to_dict(cluster: Cluster) -> dict[str, Any]:
         **({"vrrp": table(cluster.vrrp)} if cluster.keepalived else {"heartbeat": table(cluster.heartbeat)}),
         **({"access": table(cluster.access)} if cluster.access.ssh else {}),
         **({"metrics": table(cluster.metrics)} if cluster.metrics.enabled else {}),
+        **({"logging": table(cluster.logging)} if cluster.logging.remote else {}),
     }
 
 

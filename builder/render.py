@@ -159,6 +159,14 @@ def metrics_files(cluster: Cluster, node: Node) -> dict[str, File]:
     return files
 
 
+def logging_files(cluster: Cluster) -> dict[str, File]:
+    """systemd-journal-upload's target: the profile's receiver (plain HTTP, inside the LAN)."""
+    if not cluster.logging.remote:
+        return {}
+    return {contract.JOURNAL_UPLOAD_CONF: File(
+        f"# [logging] remote of the profile (written at first boot)\n[Upload]\nURL=http://{cluster.logging.remote}\n")}
+
+
 def node_files(cluster: Cluster, node: Node, secret: str | None,
                host_key: tuple[str, str] | None = None) -> dict[str, File]:
     """Every file that makes an image into `node`; the secret is needed on directors only, the
@@ -181,4 +189,5 @@ def node_files(cluster: Cluster, node: Node, secret: str | None,
         files.update(realserver_files(cluster, node))
     files.update(access_files(cluster, host_key))
     files.update(metrics_files(cluster, node))
+    files.update(logging_files(cluster))
     return dict(sorted(files.items()))

@@ -75,7 +75,8 @@ def reload(paths: list[str]) -> list[str]:
         told.append("sshd")
     for path, unit in ((contract.NFTABLES_CONF, contract.NFTABLES_UNIT),
                        (contract.NODE_EXPORTER_DEFAULTS, contract.NODE_EXPORTER_UNIT),
-                       (contract.APACHE_EXPORTER_DEFAULTS, contract.APACHE_EXPORTER_UNIT)):
+                       (contract.APACHE_EXPORTER_DEFAULTS, contract.APACHE_EXPORTER_UNIT),
+                       (contract.JOURNAL_UPLOAD_CONF, contract.JOURNAL_UPLOAD_UNIT)):
         if path in paths and _systemctl("is-active", "--quiet", unit) == 0:
             _systemctl("reload-or-restart", unit)  # nftables reloads its file; the exporters restart
             told.append(unit.removesuffix(".service"))

@@ -150,8 +150,7 @@ WANTS = Path(contract.UNIT_WANTS.lstrip("/"))
 # Units first boot enables itself (the preset leaves them off): which depends on the profile
 OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
              "keepalived.service": "/lib/systemd/system/keepalived.service",
-             **{u: f"/lib/systemd/system/{u}" for u in (contract.SSH_UNIT, contract.NODE_EXPORTER_UNIT,
-                                                         contract.APACHE_EXPORTER_UNIT, contract.NFTABLES_UNIT)}}
+             **{u: f"/lib/systemd/system/{u}" for u in contract.OPTIONAL_UNITS}}
 
 
 def stack_units(seed: Seed) -> set[str]:
@@ -163,6 +162,8 @@ def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
     own unit where heartbeat runs it on both directors, sshd where the profile gives keys, the
     exporters and their firewall where it asks for metrics."""
     wanted = {contract.SSH_UNIT} if cluster.access.ssh else set()
+    if cluster.logging.remote:
+        wanted.add(contract.JOURNAL_UPLOAD_UNIT)
     if cluster.metrics.enabled:
         wanted |= {contract.NODE_EXPORTER_UNIT, contract.NFTABLES_UNIT}
         if not node.is_director:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from builder import contract, day2, hostkeys, profile, remote, render, secret, seed
 from builder.run import run
-from lab import net, paths, stack, wait
+from lab import logs, net, paths, stack, wait
 from lab.client import Client
 from lab.machine import Machine, Nic
 
@@ -66,12 +66,15 @@ class Cluster:
     @staticmethod
     def with_monitoring(spec: profile.Cluster, client: IPv4Address) -> profile.Cluster:
         """The profile with [metrics] on and the lab's client (where lab/prometheus.py runs) among
-        its scrapers: the suite watches the cluster through a real Prometheus."""
+        its scrapers, and [logging] to the lab's receiver: the suite watches the cluster as an
+        operator's monitoring would."""
         m = spec.metrics
-        if m.enabled and any(client in n for n in m.scrapers):
-            return spec
-        return dataclasses.replace(spec, metrics=dataclasses.replace(
-            m, enabled=True, scrapers=(*m.scrapers, IPv4Network(f"{client}/32"))))
+        if not (m.enabled and any(client in n for n in m.scrapers)):
+            spec = dataclasses.replace(spec, metrics=dataclasses.replace(
+                m, enabled=True, scrapers=(*m.scrapers, IPv4Network(f"{client}/32"))))
+        if not spec.logging.remote:  # lab/logs.py receives every node's journal
+            spec = dataclasses.replace(spec, logging=profile.Logging(f"{client}:{logs.PORT}"))
+        return spec
 
     @property
     def reach(self) -> remote.Reach:

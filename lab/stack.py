@@ -103,6 +103,10 @@ class Stack:
         """A guest command that succeeds when new's journal shows it took over from dead."""
         raise NotImplementedError
 
+    def takeover_line(self, dead: Machine) -> str:
+        """A journal line (journalctl -g) the new active writes when it takes over from dead."""
+        raise NotImplementedError
+
     def log_signs(self) -> dict[str, str]:
         """Journal patterns (grep -E) a soak counts: how close the stack came to a false failover."""
         raise NotImplementedError
@@ -180,6 +184,9 @@ class Heartbeat(Stack):
             return f"journalctl -b -t vip-takeover | grep -q '{dead.name} is dead: added'"
         return None
 
+    def takeover_line(self, dead: Machine) -> str:
+        return f"node {dead.name}: is dead"
+
     def log_signs(self) -> dict[str, str]:
         return {"late heartbeats": "[Ll]ate heartbeat", "dead verdicts": "is dead",
                 "restarts": "Heartbeat restart|Starting heartbeat"}
@@ -239,6 +246,9 @@ class Keepalived(Stack):
 
     def takeover_evidence(self, new: Machine, dead: Machine) -> str | None:
         return "journalctl -b -u keepalived -o cat | grep -q 'Entering MASTER STATE'"
+
+    def takeover_line(self, dead: Machine) -> str:
+        return "Entering MASTER STATE"
 
     def log_signs(self) -> dict[str, str]:
         return {"MASTER transitions": "Entering MASTER STATE", "faults": "Entering FAULT STATE",

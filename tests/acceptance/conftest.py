@@ -13,6 +13,7 @@ from lab import chaos, wait
 from lab.cluster import Cluster
 from lab.machine import Machine
 from lab.paths import RESULTS, ROOT
+from lab.logs import JournalReceiver
 from lab.prometheus import Prometheus
 
 _cluster: Cluster | None = None
@@ -42,6 +43,13 @@ def prometheus(cluster):
     """A real Prometheus in the lab's namespace, scraping every node with the shipped rules."""
     with Prometheus(cluster) as p:
         yield p
+
+
+@pytest.fixture(scope="session")
+def journals(cluster):
+    """The lab's log receiver: every node's journal arrives there ([logging] remote)."""
+    with JournalReceiver(cluster) as r:
+        yield r
 
 
 @dataclass

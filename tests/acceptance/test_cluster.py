@@ -167,7 +167,8 @@ def test_5_every_real_server_down_the_fallback_page_is_served(cluster):
 
 
 @step(6)
-def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carry_on(cluster, story, prometheus):
+def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carry_on(cluster, story, prometheus,
+                                                                                   journals):
     """Downloads in flight through the VIP survive the takeover: the standby already holds
     their connections (IPVS sync), so the packets after it go on to the same real server."""
     hb, fault = cluster.spec.failover, FAULTS["director crash"]
@@ -196,6 +197,8 @@ def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carr
     moved = wait.until(lambda: (v := prometheus.value(moves)) is not None and moved_before is not None
                        and v > moved_before and v, 6 * SCRAPE + 10, "the survivor's transition counter to move")
     print(f"  Prometheus: {moves} {moved_before:.0f} -> {moved:.0f}")
+    lines, took = journals.wait_for(standby.name, cluster.stack.takeover_line(active), 60)
+    print(f"  the lab's log receiver has {standby.name}'s takeover ({took:.1f} s later): {lines[-1]}")
     cluster.wait_all_serving(settle_time(cluster) * 2)
 
 
