@@ -11,9 +11,9 @@ import pytest
 
 from lab import chaos, wait
 from lab.cluster import Cluster
+from lab.logs import JournalReceiver
 from lab.machine import Machine
 from lab.paths import RESULTS, ROOT
-from lab.logs import JournalReceiver
 from lab.prometheus import Prometheus
 
 _cluster: Cluster | None = None
