@@ -42,7 +42,8 @@ class Prometheus:
     def __init__(self, cluster):
         self.cluster = cluster
         self.dir = cluster.workdir / "prometheus"
-        self.url = f"http://{cluster.segment.client_address}:{PORT}"
+        self.address: str = cluster.segment.client_address  # inside the lab's namespace
+        self.url = f"http://{self.address}:{PORT}"
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Prometheus:
@@ -55,7 +56,7 @@ class Prometheus:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.cluster.netns, "prometheus",
              f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address={self.cluster.segment.client_address}:{PORT}"],
+             f"--web.listen-address={self.address}:{PORT}"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait.until(self._ready, 60, "Prometheus to answer")
         return self

@@ -27,9 +27,10 @@ from pathlib import Path
 from builder import contract, remote
 from builder.errors import LabError
 from lab import accel as accel_probe
-from lab import net
+from lab import net, prometheus
 from lab.cluster import Cluster
 from lab.paths import ROOT
+from lab.prometheus import Prometheus
 
 STATE_DIR = ROOT / "build" / "up"
 STATE = STATE_DIR / "state.json"
@@ -62,6 +63,7 @@ def up(profile_path: Path, port: int, boot_timeout: float = contract.BOOT_TIMEOU
                       f"pid {state.get('pid', '?')}): stop it with `python -m lab down` "
                       "(or Ctrl-C where it runs) first") from None
     _check_port(port)
+    _check_port(port + 1)  # the lab's Prometheus
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
     started = time.monotonic()
@@ -73,14 +75,19 @@ def up(profile_path: Path, port: int, boot_timeout: float = contract.BOOT_TIMEOU
           flush=True)
     cluster = Cluster(profile_path, STATE_DIR / profile_path.stem, accel, boot_timeout,
                       netns=net.UP_NETNS, progress=lambda line: print(f"  {line}", flush=True))
-    forward = None
+    forwards: list[subprocess.Popen] = []
+
+    def forward(local: int, address: str, remote: int) -> None:
+        """127.0.0.1:local -> address:remote inside the lab's namespace (127.0.0.1 only)."""
+        forwards.append(subprocess.Popen(
+            ["socat", f"TCP-LISTEN:{local},bind=127.0.0.1,reuseaddr,fork",
+             f"EXEC:ip netns exec {net.UP_NETNS} socat STDIO TCP\\:{address}\\:{remote}"],
+            start_new_session=True))
     try:
-        with cluster:
+        with cluster, Prometheus(cluster) as prom:
             s = cluster.spec.web_service
-            forward = subprocess.Popen(
-                ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-                 f"EXEC:ip netns exec {net.UP_NETNS} socat STDIO TCP\\:{cluster.spec.vip}\\:{s.port}"],
-                start_new_session=True)
+            forward(port, str(cluster.spec.vip), s.port)
+            forward(port + 1, prom.address, prometheus.PORT)
             stop = _stop_requested()
             print(f"\n{cluster.spec.name}: {len(cluster.vms)} machines ready in "
                   f"{time.monotonic() - started:.0f} s", flush=True)
@@ -88,20 +95,24 @@ def up(profile_path: Path, port: int, boot_timeout: float = contract.BOOT_TIMEOU
                 print(f"  {name:12} console log {vm.console_log}")
             print(f"\nopen http://127.0.0.1:{port}/ in your browser (the VIP {cluster.spec.vip}:{s.port}, "
                   "forwarded on 127.0.0.1 only)")
+            print(f"the lab's Prometheus, with the shipped alert rules: http://127.0.0.1:{port + 1}/alerts "
+                  f"(its data: {prom.dir})")
             print("from another shell: python -m lab --help   (status, console, crash, block, systemctl...)")
             login = remote.ssh_argv(cluster.spec.directors[0], cluster.reach, "appliance status")
             print(f"log in as an operator (the lab's key; host keys verified):\n  {shlex.join(login)}")
             print("Ctrl-C or `python -m lab down` stops every machine and removes the lab network",
                   flush=True)
             while not stop.is_set():
-                if forward.poll() is not None:
-                    raise UpError(f"the browser forward (socat) exited with {forward.returncode}")
+                for f in forwards:
+                    if f.poll() is not None:
+                        raise UpError(f"a browser forward (socat) exited with {f.returncode}")
                 stop.wait(1)
             print("\nstopping the cluster...", flush=True)
     finally:
-        if forward and forward.poll() is None:
-            os.killpg(forward.pid, signal.SIGTERM)
-            forward.wait(5)
+        for f in forwards:
+            if f.poll() is None:
+                os.killpg(f.pid, signal.SIGTERM)
+            f.wait(5)
         STATE.unlink(missing_ok=True)
         lock.close()
     print("down: every machine stopped, lab network removed")
