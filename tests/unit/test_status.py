@@ -38,3 +38,28 @@ def test_the_report_puts_a_hang_and_a_second_holder_in_plain_words():
     assert "holds: 172.20.40.100  (ALSO HELD BY 52:54:00:28:0c:02)" in text
     assert "172.20.40.22:80     quiesced" in text and "weight 3" in text
     assert "sync daemons: master; 17 connections in IPVS" in text
+
+
+PROC_IP_VS = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port Forward Weight ActiveConn InActConn
+TCP  AC142864:0050 wrr
+  -> AC142815:0050      Route   3      4          11
+  -> 7F000001:0050      Local   0      0          0
+"""
+
+
+def test_the_kernels_own_table_reads_as_ipvsadm_does():
+    [web] = status.parse_ipvs(status.from_proc(PROC_IP_VS))
+    assert (web.vip, web.port, web.scheduler) == ("172.20.40.100", 80, "wrr")
+    assert web.real_servers[0] == status.RealServer("172.20.40.21", 80, 3, 4, 11)
+    assert web.real_servers[1].address == "127.0.0.1"
+
+
+def test_sync_daemons_are_found_by_their_kernel_threads(tmp_path):
+    for pid, name in ((1, "systemd"), (77, "ipvs-b:0:0"), (78, "ipvs-m:0:0")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(name + "\n")
+    assert status.sync_threads(tmp_path) == ["master", "backup"]
+    (tmp_path / "78" / "comm").write_text("kworker/0:1\n")
+    assert status.sync_threads(tmp_path) == ["backup"]
