@@ -87,6 +87,11 @@ HAWATCH_SYNC_REPAIRED = "sync master repaired"  # the master sync daemon put bac
 METRICS_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 METRICS_TEXTFILE = f"{METRICS_TEXTFILE_DIR}/appliance.prom"
 NODE_EXPORTER_UNIT = "prometheus-node-exporter.service"
+# node_exporter's collectors on an appliance: the shipped rules' (ipvs, textfile: the HA state,
+# filesystem) and a machine's basics. Its ~40 defaults took 3 s a scrape under TCG, longer than
+# the lab's interval: scrapes piled up and starved the guest (`ls` took 1.5 s)
+NODE_EXPORTER_COLLECTORS = ("ipvs", "textfile", "filesystem", "cpu", "meminfo", "loadavg", "netdev",
+                            "diskstats", "time", "uname")
 APACHE_EXPORTER_UNIT = "prometheus-apache-exporter.service"
 NFTABLES_UNIT = "nftables.service"
 NFTABLES_CONF = "/etc/nftables.conf"

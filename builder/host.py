@@ -31,8 +31,10 @@ TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat",  # socat
               "prometheus": "prometheus", "promtool": "prometheus",  # the lab's Prometheus, the rules' tests
               "/lib/systemd/systemd-journal-remote": "systemd-journal-remote"}  # the lab's log receiver
 # per host release: what its own suite has too old (later releases have all of it)
-# grub: mkosi runs the host's grub-mkimage over the image's i386-pc modules; trixie's are 2.12
-FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs", "grub-common", "grub-pc-bin"}}
+# grub: mkosi runs the host's grub-mkimage over the image's i386-pc modules; trixie's are 2.12;
+# systemd-journal-remote: it must match the libsystemd-shared that backports' systemd-boot brought
+FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs", "grub-common", "grub-pc-bin",
+                               "systemd-journal-remote"}}
 # installed but too old counts as missing
 MINIMUM = {"mkosi": "24", "e2fsprogs": "1.47.1", "grub-common": "2.12", "grub-pc-bin": "2.12"}
 BACKPORTS_FILE = Path("/etc/apt/sources.list.d/backports.sources")
@@ -109,6 +111,9 @@ def ensure(tests: bool = False) -> list[str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in cmds:
         run(cmd, capture=False, env=env)
+    if "prometheus" in pkgs and Path("/run/systemd/system").is_dir():
+        # Debian starts the package's own server on *:9090; the lab runs its own, in its namespace
+        run(["systemctl", "disable", "--now", "prometheus.service"], capture=False)
     still = missing(tests)
     if still:
         raise HostError(f"still missing after installing: {', '.join(still)}")

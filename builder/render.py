@@ -144,7 +144,11 @@ def metrics_files(cluster: Cluster, node: Node) -> dict[str, File]:
     files = {
         NODE_EXPORTER_DEFAULTS: File(
             "# [metrics] of the profile (written at first boot)\n"
-            f'ARGS="--web.listen-address=:{m.port} --collector.textfile.directory={contract.METRICS_TEXTFILE_DIR}"\n'),
+            # one scrape at a time (a second is refused, not queued), no Go runtime metrics
+            f'ARGS="--web.listen-address=:{m.port} --web.max-requests=1 --web.disable-exporter-metrics '
+            "--collector.disable-defaults "
+            + " ".join(f"--collector.{name}" for name in contract.NODE_EXPORTER_COLLECTORS)
+            + f' --collector.textfile.directory={contract.METRICS_TEXTFILE_DIR}"\n'),
         NFTABLES_CONF: File(
             "#!/usr/sbin/nft -f\n# [metrics] of the profile: only its scrapers reach the exporters\n"
             "table inet appliance_metrics\ndelete table inet appliance_metrics\n"

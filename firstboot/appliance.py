@@ -9,10 +9,11 @@
 `apply` takes what `builder apply` rendered and checked (builder/day2.py: the same rendering as
 first boot, refused there if it cannot change live), writes only the files that differ, each
 atomically, and tells the daemons that read them: ldirectord (SIGHUP: it keeps the IPVS entries
-and their connections while it adds, re-weights and removes real servers), keepalived
-(`systemctl reload`), sshd. It stores the new seed data (applied.json), so a reboot keeps it even
-with the old seed still attached (firstboot/configure.py). Only `stage` imports the profile
-code: the rest must answer in a second or two under TCG.
+and their connections while it adds, re-weights and removes real servers), keepalived (the
+master reloads, a backup restarts: see reload()), sshd. It stores the new seed data
+(applied.json), so a reboot keeps it even with the old seed still attached
+(firstboot/configure.py). Only `stage` imports the profile code: the rest must answer in a
+second or two under TCG.
 """
 from __future__ import annotations
 
@@ -68,8 +69,13 @@ def reload(paths: list[str]) -> list[str]:
     if contract.LDIRECTORD_CF in paths and _hup(contract.LDIRECTORD_PID):
         told.append("ldirectord")
     if contract.KEEPALIVED_CONF in paths and _systemctl("is-active", "--quiet", "keepalived.service") == 0:
-        _systemctl("reload", "keepalived.service")
-        told.append("keepalived")
+        # The master reloads: it keeps its state and sends adverts at once (a restart would hand
+        # the VIP over). A backup restarts: it starts as BACKUP and hears the master long before
+        # its down timer; a reload kept the old timer across a re-read slow under TCG, and the
+        # backup claimed the VIP for a moment (suite step 15, resetting downloads in flight).
+        how = "reload" if hawatch.held_vips(hawatch.node()) else "restart"
+        _systemctl(how, "keepalived.service")
+        told.append(f"keepalived ({how})")
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
         _systemctl("reload", contract.SSH_UNIT)
         told.append("sshd")

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from builder import contract as c
 from firstboot import arp, metrics
+from firstboot.status import sync_threads
 
 
 @dataclass(frozen=True)
@@ -210,19 +211,8 @@ class SyncFollower:
         return "start" if held else "stop"
 
 
-def sync_master_running() -> bool | None:
-    """Whether the kernel runs a master sync daemon (None: ipvsadm did not answer)."""
-    out = run(["ipvsadm", "-L", "--daemon"])
-    if out is None or out.returncode != 0:
-        return None
-    return any(line.startswith("master sync daemon") for line in out.stdout.splitlines())
-
-
 def follow_sync(sync: SyncFollower, held: list[str], log: Callable[[str], None]) -> None:
-    running = sync_master_running()
-    if running is None:
-        return
-    action = sync.observe(bool(held), running, time.monotonic())
+    action = sync.observe(bool(held), "master" in sync_threads(), time.monotonic())
     if action in ("start", "stop"):
         done = run([c.SYNC_SCRIPT, "master", action], timeout=15)
         ok = done is not None and done.returncode == 0

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firstboot.status import sync_threads
+
 METRICS: dict[str, tuple[str, str]] = {
     "appliance_vip_held": ("gauge", "1 when this director holds the VIP (label vip), else 0"),
     "appliance_ha_state": ("gauge", "1 for the stack's state as the watchdog last read it (label "
@@ -97,9 +99,7 @@ class Collector:
         return state.startswith("BACKUP") or self.peer_answers()
 
     def _read_slow(self, state: str) -> None:
-        daemons = self.run(["ipvsadm", "-L", "--daemon"])
-        sync = tuple(w for line in (daemons.stdout.splitlines() if daemons else [])
-                     for w in line.split()[:1] if w in ("master", "backup"))
+        sync = tuple(sync_threads())
         try:
             connections = max(0, len(Path("/proc/net/ip_vs_conn").read_text().splitlines()) - 1)
         except OSError:

@@ -441,10 +441,6 @@ def test_15_live_changes_over_ssh_under_load_drop_nothing(cluster):
     spec = cluster.spec
     if not spec.link:  # ~5 min a run: make test runs it on redundant.toml
         pytest.skip("runs on profiles with a dedicated link (one per stack in make test)")
-    if spec.keepalived:  # issue 24 stays open for this (session 14's note has the evidence)
-        pytest.skip("known bug: `systemctl reload keepalived` on the BACKUP let it claim the VIP "
-                    "for a moment with 100 ms adverts, resetting downloads in flight; reloading "
-                    "only the checker process did not add the new real server")
     started = time.monotonic()
     table = remote.cluster_table(spec, remote.statuses(spec, cluster.reach))
     asked = time.monotonic() - started

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import day2, plan, profile, seed
+from builder import contract, day2, plan, profile, seed
 from builder.remote import Reach
 from firstboot import appliance, configure
 from tests.conftest import ROOT
@@ -192,3 +192,14 @@ def test_apply_reboot_stages_each_node_and_waits_for_it_standby_director_first(w
     assert said == ["lvs-b", "lvs-a", "app1", "app2", "app3"]
     files = seed.seed_files(moved, moved.node("app2"), KEY)
     assert staged["app2"] == seed.instance_of(files) != seed.instance_of(seed.seed_files(web3, web3.node("app2"), KEY))
+
+
+@pytest.mark.parametrize("held, how", [(["172.20.40.100"], "reload"), ([], "restart")])
+def test_keepalived_reloads_on_the_master_and_restarts_on_a_backup(monkeypatch, held, how):
+    """A backup's reload kept its down timer across a slow re-read and claimed the VIP (step 15)."""
+    told = []
+    monkeypatch.setattr(appliance, "_systemctl", lambda *args: told.append(args) or 0)
+    monkeypatch.setattr(appliance.hawatch, "node", lambda: {"interface": "eth0", "vips": ["172.20.40.100"]})
+    monkeypatch.setattr(appliance.hawatch, "held_vips", lambda info: held)
+    assert appliance.reload([contract.KEEPALIVED_CONF]) == [f"keepalived ({how})"]
+    assert (how, "keepalived.service") in told

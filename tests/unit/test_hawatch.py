@@ -141,18 +141,14 @@ def test_the_master_sync_daemon_follows_the_vip_once_a_mismatch_outlasts_a_trans
 
 
 def test_a_repair_runs_the_sync_script_and_says_so(monkeypatch):
-    ran, said = [], []
-    listing = "master sync daemon (mcast=eth0, syncid=51)\nbackup sync daemon (mcast=eth0, syncid=51)\n"
-
-    def run(argv, timeout=0):
-        ran.append(argv)
-        out = listing if argv[:2] == ["ipvsadm", "-L"] else ""
-        return hawatch.subprocess.CompletedProcess(argv, 0, out, "")
-    monkeypatch.setattr(hawatch, "run", run)
+    ran, said, threads = [], [], ["master", "backup"]
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv) or
+                        hawatch.subprocess.CompletedProcess(argv, 0, "", ""))
+    monkeypatch.setattr(hawatch, "sync_threads", lambda: threads)
     f = hawatch.SyncFollower(after=0)
     hawatch.follow_sync(f, ["192.168.6.240"], said.append)
-    assert said == [] and ran[-1][0] == "ipvsadm"             # held, and the master runs
-    listing = "backup sync daemon (mcast=eth0, syncid=51)\n"
+    assert said == [] and ran == []                           # held, and the master runs
+    threads = ["backup"]
     hawatch.follow_sync(f, ["192.168.6.240"], said.append)   # held, none runs: after=0 repairs at once
-    assert ran[-1] == [c.SYNC_SCRIPT, "master", "start"]
+    assert ran == [[c.SYNC_SCRIPT, "master", "start"]]
     assert len(said) == 1 and said[0].startswith(c.HAWATCH_SYNC_REPAIRED) and "192.168.6.240" in said[0]
