@@ -41,7 +41,8 @@ STAGED = ["builder/__init__.py", "builder/profile.py", "builder/render.py", "bui
           "builder/run.py", "builder/contract.py", "builder/errors.py", "builder/sshkeys.py",
           "builder/templates", "firstboot/__init__.py",
           "firstboot/configure.py", "firstboot/ready.py", "firstboot/hawatch.py", "firstboot/arp.py",
-          "builder/files.py", "firstboot/state.py", "firstboot/status.py", "firstboot/appliance.py"]
+          "builder/files.py", "firstboot/state.py", "firstboot/status.py", "firstboot/appliance.py",
+          "firstboot/metrics.py"]
 UNITS = ["firstboot/appliance-firstboot.service", "firstboot/appliance-ready.service"]
 
 

@@ -83,6 +83,14 @@ def test_1_exactly_one_director_is_active(cluster):
     # enabled by first boot itself), and Perl under a loaded TCG host took 54 s to get going
     active.wait_until_succeeds(cluster.stack.balancing_command(), 180)
     assert_roles(cluster, active, standby)
+    # every node's own services run: no failed unit, and each director's watchdog has been up
+    # for a while (Restart=always hides a watchdog that dies at start, as an ImportError once did)
+    for vm in cluster.vms.values():
+        assert vm.succeed("systemctl --failed --plain --no-legend").strip() == "", vm.name
+    for d in cluster.directors:
+        restarts = d.succeed(f"systemctl show -P NRestarts {contract.HAWATCH_UNIT}").strip()
+        assert d.succeed(f"systemctl is-active {contract.HAWATCH_UNIT}").strip() == "active" and restarts == "0", \
+            f"{d.name}: {contract.HAWATCH_UNIT} restarted {restarts} times"
 
 
 @step(2)
