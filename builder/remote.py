@@ -112,6 +112,8 @@ def cluster_table(cluster: Cluster, found: dict[str, dict | str]) -> str:
                 holders.append(node.name)
                 state += f", holds {', '.join(s['vips'])}"
             state += f", sync {'+'.join(s.get('sync') or []) or 'none'}"
+            age = s.get("peer_heard_age")
+            state += f", peer heard {age:.0f} s ago" if age is not None else ", peer never heard"
         else:
             state = f"VIP on lo: {', '.join(s.get('vips') or []) or 'none'}"
         lines.append(f"{node.name:12} {node.role:10} {str(node.address):15} {state}")

@@ -339,11 +339,12 @@ def watch(log: Callable[[str], None]) -> int:
 
     def peer_answers() -> bool:
         return arp.other_holder(info["interface"], info["peer_address"]) is not None
-    gauges = metrics.Collector(info, run, peer_answers) if info.get("metrics") else None
+    # the peer's last sign of life for `appliance status`; with [metrics] on, the .prom file too
+    gauges = metrics.Collector(info, run, peer_answers, late_heartbeats=bool(info.get("metrics")))
     log(f"watching {unit}: {c.HAWATCH_MISSES} missed probes of {c.HAWATCH_PROBE_TIMEOUT:.0f} s restart it, "
         f"at most {c.HAWATCH_RESTARTS} times in {c.HAWATCH_WINDOW:.0f} s")
     while True:
-        up, confirm, other = unit_active_for(unit), False, None
+        up, confirm, other, held = unit_active_for(unit), False, None, None
         if w.gave_up:
             probe = Probe(False, False, "GAVE-UP", f"{unit} restarted {c.HAWATCH_RESTARTS} times in "
                           f"{c.HAWATCH_WINDOW:.0f} s and still hung: stopped, the peer serves")
@@ -369,10 +370,12 @@ def watch(log: Callable[[str], None]) -> int:
             elif probe.answering:
                 held, other = check_duplicate(dup, w, unit, info, log)
                 follow_sync(sync, held, log)
+        sample = gauges.sample(probe.state, probe.answering, held_vips(info) if held is None else held,
+                               len(w.restarts), other is not None)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),
-                      "restarts": len(w.restarts), "gave_up": w.gave_up, "duplicate": other})
-        if gauges:  # node_exporter's textfile collector reads it; written whole, like the health
-            sample = gauges.sample(probe.state, probe.answering, held_vips(info), len(w.restarts), other is not None)
+                      "restarts": len(w.restarts), "gave_up": w.gave_up, "duplicate": other,
+                      "peer_heard_at": gauges.peer_heard_at})
+        if info.get("metrics"):  # node_exporter's textfile collector reads it; written whole, like the health
             write_file(Path(c.METRICS_TEXTFILE), metrics.text(sample))
         if not confirm:
             time.sleep(c.HAWATCH_INTERVAL)

@@ -10,6 +10,7 @@ rules' unit test and the docs read it.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,8 +80,10 @@ class Collector:
     probes, so that a metrics-enabled director spawns no more than a process a second."""
     EVERY = 5
 
-    def __init__(self, info: dict, run, peer_answers):
+    def __init__(self, info: dict, run, peer_answers, late_heartbeats: bool = True):
         self.info, self.run, self.peer_answers = info, run, peer_answers
+        self.read_late = late_heartbeats and info["stack"] == "heartbeat"  # a journal search: metrics only
+        self.peer_heard_at: float | None = None  # wall clock, for `appliance status`
         self.state: str | None = None
         self.transitions = 0
         self.tick = 0
@@ -104,8 +107,11 @@ class Collector:
             connections = max(0, len(Path("/proc/net/ip_vs_conn").read_text().splitlines()) - 1)
         except OSError:
             connections = 0
-        self.slow = {"sync": sync, "connections": connections, "peer_heard": self._peer_heard(state),
-                     "late": self._late_heartbeats() if self.info["stack"] == "heartbeat" else 0}
+        heard = self._peer_heard(state)
+        if heard:
+            self.peer_heard_at = time.time()
+        self.slow = {"sync": sync, "connections": connections, "peer_heard": heard,
+                     "late": self._late_heartbeats() if self.read_late else 0}
 
     def sample(self, state: str, answering: bool, held: list[str], restarts: int, second: bool) -> Sample:
         if self.state is not None and state != self.state:

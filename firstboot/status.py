@@ -118,6 +118,7 @@ class Status:
     answering: bool | None = None
     second_holder: str | None = None  # another MAC answering for a VIP this node holds
     health_age: float | None = None  # seconds since the watchdog's last probe
+    peer_heard_age: float | None = None  # seconds since the peer director was last heard
     vips: list[str] = field(default_factory=list)
     services: list[VirtualService] = field(default_factory=list)
     sync: list[str] = field(default_factory=list)
@@ -134,6 +135,8 @@ def gather(state_dir: Path = Path(c.STATE_DIR)) -> Status:
             health = json.loads(Path(c.HAWATCH_HEALTH).read_text())
             s.state, s.answering = health.get("state", ""), health.get("answering")
             s.second_holder, s.health_age = health.get("duplicate"), time.time() - health.get("checked", 0)
+            if health.get("peer_heard_at"):
+                s.peer_heard_age = time.time() - health["peer_heard_at"]
         except (OSError, ValueError):
             s.state = "no watchdog report"
         # the kernel's own files, not three ipvsadm runs: `appliance status` must answer in < 1 s
@@ -152,7 +155,9 @@ def table(s: Status) -> str:
     if s.role == "director":
         hung = " NOT ANSWERING" if s.answering is False else ""
         age = f", checked {s.health_age:.0f} s ago" if s.health_age is not None else ""
-        lines.append(f"  {s.stack}: {s.state}{hung}{age}")
+        heard = ("peer never heard since the watchdog started" if s.peer_heard_age is None
+                 else f"peer last heard {s.peer_heard_age:.0f} s ago")
+        lines.append(f"  {s.stack}: {s.state}{hung}{age}; {heard}")
         lines.append(f"  holds: {', '.join(s.vips) or 'no VIP'}"
                      + (f"  (ALSO HELD BY {s.second_holder})" if s.second_holder else ""))
         lines.append(f"  sync daemons: {', '.join(s.sync) or 'none'}; {s.synced_connections} connections in IPVS")

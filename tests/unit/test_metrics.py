@@ -53,6 +53,7 @@ def test_the_collector_counts_transitions_and_reads_the_slow_facts_now_and_then(
     c = metrics.Collector(info, run, lambda: True)
     first = c.sample("all", True, ["10.1.0.100"], 0, False)
     assert first.vips == {"10.1.0.100": True} and first.sync == ("backup",) and not first.peer_heard
+    assert c.peer_heard_at is None  # `appliance status`: never heard
     assert first.late_heartbeats == 2 and first.transitions == 0
     for state in ("none", "none", "all", "all"):
         last = c.sample(state, True, [], 1, False)
@@ -65,3 +66,4 @@ def test_a_keepalived_master_asks_the_lan_for_its_peer():
     assert not c.sample("MASTER", True, [], 0, False).peer_heard
     backup = metrics.Collector({"stack": "keepalived", "vips": []}, lambda argv: Out(), lambda: False)
     assert backup.sample("BACKUP", True, [], 0, False).peer_heard
+    assert backup.peer_heard_at is not None and c.peer_heard_at is None

@@ -22,10 +22,11 @@ def test_the_cluster_table_flags_an_unreachable_node_and_two_vip_holders():
                 "sync": ["master"], "services": [{"protocol": "TCP", "vip": "192.168.0.105", "port": 80,
                 "scheduler": "rr", "real_servers": [{"address": "192.168.0.101", "weight": 1, "active": 2,
                                                      "inactive": 5}]}]}
-    found = {"loadb1": director, "loadb2": dict(director, state="HUNG", answering=False),
+    found = {"loadb1": dict(director, peer_heard_age=3.2), "loadb2": dict(director, state="HUNG", answering=False),
              "webserver1": {"vips": ["192.168.0.105"]}, "webserver2": "webserver2 (192.168.0.102): timed out"}
     text = remote.cluster_table(c, found)
     assert "loadb2       director   192.168.0.104   heartbeat: HUNG NOT ANSWERING" in text
     assert "webserver2   realserver 192.168.0.102   UNREACHABLE" in text
     assert "WARNING: 2 directors hold the VIP (loadb1, loadb2)" in text
+    assert "sync master, peer heard 3 s ago" in text and "sync master, peer never heard" in text
     assert "loadb1 TCP 192.168.0.105:80 rr: 192.168.0.101 w1 2a/5i" in text

@@ -32,9 +32,10 @@ def test_sync_daemons_are_read_from_ipvsadm():
 def test_the_report_puts_a_hang_and_a_second_holder_in_plain_words():
     s = status.Status("lvs-a", "director", "172.20.40.11", "keepalived", state="HUNG", answering=False,
                       second_holder="52:54:00:28:0c:02", health_age=1.2, vips=["172.20.40.100"],
-                      services=status.parse_ipvs(IPVSADM), sync=["master"], synced_connections=17)
+                      services=status.parse_ipvs(IPVSADM), sync=["master"], synced_connections=17,
+                      peer_heard_age=42.4)
     text = status.table(s)
-    assert "keepalived: HUNG NOT ANSWERING, checked 1 s ago" in text
+    assert "keepalived: HUNG NOT ANSWERING, checked 1 s ago; peer last heard 42 s ago" in text
     assert "holds: 172.20.40.100  (ALSO HELD BY 52:54:00:28:0c:02)" in text
     assert "172.20.40.22:80     quiesced" in text and "weight 3" in text
     assert "sync daemons: master; 17 connections in IPVS" in text
