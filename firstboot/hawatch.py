@@ -338,7 +338,10 @@ def watch(log: Callable[[str], None]) -> int:
     dup, sync = Duplicate(info["duplicate_limit"], steps_out), SyncFollower()
 
     def peer_answers() -> bool:
-        return arp.other_holder(info["interface"], info["peer_address"]) is not None
+        try:
+            return arp.other_holder(info["interface"], info["peer_address"]) is not None
+        except OSError:  # the NIC is down (a cut cable): the peer is not heard; the watch goes on
+            return False
     # the peer's last sign of life for `appliance status`; with [metrics] on, the .prom file too
     gauges = metrics.Collector(info, run, peer_answers, late_heartbeats=bool(info.get("metrics")))
     log(f"watching {unit}: {c.HAWATCH_MISSES} missed probes of {c.HAWATCH_PROBE_TIMEOUT:.0f} s restart it, "

@@ -2,7 +2,7 @@
 systemd-journal-upload sends its journal ([logging] remote). The suite reads it with journalctl.
 
     with JournalReceiver(cluster) as logs:
-        logs.wait_for(survivor.name, "Entering MASTER STATE", timeout=60)
+        logs.wait_for(survivor.name, "Keepalived_vrrp", "Entering MASTER STATE", timeout=60)
 """
 from __future__ import annotations
 
@@ -44,14 +44,22 @@ class JournalReceiver:
             self.proc.wait(10)
         self.log.close()
 
-    def lines(self, host: str, pattern: str) -> list[str]:
-        """The received journal lines of `host` that match `pattern` (journalctl's -g)."""
-        out = subprocess.run(["journalctl", f"--directory={self.dir}", f"_HOSTNAME={host}", "-g", pattern,
-                              "-o", "cat", "--no-pager", "-q"], capture_output=True, text=True, check=False)
+    def lines(self, host: str, tag: str, pattern: str) -> list[str]:
+        """The received journal lines of `host` from syslog identifier `tag` (the daemon's own:
+        the guest agent logs the lab's commands, grep patterns and all) matching `pattern`."""
+        out = subprocess.run(["journalctl", f"--directory={self.dir}", f"_HOSTNAME={host}", "-t", tag,
+                              "-g", pattern, "-o", "cat", "--no-pager", "-q"],
+                             capture_output=True, text=True, check=False)
         return out.stdout.splitlines()
 
-    def wait_for(self, host: str, pattern: str, timeout: float) -> tuple[list[str], float]:
+    def wait_for(self, host: str, tag: str, pattern: str, timeout: float,
+                 more_than: int = 0) -> tuple[list[str], float]:
+        """The matching lines once there are more than `more_than` (those before a fault)."""
         started = time.monotonic()
-        found = wait.until(lambda: self.lines(host, pattern), timeout,
-                           f"{host}'s /{pattern}/ at the lab's log receiver", interval=1)
+
+        def arrived() -> list[str] | None:
+            got = self.lines(host, tag, pattern)
+            return got if len(got) > more_than else None
+        found = wait.until(arrived, timeout,
+                           f"{host}'s {tag} /{pattern}/ at the lab's log receiver", interval=1)
         return found, time.monotonic() - started

@@ -103,8 +103,9 @@ class Stack:
         """A guest command that succeeds when new's journal shows it took over from dead."""
         raise NotImplementedError
 
-    def takeover_line(self, dead: Machine) -> str:
-        """A journal line (journalctl -g) the new active writes when it takes over from dead."""
+    def takeover_line(self, dead: Machine) -> tuple[str, str]:
+        """The syslog identifier and journal line (journalctl -t, -g) the new active's daemon
+        writes when it takes over from dead."""
         raise NotImplementedError
 
     def log_signs(self) -> dict[str, str]:
@@ -184,8 +185,8 @@ class Heartbeat(Stack):
             return f"journalctl -b -t vip-takeover | grep -q '{dead.name} is dead: added'"
         return None
 
-    def takeover_line(self, dead: Machine) -> str:
-        return f"node {dead.name}: is dead"
+    def takeover_line(self, dead: Machine) -> tuple[str, str]:
+        return "heartbeat", f"node {dead.name}: is dead"
 
     def log_signs(self) -> dict[str, str]:
         return {"late heartbeats": "[Ll]ate heartbeat", "dead verdicts": "is dead",
@@ -247,8 +248,8 @@ class Keepalived(Stack):
     def takeover_evidence(self, new: Machine, dead: Machine) -> str | None:
         return "journalctl -b -u keepalived -o cat | grep -q 'Entering MASTER STATE'"
 
-    def takeover_line(self, dead: Machine) -> str:
-        return "Entering MASTER STATE"
+    def takeover_line(self, dead: Machine) -> tuple[str, str]:
+        return "Keepalived_vrrp", "Entering MASTER STATE"
 
     def log_signs(self) -> dict[str, str]:
         return {"MASTER transitions": "Entering MASTER STATE", "faults": "Entering FAULT STATE",

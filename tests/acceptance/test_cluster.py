@@ -66,7 +66,7 @@ def assert_roles(cluster, active, standby) -> None:
 def sync_story(director) -> str:
     """What started and stopped the sync daemons on director: the stack's script, the watchdog."""
     return director.execute(f"journalctl -b -o short-monotonic --no-pager -t {contract.HAWATCH_TAG} "
-                            f"-t LVSSyncDaemonSwap -t Keepalived_vrrp | tail -n 30; ipvsadm -L --daemon")[1]
+                            f"-t LVSSyncDaemonSwap -t vrrp-state -t Keepalived_vrrp | tail -n 30; ipvsadm -L --daemon")[1]
 
 
 def watchdog_said(director, words: str) -> int:
@@ -185,6 +185,8 @@ def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carr
     downloads = InFlight(cluster, fault.transfers)
     moves = f'appliance_ha_transitions_total{{instance="{standby.name}"}}'
     moved_before = prometheus.value(moves)
+    takeover = cluster.stack.takeover_line(active)
+    logged_before = len(journals.lines(standby.name, *takeover))
     entries = downloads.synced(standby)
     print(f"\n{standby.name} before the crash (synchronised from {active.name}):\n  " + "\n  ".join(entries))
     before = downloads.in_flight()
@@ -205,7 +207,7 @@ def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carr
     moved = wait.until(lambda: (v := prometheus.value(moves)) is not None and moved_before is not None
                        and v > moved_before and v, 6 * SCRAPE + 10, "the survivor's transition counter to move")
     print(f"  Prometheus: {moves} {moved_before:.0f} -> {moved:.0f}")
-    lines, took = journals.wait_for(standby.name, cluster.stack.takeover_line(active), 60)
+    lines, took = journals.wait_for(standby.name, *takeover, 60, more_than=logged_before)
     print(f"  the lab's log receiver has {standby.name}'s takeover ({took:.1f} s later): {lines[-1]}")
     cluster.wait_all_serving(settle_time(cluster) * 2)
 
