@@ -66,7 +66,8 @@ def assert_roles(cluster, active, standby) -> None:
 def sync_story(director) -> str:
     """What started and stopped the sync daemons on director: the stack's script, the watchdog."""
     return director.execute(f"journalctl -b -o short-monotonic --no-pager -t {contract.HAWATCH_TAG} "
-                            f"-t LVSSyncDaemonSwap -t vrrp-state -t Keepalived_vrrp | tail -n 30; ipvsadm -L --daemon")[1]
+                            "-t LVSSyncDaemonSwap -t vrrp-state -t Keepalived_vrrp | tail -n 30; "
+                            "ipvsadm -L --daemon")[1]
 
 
 def watchdog_said(director, words: str) -> int:
