@@ -152,3 +152,26 @@ def test_a_repair_runs_the_sync_script_and_says_so(monkeypatch):
     hawatch.follow_sync(f, ["192.168.6.240"], said.append)   # held, none runs: after=0 repairs at once
     assert ran == [[c.SYNC_SCRIPT, "master", "start"]]
     assert len(said) == 1 and said[0].startswith(c.HAWATCH_SYNC_REPAIRED) and "192.168.6.240" in said[0]
+
+
+def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
+    """keepalived's notify FIFO carries events beside transitions (MASTER_RX_LOWER_PRI, the
+    priority changes): the master keeps its sync daemon and its state through them."""
+    import subprocess
+    calls, state = tmp_path / "calls", tmp_path / "state"
+    sync = tmp_path / "sync"
+    sync.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    sync.chmod(0o755)
+    script = (DIRECTOR / c.KEEPALIVED_NOTIFY_SCRIPT.lstrip("/")).read_text()
+    script = script.replace(f"STATE={c.KEEPALIVED_STATE}\n", f"STATE={state}\n")
+    script = script.replace(f"SYNC={c.SYNC_SCRIPT}\n", f"SYNC={sync}\n")
+    (tmp_path / "vrrp-state").write_text(script)
+    fifo = tmp_path / "fifo"  # keepalived's lines, as a file: the script reads it to the end
+    fifo.write_text('INSTANCE "VI_51" MASTER 100\nINSTANCE "VI_51" MASTER_RX_LOWER_PRI 100\n'
+                    'INSTANCE "VI_51" MASTER_PRIORITY 80\nGROUP "G" MASTER 0\n')
+    run = subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert calls.read_text().splitlines() == ["master start"] and state.read_text() == "MASTER\n"
+    fifo.write_text('INSTANCE "VI_51" BACKUP_PRIORITY 80\nINSTANCE "VI_51" BACKUP 80\n')
+    subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], check=True, timeout=30)
+    assert calls.read_text().splitlines() == ["master start", "master stop"] and state.read_text() == "BACKUP\n"
