@@ -209,14 +209,20 @@ class Machine:
         except (OSError, ValueError):
             return None
 
-    def is_running(self) -> bool:
+    def is_running(self, proc: Path = Path("/proc")) -> bool:
+        """QEMU's process still exists. A killed QEMU nobody has reaped yet is a zombie, but its
+        leader turns zombie while its other threads are still exiting and holding the disk's
+        lock: a start() then failed with 'Failed to get "write" lock' (CI, step 15's power
+        cycle). Only a zombie without other threads is gone."""
         pid = self.pid()
         if pid is None:
             return False
-        try:  # a killed QEMU nobody has reaped yet is a zombie: not running
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
+        try:
+            status = dict(line.split(":\t", 1) for line in (proc / str(pid) / "status").read_text().splitlines()
+                          if ":\t" in line)
+        except OSError:
             return False
+        return not (status.get("State", "").startswith("Z") and status.get("Threads", "1").strip() == "1")
 
     def monitor(self, command: str, **args) -> object:
         """One QMP command on a short connection of its own."""
