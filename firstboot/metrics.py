@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from firstboot.status import sync_threads
+from firstboot.status import ipvs_connections, sync_threads
 
 METRICS: dict[str, tuple[str, str]] = {
     "appliance_vip_held": ("gauge", "1 when this director holds the VIP (label vip), else 0"),
@@ -102,11 +101,7 @@ class Collector:
         return state.startswith("BACKUP") or self.peer_answers()
 
     def _read_slow(self, state: str) -> None:
-        sync = tuple(sync_threads())
-        try:
-            connections = max(0, len(Path("/proc/net/ip_vs_conn").read_text().splitlines()) - 1)
-        except OSError:
-            connections = 0
+        sync, connections = tuple(sync_threads()), ipvs_connections()
         heard = self._peer_heard(state)
         if heard:
             self.peer_heard_at = time.time()

@@ -101,6 +101,11 @@ def read(path: str) -> str:
         return ""
 
 
+def ipvs_connections() -> int:
+    """The connections in this director's IPVS table, its own and those synchronised to it."""
+    return max(0, len(read("/proc/net/ip_vs_conn").splitlines()) - 1)
+
+
 def run(argv: list[str]) -> str:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=3, check=False).stdout
@@ -142,7 +147,7 @@ def gather(state_dir: Path = Path(c.STATE_DIR)) -> Status:
         # the kernel's own files, not three ipvsadm runs: `appliance status` must answer in < 1 s
         s.services = parse_ipvs(from_proc(read("/proc/net/ip_vs")))
         s.sync = sync_threads()
-        s.synced_connections = max(0, len(read("/proc/net/ip_vs_conn").splitlines()) - 1)
+        s.synced_connections = ipvs_connections()
     s.vips = [v for v in wanted if f" {v}/" in addrs] if wanted else \
         sorted({w.split("/")[0] for line in addrs.splitlines() if " lo " in line
                 for w in line.split() if "/32" in w and not w.startswith("127.")})
