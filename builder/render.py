@@ -139,7 +139,7 @@ def metrics_files(cluster: Cluster, node: Node) -> dict[str, File]:
     m = cluster.metrics
     if not m.enabled:
         return {}
-    ports = [m.port] if node.is_director else [m.port, m.apache_port]
+    ports = ", ".join(map(str, [m.port] if node.is_director else [m.port, m.apache_port]))
     scrapers = ", ".join(str(n) for n in m.scrapers)
     files = {
         NODE_EXPORTER_DEFAULTS: File(
@@ -153,8 +153,8 @@ def metrics_files(cluster: Cluster, node: Node) -> dict[str, File]:
             "#!/usr/sbin/nft -f\n# [metrics] of the profile: only its scrapers reach the exporters\n"
             "table inet appliance_metrics\ndelete table inet appliance_metrics\n"
             "table inet appliance_metrics {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n"
-            f"\t\ttcp dport {{ {', '.join(map(str, ports))} }} ip saddr != {{ {scrapers} }} drop\n"
-            f"\t\ttcp dport {{ {', '.join(map(str, ports))} }} meta nfproto ipv6 drop\n\t}}\n}}\n", 0o755),
+            f"\t\ttcp dport {{ {ports} }} ip saddr != {{ {scrapers} }} drop\n"
+            f"\t\ttcp dport {{ {ports} }} meta nfproto ipv6 drop\n\t}}\n}}\n", 0o755),
     }
     if not node.is_director:
         files[APACHE_EXPORTER_DEFAULTS] = File(

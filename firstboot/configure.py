@@ -153,10 +153,6 @@ OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
              **{u: f"/lib/systemd/system/{u}" for u in contract.OPTIONAL_UNITS}}
 
 
-def stack_units(seed: Seed) -> set[str]:
-    return units_for(seed.cluster, seed.node)
-
-
 def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
     """What to switch on besides the preset: keepalived on keepalived directors, ldirectord's
     own unit where heartbeat runs it on both directors, sshd where the profile gives keys, the
@@ -186,7 +182,7 @@ def set_units(seed: Seed, root: Path = Path("/")) -> set[str]:
     """Make (or remove) the links `systemctl enable` would make for OWN_UNITS. By hand: through
     systemd-sysv-install and update-rc.d (ldirectord has a SysV script) enabling cost two
     daemon-reloads, ~14 s of every first boot under TCG. Returns the units wanted."""
-    wanted = stack_units(seed)
+    wanted = units_for(seed.cluster, seed.node)
     for unit, target in OWN_UNITS.items():
         link = root / WANTS / unit
         link.unlink(missing_ok=True)
