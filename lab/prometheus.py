@@ -62,8 +62,7 @@ class Prometheus:
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait.until(self._ready, 60, "Prometheus to answer")
         try:
-            wait.until(lambda: all(self.targets().values()) and len(self.targets()) == self.expected, 120,
-                       "every exporter to answer Prometheus' scrapes", interval=SCRAPE)
+            wait.until(self.all_up, 120, "every exporter to answer Prometheus' scrapes", interval=SCRAPE)
         except wait.Timeout as e:
             raise wait.Timeout(f"{e}: {self.target_errors()}") from None
         return self
@@ -118,17 +117,15 @@ class Prometheus:
         """node_exporter on every node, Apache's on every real server."""
         return len(self.cluster.spec.nodes) + len(self.cluster.spec.real_servers)
 
-    def targets(self) -> dict[str, bool]:
-        """scrape URL -> healthy, from Prometheus' own view of its targets."""
-        active = self._get("/api/v1/targets").get("data", {}).get("activeTargets", [])
-        return {t["scrapeUrl"]: t["health"] == "up" for t in active}
+    def _targets(self) -> list[dict]:
+        """Prometheus' own view of what it scrapes (one request)."""
+        return self._get("/api/v1/targets").get("data", {}).get("activeTargets", [])
+
+    def all_up(self) -> bool:
+        """Every exporter there and its last scrape healthy."""
+        active = self._targets()
+        return len(active) == self.expected and all(t["health"] == "up" for t in active)
 
     def target_errors(self) -> str:
-        active = self._get("/api/v1/targets").get("data", {}).get("activeTargets", [])
         return "; ".join(f"{t['scrapeUrl']}: {t['health']} {t['lastError']} ({t['lastScrapeDuration']:.2f} s)"
-                         for t in active if t["health"] != "up")
-
-    def targets_up(self) -> dict[str, bool]:
-        """instance -> up, for every scraped target."""
-        return {r["metric"].get("instance", "?") + "/" + r["metric"].get("job", "?"): r["value"][1] == "1"
-                for r in self.query("up")}
+                         for t in self._targets() if t["health"] != "up")
