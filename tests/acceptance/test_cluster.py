@@ -14,6 +14,7 @@ import pytest
 
 from builder import contract, day2, remote
 from lab import chaos, faults, wait
+from lab.bench import journal_count
 from lab.cluster import BLOB_LINES
 from lab.faults import FAULTS, TRANSFERS, InFlight
 from lab.prometheus import SCRAPE
@@ -70,10 +71,9 @@ def sync_story(director) -> str:
                             "ipvsadm -L --daemon")[1]
 
 
-def watchdog_said(director, words: str) -> int:
+def watchdog_said(cluster, director, words: str) -> int:
     """How many of the HA watchdog's journal lines this boot say `words` (contract.HAWATCH_*)."""
-    return int(director.succeed(f"journalctl -b -t {contract.HAWATCH_TAG} -o cat 2>/dev/null "
-                                f"| grep -c '{words}' || true").strip())
+    return journal_count(cluster, director, words, units=f"-t {contract.HAWATCH_TAG}")
 
 
 @step(1)
@@ -258,7 +258,7 @@ def test_9_revived_standby_rejoins_as_after_a_reboot(cluster, story):
     if cluster.spec.failover.balances_on_both:
         revived.wait_until_succeeds(cluster.stack.balancing_command(), 120)
     wait.during(lambda: cluster.holds_vip(active), seconds=10, what=f"the VIP to stay on {active.name}")
-    if repaired := watchdog_said(active, contract.HAWATCH_SYNC_REPAIRED):
+    if repaired := watchdog_said(cluster, active, contract.HAWATCH_SYNC_REPAIRED):
         print(f"{active.name}: the watchdog repaired the sync master {repaired} times:\n{sync_story(active)}")
     assert_roles(cluster, active, revived)
     cluster.wait_all_serving(settle_time(cluster) * 2)
@@ -398,8 +398,8 @@ def test_13_forced_dual_masters_always_heal_to_one_holder(cluster):
         events.append(event)
     print("\n" + chaos.summary(events))
     for d in cluster.directors:
-        print(f"  {d.name}: the watchdog stepped out {watchdog_said(d, contract.HAWATCH_STEPPED_OUT)} times, "
-              f"repaired the sync master {watchdog_said(d, contract.HAWATCH_SYNC_REPAIRED)} times")
+        print(f"  {d.name}: the watchdog stepped out {watchdog_said(cluster, d, contract.HAWATCH_STEPPED_OUT)} times, "
+              f"repaired the sync master {watchdog_said(cluster, d, contract.HAWATCH_SYNC_REPAIRED)} times")
     assert sum(e.both_held for e in events) >= count // 2, "the events did not force dual masters"
     cluster.wait_all_serving(settle_time(cluster) * 2)
 
