@@ -27,9 +27,10 @@ from pathlib import Path
 
 from builder import contract
 from builder.errors import ApplianceError
-from builder.files import File, write_atomic, write_tree
-from firstboot import hawatch
 from firstboot import state as applied
+
+# `status` must answer in under a second under TCG: what only apply, config and stage use
+# (the watchdog's module with its ARP and metrics code, the file writer) is imported there
 
 STATE = applied.STATE
 SSHD_FILES = (contract.SSHD_CONFIG, contract.SSH_HOST_KEY, contract.SSH_HOST_KEY + ".pub")  # sshd reads them
@@ -40,7 +41,7 @@ class ApplyError(ApplianceError):
     """A change this node cannot take (another node's, or malformed); nothing was written."""
 
 
-def _differs(root: Path, path: str, f: File) -> bool:
+def _differs(root: Path, path: str, f) -> bool:
     target = root / path.lstrip("/")
     try:
         return target.read_text() != f.content or (target.stat().st_mode & 0o777) != f.mode
@@ -73,6 +74,7 @@ def reload(paths: list[str]) -> list[str]:
         # the VIP over). A backup restarts: it starts as BACKUP and hears the master long before
         # its down timer; a reload kept the old timer across a re-read slow under TCG, and the
         # backup claimed the VIP for a moment (suite step 15, resetting downloads in flight).
+        from firstboot import hawatch
         how = "reload" if hawatch.held_vips(hawatch.node()) else "restart"
         _systemctl(how, "keepalived.service")
         told.append(f"keepalived ({how})")
@@ -111,6 +113,7 @@ def _units(wanted: set[str], root: Path) -> list[str]:
 def apply(change: dict, state: Path = STATE, root: Path = Path("/")) -> dict:
     """Make `change` ({"data": a seed's appliance.json, "files": {path: [content, mode]},
     "removed": [path]}) what this node runs, live."""
+    from builder.files import File, write_tree
     current = applied.read(state)
     data = change["data"]
     if data.get("node") != current["data"].get("node") or data.get("role") != current["data"].get("role"):
@@ -128,6 +131,7 @@ def apply(change: dict, state: Path = STATE, root: Path = Path("/")) -> dict:
 
 def stage(entry: dict, state: Path = STATE) -> str:
     """Keep a seed (instance, data) for the next boot, checked now: a bad one never reboots."""
+    from builder.files import write_atomic
     from firstboot import configure  # the profile code: checks the seed as first boot will
     role = configure.IMAGE_ROLE.read_text().strip() if configure.IMAGE_ROLE.exists() else None
     configure.seed_from(entry["data"], entry["instance"], role)
@@ -137,6 +141,7 @@ def stage(entry: dict, state: Path = STATE) -> str:
 
 def config(state: Path = STATE) -> dict:
     """What this node runs, and the VIPs it holds (`builder apply` changes the standby first)."""
+    from firstboot import hawatch
     entry = applied.read(state)
     node = json.loads(applied.under(state, contract.NODE_JSON).read_text())
     return {"node": entry["data"]["node"], "instance": entry["instance"], "by": entry.get("by"),

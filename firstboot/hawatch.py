@@ -35,6 +35,7 @@ What it last found goes to HAWATCH_HEALTH (JSON) for `appliance status` and the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -68,10 +69,13 @@ def run(argv: list[str], timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> subprocess
 
 def unit_active_for(unit: str) -> float | None:
     """Seconds since `unit` became active; None when it is not active (stopped on purpose,
-    failed, starting)."""
+    failed, starting). systemd that does not answer in time (a busy PID 1: `builder status`
+    logging in on every node at once under TCG) says nothing about the unit: infinity, so the
+    stack's own probe decides, which a stopped stack fails as ABSENT. It once made a serving
+    director read STOPPED."""
     out = run(["systemctl", "show", unit, "-P", "ActiveState", "-P", "ActiveEnterTimestampMonotonic"])
     if out is None:
-        return None
+        return math.inf
     lines = out.stdout.split()
     if len(lines) < 2 or lines[0] != "active":
         return None

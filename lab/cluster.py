@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -265,6 +266,15 @@ class Cluster:
     def view(self, director: Machine) -> stack.View | None:
         """How `director` sees the pair (None while its stack cannot say)."""
         return self.stack.view(director, self.standby_of(director))
+
+    def stack_starting(self, director: Machine) -> bool:
+        """Its watchdog still counts the stack as starting (contract.HAWATCH_GRACE after a start):
+        its state may yet change on its own (a VRRP backup whose timers ran late goes MASTER)."""
+        rc, out = director.execute(f"cat {contract.HAWATCH_HEALTH}")
+        try:
+            return rc == 0 and json.loads(out).get("state") == "STARTING"
+        except ValueError:
+            return False
 
     def wait_rejoined(self, director: Machine, timeout: float) -> None:
         """`director` is back in the pair (heartbeat: it sees its peer active)."""

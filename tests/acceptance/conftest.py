@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from builder import contract
 from lab import chaos, wait
 from lab.cluster import Cluster
 from lab.logs import JournalReceiver
@@ -71,7 +72,9 @@ def one_vip_holder_after_each_step(request, story):
     of the running directors holds the VIP, and each one's stack answers its own status
     interface (a hung VRRP process once held the VIP beside its peer for 16 minutes while its
     state file said MASTER). A step that leaves a director down (crashed, hung) names it in
-    the story; the pair gets the failover's time limit to settle."""
+    the story; the pair gets the failover's time limit to settle. A stack its watchdog still
+    counts as starting (a reboot, a restart) is waited out first: a restarted keepalived whose
+    timers ran late under TCG took the VIP back 14 s after step 14 had seen one holder."""
     yield
     if _cluster is None or not request.node.get_closest_marker("step"):
         return
@@ -79,6 +82,8 @@ def one_vip_holder_after_each_step(request, story):
     down = frozenset(m.name for m in (story.crashed, story.hung) if m is not None)
     up = [d for d in cluster.directors if d.name not in down]
     try:
+        wait.until(lambda: not any(cluster.stack_starting(d) for d in up), contract.HAWATCH_GRACE + 30,
+                   "every stack past its start-up")
         wait.until(lambda: chaos.one_holder_answering(cluster, down), cluster.spec.failover.takeover_limit + 30,
                    "one VIP holder, every stack answering")
     except wait.Timeout:

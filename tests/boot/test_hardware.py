@@ -32,7 +32,8 @@ class Case:
 # cores: every disk bus, seed medium and firmware appears at least once, and the root on a
 # 4 GiB and an 8 GiB disk and on one no larger than its image (as a VM imported as-is).
 PINNED = "director under legacy BIOS (SeaBIOS), virtio-scsi disk of 8 GiB, two NICs, the address pinned by MAC"
-AS_IS = "real server under legacy BIOS, seed on a SATA CD-ROM, a disk no larger than its image"
+AS_IS = ("real server under legacy BIOS with one vCPU, seed on a SATA CD-ROM, a disk no larger than "
+         "its image")
 CASES = {
     "ahci disk, e1000e, seed on a SATA CD-ROM": Case(
         "loadb1", Hardware(disk_bus="sata", seed_bus="sata-cd"), (Nic(model="e1000e"),)),
@@ -40,7 +41,8 @@ CASES = {
     "root on a USB stick": Case("webserver1", Hardware(disk_bus="usb")),
     PINNED: Case("loadb1", Hardware(firmware="bios", disk_bus="scsi", disk_size="8G"),
                  (Nic(model="e1000"), Nic(mac=PINNED_MAC)), pinned=True),
-    AS_IS: Case("webserver1", Hardware(firmware="bios", disk_bus="sata", seed_bus="sata-cd", disk_size=None)),
+    AS_IS: Case("webserver1", Hardware(firmware="bios", disk_bus="sata", seed_bus="sata-cd", disk_size=None,
+                                      cpus=1)),
 }
 
 

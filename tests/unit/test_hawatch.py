@@ -175,3 +175,19 @@ def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
     fifo.write_text('INSTANCE "VI_51" BACKUP_PRIORITY 80\nINSTANCE "VI_51" BACKUP 80\n')
     subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], check=True, timeout=30)
     assert calls.read_text().splitlines() == ["master start", "master stop"] and state.read_text() == "BACKUP\n"
+
+
+def test_systemd_that_does_not_answer_in_time_is_not_a_stopped_stack(monkeypatch):
+    """A busy PID 1 once made a serving director read STOPPED: no answer leaves it to the stack's probe."""
+    import subprocess
+    import time
+
+    def answer(stdout):
+        return lambda argv, timeout=0: None if stdout is None else subprocess.CompletedProcess(argv, 0, stdout, "")
+    monkeypatch.setattr(hawatch, "run", answer(None))
+    assert hawatch.unit_active_for("heartbeat.service") == float("inf")
+    monkeypatch.setattr(hawatch, "run", answer("inactive\n0\n"))
+    assert hawatch.unit_active_for("heartbeat.service") is None
+    started = int((time.clock_gettime(time.CLOCK_MONOTONIC) - 40) * 1e6)
+    monkeypatch.setattr(hawatch, "run", answer(f"active\n{started}\n"))
+    assert 39 < hawatch.unit_active_for("heartbeat.service") < 60
