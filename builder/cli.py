@@ -146,6 +146,21 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control_dir() -> Path:
+    """Where ssh keeps its shared connections (remote.CONTROL_PERSIST s after the last use): one
+    per user, so a second `builder status` within that time skips every handshake (about a
+    second a node under TCG). A directory that is not this user's alone is not used."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"appliance-ssh-{os.getuid()}"
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+        st = base.stat()
+        if st.st_uid == os.getuid() and not st.st_mode & 0o077:
+            return base
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="appliance-ssh."))
+
+
 def _operation(args: argparse.Namespace) -> day2.Operation:
     """A profile's running cluster, reached over verified SSH with the keys in --secrets."""
     cluster = _load(args.profile)
@@ -158,7 +173,7 @@ def _operation(args: argparse.Namespace) -> day2.Operation:
     secrets_dir = Path(args.secrets)
     keys = day2.Keys.load(cluster, Path(args.profile), secrets_dir)
     known = secrets_dir / f"{cluster.name}.known_hosts"
-    control = Path(tempfile.mkdtemp(prefix="appliance-ssh."))  # shared connections, this run's only
+    control = _control_dir()
     reach = remote.Reach(known, Path(args.identity) if args.identity else None, control=control)
     return day2.Operation(cluster, reach, keys)
 

@@ -27,7 +27,7 @@ from builder import contract, hostkeys, plan, profile, remote, render, secret, s
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 from builder.remote import Reach
-from firstboot.status import parse_ipvs
+from firstboot.status import parse_ipvs, service_dict
 
 POLL = 0.25  # seconds between looks at the directors' tables
 
@@ -110,7 +110,7 @@ def running(cluster: Cluster, reach: Reach) -> Running:
 def tables(cluster: Cluster, reach: Reach) -> dict[str, dict]:
     """Each director's IPVS table (`ipvsadm -L -n`, read here: no Python on the node), in
     `appliance status --json`'s shape; a director that did not answer is left out."""
-    return {n: {"services": [dataclasses.asdict(v) for v in parse_ipvs(out)]}
+    return {n: {"services": [service_dict(v) for v in parse_ipvs(out)]}
             for n, out in remote.on_nodes(cluster.directors, reach, "ipvsadm -L -n").items() if isinstance(out, str)}
 
 

@@ -20,7 +20,7 @@ from builder.profile import Cluster, Node
 log = logging.getLogger("builder.remote")
 CONNECT_TIMEOUT = 5  # seconds: a node that does not answer by then is reported down
 # seconds a shared connection outlives its last use: a handshake costs ~1 s on a TCG guest
-CONTROL_PERSIST = 30
+CONTROL_PERSIST = 60
 
 
 class RemoteError(ApplianceError):

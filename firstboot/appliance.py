@@ -17,7 +17,6 @@ second or two under TCG.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -149,6 +148,11 @@ def config(state: Path = STATE) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv in (["status"], ["status", "--json"]):  # without argparse: a seventh of a second under TCG
+        from firstboot import status
+        return status.main(argv[1:])
+    import argparse
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__.split("\n\n")[0],
                                      epilog="The host's side: python -m builder status|apply|drain PROFILE")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

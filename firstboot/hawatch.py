@@ -35,7 +35,6 @@ What it last found goes to HAWATCH_HEALTH (JSON) for `appliance status` and the 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -48,7 +47,7 @@ from pathlib import Path
 
 from builder import contract as c
 from firstboot import arp, metrics
-from firstboot.status import sync_threads
+from firstboot.status import is_local, sync_threads
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,9 @@ class Probe:
     detail: str = ""
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def run(argv: list[str], timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> subprocess.CompletedProcess | None:
     """A command with a time limit; None when it did not finish in time."""
     try:
@@ -67,19 +69,24 @@ def run(argv: list[str], timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> subprocess
         return None
 
 
-def unit_active_for(unit: str) -> float | None:
-    """Seconds since `unit` became active; None when it is not active (stopped on purpose,
-    failed, starting). systemd that does not answer in time (a busy PID 1: `builder status`
-    logging in on every node at once under TCG) says nothing about the unit: infinity, so the
-    stack's own probe decides, which a stopped stack fails as ABSENT. It once made a serving
-    director read STOPPED."""
-    out = run(["systemctl", "show", unit, "-P", "ActiveState", "-P", "ActiveEnterTimestampMonotonic"])
-    if out is None:
-        return math.inf
-    lines = out.stdout.split()
-    if len(lines) < 2 or lines[0] != "active":
+def unit_active_for(unit: str, cgroups: Path = Path("/sys/fs/cgroup/system.slice"),
+                    proc: Path = Path("/proc")) -> float | None:
+    """Seconds since `unit` started (its oldest process's start); None when it has no process
+    (stopped on purpose, failed). Read from its cgroup and /proc, not `systemctl show`: that
+    costs a process and a D-Bus call to PID 1 every second (a tenth of a TCG director's CPU,
+    and under load it timed out and read a serving director as stopped)."""
+    try:
+        pids = (cgroups / unit / "cgroup.procs").read_text().split()
+        uptime = float((proc / "uptime").read_text().split()[0])
+    except (OSError, ValueError):
         return None
-    return time.clock_gettime(time.CLOCK_MONOTONIC) - int(lines[1]) / 1e6
+    starts = []
+    for pid in pids:
+        try:  # field 22, after the command in parentheses: start time in clock ticks since boot
+            starts.append(int((proc / pid / "stat").read_text().rpartition(")")[2].split()[19]))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return uptime - min(starts) / CLOCK_TICKS if starts else None
 
 
 def vrrp_states(dump: str) -> list[str]:
@@ -272,12 +279,26 @@ def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = Tru
 
 
 def held_vips(info: dict) -> list[str]:
-    """The VIPs on this director's cluster NIC now (none on a real server: node.json lists no VIP)."""
+    """The VIPs this director holds now (none on a real server: node.json lists no VIP). The
+    kernel lets a socket bind only to a local address (ip_nonlocal_bind is 0 here), and a
+    director carries a VIP only on its cluster NIC: no `ip` process every second."""
     if not info.get("vips"):
         return []
-    out = run(["ip", "-o", "-4", "addr", "show", "dev", info["interface"]])
-    have = {w.split("/")[0] for w in out.stdout.split()} if out and out.returncode == 0 else set()
-    return [v for v in info.get("vips", []) if v in have]
+    if read_int(NONLOCAL_BIND) != 0:  # someone allowed binding anywhere: ask the NIC
+        out = run(["ip", "-o", "-4", "addr", "show", "dev", info["interface"]])
+        have = {w.split("/")[0] for w in out.stdout.split()} if out and out.returncode == 0 else set()
+        return [v for v in info["vips"] if v in have]
+    return [v for v in info["vips"] if is_local(v)]
+
+
+NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
+
+
+def read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def duplicate_of(info: dict) -> tuple[list[str], str | None]:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from builder import contract
-from builder.files import write_atomic
 
 STATE = Path(contract.STATE_DIR)
 
@@ -28,5 +27,6 @@ def read(state: Path = STATE) -> dict:
 
 
 def write(state: Path, instance: str, data: dict | None, how: str) -> None:
+    from builder.files import write_atomic  # not for readers: `appliance status` must be quick
     entry = {"instance": instance, "by": how, "at": int(time.time()), "data": data}
     write_atomic(applied_path(state), json.dumps(entry, sort_keys=True) + "\n", 0o600)

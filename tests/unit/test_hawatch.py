@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from builder import contract as c
-from firstboot import hawatch
+from firstboot import hawatch, status
 from firstboot.hawatch import Probe, Watch
 from tests.conftest import ROOT
 
@@ -177,17 +177,26 @@ def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
     assert calls.read_text().splitlines() == ["master start", "master stop"] and state.read_text() == "BACKUP\n"
 
 
-def test_systemd_that_does_not_answer_in_time_is_not_a_stopped_stack(monkeypatch):
-    """A busy PID 1 once made a serving director read STOPPED: no answer leaves it to the stack's probe."""
-    import subprocess
-    import time
+def test_a_units_age_comes_from_its_cgroup_and_its_oldest_process(tmp_path):
+    """No systemctl every second (a process and a D-Bus call to PID 1; under load it timed out
+    and read a serving director as stopped): the unit's cgroup and /proc say it."""
+    cgroups, proc = tmp_path / "cg", tmp_path / "proc"
+    (cgroups / "heartbeat.service").mkdir(parents=True)
+    proc.mkdir()
+    (proc / "uptime").write_text("100.00 180.00\n")
+    ticks = hawatch.CLOCK_TICKS
+    for pid, started in (("41", 60.0), ("42", 70.0)):  # a command with spaces and parentheses
+        (proc / pid).mkdir()
+        fields = ["S"] + ["0"] * 18 + [str(int(started * ticks))] + ["0"] * 10
+        (proc / pid / "stat").write_text(f"{pid} (heart (beat) x) " + " ".join(fields) + "\n")
+    (cgroups / "heartbeat.service" / "cgroup.procs").write_text("42\n41\n43\n")  # 43: gone meanwhile
+    assert abs(hawatch.unit_active_for("heartbeat.service", cgroups, proc) - 40.0) < 0.02
+    (cgroups / "heartbeat.service" / "cgroup.procs").write_text("")
+    assert hawatch.unit_active_for("heartbeat.service", cgroups, proc) is None
+    assert hawatch.unit_active_for("keepalived.service", cgroups, proc) is None  # never started
 
-    def answer(stdout):
-        return lambda argv, timeout=0: None if stdout is None else subprocess.CompletedProcess(argv, 0, stdout, "")
-    monkeypatch.setattr(hawatch, "run", answer(None))
-    assert hawatch.unit_active_for("heartbeat.service") == float("inf")
-    monkeypatch.setattr(hawatch, "run", answer("inactive\n0\n"))
-    assert hawatch.unit_active_for("heartbeat.service") is None
-    started = int((time.clock_gettime(time.CLOCK_MONOTONIC) - 40) * 1e6)
-    monkeypatch.setattr(hawatch, "run", answer(f"active\n{started}\n"))
-    assert 39 < hawatch.unit_active_for("heartbeat.service") < 60
+
+def test_a_held_vip_is_a_local_address():
+    assert status.is_local("127.0.0.1") and not status.is_local("192.0.2.77")
+    info = {"interface": "lo", "vips": ["127.0.0.1", "192.0.2.77"]}
+    assert hawatch.held_vips(info) == ["127.0.0.1"] and hawatch.held_vips({"interface": "lo"}) == []

@@ -30,3 +30,15 @@ def test_the_cluster_table_flags_an_unreachable_node_and_two_vip_holders():
     assert "WARNING: 2 directors hold the VIP (loadb1, loadb2)" in text
     assert "sync master, peer heard 3 s ago" in text and "sync master, peer never heard" in text
     assert "loadb1 TCP 192.168.0.105:80 rr: 192.168.0.101 w1 2a/5i" in text
+
+
+def test_shared_connections_live_in_a_directory_only_this_user_can_enter(tmp_path, monkeypatch):
+    from builder import cli
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    mine = cli._control_dir()
+    assert mine == tmp_path / f"appliance-ssh-{__import__('os').getuid()}" and oct(mine.stat().st_mode)[-3:] == "700"
+    assert cli._control_dir() == mine  # the next run finds the connections this one left
+    mine.chmod(0o777)  # opened to others: a fresh private one instead
+    other = cli._control_dir()
+    assert other != mine and oct(other.stat().st_mode)[-3:] == "700"
+    other.rmdir()

@@ -35,6 +35,8 @@ def test_the_report_puts_a_hang_and_a_second_holder_in_plain_words():
                       services=status.parse_ipvs(IPVSADM), sync=["master"], synced_connections=17,
                       peer_heard_age=42.4)
     text = status.table(s)
+    assert status.as_dict(s)["services"][0]["real_servers"][0] == {
+        "address": "172.20.40.21", "port": 80, "weight": 3, "active": 4, "inactive": 11}
     assert "keepalived: HUNG NOT ANSWERING, checked 1 s ago; peer last heard 42 s ago" in text
     assert "holds: 172.20.40.100  (ALSO HELD BY 52:54:00:28:0c:02)" in text
     assert "172.20.40.22:80     quiesced" in text and "weight 3" in text
