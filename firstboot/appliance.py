@@ -27,9 +27,10 @@ from pathlib import Path
 from builder import contract
 from builder.errors import ApplianceError
 from firstboot import state as applied
+from firstboot.status import held_vips
 
-# `status` must answer in under a second under TCG: what only apply, config and stage use
-# (the watchdog's module with its ARP and metrics code, the file writer) is imported there
+# `status` must answer in under a second under TCG: the file writer, which only apply and
+# stage use, is imported there
 
 STATE = applied.STATE
 SSHD_FILES = (contract.SSHD_CONFIG, contract.SSH_HOST_KEY, contract.SSH_HOST_KEY + ".pub")  # sshd reads them
@@ -62,6 +63,10 @@ def _hup(pidfile: str) -> bool:
         return False
 
 
+def _node() -> dict:
+    return json.loads(Path(contract.NODE_JSON).read_text())
+
+
 def reload(paths: list[str]) -> list[str]:
     """Make the running daemons read the changed files; returns what was told."""
     told = []
@@ -73,8 +78,7 @@ def reload(paths: list[str]) -> list[str]:
         # the VIP over). A backup restarts: it starts as BACKUP and hears the master long before
         # its down timer; a reload kept the old timer across a re-read slow under TCG, and the
         # backup claimed the VIP for a moment (suite step 15, resetting downloads in flight).
-        from firstboot import hawatch
-        how = "reload" if hawatch.held_vips(hawatch.node()) else "restart"
+        how = "reload" if held_vips(_node()) else "restart"
         _systemctl(how, "keepalived.service")
         told.append(f"keepalived ({how})")
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
@@ -140,11 +144,10 @@ def stage(entry: dict, state: Path = STATE) -> str:
 
 def config(state: Path = STATE) -> dict:
     """What this node runs, and the VIPs it holds (`builder apply` changes the standby first)."""
-    from firstboot import hawatch
     entry = applied.read(state)
     node = json.loads(applied.under(state, contract.NODE_JSON).read_text())
     return {"node": entry["data"]["node"], "instance": entry["instance"], "by": entry.get("by"),
-            "at": entry.get("at"), "holds": hawatch.held_vips(node), "cluster": entry["data"]["cluster"]}
+            "at": entry.get("at"), "holds": held_vips(node), "cluster": entry["data"]["cluster"]}
 
 
 def main(argv: list[str] | None = None) -> int:

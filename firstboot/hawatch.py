@@ -47,7 +47,7 @@ from pathlib import Path
 
 from builder import contract as c
 from firstboot import arp, metrics
-from firstboot.status import is_local, sync_threads
+from firstboot.status import held_vips, sync_threads
 
 
 @dataclass(frozen=True)
@@ -276,29 +276,6 @@ def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = Tru
             log(f"{unit} starts again in {wait:.0f} s, once its peer has declared this director dead")
             sleep(wait)
         run(["systemctl", "start", "--no-block", unit], timeout=30)
-
-
-def held_vips(info: dict) -> list[str]:
-    """The VIPs this director holds now (none on a real server: node.json lists no VIP). The
-    kernel lets a socket bind only to a local address (ip_nonlocal_bind is 0 here), and a
-    director carries a VIP only on its cluster NIC: no `ip` process every second."""
-    if not info.get("vips"):
-        return []
-    if read_int(NONLOCAL_BIND) != 0:  # someone allowed binding anywhere: ask the NIC
-        out = run(["ip", "-o", "-4", "addr", "show", "dev", info["interface"]])
-        have = {w.split("/")[0] for w in out.stdout.split()} if out and out.returncode == 0 else set()
-        return [v for v in info["vips"] if v in have]
-    return [v for v in info["vips"] if is_local(v)]
-
-
-NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
-
-
-def read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def duplicate_of(info: dict) -> tuple[list[str], str | None]:

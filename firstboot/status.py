@@ -104,17 +104,6 @@ def ipvs_connections() -> int:
     return max(0, len(read("/proc/net/ip_vs_conn").splitlines()) - 1)
 
 
-def lo_vips() -> list[str]:
-    """A real server's VIPs: the /32s on its loopback (`ip`, the one process status starts)."""
-    import subprocess
-    try:
-        out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True,
-                             timeout=3, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return sorted({w.split("/")[0] for w in out.split() if w.endswith("/32") and not w.startswith("127.")})
-
-
 def is_local(address: str) -> bool:
     """The kernel lets a socket bind only to a local address (ip_nonlocal_bind 0, as here)."""
     import socket
@@ -124,6 +113,35 @@ def is_local(address: str) -> bool:
             return True
         except OSError:
             return False
+
+
+NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
+
+
+def held_vips(info: dict) -> list[str]:
+    """The VIPs this director holds now (none on a real server: node.json lists no VIP), each a
+    local address a socket can bind to; a director carries a VIP only on its cluster NIC. No
+    `ip` process: the watchdog asks every second, `appliance status` must answer in < 1 s."""
+    if not info.get("vips"):
+        return []
+    if read(str(NONLOCAL_BIND)).strip() != "0":  # binding anywhere allowed: ask the NIC
+        out = _ip("-o", "-4", "addr", "show", "dev", info["interface"])
+        return [v for v in info["vips"] if f" {v}/" in out]
+    return [v for v in info["vips"] if is_local(v)]
+
+
+def _ip(*args: str) -> str:
+    import subprocess
+    try:
+        return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=3, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def lo_vips() -> list[str]:
+    """A real server's VIPs: the /32s on its loopback (`ip`, the one process status starts)."""
+    out = _ip("-o", "-4", "addr", "show", "dev", "lo")
+    return sorted({w.split("/")[0] for w in out.split() if w.endswith("/32") and not w.startswith("127.")})
 
 
 def gather(state_dir: Path = Path(c.STATE_DIR)) -> Status:
@@ -141,7 +159,7 @@ def gather(state_dir: Path = Path(c.STATE_DIR)) -> Status:
     except (OSError, ValueError):
         pass
     # the kernel's own files, not three ipvsadm runs: `appliance status` must answer in < 1 s
-    return Status(**base, **found, vips=[v for v in info.get("vips", []) if is_local(v)],  # no `ip` process
+    return Status(**base, **found, vips=held_vips(info),
                   services=parse_ipvs(from_proc(read("/proc/net/ip_vs"))), sync=sync_threads(),
                   synced_connections=ipvs_connections())
 

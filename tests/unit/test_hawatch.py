@@ -199,4 +199,4 @@ def test_a_units_age_comes_from_its_cgroup_and_its_oldest_process(tmp_path):
 def test_a_held_vip_is_a_local_address():
     assert status.is_local("127.0.0.1") and not status.is_local("192.0.2.77")
     info = {"interface": "lo", "vips": ["127.0.0.1", "192.0.2.77"]}
-    assert hawatch.held_vips(info) == ["127.0.0.1"] and hawatch.held_vips({"interface": "lo"}) == []
+    assert status.held_vips(info) == ["127.0.0.1"] and status.held_vips({"interface": "lo"}) == []
