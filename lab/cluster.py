@@ -268,13 +268,14 @@ class Cluster:
         return self.stack.view(director, self.standby_of(director))
 
     def stack_starting(self, director: Machine) -> bool:
-        """Its watchdog still counts the stack as starting (contract.HAWATCH_GRACE after a start):
-        its state may yet change on its own (a VRRP backup whose timers ran late goes MASTER)."""
+        """Its watchdog still counts the stack as starting (contract.HAWATCH_GRACE after a start),
+        or has not reported yet (a boot): its state may yet change on its own (a VRRP backup whose
+        timers ran late goes MASTER)."""
         rc, out = director.execute(f"cat {contract.HAWATCH_HEALTH}")
         try:
-            return rc == 0 and json.loads(out).get("state") == "STARTING"
+            return rc != 0 or json.loads(out).get("state") == "STARTING"
         except ValueError:
-            return False
+            return True  # written whole (rename), so this is not a half-written file; ask again
 
     def wait_rejoined(self, director: Machine, timeout: float) -> None:
         """`director` is back in the pair (heartbeat: it sees its peer active)."""
