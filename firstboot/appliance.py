@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder import contract
 from builder.errors import ApplianceError
@@ -31,6 +32,8 @@ from firstboot.status import held_vips
 
 # `status` must answer in under a second under TCG: the file writer, which only apply and
 # stage use, is imported there
+if TYPE_CHECKING:
+    from builder.files import File
 
 STATE = applied.STATE
 SSHD_FILES = (contract.SSHD_CONFIG, contract.SSH_HOST_KEY, contract.SSH_HOST_KEY + ".pub")  # sshd reads them
@@ -41,7 +44,7 @@ class ApplyError(ApplianceError):
     """A change this node cannot take (another node's, or malformed); nothing was written."""
 
 
-def _differs(root: Path, path: str, f) -> bool:
+def _differs(root: Path, path: str, f: File) -> bool:
     target = root / path.lstrip("/")
     try:
         return target.read_text() != f.content or (target.stat().st_mode & 0o777) != f.mode
@@ -63,10 +66,6 @@ def _hup(pidfile: str) -> bool:
         return False
 
 
-def _node() -> dict:
-    return json.loads(Path(contract.NODE_JSON).read_text())
-
-
 def reload(paths: list[str]) -> list[str]:
     """Make the running daemons read the changed files; returns what was told."""
     told = []
@@ -78,7 +77,7 @@ def reload(paths: list[str]) -> list[str]:
         # the VIP over). A backup restarts: it starts as BACKUP and hears the master long before
         # its down timer; a reload kept the old timer across a re-read slow under TCG, and the
         # backup claimed the VIP for a moment (suite step 15, resetting downloads in flight).
-        how = "reload" if held_vips(_node()) else "restart"
+        how = "reload" if held_vips(applied.node()) else "restart"
         _systemctl(how, "keepalived.service")
         told.append(f"keepalived ({how})")
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
@@ -145,7 +144,7 @@ def stage(entry: dict, state: Path = STATE) -> str:
 def config(state: Path = STATE) -> dict:
     """What this node runs, and the VIPs it holds (`builder apply` changes the standby first)."""
     entry = applied.read(state)
-    node = json.loads(applied.under(state, contract.NODE_JSON).read_text())
+    node = applied.node(state)
     return {"node": entry["data"]["node"], "instance": entry["instance"], "by": entry.get("by"),
             "at": entry.get("at"), "holds": held_vips(node), "cluster": entry["data"]["cluster"]}
 

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from builder import contract as c
 from firstboot import arp, metrics
+from firstboot import state as applied
 from firstboot.status import held_vips, sync_threads
 
 
@@ -142,10 +143,6 @@ STACKS: dict[str, tuple[str, Callable[[], Probe]]] = {
 }
 
 
-def node() -> dict:
-    return json.loads(Path(c.NODE_JSON).read_text())
-
-
 @dataclass
 class Watch:
     """The decision, apart from the probing and the restarting (unit tested with a clock)."""
@@ -237,7 +234,7 @@ def follow_sync(sync: SyncFollower, held: list[str], log: Callable[[str], None])
 def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
     """Clear what a killed stack left behind, as a reboot would: the VIPs on the cluster NIC, the
     ARP announcer, the master sync daemon (bounded: LVSSyncDaemonSwap), stale state files."""
-    info = info or node()
+    info = info or applied.node()
     iface = info["interface"]
     for vip in info.get("vips", []):
         run(["ip", "addr", "del", f"{vip}/{info['prefixlen']}", "dev", iface])
@@ -333,7 +330,7 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
 
 
 def watch(log: Callable[[str], None]) -> int:
-    info = node()
+    info = applied.node()
     unit, probe_fn = STACKS[info["stack"]]
     w = Watch()
     steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
@@ -397,7 +394,7 @@ def main(argv: list[str]) -> int:
         reset(log=log)
         return 0
     if argv == ["probe"]:
-        probe = STACKS[node()["stack"]][1]()
+        probe = STACKS[applied.node()["stack"]][1]()
         print(json.dumps(asdict(probe)))
         return 0 if probe.answering else 1
     return watch(log)

@@ -7,11 +7,11 @@ neither Jinja2 nor the profile code (importing them cost ~0.7 s of CPU on a TCG 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from builder import contract
 from builder.run import run
+from firstboot import state as applied
 
 STATE = Path(contract.STATE_DIR)
 READY, FAILED = contract.READY, contract.FAILED
@@ -28,7 +28,7 @@ def inactive(services: list[str]) -> list[str]:
 
 def ready(state: Path = STATE) -> int:
     """Print the ready line once the role's services are up (or say which are not)."""
-    node = json.loads((state / Path(contract.NODE_JSON).name).read_text())
+    node = applied.node(state)
     down = inactive(node["services"])
     if down:
         print(f"{FAILED} node={node['node']} role={node['role']} inactive={','.join(down)}",

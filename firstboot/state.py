@@ -17,6 +17,11 @@ def under(state: Path, fact: str) -> Path:
     return state / Path(fact).name
 
 
+def node(state: Path = STATE) -> dict:
+    """node.json: what first boot made of this node's seed (role, addresses, VIPs, stack...)."""
+    return json.loads(under(state, contract.NODE_JSON).read_text())
+
+
 def applied_path(state: Path = STATE) -> Path:
     return under(state, contract.APPLIED)
 

@@ -25,7 +25,7 @@ RealServer = namedtuple("RealServer", "address port weight active inactive")
 VirtualService = namedtuple("VirtualService", "protocol vip port scheduler real_servers", defaults=((),))
 Status = namedtuple("Status", "node role address stack state answering second_holder health_age "
                     "peer_heard_age vips services sync synced_connections",
-                    defaults=(None, "", None, None, None, None, [], [], [], 0))
+                    defaults=(None, "", None, None, None, None, (), (), (), 0))
 Status.__doc__ = """state: the watchdog's last word (MASTER, BACKUP, all, none, HUNG...); second_holder:
 another MAC answering for a VIP this node holds; health_age, peer_heard_age: seconds since the
 watchdog's last probe, since the peer director was last heard."""
@@ -115,7 +115,7 @@ def is_local(address: str) -> bool:
             return False
 
 
-NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
+NONLOCAL_BIND = "/proc/sys/net/ipv4/ip_nonlocal_bind"
 
 
 def held_vips(info: dict) -> list[str]:
@@ -124,7 +124,7 @@ def held_vips(info: dict) -> list[str]:
     `ip` process: the watchdog asks every second, `appliance status` must answer in < 1 s."""
     if not info.get("vips"):
         return []
-    if read(str(NONLOCAL_BIND)).strip() != "0":  # binding anywhere allowed: ask the NIC
+    if read(NONLOCAL_BIND).strip() != "0":  # binding anywhere allowed: ask the NIC
         out = _ip("-o", "-4", "addr", "show", "dev", info["interface"])
         return [v for v in info["vips"] if f" {v}/" in out]
     return [v for v in info["vips"] if is_local(v)]
@@ -145,7 +145,7 @@ def lo_vips() -> list[str]:
 
 
 def gather(state_dir: Path = Path(c.STATE_DIR)) -> Status:
-    info = json.loads(applied.under(state_dir, c.NODE_JSON).read_text())
+    info = applied.node(state_dir)
     base = {"node": info["node"], "role": info["role"], "address": info["address"], "stack": info.get("stack")}
     if info["role"] != "director":
         return Status(**base, vips=lo_vips())

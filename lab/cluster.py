@@ -275,7 +275,11 @@ class Cluster:
         try:
             return rc != 0 or json.loads(out).get("state") == "STARTING"
         except ValueError:
-            return True  # written whole (rename), so this is not a half-written file; ask again
+            return True  # the agent's output garbled: ask again
+
+    def wait_stacks_started(self, directors: list[Machine], timeout: float) -> None:
+        wait.until(lambda: not any(self.stack_starting(d) for d in directors), timeout,
+                   "every stack past its start-up")
 
     def wait_rejoined(self, director: Machine, timeout: float) -> None:
         """`director` is back in the pair (heartbeat: it sees its peer active)."""

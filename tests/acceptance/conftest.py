@@ -82,8 +82,7 @@ def one_vip_holder_after_each_step(request, story):
     down = frozenset(m.name for m in (story.crashed, story.hung) if m is not None)
     up = [d for d in cluster.directors if d.name not in down]
     try:
-        wait.until(lambda: not any(cluster.stack_starting(d) for d in up), contract.HAWATCH_GRACE + 30,
-                   "every stack past its start-up")
+        cluster.wait_stacks_started(up, contract.HAWATCH_GRACE + 30)
         wait.until(lambda: chaos.one_holder_answering(cluster, down), cluster.spec.failover.takeover_limit + 30,
                    "one VIP holder, every stack answering")
     except wait.Timeout:

@@ -81,8 +81,7 @@ def test_1_exactly_one_director_is_active(cluster):
     # the pair settles first: a keepalived that booted later than its peer once went MASTER 7 s
     # into its start-up (0.1 s adverts late under TCG), took the VIP by the higher address, and
     # the director found first was no longer active when asked
-    wait.until(lambda: not any(cluster.stack_starting(d) for d in cluster.directors), 300,
-               "both stacks past their start-up")
+    cluster.wait_stacks_started(cluster.directors, 300)
     cluster.wait_settled(300)
     active = cluster.active_director()
     standby = cluster.standby_of(active)

@@ -199,7 +199,7 @@ def test_keepalived_reloads_on_the_master_and_restarts_on_a_backup(monkeypatch, 
     """A backup's reload kept its down timer across a slow re-read and claimed the VIP (step 15)."""
     told = []
     monkeypatch.setattr(appliance, "_systemctl", lambda *args: told.append(args) or 0)
-    monkeypatch.setattr(appliance, "_node", lambda: {"interface": "eth0", "vips": ["172.20.40.100"]})
+    monkeypatch.setattr(appliance.applied, "node", lambda: {"interface": "eth0", "vips": ["172.20.40.100"]})
     monkeypatch.setattr(appliance, "held_vips", lambda info: held)
     assert appliance.reload([contract.KEEPALIVED_CONF]) == [f"keepalived ({how})"]
     assert (how, "keepalived.service") in told
