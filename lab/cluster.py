@@ -48,6 +48,7 @@ class Cluster:
         self.progress = progress or log.info  # where boot progress goes (`up` prints it)
         self._stack = contextlib.ExitStack()
         self.segment: net.Segment | None = None
+        self.journals: logs.JournalReceiver | None = None  # the lab's log receiver, from boot on
         self.boot_seconds = 0.0
 
     @staticmethod
@@ -179,6 +180,10 @@ class Cluster:
             self.segment.run("ip", "addr", "add", f"{address}/{spec.network.prefixlen}", "dev", net.LAN)
         if spec.link:
             self.segment.bridge(LINK_BRIDGE)
+        if spec.logging.remote == f"{self._client_address()}:{logs.PORT}":
+            # up before the nodes: an uploader with no receiver retries every few seconds and
+            # re-reads its whole journal each time (~3 s of CPU a try under TCG, on every node)
+            self.journals = self._stack.enter_context(logs.JournalReceiver(self))
         self.vms = self.machines(seeds, self.segment)
         for vm in self.vms.values():
             vm.create()

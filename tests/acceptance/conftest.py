@@ -12,7 +12,6 @@ import pytest
 from builder import contract
 from lab import chaos, wait
 from lab.cluster import Cluster
-from lab.logs import JournalReceiver
 from lab.machine import Machine
 from lab.paths import RESULTS, ROOT
 from lab.prometheus import Prometheus
@@ -48,9 +47,9 @@ def prometheus(cluster):
 
 @pytest.fixture(scope="session")
 def journals(cluster):
-    """The lab's log receiver: every node's journal arrives there ([logging] remote)."""
-    with JournalReceiver(cluster) as r:
-        yield r
+    """The lab's log receiver, started with the cluster: every node's journal arrives there."""
+    assert cluster.journals, "the lab's receiver runs only for a profile without [logging] remote"
+    return cluster.journals
 
 
 @dataclass

@@ -68,6 +68,20 @@ def test_an_applied_change_survives_a_reboot_with_the_old_seed_and_a_new_seed_wi
     assert configure.configure(state, root) == 0 and weight(root, "172.20.40.21") == 2
 
 
+def test_appliance_config_answers_without_argparse_and_names_a_missing_state(web3, node, monkeypatch, capsys):
+    root, state, attach, _ = node
+    monkeypatch.setattr(appliance, "STATE", state)
+    monkeypatch.setattr(appliance, "held_vips", lambda node: [])
+    assert appliance.main(["config"]) == 1 and "applied.json" in capsys.readouterr().err
+    attach(web3, "lvs-a")
+    configure.configure(state, root)
+    capsys.readouterr()  # first boot's own lines
+    assert appliance.main(["config"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["node"] == "lvs-a" and out["holds"] == [] and out["by"] == "seed"
+    assert profile.parse(out["cluster"], "config") == web3 and "secret" not in json.dumps(out)
+
+
 def test_a_node_refuses_another_nodes_change_and_changes_nothing(web3, node):
     root, state, attach, _ = node
     attach(web3, "lvs-a")

@@ -163,9 +163,9 @@ def test_every_problem_is_reported_together():
 
 def test_keepalived_profile_reads_its_own_section_and_round_trips():
     c = profile.load(HOWTO.parent / "keepalived.toml")
-    assert c.keepalived and c.failover is c.vrrp and c.vrrp.advert_int == 0.1
+    assert c.keepalived and c.failover is c.vrrp and c.vrrp.advert_int == 0.3
     # RFC 5798's Master_Down_Interval: 3 adverts and the skew (256 - 100) / 256 of one
-    assert c.failover.deadtime_s == 0.361
+    assert c.failover.deadtime_s == 1.083
     assert c.failover.balances_on_both  # keepalived's checkers run on both directors
     assert profile.parse(profile.to_dict(c)) == c
     assert "heartbeat" not in profile.to_dict(c)

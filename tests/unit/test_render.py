@@ -186,7 +186,7 @@ def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
     assert settings[1:6] == [["state", "BACKUP"], ["interface", "eth1"], ["unicast_src_ip", "10.255.0.2"],
                                  ["unicast_peer", "{"], ["10.255.0.1"]]
     assert "172.20.40.100/24 brd 172.20.40.255 dev eth0" in vrrp
-    assert ["advert_int", "0.1"] in tokens(vrrp) and ["priority", "100"] in tokens(vrrp)
+    assert ["advert_int", "0.3"] in tokens(vrrp) and ["priority", "100"] in tokens(vrrp)
     # the sync daemons run outside keepalived's VRRP process (docs/split-brain.md): the master
     # follows MASTER through the notify FIFO, on the link, and the VRRP state dump is on tmpfs
     assert "lvs_sync_daemon" not in conf.replace("# No lvs_sync_daemon", "")
