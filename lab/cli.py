@@ -121,6 +121,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise Fail(f"--soak {args.soak:g}: minutes from 1 to 30 (the load generator's bound)")
     if args.dual_masters is not None and not 0 < args.dual_masters <= 200:
         raise Fail(f"--dual-masters {args.dual_masters}: a count of events from 1 to 200")
+    if args.day2 is not None:
+        if not 0 < args.day2 <= 10:
+            raise Fail(f"--day2 {args.day2}: a count of rounds from 1 to 10")
+        from lab import accel as accel_probe
+        from lab import bench_day2
+        return bench_day2.main([_profile_path(p) for p in args.profiles], accel_probe.probe(), args.day2)
     return bench.main([_profile_path(p) for p in args.profiles], args.reps, (args.soak or 0) * 60,
                       args.dual_masters or 0)
 
@@ -166,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: N forced dual-master events in a row per profile (pause the "
                    "active until its peer takes over, or cut the link on keepalived), under "
                    "load; prints each one's convergence to one VIP holder, median and max")
+    p.add_argument("--day2", type=int, metavar="N",
+                   help="instead: N rounds of live changes per profile under load (add, re-weight, "
+                   "check interval, drain and remove a real server), each timed from `builder "
+                   "apply` to both directors showing it; `builder status` cold and warm")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-images", help="build times, sizes, boot-to-ready, reproducibility",

@@ -217,3 +217,13 @@ def test_keepalived_reloads_on_the_master_and_restarts_on_a_backup(monkeypatch, 
     monkeypatch.setattr(appliance, "held_vips", lambda info: held)
     assert appliance.reload([contract.KEEPALIVED_CONF]) == [f"keepalived ({how})"]
     assert (how, "keepalived.service") in told
+
+
+def test_the_day2_bench_round_changes_one_thing_at_a_time_and_ends_on_the_profile(web3):
+    from lab import bench_day2
+    spec = dataclasses.replace(web3, real_servers=web3.real_servers[:-1])
+    added, heavier, slower, back = bench_day2.changes(spec, web3)
+    assert added == web3 and plan.diff(spec, added)
+    assert [c.key for c in plan.diff(added, heavier)] == [f"real_servers.{web3.real_servers[0].name}.weight"]
+    assert [c.key for c in plan.diff(heavier, slower)] == ["services.tcp/80.checkinterval"]
+    assert back == spec and not plan.refusal(plan.diff(slower, back))
