@@ -74,9 +74,9 @@ class Cluster:
         if not (m.enabled and any(client in n for n in m.scrapers)):
             spec = dataclasses.replace(spec, metrics=dataclasses.replace(
                 m, enabled=True, scrapers=(*m.scrapers, IPv4Network(f"{client}/32"))))
-        if not spec.logging.remote:  # lab/logs.py receives every node's journal
-            spec = dataclasses.replace(spec, logging=profile.Logging(f"{client}:{logs.PORT}"))
-        return spec
+        # lab/logs.py receives every node's journal; a profile's own receiver lies outside the
+        # lab's namespace, which nothing in the lab may reach
+        return dataclasses.replace(spec, logging=profile.Logging(f"{client}:{logs.PORT}"))
 
     @property
     def reach(self) -> remote.Reach:
@@ -180,10 +180,9 @@ class Cluster:
             self.segment.run("ip", "addr", "add", f"{address}/{spec.network.prefixlen}", "dev", net.LAN)
         if spec.link:
             self.segment.bridge(LINK_BRIDGE)
-        if spec.logging.remote == f"{self._client_address()}:{logs.PORT}":
-            # up before the nodes: an uploader with no receiver retries every few seconds and
-            # re-reads its whole journal each time (~3 s of CPU a try under TCG, on every node)
-            self.journals = self._stack.enter_context(logs.JournalReceiver(self))
+        # up before the nodes: an uploader with no receiver retries every few seconds and
+        # re-reads its whole journal each time (~3 s of CPU a try under TCG, on every node)
+        self.journals = self._stack.enter_context(logs.JournalReceiver(self))
         self.vms = self.machines(seeds, self.segment)
         for vm in self.vms.values():
             vm.create()

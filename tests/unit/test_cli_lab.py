@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 
 import pytest
 
@@ -61,3 +62,16 @@ def test_the_builder_never_imports_the_lab():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n == "lab" or n.startswith("lab.") for n in names), f"{path.name} imports {names}"
+
+
+def test_the_lab_watches_every_profile_itself_and_never_a_receiver_outside_it():
+    from ipaddress import IPv4Address
+
+    from builder import profile
+    from lab.cluster import Cluster
+    client = IPv4Address("172.20.40.254")
+    howto = profile.load(ROOT / "profiles/howto.toml")
+    for spec in (howto, dataclasses.replace(howto, logging=profile.Logging("192.0.2.9:19532"))):
+        watched = Cluster.with_monitoring(spec, client)
+        assert watched.logging.remote == "172.20.40.254:19532"
+        assert watched.metrics.enabled and any(client in n for n in watched.metrics.scrapers)
