@@ -322,7 +322,7 @@ class Vrrp(_Limits):
     with the same meaning for auto_failback and ping_nodes."""
     advert_int: float | None = setting(None, seconds(0.01, 40.95), "seconds between VRRP adverts "
                                        "(default 1; VRRPv3: 0.01 steps; the master is dead after 3 "
-                                       "of them and a skew)")
+                                       "of them and a skew; below 0.3 a busy host's VMs flap)")
     router_id: int = setting(51, integer(1, 255), "virtual_router_id: unique per VRRP group on the LAN")
     auto_failback: bool = setting(False, flag, "the first director takes the VIP back when it returns")
     ping_nodes: tuple[IPv4Address, ...] = setting(
