@@ -146,6 +146,22 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from builder import bundle
+    key = bundle.signing_key(Path(args.secrets))
+    version = args.version or bundle.version(image.ROOT)
+    for role in args.role:
+        try:
+            made = bundle.write(role, image.ROOT / f"{role}.img", image.ROOT / "build" / role / "output",
+                                version, Path(args.out), key)
+        except bundle.BundleError as e:
+            raise Fail(str(e), hint=f"make {role}.img, then bundle it") from None
+        size = sum(p.stat().st_size for p in made.iterdir())
+        print(f"{made}: {size / 2**20:.1f} MiB, version {version}, signed by {key} "
+              f"(its public half: {key}.pub)")
+    return 0
+
+
 def _control_dir() -> Path:
     """Where ssh keeps its shared connections (remote.CONTROL_PERSIST s after the last use): one
     per user, so a second `builder status` within that time skips every handshake (about a
@@ -291,6 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", help="write DIR/ROLE.img instead of ./ROLE.img (e.g. "
                    "build/bookworm for a second release)")
     p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("bundle", help="write a signed update bundle of a built image",
+                       description="Write OUT/ROLE-VERSION: the image's root file system (zstd), "
+                       "kernel and initrd, VERSION and SHA256SUMS signed with the update key kept "
+                       "in --secrets (made on first use, 0600). Installing bundles on a node is "
+                       "not built yet (docs/day2-design.md).")
+    p.add_argument("role", nargs="+", choices=image.ROLES)
+    p.add_argument("--out", default="bundles", metavar="DIR", help="where bundles go (default: bundles)")
+    p.add_argument("--secrets", default=".secrets", metavar="DIR",
+                   help="where the update key is kept (default: .secrets)")
+    p.add_argument("--version", help="the version to name (default: git describe of this tree)")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("host-setup", help="install the host tools builds and tests need",
                        description="Install mkosi, systemd-boot and e2fsprogs (from the "

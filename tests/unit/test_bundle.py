@@ -1,0 +1,96 @@
+"""Update bundles (builder/bundle.py): signed by the builder's update key, refused by `verify`
+when the signature, a checksum or the list of files is not as signed."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import bundle
+
+
+@pytest.fixture
+def key(tmp_path) -> Path:
+    return bundle.signing_key(tmp_path / "secrets")
+
+
+@pytest.fixture
+def signed(tmp_path, key) -> Path:
+    b = tmp_path / "director-v2"
+    b.mkdir()
+    for name in bundle.PAYLOAD:
+        (b / name).write_bytes(b"v2\n" if name == bundle.VERSION else name.encode() * 1000)
+    bundle.sign(b, key)
+    return b
+
+
+def public(key: Path) -> str:
+    return key.with_suffix(".pub").read_text()
+
+
+def test_the_update_key_is_made_once_and_kept_private(tmp_path, key):
+    assert key.stat().st_mode & 0o777 == 0o600 and (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700
+    before = key.read_bytes()
+    assert bundle.signing_key(tmp_path / "secrets") == key and key.read_bytes() == before
+    assert public(key).startswith("ssh-ed25519 ")
+
+
+def test_a_signed_bundle_verifies_and_says_its_version(signed, key):
+    assert bundle.verify(signed, public(key)) == "v2"
+
+
+def test_a_changed_file_is_named(signed, key):
+    (signed / "vmlinuz").write_bytes(b"not the kernel that was signed")
+    with pytest.raises(bundle.BundleError, match="vmlinuz: missing or not the file SHA256SUMS names"):
+        bundle.verify(signed, public(key))
+
+
+def test_rewritten_sums_fail_the_signature(signed, key):
+    (signed / "initrd").write_bytes(b"evil")
+    sums = (signed / bundle.SUMS).read_text().splitlines()
+    sums = [f"{bundle.sha256(signed / 'initrd')}  initrd" if line.endswith("  initrd") else line for line in sums]
+    (signed / bundle.SUMS).write_text("\n".join(sums) + "\n")
+    with pytest.raises(bundle.BundleError, match="not a signature of SHA256SUMS by the update key"):
+        bundle.verify(signed, public(key))
+
+
+def test_another_key_is_not_trusted(signed, tmp_path):
+    other = bundle.signing_key(tmp_path / "elsewhere")
+    with pytest.raises(bundle.BundleError, match="by the update key"):
+        bundle.verify(signed, public(other))
+
+
+def test_an_unsigned_or_padded_bundle_is_refused(signed, key):
+    (signed / "extra.sh").write_text("#!/bin/sh\n")
+    with pytest.raises(bundle.BundleError, match="extra.sh not in SHA256SUMS"):
+        bundle.verify(signed, public(key))
+    (signed / "extra.sh").unlink()
+    (signed / bundle.SIGNATURE).unlink()
+    with pytest.raises(bundle.BundleError, match="no SHA256SUMS.sig: not a signed bundle"):
+        bundle.verify(signed, public(key))
+
+
+def test_write_takes_the_root_partition_and_leaves_nothing_half_written(tmp_path, key):
+    image = tmp_path / "director.img"
+    mib = 1 << 20
+    image.write_bytes(b"\0" * 4 * mib)
+    # a GPT with one root partition (x86-64 root type) at 1 MiB, 2 MiB long, filled with a pattern
+    subprocess.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(image)], check=True, text=True,
+                   input="label: gpt\nstart=2048, size=4096, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\n")
+    pattern = bytes(range(256)) * (2 * mib // 256)
+    with open(image, "r+b") as f:
+        f.seek(mib)
+        f.write(pattern)
+    boot = tmp_path / "output"
+    boot.mkdir()
+    with pytest.raises(bundle.BundleError, match="director.vmlinuz is missing: build the image first"):
+        bundle.write("director", image, boot, "v3", tmp_path / "bundles", key)
+    assert not (tmp_path / "bundles").exists()
+    (boot / "director.vmlinuz").write_bytes(b"kernel")
+    (boot / "director.initrd").write_bytes(b"initrd")
+    made = bundle.write("director", image, boot, "v3", tmp_path / "bundles", key, level=1)
+    assert made.name == "director-v3" and [p.name for p in made.parent.iterdir()] == ["director-v3"]
+    assert bundle.verify(made, public(key)) == "v3"
+    root = subprocess.run(["zstd", "-dc", str(made / "root.ext4.zst")], capture_output=True, check=True).stdout
+    assert root == pattern
