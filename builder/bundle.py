@@ -3,7 +3,7 @@
 
 A bundle is a directory a node can check before it writes anything:
 
-    VERSION          the version it brings (`git describe` of the tree it was built from)
+    VERSION          the version it brings (the image's IMAGE_VERSION: builder/image.py)
     root.ext4.zst    the role's root file system (the image's root partition), zstd
     vmlinuz, initrd  what the role's ESP boots
     SHA256SUMS       `sha256sum` lines for exactly the files above
@@ -99,22 +99,16 @@ def verify(bundle: Path, public_key: str) -> str:
     return (bundle / VERSION).read_text().strip()
 
 
-def version(tree: Path) -> str:
-    """`git describe` of the source tree (a commit, `-dirty` with uncommitted changes)."""
-    described = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty", "--tags"],
-                               capture_output=True, text=True, check=False)
-    return described.stdout.strip() or "unknown"
-
-
-def write(role: str, image: Path, boot: Path, version_: str, out: Path, key: Path,
-          level: int = 12) -> Path:
-    """out/ROLE-VERSION from the built image (its root partition) and the kernel and initrd
-    mkosi wrote beside it (`boot`: build/ROLE/output); nothing is left half-written."""
+def write(role: str, image: Path, boot: Path, out: Path, key: Path, level: int = 12) -> Path:
+    """out/ROLE-VERSION from the built image (its root partition, the version the builder
+    recorded beside it) and the kernel and initrd mkosi wrote (`boot`: build/ROLE/output);
+    nothing is left half-written."""
     from builder.image import partitions
-    kernel, initrd = boot / f"{role}.vmlinuz", boot / f"{role}.initrd"
-    for path in (image, kernel, initrd):
+    kernel, initrd, recorded = boot / f"{role}.vmlinuz", boot / f"{role}.initrd", image.with_suffix(".version")
+    for path in (image, recorded, kernel, initrd):
         if not path.is_file():
             raise BundleError(f"{path} is missing: build the image first (make {role}.img)")
+    version_ = recorded.read_text().strip()
     root = partitions(image)["root"]
     target = out / f"{role}-{version_}"
     out.mkdir(parents=True, exist_ok=True)

@@ -149,14 +149,14 @@ def cmd_image(args: argparse.Namespace) -> int:
 def cmd_bundle(args: argparse.Namespace) -> int:
     from builder import bundle
     key = bundle.signing_key(Path(args.secrets))
-    version = args.version or bundle.version(image.ROOT)
     for role in args.role:
         try:
             made = bundle.write(role, image.ROOT / f"{role}.img", image.ROOT / "build" / role / "output",
-                                version, Path(args.out), key)
+                                Path(args.out), key)
         except bundle.BundleError as e:
             raise Fail(str(e), hint=f"make {role}.img, then bundle it") from None
         size = sum(p.stat().st_size for p in made.iterdir())
+        version = (made / bundle.VERSION).read_text().strip()
         print(f"{made}: {size / 2**20:.1f} MiB, version {version}, signed by {key} "
               f"(its public half: {key}.pub)")
     return 0
@@ -310,14 +310,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("bundle", help="write a signed update bundle of a built image",
                        description="Write OUT/ROLE-VERSION: the image's root file system (zstd), "
-                       "kernel and initrd, VERSION and SHA256SUMS signed with the update key kept "
+                       "kernel and initrd, its VERSION (ROLE.version, recorded by the build) and "
+                       "SHA256SUMS signed with the update key kept "
                        "in --secrets (made on first use, 0600). Installing bundles on a node is "
                        "not built yet (docs/day2-design.md).")
     p.add_argument("role", nargs="+", choices=image.ROLES)
     p.add_argument("--out", default="bundles", metavar="DIR", help="where bundles go (default: bundles)")
     p.add_argument("--secrets", default=".secrets", metavar="DIR",
                    help="where the update key is kept (default: .secrets)")
-    p.add_argument("--version", help="the version to name (default: git describe of this tree)")
     p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("host-setup", help="install the host tools builds and tests need",

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,14 @@ def package_list(manifest: Path) -> str:
     return "".join(f"{n} {v}\n" for n, v in pkgs)
 
 
+def version(tree: Path = ROOT) -> str:
+    """The version an image built from `tree` reports (IMAGE_VERSION in its os-release, ROLE.version
+    beside it, update bundles' names): `git describe`, `-dirty` with uncommitted changes."""
+    described = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty", "--tags"],
+                               capture_output=True, text=True, check=False)
+    return described.stdout.strip() or "unknown"
+
+
 def build(role: str, release: str = contract.RELEASE, out: Path = ROOT, work: Path = ROOT / "build",
           cache: Path | None = None) -> Path:
     """Build <out>/<role>.img (raw GPT disk) and <role>.packages next to it. mkosi's caches
@@ -119,12 +128,13 @@ def build(role: str, release: str = contract.RELEASE, out: Path = ROOT, work: Pa
     (cache / role).mkdir(parents=True, exist_ok=True)
     (cache / "packages").mkdir(parents=True, exist_ok=True)
     epoch = source_date_epoch()
+    built_version = version()
     incremental = any((cache / role).iterdir())  # mkosi's cached base image from an earlier build
     started = time.monotonic()
     run(["mkosi", "--directory", ROOT / "images", "--include", ROOT / "images" / role,
          "--release", release, "--package-manager-tree", pmt, "--extra-tree", f"{w / 'stage'}:/",
          "--output-dir", output, "--cache-dir", cache / role, "--package-cache-dir", cache / "packages",
-         "--output", role, "--source-date-epoch", epoch, "--incremental",
+         "--output", role, "--source-date-epoch", epoch, "--image-version", built_version, "--incremental",
          # for systemd-repart's mkfs.ext4 (>= 1.47.1 clamps every inode time to it) and mcopy
          "--environment", f"SOURCE_DATE_EPOCH={epoch}",
          "--force", "build"], capture=False)
@@ -132,6 +142,7 @@ def build(role: str, release: str = contract.RELEASE, out: Path = ROOT, work: Pa
     image = out / f"{role}.img"
     os.replace(output / f"{role}.raw", image)
     write_atomic(out / f"{role}.packages", package_list(output / f"{role}.manifest"))
+    write_atomic(out / f"{role}.version", built_version + "\n")
     # what `make bench` prints as this image's build figures
     st = image.stat()
     write_atomic(w / "build.json", json.dumps({

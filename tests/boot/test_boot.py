@@ -60,6 +60,7 @@ def test_director_becomes_loadb1_with_heartbeat_and_ipvs(seeded):
     assert loadb1.succeed("sysctl -n net.ipv4.vs.expire_nodest_conn").strip() == "1"
     assert loadb1.succeed("stat -c %a /etc/ha.d/authkeys").strip() == "600"
     assert loadb1.fail("systemctl is-enabled ldirectord").strip() == "disabled"
+    assert_version(loadb1, "director")
 
 
 def test_webserver_serves_the_check_page_on_its_own_address(seeded):
@@ -70,6 +71,14 @@ def test_webserver_serves_the_check_page_on_its_own_address(seeded):
     assert "inet 192.168.0.105/32" in web.succeed("ip -4 addr show lo")
     assert web.succeed("sysctl -n net.ipv4.conf.eth0.arp_ignore").strip() == "1"
     assert web.succeed("sysctl -n net.ipv4.conf.all.arp_announce").strip() == "2"
+    assert_version(web, "webserver")
+
+
+def assert_version(vm: Machine, role: str) -> None:
+    """The image reports the version its build recorded beside it (update bundles carry it)."""
+    recorded = image(role).with_suffix(".version").read_text().strip()
+    assert recorded and recorded != "unknown"
+    assert f'IMAGE_VERSION="{recorded}"' in vm.succeed("cat /usr/lib/os-release").splitlines()
 
 
 @pytest.mark.parametrize("name, services", [("loadb1", "heartbeat apache2"), ("webserver1", "apache2")])
