@@ -17,7 +17,6 @@ no file the sums do not name.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from builder.errors import ApplianceError
-from builder.files import write_atomic
+from builder.files import sha256, write_atomic
 from builder.run import run
 
 UPDATE_NAMESPACE = "appliance-update@lvs"   # ssh-keygen -Y: a signature for nothing else
@@ -52,14 +51,6 @@ def signing_key(secrets_dir: Path) -> Path:
             os.replace(made, key)  # last: a key without its public half never counts as made
     os.chmod(key, 0o600)
     return key
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sign(bundle: Path, key: Path) -> None:
@@ -101,7 +92,7 @@ def verify(bundle: Path, public_key: str) -> str:
 
 def write(role: str, image: Path, boot: Path, out: Path, key: Path, level: int = 12) -> Path:
     """out/ROLE-VERSION from the built image (its root partition, the version the builder
-    recorded beside it) and the kernel and initrd mkosi wrote (`boot`: build/ROLE/output);
+    recorded beside it) and the kernel and initrd mkosi wrote (`boot`: image.output_dir);
     nothing is left half-written."""
     from builder.image import partitions
     kernel, initrd, recorded = boot / f"{role}.vmlinuz", boot / f"{role}.initrd", image.with_suffix(".version")

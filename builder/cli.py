@@ -151,8 +151,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     key = bundle.signing_key(Path(args.secrets))
     for role in args.role:
         try:
-            made = bundle.write(role, image.ROOT / f"{role}.img", image.ROOT / "build" / role / "output",
-                                Path(args.out), key)
+            made = bundle.write(role, image.ROOT / f"{role}.img", image.output_dir(role), Path(args.out), key)
         except bundle.BundleError as e:
             raise Fail(str(e), hint=f"make {role}.img, then bundle it") from None
         size = sum(p.stat().st_size for p in made.iterdir())

@@ -5,6 +5,7 @@ importing Jinja2 and the profile code: under TCG those imports alone take second
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -45,3 +46,12 @@ def write_tree(files: dict[str, File], root: Path) -> None:
     """Write files under root, each atomically, with its mode."""
     for path, f in files.items():
         write_atomic(root / path.lstrip("/"), f.content, f.mode)
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256, hex, read a MiB at a time (images and bundles are hundreds of MiB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

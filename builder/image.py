@@ -109,6 +109,12 @@ def version(tree: Path = ROOT) -> str:
     return described.stdout.strip() or "unknown"
 
 
+def output_dir(role: str, work: Path = ROOT / "build") -> Path:
+    """Where mkosi leaves a role's build: ROLE.raw (moved to ROLE.img), ROLE.vmlinuz, ROLE.initrd,
+    its manifest."""
+    return work / role / "output"
+
+
 def build(role: str, release: str = contract.RELEASE, out: Path = ROOT, work: Path = ROOT / "build",
           cache: Path | None = None) -> Path:
     """Build <out>/<role>.img (raw GPT disk) and <role>.packages next to it. mkosi's caches
@@ -121,7 +127,7 @@ def build(role: str, release: str = contract.RELEASE, out: Path = ROOT, work: Pa
     (pmt / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
     (pmt / "etc/apt/sources.list.d/mkosi.sources").write_text(sources(host.debian_mirror(), release))
     stage(w / "stage")
-    output = w / "output"
+    output = output_dir(role, work)
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True)
     cache = cache or work / "cache"

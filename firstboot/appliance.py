@@ -149,18 +149,22 @@ def config(state: Path = STATE) -> dict:
             "at": entry.get("at"), "holds": held_vips(node), "cluster": entry["data"]["cluster"]}
 
 
+def _print_config() -> int:
+    try:
+        print(json.dumps(config(STATE)))
+    except (OSError, ValueError, KeyError) as e:
+        print(f"appliance config: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv in (["status"], ["status", "--json"]):  # without argparse: a seventh of a second under TCG
         from firstboot import status
         return status.main(argv[1:])
     if argv == ["config"]:  # `builder apply` asks both directors first: the same short way
-        try:
-            print(json.dumps(config(STATE)))
-        except (OSError, ValueError, KeyError) as e:
-            print(f"appliance config: {e}", file=sys.stderr)
-            return 1
-        return 0
+        return _print_config()
     import argparse
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__.split("\n\n")[0],
                                      epilog="The host's side: python -m builder status|apply|drain PROFILE")
@@ -177,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             from firstboot import status
             return status.main(["--json"] if args.json else [])
         if args.command == "config":
-            print(json.dumps(config()))
-        elif args.command == "apply":
+            return _print_config()
+        if args.command == "apply":
             print(json.dumps(apply(json.load(sys.stdin))))
         else:
             print(stage(json.load(sys.stdin)))

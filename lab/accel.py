@@ -8,11 +8,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab.paths import ROOT
+from builder.image import output_dir
 
 PROBE_SECONDS = 15
 # the kernel the director build leaves next to its image: small, and always there after a build
-KERNEL = ROOT / "build" / "director" / "output" / "director.vmlinuz"
+KERNEL = output_dir("director") / "director.vmlinuz"
 
 
 def probe(kernel: Path = KERNEL) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import contract, image, profile, secret, seed
+from builder.files import sha256
 from builder.run import run
 from lab import accel as accel_probe
 from lab.machine import Machine
@@ -24,10 +25,6 @@ from lab.paths import ROOT
 
 BENCH = ROOT / "build" / "bench"
 SEED_NODE = {"director": "loadb1", "webserver": "webserver1"}
-
-
-def sha256(path: Path) -> str:
-    return region_hash(path, 0, path.stat().st_size)
 
 
 def timed_build(role: str, out: Path, work: Path) -> float:
