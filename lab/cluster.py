@@ -28,6 +28,10 @@ log = logging.getLogger("lab.cluster")
 BLOB_LINES = 200_000  # /blob.txt on every real server: `seq 1 N`, 1.3 MB, the same bytes everywhere
 LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has one
 LAN_OUI, LINK_OUI = "52:54:00", "52:54:01"  # QEMU's prefix; the link's NICs one apart
+# The directors' VMs are served first when the host's cores are busy, as a hypervisor should
+# reserve CPU for a VRRP or heartbeat VM: a director not scheduled for ~1 s misses its peer's
+# adverts and claims the VIP (docs/split-brain.md). `make test` runs two suites side by side.
+DIRECTOR_NICE = -10
 
 
 def mac(oui: str, address: IPv4Address) -> str:
@@ -158,7 +162,8 @@ class Cluster:
                 made.append(Nic(tap, mac(oui, address)))
             out[node.name] = Machine(
                 node.name, paths.image(node.role), self.workdir, seed=seeds / f"{node.name}.iso",
-                accel=self.accel, netns=self.netns, nics=tuple(made), existing=existing)
+                accel=self.accel, netns=self.netns, nics=tuple(made), existing=existing,
+                nice=DIRECTOR_NICE if node.is_director else 0)
         return out
 
     def __enter__(self) -> Cluster:

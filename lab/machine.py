@@ -121,12 +121,14 @@ class Hardware:
 class Machine:
     def __init__(self, name: str, image: Path, workdir: Path, *, seed: Path | None = None,
                  accel: str = "tcg", memory: int = 384, nics: tuple[Nic, ...] = (Nic(),),
-                 netns: str | None = None, hardware: Hardware = Hardware(), existing: bool = False):
+                 netns: str | None = None, hardware: Hardware = Hardware(), existing: bool = False,
+                 nice: int = 0):
         """existing: the machine's directory belongs to a running lab (`up`) and is driven
-        from here; otherwise the first start() makes it anew, whatever an earlier run left."""
+        from here; otherwise the first start() makes it anew, whatever an earlier run left.
+        nice: QEMU's CPU priority on the host (negative: served first when the cores are busy)."""
         self.name, self.image, self.seed, self.accel = name, image, seed, accel
         self.memory, self.nics, self.netns, self.hardware = memory, nics, netns, hardware
-        self.created = existing
+        self.created, self.nice = existing, nice
         self.dir = workdir / name
         self.console_log = self.dir / "console.log"
         self.agent = GuestAgent(str(self.dir / "qga.sock"))
@@ -162,6 +164,8 @@ class Machine:
         ]
         if self.accel == "kvm":
             argv += ["-cpu", "host"]
+        if self.nice:
+            argv = ["nice", "-n", str(self.nice)] + argv
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns] + argv
         return argv

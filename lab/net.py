@@ -15,6 +15,12 @@ UP_NETNS = "lvs-appliance-up"       # `python -m lab up`: a user's lab, beside a
 LAN = "br0"
 
 
+def suite_netns(profile_stem: str) -> str:
+    """Each profile's suite has a namespace of its own, so `make test` can run two side by side
+    (they may share addresses: redundant's and keepalived's clusters are the same LAN)."""
+    return f"{TEST_NETNS}-{profile_stem}"
+
+
 def exists(netns: str) -> bool:
     return netns in run(["ip", "netns", "list"]).stdout.split()
 

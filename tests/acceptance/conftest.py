@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from builder import contract
-from lab import chaos, wait
+from lab import chaos, net, wait
 from lab.cluster import Cluster
 from lab.machine import Machine
 from lab.paths import RESULTS, ROOT
@@ -30,7 +30,8 @@ def cluster(accel):
     signal.signal(signal.SIGTERM, _sigterm)
     profile_path = ROOT / os.environ.get("PROFILE", "profiles/howto.toml")
     started = time.monotonic()
-    with Cluster(profile_path, RESULTS / "acceptance" / profile_path.stem, accel) as c:
+    with Cluster(profile_path, RESULTS / "acceptance" / profile_path.stem, accel,
+                 netns=net.suite_netns(profile_path.stem)) as c:
         _cluster = c
         print(f"\n{c.spec.name}: cluster of {len(c.vms)} VMs ready in {c.boot_seconds:.0f}s ({accel})")
         yield c
