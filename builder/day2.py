@@ -19,6 +19,8 @@ import concurrent.futures
 import dataclasses
 import functools
 import json
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,10 @@ from builder.remote import Reach
 from firstboot.status import parse_ipvs, service_dict
 
 POLL = 0.25  # seconds between looks at the directors' tables
+# While apply waits, each director prints its IPVS table this often (a bounded loop on the
+# node): a change is seen a tenth of a second after it lands, not an SSH round per look later
+WATCH_EVERY = 0.1
+TABLE_END = "-- end of table --"
 
 
 class Day2Error(ApplianceError):
@@ -114,6 +120,48 @@ def tables(cluster: Cluster, reach: Reach) -> dict[str, dict]:
             for n, out in remote.on_nodes(cluster.directors, reach, "ipvsadm -L -n").items() if isinstance(out, str)}
 
 
+def watch_tables(cluster: Cluster, reach: Reach, test: Callable[[dict[str, dict]], bool], timeout: float,
+                 what: str) -> float:
+    """Wait until `test` holds for the directors' latest IPVS tables (shaped as tables()'s);
+    the seconds it took. Each director streams its table every WATCH_EVERY s."""
+    rounds = int(timeout / WATCH_EVERY) + 1
+    command = f"for i in $(seq {rounds}); do ipvsadm -L -n; echo '{TABLE_END}'; sleep {WATCH_EVERY}; done"
+    latest: dict[str, dict] = {}
+    changed = threading.Condition()
+    started = time.monotonic()
+    procs = {d.name: remote.stream(d, reach, command) for d in cluster.directors}
+
+    def read(name: str, proc: subprocess.Popen) -> None:
+        block: list[str] = []
+        for line in proc.stdout or ():
+            if line.rstrip("\n") != TABLE_END:
+                block.append(line)
+                continue
+            with changed:
+                latest[name] = {"services": [service_dict(v) for v in parse_ipvs("".join(block))]}
+                changed.notify()
+            block = []
+        with changed:
+            changed.notify()
+    readers = [threading.Thread(target=read, args=item, daemon=True) for item in procs.items()]
+    for t in readers:
+        t.start()
+    try:
+        with changed:
+            def heard() -> bool:  # every director's table, or its stream ended (unreachable)
+                return bool(latest) and all(n in latest or p.poll() is not None for n, p in procs.items())
+            while not (heard() and test(dict(latest))):
+                left = started + timeout - time.monotonic()
+                if left <= 0 or all(p.poll() is not None for p in procs.values()):
+                    raise Day2Error(f"{what}: not after {time.monotonic() - started:.0f} s")
+                changed.wait(min(left, 1.0))
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+    return time.monotonic() - started
+
+
 def with_draining(new: Cluster, old: Cluster) -> Cluster:
     """`new`, keeping the real servers it removes at weight 0 until they are drained."""
     leaving = [dataclasses.replace(r, weight=0) for r in old.real_servers if r.name in plan.drained(old, new)]
@@ -177,10 +225,10 @@ class Operation:
 
     def directors_show(self, target: Cluster, exact: set[str], timeout: float = 60) -> float:
         """Wait until every director with an IPVS table shows `target`; the time since start."""
-        def ok() -> bool:
-            found = [t for t in tables(target, self.reach).values() if t["services"]]
+        def ok(latest: dict[str, dict]) -> bool:
+            found = [t for t in latest.values() if t["services"]]
             return bool(found) and all(shows(target, t, exact) for t in found)
-        wait_until("the directors' IPVS tables showing the change", ok, timeout)
+        watch_tables(target, self.reach, ok, timeout, "the directors' IPVS tables showing the change")
         self.shown_after = time.monotonic() - self.started
         self.say(f"{self._t()} both directors' IPVS tables show it")
         return self.shown_after

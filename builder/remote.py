@@ -67,6 +67,13 @@ def run(node: Node, reach: Reach, command: str, timeout: float = 30, stdin: str 
     return proc.stdout
 
 
+def stream(node: Node, reach: Reach, command: str) -> subprocess.Popen:
+    """`command` started on the node, its output read as it comes (the caller kills it)."""
+    log.debug("%s: %s (streamed)", node.name, command)
+    return subprocess.Popen(ssh_argv(node, reach, command), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+
+
 def forget(node: Node, reach: Reach) -> None:
     """Close the shared connection to a node that is going away (it would hang its users)."""
     if reach.control:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -133,10 +134,38 @@ class FakeCluster:
                     entry[1] = 0  # the drained server's last download ends
         return json.dumps({"written": ["x"], "removed": [], "reloaded": ["ldirectord"]})
 
+    def stream(self, node, reach, command):
+        """A director's table every few ms, as watch_tables() asks for, until killed."""
+        fake = self
+
+        class Stream:
+            killed = False
+
+            @property
+            def stdout(self):
+                while not self.killed:
+                    yield from fake.run(node, reach, "ipvsadm -L -n").splitlines(keepends=True)
+                    yield day2.TABLE_END + "\n"
+                    time.sleep(0.005)
+
+            def poll(self):
+                return 0 if self.killed else None
+
+            def kill(self):
+                self.killed = True
+
+            def wait(self):
+                return 0
+        return Stream()
+
+    def patch(self, monkeypatch):
+        monkeypatch.setattr(day2.remote, "run", self.run)
+        monkeypatch.setattr(day2.remote, "stream", self.stream)
+
 
 def test_apply_drains_a_leaving_server_then_removes_it_standby_director_first(web3, monkeypatch):
     fake = FakeCluster(web3)
-    monkeypatch.setattr(day2.remote, "run", fake.run)
+    fake.patch(monkeypatch)
     smaller = dataclasses.replace(web3, real_servers=web3.real_servers[:2])
     lines: list[str] = []
     op = day2.Operation(smaller, Reach(Path("kh")), day2.Keys(KEY, None), lines.append)
@@ -227,3 +256,42 @@ def test_the_day2_bench_round_changes_one_thing_at_a_time_and_ends_on_the_profil
     assert [c.key for c in plan.diff(added, heavier)] == [f"real_servers.{web3.real_servers[0].name}.weight"]
     assert [c.key for c in plan.diff(heavier, slower)] == ["services.tcp/80.checkinterval"]
     assert back == spec and not plan.refusal(plan.diff(slower, back))
+
+
+def _table_stream(delay: float, alive: bool = True):
+    class Stream:
+        killed = False
+
+        @property
+        def stdout(self):
+            time.sleep(delay)
+            while alive and not self.killed:
+                yield "TCP  172.20.40.100:80 wrr\n"
+                yield day2.TABLE_END + "\n"
+                time.sleep(0.005)
+
+        def poll(self):
+            return 0 if self.killed or not alive else None
+
+        def kill(self):
+            self.killed = True
+
+        def wait(self):
+            return 0
+    return Stream()
+
+
+def test_the_tables_are_judged_only_once_every_director_has_shown_one(web3, monkeypatch):
+    monkeypatch.setattr(day2.remote, "stream", lambda node, reach, command:
+                        _table_stream(0.3 if node.name == "lvs-b" else 0))
+    seen: list[set[str]] = []
+    took = day2.watch_tables(web3, Reach(Path("kh")), lambda latest: bool(seen.append(set(latest))) or True, 5, "x")
+    assert took >= 0.3 and seen == [{"lvs-a", "lvs-b"}]
+
+
+def test_no_director_streaming_its_table_is_an_error_not_a_wait(web3, monkeypatch):
+    monkeypatch.setattr(day2.remote, "stream", lambda node, reach, command: _table_stream(0, alive=False))
+    started = time.monotonic()
+    with pytest.raises(day2.Day2Error, match="the change shown: not after"):
+        day2.watch_tables(web3, Reach(Path("kh")), lambda latest: True, 30, "the change shown")
+    assert time.monotonic() - started < 3

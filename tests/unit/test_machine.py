@@ -23,10 +23,11 @@ def test_a_killed_qemu_is_gone_only_when_its_last_thread_is(tmp_path, state, thr
     assert not vm.is_running(proc)  # reaped
 
 
-def test_a_directors_qemu_runs_at_a_higher_priority_inside_its_namespace(tmp_path):
-    from lab import net
+def test_a_directors_qemu_runs_at_a_higher_priority_inside_its_namespace(tmp_path, monkeypatch):
+    from lab import cluster, net
     from lab.cluster import DIRECTOR_NICE, Cluster
     from lab.paths import ROOT
+    monkeypatch.setattr(cluster.paths, "image", lambda role: Path(f"{role}.img"))  # none built
     c = Cluster(ROOT / "profiles" / "redundant.toml", tmp_path, "tcg", netns=net.suite_netns("redundant"))
     vms = c.machines(tmp_path / "seeds", None)
     director, real = vms["lvs-a"].command(), vms["app1"].command()
