@@ -136,27 +136,7 @@ class FakeCluster:
 
     def stream(self, node, reach, command):
         """A director's table every few ms, as watch_tables() asks for, until killed."""
-        fake = self
-
-        class Stream:
-            killed = False
-
-            @property
-            def stdout(self):
-                while not self.killed:
-                    yield from fake.run(node, reach, "ipvsadm -L -n").splitlines(keepends=True)
-                    yield day2.TABLE_END + "\n"
-                    time.sleep(0.005)
-
-            def poll(self):
-                return 0 if self.killed else None
-
-            def kill(self):
-                self.killed = True
-
-            def wait(self):
-                return 0
-        return Stream()
+        return TableStream(lambda: self.run(node, reach, "ipvsadm -L -n"))
 
     def patch(self, monkeypatch):
         monkeypatch.setattr(day2.remote, "run", self.run)
@@ -258,39 +238,41 @@ def test_the_day2_bench_round_changes_one_thing_at_a_time_and_ends_on_the_profil
     assert back == spec and not plan.refusal(plan.diff(slower, back))
 
 
-def _table_stream(delay: float, alive: bool = True):
-    class Stream:
-        killed = False
+class TableStream:
+    """What remote.stream() gives watch_tables(): `table()` then the end line, over and over,
+    after `delay` seconds; a dead one ends at once (an unreachable director)."""
 
-        @property
-        def stdout(self):
-            time.sleep(delay)
-            while alive and not self.killed:
-                yield "TCP  172.20.40.100:80 wrr\n"
-                yield day2.TABLE_END + "\n"
-                time.sleep(0.005)
+    def __init__(self, table, delay: float = 0, alive: bool = True):
+        self.table, self.delay, self.alive, self.killed = table, delay, alive, False
 
-        def poll(self):
-            return 0 if self.killed or not alive else None
+    @property
+    def stdout(self):
+        time.sleep(self.delay)
+        while self.alive and not self.killed:
+            yield from self.table().splitlines(keepends=True)
+            yield day2.TABLE_END + "\n"
+            time.sleep(0.005)
 
-        def kill(self):
-            self.killed = True
+    def poll(self):
+        return 0 if self.killed or not self.alive else None
 
-        def wait(self):
-            return 0
-    return Stream()
+    def kill(self):
+        self.killed = True
+
+    def wait(self):
+        return 0
 
 
 def test_the_tables_are_judged_only_once_every_director_has_shown_one(web3, monkeypatch):
     monkeypatch.setattr(day2.remote, "stream", lambda node, reach, command:
-                        _table_stream(0.3 if node.name == "lvs-b" else 0))
+                        TableStream(lambda: "TCP  172.20.40.100:80 wrr\n", 0.3 if node.name == "lvs-b" else 0))
     seen: list[set[str]] = []
     took = day2.watch_tables(web3, Reach(Path("kh")), lambda latest: bool(seen.append(set(latest))) or True, 5, "x")
     assert took >= 0.3 and seen == [{"lvs-a", "lvs-b"}]
 
 
 def test_no_director_streaming_its_table_is_an_error_not_a_wait(web3, monkeypatch):
-    monkeypatch.setattr(day2.remote, "stream", lambda node, reach, command: _table_stream(0, alive=False))
+    monkeypatch.setattr(day2.remote, "stream", lambda node, reach, command: TableStream(str, alive=False))
     started = time.monotonic()
     with pytest.raises(day2.Day2Error, match="the change shown: not after"):
         day2.watch_tables(web3, Reach(Path("kh")), lambda latest: True, 30, "the change shown")
