@@ -31,6 +31,7 @@ TAKEOVERS = ("heartbeat", "fast")
 STACKS = ("heartbeat", "keepalived")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 DIRECTOR, REALSERVER = "director", "realserver"
+GLOBAL_CHECK_KEYS = ("checkinterval", "checktimeout", "quiescent")  # one value in ldirectord.cf
 ROLE_NAMES = {DIRECTOR: "directors", REALSERVER: "real servers"}
 
 
@@ -91,6 +92,17 @@ def ipv4(t: _Table, key: str, default: Any) -> Any:
 def ipv4_list(t: _Table, key: str, default: Any) -> Any:
     values = t.get(key, list, [])
     return tuple(a for a in (t.parse_ipv4(str(x), key) for x in values) if a)
+
+
+def port_list(t: _Table, key: str, default: Any) -> Any:
+    values = t.get(key, list, [])
+    ports = []
+    for x in values:
+        if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= 65535:
+            t.error(f"{x!r} is not a port (1-65535)", key)
+        else:
+            ports.append(x)
+    return tuple(ports)
 
 
 def ipv4_network(t: _Table, key: str, default: Any) -> Any:
@@ -197,7 +209,14 @@ class Link:
 
 @dataclass(frozen=True)
 class Service:
+    vip: IPv4Address | None = setting(None, ipv4, "this service's own VIP, inside the subnet "
+                                      "(default: the cluster's vip)")
     port: int = setting(80, integer(1, 65535), "port on the VIP")
+    ports: tuple[int, ...] = setting((), port_list, "a port group served as one instead of port, "
+                                     "e.g. [80, 443]: one firewall-mark virtual service, so "
+                                     "persistence holds across its ports; checks go to the first")
+    persistent: int = setting(0, integer(0, 86400), "seconds a client stays on the real server "
+                              "it reached first, across a group's ports (0: off)")
     protocol: str = setting("tcp", choice(PROTOCOLS, "a protocol"), "tcp | udp")
     scheduler: str = setting("rr", choice(SCHEDULERS, "an IPVS scheduler"),
                              "IPVS scheduler: " + " ".join(SCHEDULERS))
@@ -212,6 +231,16 @@ class Service:
     quiescent: bool = setting(True, flag, "a failed real server gets weight 0 rather than removed")
     fallback: str | None = setting("127.0.0.1:80", optional_text,
                                    "the director's own sorry page when no real server is up (\"\": none)")
+    fwmark: int | None = None  # a port group's firewall mark (1, 2, ... in profile order): set by parse
+
+    @property
+    def group(self) -> tuple[int, ...]:
+        """The ports this service answers on: its group, or its one port."""
+        return self.ports or (self.port,)
+
+    @property
+    def check_port(self) -> int:
+        return self.group[0]
 
     @property
     def page_content(self) -> str:
@@ -469,6 +498,19 @@ class Cluster:
         VRRP router id (one per pair on a LAN), 0 on heartbeat as in the howto."""
         return self.vrrp.router_id if self.keepalived else 0
 
+    def vip_of(self, service: Service) -> IPv4Address:
+        return service.vip or self.vip
+
+    @property
+    def vips(self) -> tuple[IPv4Address, ...]:
+        """Every VIP the pair carries, the cluster's own first, each once."""
+        return tuple(dict.fromkeys([self.vip, *(s.vip for s in self.services if s.vip)]))
+
+    @property
+    def fwmark_services(self) -> tuple[Service, ...]:
+        """The port groups: the directors mark their packets, IPVS balances the mark."""
+        return tuple(s for s in self.services if s.fwmark)
+
     @property
     def web_service(self) -> Service:
         """The service a browser (and the tests) use: the first HTTP one."""
@@ -678,6 +720,15 @@ def _read_service(problems: list[str], i: int, data: Any) -> Service | None:
     t = _Table(problems, f"services[{i}]", data)
     s = _read_settings(Service, t)
     t.done()
+    if s["ports"]:
+        if isinstance(data, dict) and "port" in data:
+            t.error("give port (one port) or ports (a group), not both", "ports")
+        if len(set(s["ports"])) != len(s["ports"]) or len(s["ports"]) < 2:
+            t.error(f"{list(s['ports'])}: a group needs two or more different ports "
+                    "(one port: use port)", "ports")
+    if s["persistent"] and s["scheduler"] in ("sh", "dh"):
+        t.error(f"{s['scheduler']} already sends a client (sh) or destination (dh) to one real "
+                "server; persistence adds nothing: use persistent = 0 or another scheduler", "persistent")
     if s["checktype"] == "negotiate":
         if s["service"] not in NEGOTIATE_SERVICES:
             t.error(f"{s['service']!r} cannot be negotiated (one of {', '.join(NEGOTIATE_SERVICES)})",
@@ -704,7 +755,12 @@ def _read_service(problems: list[str], i: int, data: Any) -> Service | None:
         if not local or not port.isdigit() or not 1 <= int(port) <= 65535:
             t.error(f"{s['fallback']!r} must be a local address with a port, like 127.0.0.1:80 "
                     "(the director serves the fallback page itself)", "fallback")
-    if any(v is None for k, v in s.items() if k != "fallback"):
+        elif not s["ports"] and s["port"] is not None and int(port) != s["port"]:
+            t.error(f"{s['fallback']!r} is on another port than the service ({s['port']}): direct "
+                    "routing keeps the client's port, so the director cannot answer there; give "
+                    f"fallback = \"{host}:{s['port']}\" with a server of yours on it, or \"\" for none",
+                    "fallback")
+    if any(v is None for k, v in s.items() if k not in ("fallback", "vip")):
         return None
     return Service(**s)
 
@@ -819,16 +875,25 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
         top.error(f"at least two real servers are needed, found {given['real_servers']}", "real_servers")
     if not service_data:
         top.error("at least one virtual service is needed", "services")
-    # ldirectord.cf sets these once, globally: differing values would be silently lost
-    for key in ("checkinterval", "checktimeout", "quiescent"):
+    # ldirectord.cf sets these once, globally: a later service that does not give one takes
+    # the first service's; differing values would be silently lost
+    first = services[0] if services else None
+    if first is not None:
+        services = [replace(s, **{k: getattr(first, k) for k in GLOBAL_CHECK_KEYS
+                                  if not (isinstance(raw, dict) and k in raw)}) if s and i else s
+                    for i, (s, raw) in enumerate(zip(services, service_data, strict=True))]
+    for key in GLOBAL_CHECK_KEYS:
         values = [getattr(s, key) for s in services if s]
         if len(set(values)) > 1:
             top.error(f"{key} differs between services ({', '.join(map(str, values))}); "
                       "ldirectord applies one value to all: use the same in every service",
                       "services")
-    ports = [(s.protocol, s.port) for s in services if s]
-    for protocol, port in sorted({p for p in ports if ports.count(p) > 1}):
-        top.error(f"{protocol} port {port} is defined twice", "services")
+    ports = [(s.protocol, str(s.vip or vip), p) for s in services if s for p in s.group]
+    for protocol, address, port in sorted({p for p in ports if ports.count(p) > 1}):
+        top.error(f"{protocol} port {port} on {address} is in two services: a VIP's port "
+                  "belongs to one", "services")
+    marks = iter(range(1, len(services) + 1))
+    services = [replace(s, fwmark=next(marks)) if s and s.ports else s for s in services]
 
     nodes = directors + real_servers
     for label, items in (("name", [n.name.lower() for n in nodes]),
@@ -855,6 +920,7 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     for n in nodes:
         if vip is not None and n.address == vip:
             top.error(f"{vip} is also the address of {n.name}; the VIP must be its own address", "vip")
+    _check_service_vips(problems, services, network, nodes)
     _check_link(problems, link, link_data is not None, directors)
     pinned = [n.name for n in nodes if n.mac]
     if pinned and network is not None and re.fullmatch(r"eth\d+", network.interface):
@@ -882,6 +948,27 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
                    link=link, directors=tuple(directors), real_servers=tuple(real_servers),
                    services=tuple(s for s in services if s is not None), heartbeat=heartbeat, vrrp=vrrp,
                    access=access, metrics=metrics, logging=logs)
+
+
+def _check_service_vips(problems: list[str], services: list[Service | None], network: Network | None,
+                        nodes: list[Node]) -> None:
+    """A service's own VIP answers ARP on the LAN like the cluster's: inside the subnet, no
+    node's, not the gateway."""
+    owners = {n.address: n.name for n in nodes}
+    for i, s in enumerate(services):
+        if s is None or s.vip is None:
+            continue
+        key = f"services[{i}].vip"
+        if network is not None and s.vip not in network.subnet:
+            problems.append(f"{key}: {s.vip} is outside the subnet {network.subnet}: the directors "
+                            "must answer ARP for it")
+        elif network is not None and s.vip in (network.subnet.network_address, network.subnet.broadcast_address):
+            problems.append(f"{key}: {s.vip} is the network or broadcast address of {network.subnet}")
+        elif network is not None and s.vip == network.gateway:
+            problems.append(f"{key}: {s.vip} is also the gateway")
+        if s.vip in owners:
+            problems.append(f"{key}: {s.vip} is also the address of {owners[s.vip]}; a VIP must be "
+                            "its own address")
 
 
 def _check_link(problems: list[str], link: Link | None, asked: bool, directors: list[Node]) -> None:
@@ -967,13 +1054,19 @@ def to_dict(cluster: Cluster) -> dict[str, Any]:
         return {f.name: plain(getattr(obj, f.name)) for f in _settings(type(obj), role)
                 if getattr(obj, f.name) is not None and f.metadata["seed"]}
 
+    def service_table(s: Service) -> dict[str, Any]:
+        # a group has no single port; a service without a group or persistence says nothing of
+        # them (seeds written before they existed read the same)
+        return {k: v for k, v in table(s).items()
+                if not (k in ("ports", "persistent") and not v) and not (k == "port" and s.ports)}
+
     return {
         **table(cluster),
         "network": table(cluster.network),
         **({"link": table(cluster.link)} if cluster.link else {}),
         "directors": [table(n, DIRECTOR) for n in cluster.directors],
         "real_servers": [table(n, REALSERVER) for n in cluster.real_servers],
-        "services": [table(s) for s in cluster.services],
+        "services": [service_table(s) for s in cluster.services],
         # only the chosen stack's section: parse() rejects the other one
         **({"vrrp": table(cluster.vrrp)} if cluster.keepalived else {"heartbeat": table(cluster.heartbeat)}),
         **({"access": table(cluster.access)} if cluster.access.ssh else {}),

@@ -66,7 +66,12 @@ def heartbeat_files(cluster: Cluster, node: Node, secret: str | None) -> dict[st
     """heartbeat and ldirectord configuration, as in the howto's section 4."""
     if not secret:
         raise ValueError(f"{node.name}: a director needs the heartbeat secret")
-    render = _renderer(cluster, node, secret=secret)
+    # one address resource per VIP, in the profile's order: VIPaddr (vip-takeover's, which
+    # adds them the moment the peer is dead) with the fast takeover, else heartbeat's IPaddr2
+    kind = "VIPaddr" if cluster.heartbeat.fast_takeover else "IPaddr2"
+    net = cluster.network
+    vips = [f"{kind}::{v}/{net.prefixlen}/{net.interface}/{net.broadcast_address}" for v in cluster.vips]
+    render = _renderer(cluster, node, secret=secret, vip_resources=vips)
     return {
         "/etc/ha.d/ha.cf": File(render("ha.cf")),
         "/etc/ha.d/haresources": File(render("haresources")),
@@ -134,13 +139,11 @@ NFTABLES_CONF = contract.NFTABLES_CONF
 
 
 def metrics_files(cluster: Cluster, node: Node) -> dict[str, File]:
-    """node_exporter (and Apache's exporter on real servers) on the profile's port, and an
-    nftables table that drops every scrape not from the profile's scrapers."""
+    """node_exporter (and Apache's exporter on real servers) on the profile's port (their
+    firewall: nftables_files)."""
     m = cluster.metrics
     if not m.enabled:
         return {}
-    ports = ", ".join(map(str, [m.port] if node.is_director else [m.port, m.apache_port]))
-    scrapers = ", ".join(str(n) for n in m.scrapers)
     files = {
         NODE_EXPORTER_DEFAULTS: File(
             "# [metrics] of the profile (written at first boot)\n"
@@ -149,18 +152,40 @@ def metrics_files(cluster: Cluster, node: Node) -> dict[str, File]:
             "--collector.disable-defaults "
             + " ".join(f"--collector.{name}" for name in contract.NODE_EXPORTER_COLLECTORS)
             + f' --collector.textfile.directory={contract.METRICS_TEXTFILE_DIR}"\n'),
-        NFTABLES_CONF: File(
-            "#!/usr/sbin/nft -f\n# [metrics] of the profile: only its scrapers reach the exporters\n"
-            "table inet appliance_metrics\ndelete table inet appliance_metrics\n"
-            "table inet appliance_metrics {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n"
-            f"\t\ttcp dport {{ {ports} }} ip saddr != {{ {scrapers} }} drop\n"
-            f"\t\ttcp dport {{ {ports} }} meta nfproto ipv6 drop\n\t}}\n}}\n", 0o755),
     }
     if not node.is_director:
         files[APACHE_EXPORTER_DEFAULTS] = File(
             "# [metrics] of the profile (written at first boot): mod_status on localhost only\n"
             f'ARGS="--scrape_uri=http://127.0.0.1/server-status/?auto --web.listen-address=:{m.apache_port}"\n')
     return files
+
+
+def nftables_files(cluster: Cluster, node: Node) -> dict[str, File]:
+    """One nftables file, each table replaced whole when it loads: the exporters' firewall
+    ([metrics]) and, on directors, the marks of the port groups (both directors mark alike, so
+    a connection synchronised to the peer is balanced by the same virtual service)."""
+    tables = []
+    m = cluster.metrics
+    if m.enabled:
+        ports = ", ".join(map(str, [m.port] if node.is_director else [m.port, m.apache_port]))
+        scrapers = ", ".join(str(n) for n in m.scrapers)
+        tables.append(
+            "# [metrics] of the profile: only its scrapers reach the exporters\n"
+            "table inet appliance_metrics\ndelete table inet appliance_metrics\n"
+            "table inet appliance_metrics {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n"
+            f"\t\ttcp dport {{ {ports} }} ip saddr != {{ {scrapers} }} drop\n"
+            f"\t\ttcp dport {{ {ports} }} meta nfproto ipv6 drop\n\t}}\n}}\n")
+    if node.is_director and cluster.fwmark_services:
+        rules = "".join(f"\t\tip daddr {cluster.vip_of(s)} {s.protocol} dport {{ {', '.join(map(str, s.ports))} }} "
+                        f"meta mark set {s.fwmark}\n" for s in cluster.fwmark_services)
+        tables.append(
+            "# the port groups of [[services]]: IPVS balances each group's firewall mark\n"
+            "table ip appliance_fwmark\ndelete table ip appliance_fwmark\n"
+            "table ip appliance_fwmark {\n\tchain prerouting {\n"
+            f"\t\ttype filter hook prerouting priority mangle; policy accept;\n{rules}\t}}\n}}\n")
+    if not tables:
+        return {}
+    return {NFTABLES_CONF: File("#!/usr/sbin/nft -f\n" + "".join(tables), 0o755)}
 
 
 def logging_files(cluster: Cluster) -> dict[str, File]:
@@ -193,5 +218,6 @@ def node_files(cluster: Cluster, node: Node, secret: str | None,
         files.update(realserver_files(cluster, node))
     files.update(access_files(cluster, host_key))
     files.update(metrics_files(cluster, node))
+    files.update(nftables_files(cluster, node))
     files.update(logging_files(cluster))
     return dict(sorted(files.items()))

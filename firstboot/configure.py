@@ -156,7 +156,8 @@ OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
 def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
     """What to switch on besides the preset: keepalived on keepalived directors, ldirectord's
     own unit where heartbeat runs it on both directors, sshd where the profile gives keys, the
-    exporters and their firewall where it asks for metrics."""
+    exporters and their firewall where it asks for metrics, nftables where directors mark
+    port groups."""
     wanted = {contract.SSH_UNIT} if cluster.access.ssh else set()
     if cluster.logging.remote:
         wanted.add(contract.JOURNAL_UPLOAD_UNIT)
@@ -166,6 +167,8 @@ def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
             wanted.add(contract.APACHE_EXPORTER_UNIT)
     if not node.is_director:
         return wanted
+    if cluster.fwmark_services:  # the port groups' marks (render.nftables_files)
+        wanted.add(contract.NFTABLES_UNIT)
     if cluster.keepalived:
         return wanted | {"keepalived.service"}
     return wanted | ({"ldirectord.service"} if cluster.heartbeat.ldirectord_on_both else set())
@@ -325,7 +328,7 @@ def node_facts(seed: Seed) -> dict[str, object]:
                                "services": list(services(seed))}
     if seed.node.is_director:  # what the HA watchdog (firstboot/hawatch.py) watches and clears
         failover = seed.cluster.failover
-        node.update(stack=seed.cluster.stack, vips=[str(seed.cluster.vip)],
+        node.update(stack=seed.cluster.stack, vips=[str(v) for v in seed.cluster.vips],
                     prefixlen=seed.cluster.network.prefixlen, deadtime=failover.deadtime_s,
                     peer=seed.cluster.peer(seed.node).name, peer_address=str(seed.cluster.peer(seed.node).address),
                     duplicate_limit=failover.duplicate_limit, metrics=seed.cluster.metrics.enabled)

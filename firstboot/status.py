@@ -49,7 +49,8 @@ def parse_ipvs(text: str) -> list[VirtualService]:
         if words[:1] in (["TCP"], ["UDP"], ["FWM"]) and len(words) >= 3:
             if current:
                 services.append(VirtualService(**current))
-            vip, _, port = words[1].rpartition(":")
+            # a port group's service is its firewall mark: "FWM  1 wrr"
+            vip, _, port = (words[1], "", "0") if words[0] == "FWM" else words[1].rpartition(":")
             current = {"protocol": words[0], "vip": vip, "port": int(port) if port.isdigit() else 0,
                        "scheduler": words[2], "real_servers": ()}
         elif words[:1] == ["->"] and current is not None and len(words) >= 6 and words[1] != "RemoteAddress:Port":
@@ -177,7 +178,7 @@ def table(s: Status) -> str:
                      + (f"  (ALSO HELD BY {s.second_holder})" if s.second_holder else ""))
         lines.append(f"  sync daemons: {', '.join(s.sync) or 'none'}; {s.synced_connections} connections in IPVS")
         for v in s.services:
-            lines.append(f"  {v.protocol} {v.vip}:{v.port} {v.scheduler}")
+            lines.append(f"  {v.protocol} {v.vip if v.protocol == 'FWM' else f'{v.vip}:{v.port}'} {v.scheduler}")
             for r in v.real_servers:
                 state = "quiesced" if r.weight == 0 else f"weight {r.weight}"
                 lines.append(f"    {r.address}:{r.port:<6} {state:<10} {r.active} active, {r.inactive} inactive")

@@ -13,12 +13,16 @@ TCP  172.20.40.100:80 wrr
   -> 127.0.0.1:80                 Local   0      0          0
 TCP  172.20.40.100:443 wlc persistent 300
   -> 172.20.40.21:443             Route   1      0          0
+FWM  1 wrr persistent 300
+  -> 172.20.40.21:0               Route   3      1          0
 """
 
 
 def test_the_ipvs_table_is_read_with_weights_and_connections():
-    web, tls = status.parse_ipvs(IPVSADM)
+    web, tls, group = status.parse_ipvs(IPVSADM)
     assert (web.protocol, web.vip, web.port, web.scheduler) == ("TCP", "172.20.40.100", 80, "wrr")
+    assert (group.protocol, group.vip, group.port) == ("FWM", "1", 0)  # a port group: its mark
+    assert group.real_servers == (status.RealServer("172.20.40.21", 0, 3, 1, 0),)
     assert web.real_servers[0] == status.RealServer("172.20.40.21", 80, 3, 4, 11)
     assert [r.weight for r in web.real_servers] == [3, 0, 0] and tls.port == 443
     assert status.parse_ipvs("") == []

@@ -1,5 +1,6 @@
 """The fast takeover path of the director image: vip-takeover (heartbeat API client) and the
 VIPaddr resource script, run on the host."""
+import dataclasses
 import importlib.machinery
 import importlib.util
 import os
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -36,10 +38,18 @@ def fast_files():
 
 
 def test_reads_its_resource_and_peers_from_the_rendered_files(fast_files):
-    assert vt.vip_argument(fast_files["/etc/ha.d/haresources"].content) == "192.168.0.105/24/eth0/192.168.0.255"
+    assert vt.vip_arguments(fast_files["/etc/ha.d/haresources"].content) == ["192.168.0.105/24/eth0/192.168.0.255"]
     assert vt.cluster_nodes(fast_files["/etc/ha.d/ha.cf"].content) == {"loadb1", "loadb2"}
     with pytest.raises(ValueError, match="no VIPaddr:: resource"):
-        vt.vip_argument("loadb1 IPaddr2::192.168.0.105/24/eth0/192.168.0.255")
+        vt.vip_arguments("loadb1 IPaddr2::192.168.0.105/24/eth0/192.168.0.255")
+
+
+def test_takes_every_vip_of_a_profile_with_several():
+    c = profile.load(ROOT / "profiles" / "fast-failover.toml")
+    c = dataclasses.replace(c, services=(*c.services, profile.Service(vip=IPv4Address("192.168.0.106"), port=8080)))
+    haresources = render.director_files(c, c.node("loadb1"), "x" * 32)["/etc/ha.d/haresources"].content
+    assert vt.vip_arguments(haresources) == ["192.168.0.105/24/eth0/192.168.0.255",
+                                             "192.168.0.106/24/eth0/192.168.0.255"]
 
 
 def test_messages_round_trip_through_heartbeats_framing():
@@ -122,12 +132,14 @@ def test_step_out_keeps_heartbeat_down_until_a_ping_node_answers(tmp_path, monke
     monkeypatch.setattr(vt, "CUT_OFF", tmp_path / "cut-off")
     vt.CUT_OFF.touch()
     ran, logged, tries = [], [], iter([False, False, True])
-    vt.step_out("192.168.0.105/24/eth0/192.168.0.255", {"192.168.0.1"}, logged.append,
+    vt.step_out(["192.168.0.105/24/eth0/192.168.0.255", "192.168.0.106/24/eth0/192.168.0.255"],
+                {"192.168.0.1"}, logged.append,
                 run=lambda argv, **_: ran.append(argv), reachable=lambda node: next(tries))
     assert not vt.CUT_OFF.exists()  # or the path unit would start the step-out again
     assert ran[:2] == [["systemctl", "kill", "--signal=KILL", "heartbeat.service"],
                        ["systemctl", "stop", "heartbeat.service"]]
     assert ["ip", "addr", "del", "192.168.0.105/24", "dev", "eth0"] in ran
+    assert ["ip", "addr", "del", "192.168.0.106/24", "dev", "eth0"] in ran
     assert ["/etc/ha.d/resource.d/LVSSyncDaemonSwap", "master", "stop"] in ran
     assert ran[-1] == ["systemctl", "start", "heartbeat.service"]
     assert next(tries, "done") == "done" and "starting heartbeat again" in logged[-1]
@@ -156,7 +168,7 @@ loader = importlib.machinery.SourceFileLoader("vt", {str(EXTRA / "usr/libexec/ap
 vt = importlib.util.module_from_spec(importlib.util.spec_from_loader("vt", loader)); loader.exec_module(vt)
 vt.SEND_ARP = "/bin/true"  # heartbeat's send_arp is in the image only
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-take = vt.vip_taker("10.9.9.9/32/lo/10.9.9.9")
+take = vt.vip_taker(["10.9.9.9/32/lo/10.9.9.9", "10.9.9.10/32/lo/10.9.9.10"])
 print(take()); print(take())
 print(subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout)
 """
@@ -167,6 +179,6 @@ def test_takes_the_vip_over_netlink_once():
     """The real netlink call, in a network namespace of its own (unshare -n)."""
     out = subprocess.run(["unshare", "-n", sys.executable, "-c", TAKE_IN_A_NETNS],
                          capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == "added 10.9.9.9/32 to lo, gratuitous ARP sent"
-    assert out[1] == "10.9.9.9 was already on lo"
-    assert any("inet 10.9.9.9/32" in line for line in out[2:])
+    assert out[0] == "added 10.9.9.9/32 to lo, gratuitous ARP sent; added 10.9.9.10/32 to lo, gratuitous ARP sent"
+    assert out[1] == "10.9.9.9 was already on lo; 10.9.9.10 was already on lo"
+    assert any("inet 10.9.9.9/32" in line for line in out[2:]) and any("inet 10.9.9.10/32" in line for line in out[2:])

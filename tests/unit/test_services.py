@@ -1,0 +1,122 @@
+"""Several virtual services on one pair: each with its own VIP or the cluster's, a port group
+balanced as one firewall mark, persistence. Checked where the daemons read it: the rendered
+ldirectord.cf, keepalived.conf, haresources, nftables and the real servers' lo addresses."""
+import re
+import time
+import tomllib
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from builder import contract, profile, render
+from firstboot import configure
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+SITE = {"vip": "172.20.40.101", "ports": [80, 443], "persistent": 300, "scheduler": "wrr",
+        "request": "health.html", "receive": "app ok", "checkinterval": 2, "checktimeout": 5}
+
+
+def with_services(name: str, *extra: dict) -> dict:
+    data = tomllib.loads((PROFILES / f"{name}.toml").read_text())
+    data["services"] = data["services"] + list(extra)
+    return data
+
+
+@pytest.fixture(params=["redundant", "keepalived"])
+def two_sites(request):
+    return profile.parse(with_services(request.param, SITE))
+
+
+def files(cluster, name):
+    return {p: f.content for p, f in render.node_files(cluster, cluster.node(name), "x" * 32).items()}
+
+
+def test_a_port_group_gets_a_mark_and_the_pair_carries_both_vips(two_sites):
+    site = two_sites.services[1]
+    assert site.fwmark == 1 and site.group == (80, 443) and site.check_port == 80
+    assert two_sites.services[0].fwmark is None
+    assert two_sites.vips == (IPv4Address("172.20.40.100"), IPv4Address("172.20.40.101"))
+    assert profile.parse(profile.to_dict(two_sites)) == two_sites
+
+
+def test_directors_mark_the_group_and_balance_the_mark(two_sites):
+    d = files(two_sites, "lvs-a")
+    nft = d[contract.NFTABLES_CONF]
+    assert "ip daddr 172.20.40.101 tcp dport { 80, 443 } meta mark set 1" in nft
+    assert "hook prerouting priority mangle" in nft and "delete table ip appliance_fwmark" in nft
+    assert contract.NFTABLES_UNIT in configure.units_for(two_sites, two_sites.node("lvs-a"))
+    assert contract.NFTABLES_UNIT not in configure.units_for(two_sites, two_sites.node("app1"))
+    if two_sites.keepalived:
+        conf = d[render.KEEPALIVED_CONF]
+        assert "virtual_server 172.20.40.100 80 {" in conf
+        group = conf[conf.index("virtual_server fwmark 1 {"):]
+        assert "persistence_timeout 300" in group and "real_server 172.20.40.21 {" in group
+        assert "connect_port 80" in group and "protocol" not in group.split("real_server")[0]
+        vips = re.search(r"virtual_ipaddress \{\n(.*?)\n    \}", conf, re.S).group(1).split("\n")
+        assert [line.split()[0] for line in vips] == ["172.20.40.100/24", "172.20.40.101/24"]
+    else:
+        cf = d[contract.LDIRECTORD_CF]
+        group = cf[cf.index("virtual=1\n"):]
+        for line in ("\treal=172.20.40.21 gate 3\n", "\tprotocol=fwm\n", "\tcheckport=80\n",
+                     "\tpersistent=300\n", "\tfallback=127.0.0.1 gate\n"):
+            assert line in group, line
+        assert "virtual=172.20.40.100:80\n" in cf
+        haresources = d["/etc/ha.d/haresources"]
+        assert haresources.index("172.20.40.100/24/eth0") < haresources.index("172.20.40.101/24/eth0")
+
+
+def test_real_servers_carry_every_vip_on_lo(two_sites):
+    interfaces = files(two_sites, "app2")["/etc/network/interfaces"]
+    assert "iface lo:0 inet static\naddress 172.20.40.100\n" in interfaces
+    assert "iface lo:1 inet static\naddress 172.20.40.101\n" in interfaces
+
+
+def test_the_watchdog_and_status_know_every_vip(two_sites):
+    seed = configure.Seed(cluster=two_sites, node=two_sites.node("lvs-b"), secret="x" * 32, instance_id="i")
+    assert configure.node_facts(seed)["vips"] == ["172.20.40.100", "172.20.40.101"]
+
+
+SERVICE_PROBLEMS = {
+    "a VIP outside the subnet": ({"vip": "10.9.9.9", "port": 8080, "fallback": ""},
+                                 "services[1].vip: 10.9.9.9 is outside the subnet"),
+    "a VIP that is a node's": ({"vip": "172.20.40.21", "port": 8080, "fallback": ""}, "is also the address of app1"),
+    "a VIP that is the gateway": ({"vip": "172.20.40.1", "port": 8080, "fallback": ""}, "is also the gateway"),
+    "port and ports": ({"vip": "172.20.40.101", "port": 80, "ports": [80, 443]}, "not both"),
+    "a group of one": ({"vip": "172.20.40.101", "ports": [443]}, "two or more different ports"),
+    "a port twice in a group": ({"vip": "172.20.40.101", "ports": [443, 443]}, "two or more different ports"),
+    "a port not a port": ({"vip": "172.20.40.101", "ports": [80, 70000]}, "70000 is not a port"),
+    "a port in two services of one VIP": ({"ports": [80, 443]}, "tcp port 80 on 172.20.40.100 is in two services"),
+    "a fallback on another port": ({"vip": "172.20.40.101", "port": 8080}, "services[1].fallback: '127.0.0.1:80' is "
+                                   "on another port than the service (8080)"),
+    "persistence on source hashing": ({"vip": "172.20.40.101", "port": 80, "scheduler": "sh", "persistent": 60},
+                                      "services[1].persistent: sh already sends"),
+}
+
+
+@pytest.mark.parametrize("service, message", SERVICE_PROBLEMS.values(), ids=SERVICE_PROBLEMS.keys())
+def test_a_bad_service_is_named_with_its_fix(service, message):
+    with pytest.raises(profile.ProfileError) as e:
+        profile.parse(with_services("redundant", service))
+    assert message in str(e.value)
+
+
+def test_the_same_port_on_two_vips_is_two_services():
+    c = profile.parse(with_services("redundant", {"vip": "172.20.40.101", "port": 80}))
+    cf = files(c, "lvs-a")[contract.LDIRECTORD_CF]
+    assert "virtual=172.20.40.100:80\n" in cf and "virtual=172.20.40.101:80\n" in cf
+
+
+def test_sixteen_vips_lint_and_render():
+    """The issue's scale: 16 VIPs, half of them port groups (timed by the caller's eye, not here)."""
+    sites = [{"vip": f"172.20.40.{101 + i}", **({"ports": [80, 443]} if i % 2 else {"port": 80}),
+              "request": "health.html", "receive": "app ok", "checkinterval": 2, "checktimeout": 5}
+             for i in range(15)]
+    started = time.monotonic()
+    c = profile.parse(with_services("keepalived", *sites))
+    rendered = {n.name: files(c, n.name) for n in c.nodes}
+    took = time.monotonic() - started
+    assert len(c.vips) == 16 and [s.fwmark for s in c.fwmark_services] == list(range(1, 8))
+    assert rendered["lvs-a"][render.KEEPALIVED_CONF].count("virtual_server ") == 16
+    assert rendered["app1"]["/etc/network/interfaces"].count("netmask 255.255.255.255") == 16
+    print(f"16 VIPs: parsed and rendered for {len(c.nodes)} nodes in {took:.2f} s")
