@@ -3,15 +3,15 @@
 Pure: two validated Clusters in, a list of Changes out, each saying whether it can be made
 live (no reboot, no dropped connection: ldirectord or keepalived re-reads its file; a removed
 real server is drained first) or only by `apply --reboot` (re-seeding one node at a time),
-and why. Keys are the profile's own (real servers by name, services by protocol/port), so the
-plan reads like the profile diff an operator made.
+and why. Keys are the profile's own (real servers by name, services by protocol/port and their
+own VIP), so the plan reads like the profile diff an operator made.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
 
-from builder.profile import Cluster, _settings
+from builder.profile import Cluster, Service, _settings
 
 # what the checkers and IPVS take from a re-read file without a restart
 LIVE_SERVICE_KEYS = {"scheduler", "checkinterval", "checktimeout", "checktype", "service", "request",
@@ -50,32 +50,38 @@ def _table(obj: Any, role: str | None = None) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in _settings(type(obj), role)}
 
 
-def flatten(c: Cluster) -> dict[str, Any]:
-    """Every setting of a cluster under the key an operator would name it by."""
-    out: dict[str, Any] = {}
+def service_key(s: Service) -> str:
+    """How the plan names a service: protocol/port (or port+port for a group), @VIP if its own."""
+    return f"{s.protocol}/{'+'.join(map(str, s.group))}" + (f"@{s.vip}" if s.vip else "")
+
+
+def flatten(c: Cluster) -> dict[tuple[str, ...], Any]:
+    """Every setting of a cluster under the key an operator would name it by, as its parts
+    (section, item, setting): an address in a key has dots of its own."""
+    out: dict[tuple[str, ...], Any] = {}
     for k, v in _table(c).items():
-        out[k] = v
+        out[(k,)] = v
     for section in ("network", "heartbeat", "vrrp", "access", "metrics", "logging"):
         for k, v in _table(getattr(c, section)).items():
             if section != "access" or k == "ssh_keys":
-                out[f"{section}.{k}"] = v
+                out[(section, k)] = v
     if c.link:
-        out.update({f"link.{k}": v for k, v in _table(c.link).items()})
+        out.update({("link", k): v for k, v in _table(c.link).items()})
     for d in c.directors:
-        out.update({f"directors.{d.name}.{k}": v for k, v in _table(d, "director").items() if k != "name"})
+        out.update({("directors", d.name, k): v for k, v in _table(d, "director").items() if k != "name"})
     for r in c.real_servers:
-        out[f"real_servers.{r.name}"] = r.address
-        out.update({f"real_servers.{r.name}.{k}": v for k, v in _table(r, "realserver").items()
+        out[("real_servers", r.name)] = r.address
+        out.update({("real_servers", r.name, k): v for k, v in _table(r, "realserver").items()
                     if k not in ("name", "address")})
     for s in c.services:
-        out[f"services.{s.protocol}/{s.port}"] = True
-        out.update({f"services.{s.protocol}/{s.port}.{f.name}": getattr(s, f.name)
-                    for f in fields(s) if "read" in f.metadata and f.name not in ("port", "protocol")})
+        name = service_key(s)
+        out[("services", name)] = True
+        out.update({("services", name, f.name): getattr(s, f.name) for f in fields(s)
+                    if "read" in f.metadata and f.name not in ("port", "ports", "protocol", "vip")})
     return out
 
 
-def _classify(key: str, old: Any, new: Any) -> tuple[bool, str]:
-    parts = key.split(".")
+def _classify(parts: tuple[str, ...], old: Any, new: Any) -> tuple[bool, str]:
     if parts[0] == "real_servers":
         if len(parts) == 2 and old is not None and new is not None:
             return False, WHY["real_server_address"]
@@ -83,8 +89,8 @@ def _classify(key: str, old: Any, new: Any) -> tuple[bool, str]:
             return True, ""
         return False, "a real server's NIC is its seed's"
     if parts[0] == "services":
-        return (True, "") if len(parts) == 2 or parts[2] in LIVE_SERVICE_KEYS else (False, "")
-    if key == "access.ssh_keys" or parts[0] in ("metrics", "logging"):  # files and a reload or (re)start
+        return (True, "") if len(parts) == 2 or parts[2] in LIVE_SERVICE_KEYS else (False, "set at first boot")
+    if parts == ("access", "ssh_keys") or parts[0] in ("metrics", "logging"):  # files and a reload or (re)start
         return True, ""
     return False, WHY.get(parts[0], "set at first boot")
 
@@ -92,16 +98,19 @@ def _classify(key: str, old: Any, new: Any) -> tuple[bool, str]:
 def diff(old: Cluster, new: Cluster) -> list[Change]:
     """Every setting that differs, in the profile's order, live or not."""
     a, b = flatten(old), flatten(new)
-    keys = list(dict.fromkeys([*a, *b]))
+    moved_vips = set(old.vips) ^ set(new.vips)
     changes = []
-    for key in keys:
-        if a.get(key) == b.get(key):
+    for parts in dict.fromkeys([*a, *b]):
+        if a.get(parts) == b.get(parts):
             continue
-        parent = ".".join(key.split(".")[:2])
-        if key != parent and (parent in a) != (parent in b):
+        parent = parts[:2]
+        if parts != parent and (parent in a) != (parent in b):
             continue  # a setting of a real server or service added or removed as a whole
-        live, why = _classify(key, a.get(key), b.get(key))
-        changes.append(Change(key, a.get(key), b.get(key), live, why))
+        live, why = _classify(parts, a.get(parts), b.get(parts))
+        service = (new if parts in b else old).services if parts[0] == "services" else ()
+        if any(service_key(s) == parts[1] and (s.vip in moved_vips) for s in service):
+            live, why = False, WHY["vip"]  # a VIP the pair did not carry, or no longer will
+        changes.append(Change(".".join(parts), a.get(parts), b.get(parts), live, why))
     return changes
 
 

@@ -120,3 +120,18 @@ def test_sixteen_vips_lint_and_render():
     assert rendered["lvs-a"][render.KEEPALIVED_CONF].count("virtual_server ") == 16
     assert rendered["app1"]["/etc/network/interfaces"].count("netmask 255.255.255.255") == 16
     print(f"16 VIPs: parsed and rendered for {len(c.nodes)} nodes in {took:.2f} s")
+
+
+def test_apply_plans_a_service_by_its_vip_and_ports():
+    from builder import plan
+    base = profile.parse(with_services("redundant"))
+    on_the_vip = profile.parse(with_services("redundant", {"port": 8080, "fallback": ""}))
+    site = profile.parse(with_services("redundant", SITE))
+    assert [(c.key, c.live) for c in plan.diff(base, on_the_vip)] == [("services.tcp/8080", True)]
+    # a VIP the pair does not carry yet: heartbeat reads its resources only when it starts
+    added = plan.diff(base, site)
+    assert [(c.key, c.live) for c in added] == [("services.tcp/80+443@172.20.40.101", False)]
+    assert "the VIP is held by the directors' stack" in str(added[0])
+    stickier = profile.parse(with_services("redundant", {**SITE, "persistent": 600}))
+    assert [(c.key, c.old, c.new, c.live) for c in plan.diff(site, stickier)] == [
+        ("services.tcp/80+443@172.20.40.101.persistent", 300, 600, True)]
