@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import time
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -101,13 +103,24 @@ def _rendered(cluster, node, secret: str) -> dict[str, tuple[str, int]]:
 # On the unseeded director (no service of its own runs there), after the test above.
 PROFILES = sorted((ROOT / "profiles").glob("*.toml"))
 HEARTBEAT = "/usr/libexec/heartbeat/heartbeat"  # Debian's; heartbeat.service runs it with -f
+# a second site on each link profile: its own VIP, 80 + 443 as one firewall mark, persistence
+SECOND_SITE = {"vip": "172.20.40.101", "ports": [80, 443], "persistent": 300, "scheduler": "wrr",
+               "request": "health.html", "receive": "app ok"}
+CASES = {**{p.stem: p for p in PROFILES}, **{f"{stem}+second-site": stem for stem in ("redundant", "keepalived")}}
 
 
-@pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
-def test_every_profiles_files_pass_their_own_tools_in_the_image(unseeded, path):
+def _cluster(case: str) -> profile.Cluster:
+    if isinstance(CASES[case], Path):
+        return profile.load(CASES[case])
+    data = tomllib.loads((ROOT / "profiles" / f"{CASES[case]}.toml").read_text())
+    return profile.parse({**data, "services": [*data["services"], SECOND_SITE]}, case)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_profiles_files_pass_their_own_tools_in_the_image(unseeded, case):
     vm = unseeded["loadb1"]
     vm.wait_for_agent(BOOT_TIMEOUT)
-    cluster = profile.load(path)
+    cluster = _cluster(case)
     secret = secrets.token_hex(16)
     checked = []
     for node in (cluster.directors[0], cluster.real_servers[0]):
@@ -128,6 +141,9 @@ def test_every_profiles_files_pass_their_own_tools_in_the_image(unseeded, path):
         sysctl = render.SYSCTL_DIRECTOR if node.is_director else render.SYSCTL_REALSERVER
         vm.succeed(f"modprobe ip_vs && {run}sysctl -q -p {root}{sysctl}")
         checked += ["interfaces", "sysctl"]
+        if render.NFTABLES_CONF in _rendered(cluster, node, secret):  # the port groups' marks
+            vm.succeed(f"nft -c -f {root}{render.NFTABLES_CONF}")
+            checked.append("nft -c")
         if not node.is_director:
             continue
         if cluster.keepalived:
@@ -147,4 +163,4 @@ def test_every_profiles_files_pass_their_own_tools_in_the_image(unseeded, path):
         assert code == 0 and "Configuration error" not in out, out
         checked += ["ldirectord", "heartbeat"]
     vm.succeed("ip netns del cfg; apache2ctl configtest 2>&1")
-    print(f"\n{path.name}: {', '.join(checked)}, apache2ctl configtest: ok")
+    print(f"\n{case}: {', '.join(checked)}, apache2ctl configtest: ok")
