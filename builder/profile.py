@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,40 @@ def ipv4_network(t: _Table, key: str, default: Any) -> Any:
         return None
 
 
+def ipv6(t: _Table, key: str, default: Any) -> Any:
+    value = t.get(key, str, default)
+    if value is None:
+        return None
+    try:
+        return IPv6Address(value)
+    except ValueError:
+        t.error(f"{value!r} is not an IPv6 address like 2001:db8:40::11", key)
+        return None
+
+
+def ipv6_network(t: _Table, key: str, default: Any) -> Any:
+    value = t.get(key, str, default)
+    if value is None:
+        return None
+    try:
+        return IPv6Network(value)
+    except ValueError as e:
+        t.error(f"{value!r} is not an IPv6 prefix like 2001:db8:40::/64 ({e})", key)
+        return None
+
+
+def ip_any(t: _Table, key: str, default: Any) -> Any:
+    """An IPv4 or an IPv6 address (a service's VIP)."""
+    value = t.get(key, str, default)
+    if value is None:
+        return None
+    try:
+        return ip_address(value)
+    except ValueError:
+        t.error(f"{value!r} is not an IPv4 or IPv6 address like 192.168.0.106 or 2001:db8:40::100", key)
+        return None
+
+
 APACHE_EXPORTER_OFFSET = 17  # 9100 -> 9117: the two exporters' registered default ports
 QUOTES = "\"'`"  # what ldirectord.cf and keepalived.conf cannot carry in a quoted or bare value
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -175,6 +209,8 @@ class Node:
     link_address: IPv4Address | None = setting(
         None, ipv4, "the director's address on the dedicated heartbeat link ([link])",
         roles=(DIRECTOR,))
+    address6: IPv6Address | None = setting(None, ipv6, "the node's IPv6 address on the LAN, inside "
+                                           "[network] prefix6 (every node has one on a dual-stack LAN)")
     role: str = DIRECTOR  # which array it came from, not a key
 
     @property
@@ -189,6 +225,10 @@ class Network:
     gateway: IPv4Address | None = setting(None, ipv4, "default route, inside the subnet")
     dns: tuple[IPv4Address, ...] = setting((), ipv4_list, "name servers for /etc/resolv.conf")
     broadcast: IPv4Address | None = setting(None, ipv4, "defaults to the subnet's")
+    prefix6: IPv6Network | None = setting(None, ipv6_network, "the LAN's IPv6 prefix for a dual-stack "
+                                          "cluster, e.g. 2001:db8:40::/64: nodes take address6 in it, "
+                                          "services may have IPv6 VIPs")
+    gateway6: IPv6Address | None = setting(None, ipv6, "IPv6 default route, inside prefix6")
 
     @property
     def prefixlen(self) -> int:
@@ -209,8 +249,9 @@ class Link:
 
 @dataclass(frozen=True)
 class Service:
-    vip: IPv4Address | None = setting(None, ipv4, "this service's own VIP, inside the subnet "
-                                      "(default: the cluster's vip)")
+    vip: IPv4Address | IPv6Address | None = setting(
+        None, ip_any, "this service's own VIP, IPv4 inside the subnet or IPv6 inside prefix6 "
+        "(default: the cluster's vip)")
     port: int = setting(80, integer(1, 65535), "port on the VIP")
     ports: tuple[int, ...] = setting((), port_list, "a port group served as one instead of port, "
                                      "e.g. [80, 443]: one firewall-mark virtual service, so "
@@ -498,13 +539,21 @@ class Cluster:
         VRRP router id (one per pair on a LAN), 0 on heartbeat as in the howto."""
         return self.vrrp.router_id if self.keepalived else 0
 
-    def vip_of(self, service: Service) -> IPv4Address:
+    def vip_of(self, service: Service) -> IPv4Address | IPv6Address:
         return service.vip or self.vip
 
     @property
-    def vips(self) -> tuple[IPv4Address, ...]:
+    def vips(self) -> tuple[IPv4Address | IPv6Address, ...]:
         """Every VIP the pair carries, the cluster's own first, each once."""
         return tuple(dict.fromkeys([self.vip, *(s.vip for s in self.services if s.vip)]))
+
+    @property
+    def vips4(self) -> tuple[IPv4Address, ...]:
+        return tuple(v for v in self.vips if isinstance(v, IPv4Address))
+
+    @property
+    def vips6(self) -> tuple[IPv6Address, ...]:
+        return tuple(v for v in self.vips if isinstance(v, IPv6Address))
 
     @property
     def fwmark_services(self) -> tuple[Service, ...]:
@@ -695,6 +744,12 @@ def _read_network(problems: list[str], data: Any) -> Network | None:
     if broadcast is not None and broadcast != subnet.broadcast_address:
         t.error(f"{broadcast} is not the broadcast address of {subnet} "
                 f"({subnet.broadcast_address}); remove it or fix it", "broadcast")
+    prefix6, gateway6 = n["prefix6"], n["gateway6"]
+    if gateway6 is not None and (prefix6 is None or gateway6 not in prefix6):
+        t.error(f"{gateway6} is outside prefix6 {prefix6}" if prefix6 else
+                f"{gateway6} needs prefix6, the LAN's IPv6 prefix (e.g. 2001:db8:40::/64)", "gateway6")
+    if prefix6 is not None and prefix6.prefixlen > 120:
+        t.error(f"/{prefix6.prefixlen} is too small for the nodes and VIPs; a LAN is a /64", "prefix6")
     return Network(**{**n, "interface": interface or "eth0"})
 
 
@@ -920,6 +975,7 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
     for n in nodes:
         if vip is not None and n.address == vip:
             top.error(f"{vip} is also the address of {n.name}; the VIP must be its own address", "vip")
+    _check_ipv6(problems, network, nodes)
     _check_service_vips(problems, services, network, nodes)
     _check_link(problems, link, link_data is not None, directors)
     pinned = [n.name for n in nodes if n.mac]
@@ -950,16 +1006,43 @@ def parse(data: dict[str, Any], source: str = "profile") -> Cluster:
                    access=access, metrics=metrics, logging=logs)
 
 
+def _check_ipv6(problems: list[str], network: Network | None, nodes: list[Node]) -> None:
+    """A dual-stack LAN: every node has its own IPv6 address inside prefix6, or none has one."""
+    prefix6 = network.prefix6 if network else None
+    for n in nodes:
+        if prefix6 is None and n.address6 is not None:
+            problems.append(f"{n.name}: address6 needs [network] prefix6, the LAN's IPv6 prefix "
+                            "(e.g. 2001:db8:40::/64)")
+        elif prefix6 is not None and n.address6 is None:
+            problems.append(f"{n.name}: address6 is required on a dual-stack LAN ([network] prefix6 "
+                            f"{prefix6}): the directors reach real servers and each other over IPv6")
+        elif prefix6 is not None and n.address6 not in prefix6:
+            problems.append(f"{n.name}: address6 {n.address6} is outside prefix6 {prefix6}")
+    given = [str(n.address6) for n in nodes if n.address6]
+    for dup in sorted({a for a in given if given.count(a) > 1}):
+        problems.append(f"directors/real_servers: duplicate node address6 {dup}")
+
+
 def _check_service_vips(problems: list[str], services: list[Service | None], network: Network | None,
                         nodes: list[Node]) -> None:
-    """A service's own VIP answers ARP on the LAN like the cluster's: inside the subnet, no
-    node's, not the gateway."""
-    owners = {n.address: n.name for n in nodes}
+    """A service's own VIP answers ARP (or neighbour solicitations) on the LAN like the
+    cluster's: inside the subnet (or prefix6), no node's, not the gateway."""
+    owners = {a: n.name for n in nodes for a in (n.address, n.address6) if a}
     for i, s in enumerate(services):
         if s is None or s.vip is None:
             continue
         key = f"services[{i}].vip"
-        if network is not None and s.vip not in network.subnet:
+        if isinstance(s.vip, IPv6Address):
+            prefix6 = network.prefix6 if network else None
+            if network is not None and prefix6 is None:
+                problems.append(f"{key}: {s.vip} is IPv6 and the LAN has none: give [network] prefix6 "
+                                "and each node's address6")
+            elif prefix6 is not None and s.vip not in prefix6:
+                problems.append(f"{key}: {s.vip} is outside prefix6 {prefix6}: the directors must "
+                                "answer neighbour solicitations for it")
+            elif network is not None and s.vip == network.gateway6:
+                problems.append(f"{key}: {s.vip} is also the IPv6 gateway")
+        elif network is not None and s.vip not in network.subnet:
             problems.append(f"{key}: {s.vip} is outside the subnet {network.subnet}: the directors "
                             "must answer ARP for it")
         elif network is not None and s.vip in (network.subnet.network_address, network.subnet.broadcast_address):
@@ -1043,7 +1126,7 @@ def to_dict(cluster: Cluster) -> dict[str, Any]:
     """The profile mapping for a Cluster: ``parse(to_dict(c)) == c`` (used for seeds)."""
 
     def plain(value: Any) -> Any:
-        if isinstance(value, (IPv4Address, IPv4Network)):
+        if isinstance(value, (IPv4Address, IPv4Network, IPv6Address, IPv6Network)):
             return str(value)
         if isinstance(value, tuple):
             return [plain(v) for v in value]

@@ -7,6 +7,7 @@ have no side effects; ``write_atomic`` and ``write_tree`` at the end are the onl
 from __future__ import annotations
 
 import hashlib
+from ipaddress import IPv6Address
 from pathlib import Path
 
 import jinja2
@@ -52,6 +53,32 @@ def page_digest(service) -> str:
     return hashlib.md5((service.page_content + "\n").encode()).hexdigest()
 
 
+def _bracketed(address) -> str:
+    return f"[{address}]" if isinstance(address, IPv6Address) else str(address)
+
+
+def ldirectord_virtuals(cluster: Cluster) -> list[dict]:
+    """Each service's lines in ldirectord.cf: an IPv6 VIP is virtual6 with real6 (the real
+    servers' address6) and its fallback on ::1; a port group is its mark, real servers without
+    a port, checked on the group's first."""
+    out = []
+    for s in cluster.services:
+        vip = cluster.vip_of(s)
+        six = "6" if isinstance(vip, IPv6Address) else ""
+        port = "" if s.fwmark else f":{s.port}"
+        reals = [f"real{six}={_bracketed(r.address6 if six else r.address)}{port} gate"
+                 + (f" {r.weight}" if r.weight != 1 else "") for r in cluster.real_servers]
+        fallback = None
+        if s.fallback:
+            host, _, fport = s.fallback.rpartition(":")
+            host = "[::1]" if six and host == "127.0.0.1" else host
+            fallback = f"fallback{six}={host}{'' if s.fwmark else ':' + fport} gate"
+        out.append({"virtual": f"virtual{six}={s.fwmark if s.fwmark else _bracketed(vip) + port}",
+                    "reals": reals, "fallback": fallback, "service": s,
+                    "protocol": "fwm" if s.fwmark else s.protocol})
+    return out
+
+
 def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
     """keepalived: VRRP for the VIP, its checkers in place of ldirectord, its sync daemon."""
     first = node == cluster.directors[0]
@@ -70,8 +97,12 @@ def heartbeat_files(cluster: Cluster, node: Node, secret: str | None) -> dict[st
     # adds them the moment the peer is dead) with the fast takeover, else heartbeat's IPaddr2
     kind = "VIPaddr" if cluster.heartbeat.fast_takeover else "IPaddr2"
     net = cluster.network
-    vips = [f"{kind}::{v}/{net.prefixlen}/{net.interface}/{net.broadcast_address}" for v in cluster.vips]
-    render = _renderer(cluster, node, secret=secret, vip_resources=vips)
+    vips = [f"{kind}::{v}/{net.prefixlen}/{net.interface}/{net.broadcast_address}" for v in cluster.vips4]
+    # heartbeat splits a resource's arguments at "::": an IPv6 address goes in its long form
+    vips += [f"IPv6addr::{v.exploded}/{net.prefix6.prefixlen}/{net.interface}"
+             for v in cluster.vips6 if net.prefix6]
+    render = _renderer(cluster, node, secret=secret, vip_resources=vips,
+                       virtuals=ldirectord_virtuals(cluster))
     return {
         "/etc/ha.d/ha.cf": File(render("ha.cf")),
         "/etc/ha.d/haresources": File(render("haresources")),
@@ -176,12 +207,13 @@ def nftables_files(cluster: Cluster, node: Node) -> dict[str, File]:
             f"\t\ttcp dport {{ {ports} }} ip saddr != {{ {scrapers} }} drop\n"
             f"\t\ttcp dport {{ {ports} }} meta nfproto ipv6 drop\n\t}}\n}}\n")
     if node.is_director and cluster.fwmark_services:
-        rules = "".join(f"\t\tip daddr {cluster.vip_of(s)} {s.protocol} dport {{ {', '.join(map(str, s.ports))} }} "
-                        f"meta mark set {s.fwmark}\n" for s in cluster.fwmark_services)
+        rules = "".join(f"\t\t{'ip6' if cluster.vip_of(s).version == 6 else 'ip'} daddr {cluster.vip_of(s)} "
+                        f"{s.protocol} dport {{ {', '.join(map(str, s.ports))} }} meta mark set {s.fwmark}\n"
+                        for s in cluster.fwmark_services)
         tables.append(
             "# the port groups of [[services]]: IPVS balances each group's firewall mark\n"
-            "table ip appliance_fwmark\ndelete table ip appliance_fwmark\n"
-            "table ip appliance_fwmark {\n\tchain prerouting {\n"
+            "table inet appliance_fwmark\ndelete table inet appliance_fwmark\n"
+            "table inet appliance_fwmark {\n\tchain prerouting {\n"
             f"\t\ttype filter hook prerouting priority mangle; policy accept;\n{rules}\t}}\n}}\n")
     if not tables:
         return {}

@@ -330,6 +330,7 @@ def node_facts(seed: Seed) -> dict[str, object]:
         failover = seed.cluster.failover
         node.update(stack=seed.cluster.stack, vips=[str(v) for v in seed.cluster.vips],
                     prefixlen=seed.cluster.network.prefixlen, deadtime=failover.deadtime_s,
+                    prefixlen6=seed.cluster.network.prefix6.prefixlen if seed.cluster.network.prefix6 else None,
                     peer=seed.cluster.peer(seed.node).name, peer_address=str(seed.cluster.peer(seed.node).address),
                     duplicate_limit=failover.duplicate_limit, metrics=seed.cluster.metrics.enabled)
     return node

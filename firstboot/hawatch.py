@@ -237,7 +237,7 @@ def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
     info = info or applied.node()
     iface = info["interface"]
     for vip in info.get("vips", []):
-        run(["ip", "addr", "del", f"{vip}/{info['prefixlen']}", "dev", iface])
+        run(["ip", "addr", "del", f"{vip}/{info['prefixlen6'] if ':' in vip else info['prefixlen']}", "dev", iface])
         pidfile = Path(c.SEND_ARP_PIDFILE.format(vip=vip))
         try:
             os.kill(int(pidfile.read_text()), signal.SIGTERM)

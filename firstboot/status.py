@@ -126,7 +126,7 @@ def held_vips(info: dict) -> list[str]:
     if not info.get("vips"):
         return []
     if read(NONLOCAL_BIND).strip() != "0":  # binding anywhere allowed: ask the NIC
-        out = _ip("-o", "-4", "addr", "show", "dev", info["interface"])
+        out = _ip("-o", "addr", "show", "dev", info["interface"])
         return [v for v in info["vips"] if f" {v}/" in out]
     return [v for v in info["vips"] if is_local(v)]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+from variants import VARIANTS
 
 from builder import contract, profile, render
 from lab.machine import Machine
@@ -103,17 +103,12 @@ def _rendered(cluster, node, secret: str) -> dict[str, tuple[str, int]]:
 # On the unseeded director (no service of its own runs there), after the test above.
 PROFILES = sorted((ROOT / "profiles").glob("*.toml"))
 HEARTBEAT = "/usr/libexec/heartbeat/heartbeat"  # Debian's; heartbeat.service runs it with -f
-# a second site on each link profile: its own VIP, 80 + 443 as one firewall mark, persistence
-SECOND_SITE = {"vip": "172.20.40.101", "ports": [80, 443], "persistent": 300, "scheduler": "wrr",
-               "request": "health.html", "receive": "app ok"}
-CASES = {**{p.stem: p for p in PROFILES}, **{f"{stem}+second-site": stem for stem in ("redundant", "keepalived")}}
+CASES: dict[str, Path | dict] = {**{p.stem: p for p in PROFILES}, **VARIANTS}  # tests/variants.py
 
 
 def _cluster(case: str) -> profile.Cluster:
-    if isinstance(CASES[case], Path):
-        return profile.load(CASES[case])
-    data = tomllib.loads((ROOT / "profiles" / f"{CASES[case]}.toml").read_text())
-    return profile.parse({**data, "services": [*data["services"], SECOND_SITE]}, case)
+    source = CASES[case]
+    return profile.load(source) if isinstance(source, Path) else profile.parse(source, case)
 
 
 @pytest.mark.parametrize("case", CASES)

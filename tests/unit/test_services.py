@@ -3,24 +3,13 @@ balanced as one firewall mark, persistence. Checked where the daemons read it: t
 ldirectord.cf, keepalived.conf, haresources, nftables and the real servers' lo addresses."""
 import re
 import time
-import tomllib
 from ipaddress import IPv4Address
-from pathlib import Path
 
 import pytest
+from variants import GROUP6, SITE, SITE6, dual_stack, with_services  # tests/variants.py
 
 from builder import contract, profile, render
 from firstboot import configure
-
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
-SITE = {"vip": "172.20.40.101", "ports": [80, 443], "persistent": 300, "scheduler": "wrr",
-        "request": "health.html", "receive": "app ok", "checkinterval": 2, "checktimeout": 5}
-
-
-def with_services(name: str, *extra: dict) -> dict:
-    data = tomllib.loads((PROFILES / f"{name}.toml").read_text())
-    data["services"] = data["services"] + list(extra)
-    return data
 
 
 @pytest.fixture(params=["redundant", "keepalived"])
@@ -44,7 +33,7 @@ def test_directors_mark_the_group_and_balance_the_mark(two_sites):
     d = files(two_sites, "lvs-a")
     nft = d[contract.NFTABLES_CONF]
     assert "ip daddr 172.20.40.101 tcp dport { 80, 443 } meta mark set 1" in nft
-    assert "hook prerouting priority mangle" in nft and "delete table ip appliance_fwmark" in nft
+    assert "hook prerouting priority mangle" in nft and "delete table inet appliance_fwmark" in nft
     assert contract.NFTABLES_UNIT in configure.units_for(two_sites, two_sites.node("lvs-a"))
     assert contract.NFTABLES_UNIT not in configure.units_for(two_sites, two_sites.node("app1"))
     if two_sites.keepalived:
@@ -135,3 +124,58 @@ def test_apply_plans_a_service_by_its_vip_and_ports():
     stickier = profile.parse(with_services("redundant", {**SITE, "persistent": 600}))
     assert [(c.key, c.old, c.new, c.live) for c in plan.diff(site, stickier)] == [
         ("services.tcp/80+443@172.20.40.101.persistent", 300, 600, True)]
+
+
+@pytest.fixture(params=["redundant", "keepalived"])
+def dual(request):
+    return profile.parse(dual_stack(request.param, SITE6, GROUP6))
+
+
+def test_ipv6_vips_render_for_both_stacks_and_the_real_servers(dual):
+    assert [str(v) for v in dual.vips6] == ["2001:db8:40::100", "2001:db8:40::101"]
+    assert profile.parse(profile.to_dict(dual)) == dual
+    d, real = files(dual, "lvs-a"), files(dual, "app1")
+    assert "iface eth0 inet6 static\n\taddress 2001:db8:40::11/64\n\taccept_ra 0" in d["/etc/network/interfaces"]
+    assert "\tgateway 2001:db8:40::1\n" in d["/etc/network/interfaces"]
+    assert "up ip -6 addr add 2001:db8:40::100/128 dev lo\n" in real["/etc/network/interfaces"]
+    assert "ip6 daddr 2001:db8:40::101 tcp dport { 80, 443 } meta mark set 1" in d[contract.NFTABLES_CONF]
+    if dual.keepalived:
+        conf = d[render.KEEPALIVED_CONF]
+        excluded = conf[conf.index("virtual_ipaddress_excluded {"):]
+        assert "2001:db8:40::100/64 dev eth0" in excluded and "2001:db8:40::101/64 dev eth0" in excluded
+        v6 = conf[conf.index("virtual_server 2001:db8:40::100 80 {"):]
+        assert "real_server 2001:db8:40::21 80 {" in v6 and "sorry_server ::1 80" in v6
+        group = conf[conf.index("virtual_server fwmark 1 {"):]
+        assert "ip_family inet6" in group and "real_server 2001:db8:40::21 {" in group
+    else:
+        cf = d[contract.LDIRECTORD_CF]
+        assert "virtual6=[2001:db8:40::100]:80\n\treal6=[2001:db8:40::21]:80 gate 3\n" in cf
+        assert "\tfallback6=[::1]:80 gate\n" in cf
+        assert "virtual6=1\n\treal6=[2001:db8:40::21] gate 3\n" in cf
+        # heartbeat cuts resource arguments at "::": the long form has none
+        assert "IPv6addr::2001:0db8:0040:0000:0000:0000:0000:0100/64/eth0" in d["/etc/ha.d/haresources"]
+
+
+DUAL_PROBLEMS = {
+    "an IPv6 VIP on an IPv4 LAN": (lambda: with_services("redundant", SITE6), "is IPv6 and the LAN has none"),
+    "a node without address6": (lambda: {**(d := dual_stack("redundant")), "real_servers": [
+        {k: v for k, v in n.items() if k != "address6"} for n in d["real_servers"]]},
+        "app1: address6 is required on a dual-stack LAN"),
+    "address6 outside prefix6": (lambda: {**(d := dual_stack("redundant")), "directors": [
+        {**d["directors"][0], "address6": "2001:db8:99::11"}, d["directors"][1]]},
+        "lvs-a: address6 2001:db8:99::11 is outside prefix6"),
+    "an IPv6 VIP outside prefix6": (lambda: dual_stack("redundant", {**SITE6, "vip": "2001:db8:99::100"}),
+                                    "is outside prefix6 2001:db8:40::/64"),
+    "an IPv6 VIP that is a node's": (lambda: dual_stack("redundant", {**SITE6, "vip": "2001:db8:40::21"}),
+                                     "is also the address of app1"),
+    "gateway6 without prefix6": (lambda: {**(d := with_services("redundant")),
+                                          "network": {**d["network"], "gateway6": "2001:db8:40::1"}},
+                                 "network.gateway6: 2001:db8:40::1 needs prefix6"),
+}
+
+
+@pytest.mark.parametrize("data, message", DUAL_PROBLEMS.values(), ids=DUAL_PROBLEMS.keys())
+def test_a_bad_dual_stack_profile_is_named_with_its_fix(data, message):
+    with pytest.raises(profile.ProfileError) as e:
+        profile.parse(data())
+    assert message in str(e.value)
