@@ -105,49 +105,24 @@ def port_list(t: _Table, key: str, default: Any) -> Any:
     return tuple(ports)
 
 
-def ipv4_network(t: _Table, key: str, default: Any) -> Any:
-    value = t.get(key, str, default)
-    if value is None:
-        return None
-    try:
-        return IPv4Network(value)
-    except ValueError as e:
-        t.error(f"{value!r} is not an IPv4 network like 192.168.0.0/24 ({e})", key)
-        return None
+def _parsed(parse: Callable[[str], Any], what: str) -> Reader:
+    """A reader of one address or network: `parse` raises ValueError on a bad one."""
+    def read(t: _Table, key: str, default: Any) -> Any:
+        value = t.get(key, str, default)
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as e:
+            t.error(f"{value!r} is not {what} ({e})", key)
+            return None
+    return read
 
 
-def ipv6(t: _Table, key: str, default: Any) -> Any:
-    value = t.get(key, str, default)
-    if value is None:
-        return None
-    try:
-        return IPv6Address(value)
-    except ValueError:
-        t.error(f"{value!r} is not an IPv6 address like 2001:db8:40::11", key)
-        return None
-
-
-def ipv6_network(t: _Table, key: str, default: Any) -> Any:
-    value = t.get(key, str, default)
-    if value is None:
-        return None
-    try:
-        return IPv6Network(value)
-    except ValueError as e:
-        t.error(f"{value!r} is not an IPv6 prefix like 2001:db8:40::/64 ({e})", key)
-        return None
-
-
-def ip_any(t: _Table, key: str, default: Any) -> Any:
-    """An IPv4 or an IPv6 address (a service's VIP)."""
-    value = t.get(key, str, default)
-    if value is None:
-        return None
-    try:
-        return ip_address(value)
-    except ValueError:
-        t.error(f"{value!r} is not an IPv4 or IPv6 address like 192.168.0.106 or 2001:db8:40::100", key)
-        return None
+ipv4_network = _parsed(IPv4Network, "an IPv4 network like 192.168.0.0/24")
+ipv6 = _parsed(IPv6Address, "an IPv6 address like 2001:db8:40::11")
+ipv6_network = _parsed(IPv6Network, "an IPv6 prefix like 2001:db8:40::/64")
+ip_any = _parsed(ip_address, "an IPv4 or IPv6 address like 192.168.0.106 or 2001:db8:40::100")
 
 
 APACHE_EXPORTER_OFFSET = 17  # 9100 -> 9117: the two exporters' registered default ports
