@@ -68,6 +68,13 @@ HA_RESET = "/usr/libexec/appliance/ha-reset"   # clears what a killed stack left
 # the gratuitous-ARP announcer a VIP's start leaves running (heartbeat's send_arp), per VIP:
 # VIPaddr and vip-takeover start it, a reset stops it (shell and the image's script spell it out)
 SEND_ARP_PIDFILE = "/run/vipaddr-send_arp-{vip}.pid"
+SEND_ARP = "/usr/libexec/heartbeat/send_arp"  # gratuitous ARP (resource-agents)
+SEND_UA = "/usr/libexec/heartbeat/send_ua"    # unsolicited neighbour advertisement
+# A new master announces its VIPs when it takes them; a switch or client that missed that burst
+# keeps sending to the old director. The holder announces them again this often (keepalived:
+# vrrp_garp_master_refresh; heartbeat: the HA watchdog), ANNOUNCE_REPEAT packets each time.
+ANNOUNCE_REFRESH = 60
+ANNOUNCE_REPEAT = 2
 HAWATCH_INTERVAL = 1.0      # seconds between probes
 HAWATCH_PROBE_TIMEOUT = 3.0  # a stack that takes longer than this to answer has missed a probe
 HAWATCH_MISSES = 2           # missed probes in a row before the stack is restarted

@@ -219,6 +219,37 @@ class SyncFollower:
         return "start" if held else "stop"
 
 
+@dataclass
+class Announcer:
+    """heartbeat announces a VIP only when it takes it; while this director holds VIPs it
+    announces them again every ANNOUNCE_REFRESH s (keepalived's own setting does the same)."""
+    every: float = c.ANNOUNCE_REFRESH
+    last: float | None = None
+
+    def due(self, held: bool, now: float) -> bool:
+        if not held:
+            self.last = None
+            return False
+        if self.last is None:  # the stack's own announcement went out with the takeover
+            self.last = now
+        if now - self.last < self.every:
+            return False
+        self.last = now
+        return True
+
+
+def announce(held: list[str], info: dict) -> None:
+    """Gratuitous ARPs for IPv4 VIPs, unsolicited NAs for IPv6 ones, in the background."""
+    iface, repeat = info["interface"], str(c.ANNOUNCE_REPEAT)
+    for vip in held:
+        argv = ([c.SEND_UA, "-c", repeat, vip, str(info.get("prefixlen6") or 64), iface] if ":" in vip
+                else [c.SEND_ARP, "-i", "200", "-r", repeat, iface, vip, "auto", "not_used", "not_used"])
+        try:
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            pass
+
+
 def follow_sync(sync: SyncFollower, held: list[str], log: Callable[[str], None]) -> None:
     action = sync.observe(bool(held), "master" in sync_threads(), time.monotonic())
     if action in ("start", "stop"):
@@ -334,7 +365,7 @@ def watch(log: Callable[[str], None]) -> int:
     unit, probe_fn = STACKS[info["stack"]]
     w = Watch()
     steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
-    dup, sync = Duplicate(info["duplicate_limit"], steps_out), SyncFollower()
+    dup, sync, announcer = Duplicate(info["duplicate_limit"], steps_out), SyncFollower(), Announcer()
 
     def peer_answers() -> bool:
         try:
@@ -372,6 +403,8 @@ def watch(log: Callable[[str], None]) -> int:
             elif probe.answering:
                 held, other = check_duplicate(dup, w, unit, info, log)
                 follow_sync(sync, held, log)
+                if info["stack"] == "heartbeat" and announcer.due(bool(held), time.monotonic()):
+                    announce(held, info)
         sample = gauges.sample(probe.state, probe.answering, held_vips(info) if held is None else held,
                                len(w.restarts), other is not None)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),

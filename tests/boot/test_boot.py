@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from variants import VARIANTS
 
 from builder import contract, profile, render
 from lab.machine import Machine
 from lab.paths import RESULTS, ROOT, image
+from tests.variants import VARIANTS
 
 pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = 300  # TCG on a busy 2-core machine; KVM needs a fraction

@@ -200,3 +200,17 @@ def test_a_held_vip_is_a_local_address():
     assert status.is_local("127.0.0.1") and not status.is_local("192.0.2.77")
     info = {"interface": "lo", "vips": ["127.0.0.1", "192.0.2.77"]}
     assert status.held_vips(info) == ["127.0.0.1"] and status.held_vips({"interface": "lo"}) == []
+
+
+def test_a_holder_announces_its_vips_again_every_refresh_and_not_before(monkeypatch):
+    a = hawatch.Announcer(every=60)
+    assert not a.due(True, 100)           # the takeover's own announcement went out just now
+    assert not a.due(True, 159) and a.due(True, 160) and not a.due(True, 161)
+    assert not a.due(False, 300)          # gone: the next takeover starts the count again
+    assert not a.due(True, 301) and a.due(True, 361)
+    started = []
+    monkeypatch.setattr(hawatch.subprocess, "Popen", lambda argv, **kw: started.append(argv))
+    hawatch.announce(["172.20.40.100", "2001:db8:40::100"], {"interface": "eth0", "prefixlen6": 64})
+    assert started == [[c.SEND_ARP, "-i", "200", "-r", str(c.ANNOUNCE_REPEAT), "eth0", "172.20.40.100",
+                        "auto", "not_used", "not_used"],
+                       [c.SEND_UA, "-c", str(c.ANNOUNCE_REPEAT), "2001:db8:40::100", "64", "eth0"]]

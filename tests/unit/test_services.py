@@ -6,10 +6,10 @@ import time
 from ipaddress import IPv4Address
 
 import pytest
-from variants import GROUP6, SITE, SITE6, dual_stack, with_services  # tests/variants.py
 
 from builder import contract, profile, render
 from firstboot import configure
+from tests.variants import GROUP6, SITE, SITE6, dual_stack, with_services
 
 
 @pytest.fixture(params=["redundant", "keepalived"])
