@@ -1,6 +1,6 @@
 """The howto's client inside the lab's namespace: HTTP requests, a browser, slow downloads.
 
-    vip = Client(segment, spec.vip, 80)
+    vip = Client(segment, spec.vip, 80)           # or an IPv6 VIP: http://[2001:db8:40::100]/
     vip.get("/").server          # which real server answered
     t = vip.downloads("/blob.txt", 4); ...; t.finish(timeout=300)
 """
@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from lab import net
@@ -40,11 +40,12 @@ class Response:
 class Client:
     """The howto's browser: HTTP from the client address inside the namespace."""
 
-    def __init__(self, segment: net.Segment, host: IPv4Address, port: int = 80):
+    def __init__(self, segment: net.Segment, host: IPv4Address | IPv6Address, port: int = 80):
         self.segment, self.host, self.port = segment, host, port
 
     def url(self, path: str = "/") -> str:
-        return f"http://{self.host}{'' if self.port == 80 else f':{self.port}'}{path}"
+        host = f"[{self.host}]" if isinstance(self.host, IPv6Address) else str(self.host)
+        return f"http://{host}{'' if self.port == 80 else f':{self.port}'}{path}"
 
     def get(self, path: str = "/", timeout: float = 3) -> Response:
         started = time.monotonic()

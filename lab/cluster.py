@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
 from builder import contract, day2, hostkeys, profile, remote, render, secret, seed
@@ -140,11 +140,25 @@ class Cluster:
         wanted = [net_.gateway, *pings] if net_.gateway else list(pings)
         return [a for a in dict.fromkeys(wanted) if a in net_.subnet]
 
+    def _client_address6(self) -> IPv6Address | None:
+        """On a dual-stack LAN the client also takes prefix6's ::fe, or the next one nothing uses."""
+        prefix6 = self.spec.network.prefix6
+        if prefix6 is None:
+            return None
+        used = {n.address6 for n in self.spec.nodes} | set(self.spec.vips6) | {self.spec.network.gateway6}
+        return next(a for a in (prefix6.network_address + i for i in range(0xfe, 0x1fe)) if a not in used)
+
     def _client_address(self) -> IPv4Address:
         """The client takes the highest address of the subnet no node, VIP or lab host uses."""
         net_ = self.spec.network
         used = {n.address for n in self.spec.nodes} | {self.spec.vip, *self._lab_hosts()}
         return next(a for a in reversed(list(net_.subnet.hosts())) if a not in used)
+
+    def _segment(self) -> net.Segment:
+        client6 = self._client_address6()
+        return net.Segment(self.netns, str(self._client_address()), self.spec.network.prefixlen,
+                           str(client6) if client6 else None,
+                           self.spec.network.prefix6.prefixlen if self.spec.network.prefix6 else 64)
 
     def machines(self, seeds: Path, segment: net.Segment | None, existing: bool = False) -> dict[str, Machine]:
         """One Machine per node, each NIC on its tap with a MAC derived from its address; the
@@ -180,7 +194,7 @@ class Cluster:
         for node in spec.nodes:
             paths.image(node.role)  # a missing image fails before anything is made
         self.segment = self._stack.enter_context(
-            net.Segment(self.netns, str(self._client_address()), spec.network.prefixlen))
+            self._segment())
         for address in self._lab_hosts():
             self.segment.run("ip", "addr", "add", f"{address}/{spec.network.prefixlen}", "dev", net.LAN)
         if spec.link:
@@ -212,7 +226,7 @@ class Cluster:
 
     def attach(self) -> Cluster:
         """Drive a cluster another process booted (`up`): same machines, same namespace."""
-        self.segment = net.Segment(self.netns, str(self._client_address()), self.spec.network.prefixlen)
+        self.segment = self._segment()
         self.vms = self.machines(self.workdir / "seeds", None, existing=True)
         return self
 
@@ -232,6 +246,11 @@ class Cluster:
     def vip(self) -> Client:
         assert self.segment
         return Client(self.segment, self.spec.vip, self.spec.web_service.port)
+
+    def client(self, service: profile.Service, port: int | None = None) -> Client:
+        """A client of one service: its VIP (IPv4 or IPv6), its port or the given one of its group."""
+        assert self.segment
+        return Client(self.segment, self.spec.vip_of(service), port or service.check_port)
 
     def holds_vip(self, director: Machine) -> bool:
         return self.stack.vip_in(director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}"))

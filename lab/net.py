@@ -41,10 +41,12 @@ class Segment:
     address; taps and further bridges on demand. Leftovers of an interrupted run of the same
     namespace are removed first."""
 
-    def __init__(self, netns: str, client_address: str, prefixlen: int):
+    def __init__(self, netns: str, client_address: str, prefixlen: int, client_address6: str | None = None,
+                 prefixlen6: int = 64):
         self.netns = netns
         self.client_address = client_address
         self.prefixlen = prefixlen
+        self.client_address6, self.prefixlen6 = client_address6, prefixlen6  # a dual-stack LAN's
         self.taps: list[str] = []
 
     def __enter__(self) -> Segment:
@@ -55,6 +57,8 @@ class Segment:
         try:
             self.run("ip", "link", "set", "lo", "up")
             self.bridge(LAN, f"{self.client_address}/{self.prefixlen}")
+            if self.client_address6:  # no duplicate address detection: usable at once
+                self.run("ip", "-6", "addr", "add", f"{self.client_address6}/{self.prefixlen6}", "dev", LAN, "nodad")
         except CommandError:
             destroy(self.netns)
             raise
