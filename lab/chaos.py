@@ -41,11 +41,11 @@ def methods(cluster) -> tuple[str, ...]:
 
 
 def one_holder_answering(cluster, down: frozenset[str] = frozenset()) -> Machine | None:
-    """The one director holding the VIP, when every director's stack answers; else None.
-    Directors named in `down` (crashed, hung on purpose) are left out of both."""
+    """The one director holding the VIPs (every one of them), when every director's stack
+    answers; else None. Directors named in `down` (crashed, hung on purpose) are left out."""
     holders = [d for d in cluster.vip_holders() if d.name not in down]
     up = [d for d in cluster.directors if d.name not in down]
-    if len(holders) != 1 or not all(cluster.stack.answers(d) for d in up):
+    if len(holders) != 1 or not cluster.holds_every_vip(holders[0]) or not all(cluster.stack.answers(d) for d in up):
         return None
     return holders[0]
 

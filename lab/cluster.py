@@ -252,15 +252,24 @@ class Cluster:
         assert self.segment
         return Client(self.segment, self.spec.vip_of(service), port or service.check_port)
 
+    def vips_held(self, director: Machine) -> set[str]:
+        """Which of the profile's VIPs (IPv4 and IPv6) are on the director's cluster NIC."""
+        out = director.succeed(f"ip -o addr show dev {self.spec.network.interface}")
+        return {str(v) for v in self.spec.vips if f" {v}/" in out}
+
     def holds_vip(self, director: Machine) -> bool:
-        return self.stack.vip_in(director.succeed(f"ip -4 -o addr show dev {self.spec.network.interface}"))
+        return str(self.spec.vip) in self.vips_held(director)
+
+    def holds_every_vip(self, director: Machine) -> bool:
+        return self.vips_held(director) == {str(v) for v in self.spec.vips}
 
     def vip_holders(self) -> list[Machine]:
-        """The directors holding the VIP; a crashed (unreachable) one holds nothing."""
+        """The directors holding any VIP (they move together: two holders are a split, whichever
+        VIPs each has); a crashed (unreachable) one holds nothing."""
         held = []
         for d in self.directors:
             try:
-                if self.holds_vip(d):
+                if self.vips_held(d):
                     held.append(d)
             except Exception:  # noqa: BLE001 - a crashed director cannot answer
                 pass

@@ -9,7 +9,7 @@ import pytest
 
 from builder import contract, profile, render
 from firstboot import configure
-from tests.variants import GROUP6, SITE, SITE6, dual_stack, with_services
+from tests.variants import GROUP6, PROFILES as PROFILES_DIR, SITE, SITE6, dual_stack, with_services
 
 
 @pytest.fixture(params=["redundant", "keepalived"])
@@ -179,3 +179,30 @@ def test_a_bad_dual_stack_profile_is_named_with_its_fix(data, message):
     with pytest.raises(profile.ProfileError) as e:
         profile.parse(data())
     assert message in str(e.value)
+
+
+class Director:
+    """A director as the lab sees it: its name and `ip -o addr show dev eth0`."""
+
+    def __init__(self, name: str, *vips: str):
+        self.name = name
+        self.out = "".join(f"2: eth0    inet{'6' if ':' in v else ''} {v}/64 scope global eth0\n" for v in vips)
+
+    def succeed(self, command: str) -> str:
+        assert command == "ip -o addr show dev eth0"
+        return self.out
+
+
+def test_the_lab_counts_a_split_of_the_vips_as_two_holders(tmp_path, monkeypatch):
+    from lab import chaos
+    from lab.cluster import Cluster
+    c = Cluster(PROFILES_DIR / "redundant.toml", tmp_path, "tcg")
+    c.spec = profile.parse(dual_stack("redundant", SITE6, GROUP6, SITE))
+    every = [str(v) for v in c.spec.vips]
+    monkeypatch.setattr(c.stack, "answers", lambda d: True)
+    for a, b, one in ((every, [], True), (every[:3], every[3:], False), (every[:3], [], False)):
+        vms = [Director("lvs-a", *a), Director("lvs-b", *b)]
+        monkeypatch.setattr(Cluster, "directors", property(lambda self, vms=vms: vms))
+        holder = chaos.one_holder_answering(c)
+        assert (holder is not None and holder.name == "lvs-a") is one, (a, b)
+    assert c.vips_held(Director("x", "172.20.40.1000", "2001:db8:40::1001")) == set()  # no prefix match
