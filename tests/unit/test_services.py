@@ -9,7 +9,8 @@ import pytest
 
 from builder import contract, profile, render
 from firstboot import configure
-from tests.variants import GROUP6, PROFILES as PROFILES_DIR, SITE, SITE6, dual_stack, with_services
+from tests.variants import GROUP6, SITE, SITE6, dual_stack, with_services
+from tests.variants import PROFILES as PROFILES_DIR
 
 
 @pytest.fixture(params=["redundant", "keepalived"])
