@@ -30,7 +30,8 @@ LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has 
 LAN_OUI, LINK_OUI = "52:54:00", "52:54:01"  # QEMU's prefix; the link's NICs one apart
 # The directors' VMs are served first when the host's cores are busy, as a hypervisor should
 # reserve CPU for a VRRP or heartbeat VM: a director not scheduled for ~1 s misses its peer's
-# adverts and claims the VIP (docs/split-brain.md). `make test` runs two suites side by side.
+# adverts and claims the VIP (docs/split-brain.md). `make test` runs the boot suites' VMs beside
+# the howto's cluster.
 DIRECTOR_NICE = -10
 
 

@@ -16,8 +16,8 @@ LAN = "br0"
 
 
 def suite_netns(profile_stem: str) -> str:
-    """Each profile's suite has a namespace of its own, so `make test` can run two side by side
-    (they may share addresses: redundant's and keepalived's clusters are the same LAN)."""
+    """Each profile's suite has a namespace of its own, so two can run side by side (they may
+    share addresses: redundant's and keepalived's clusters are the same LAN)."""
     return f"{TEST_NETNS}-{profile_stem}"
 
 
