@@ -148,13 +148,17 @@ HOST_KEY = contract.SSH_HOST_KEY
 def access_files(cluster: Cluster, host_key: tuple[str, str] | None) -> dict[str, File]:
     """Key-only root login from the profile's [access]: sshd reads keys from a file first boot
     owns (not root's home), no password or keyboard-interactive method, the node's own host
-    key from its seed (host_key: private, public) and no other."""
+    key from its seed (host_key: private, public) and no other. No PAM: with keys only it has
+    nothing to decide (sshd itself honours /etc/nologin and account expiry), and its session
+    modules (pam_motd's run-parts above all) cost ~0.25 s a login under TCG: `builder status`
+    went from 4.5 to 3.3 s cold. Root's password field is "*" (no password, not locked:
+    without PAM sshd refuses a locked account even with a key)."""
     if not cluster.access.ssh:
         return {}
     files = {
         SSHD_CONFIG: File("# key-only root login: the profile's [access] ssh_keys (written at first boot)\n"
                           "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
-                          "KbdInteractiveAuthentication no\nAuthenticationMethods publickey\n"
+                          "KbdInteractiveAuthentication no\nAuthenticationMethods publickey\nUsePAM no\n"
                           f"AuthorizedKeysFile {AUTHORIZED_KEYS.replace('root', '%u')}\n"
                           f"HostKey {HOST_KEY}\n"),
         AUTHORIZED_KEYS: File("".join(k + "\n" for k in cluster.access.ssh_keys)),

@@ -96,7 +96,7 @@ def test_a_node_with_access_gets_key_only_sshd_its_keys_and_its_own_host_key():
     files = render.node_files(cluster, cluster.node("loadb1"), "k" * 32, (key.private, key.public))
     conf = files[render.SSHD_CONFIG].content.splitlines()
     for line in ("PermitRootLogin prohibit-password", "PasswordAuthentication no",
-                 "KbdInteractiveAuthentication no", "AuthenticationMethods publickey",
+                 "KbdInteractiveAuthentication no", "AuthenticationMethods publickey", "UsePAM no",
                  "AuthorizedKeysFile /etc/ssh/authorized_keys/%u", f"HostKey {render.HOST_KEY}"):
         assert line in conf
     assert files[render.AUTHORIZED_KEYS].content == f"{ED25519}\n{RSA_3072}\n"
