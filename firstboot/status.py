@@ -140,9 +140,11 @@ def _ip(*args: str) -> str:
 
 
 def lo_vips() -> list[str]:
-    """A real server's VIPs: the /32s on its loopback (`ip`, the one process status starts)."""
-    out = _ip("-o", "-4", "addr", "show", "dev", "lo")
-    return sorted({w.split("/")[0] for w in out.split() if w.endswith("/32") and not w.startswith("127.")})
+    """A real server's VIPs: the /32s and /128s on its loopback (`ip`, the one process status
+    starts), not the loopback's own."""
+    out = _ip("-o", "addr", "show", "dev", "lo")
+    return sorted({w.split("/")[0] for w in out.split() if (w.endswith("/32") or w.endswith("/128"))
+                   and not w.startswith("127.") and w != "::1/128"})
 
 
 def gather(state_dir: Path = Path(c.STATE_DIR)) -> Status:

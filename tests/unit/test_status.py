@@ -70,3 +70,10 @@ def test_sync_daemons_are_found_by_their_kernel_threads(tmp_path):
     assert status.sync_threads(tmp_path) == ["master", "backup"]
     (tmp_path / "78" / "comm").write_text("kworker/0:1\n")
     assert status.sync_threads(tmp_path) == ["backup"]
+
+
+def test_a_real_servers_vips_are_its_loopbacks_host_addresses_of_both_families(monkeypatch):
+    monkeypatch.setattr(status, "_ip", lambda *args: (
+        "1: lo    inet 127.0.0.1/8 scope host lo\n1: lo    inet 172.20.40.100/32 scope global lo\n"
+        "1: lo    inet6 ::1/128 scope host noprefixroute\n1: lo    inet6 2001:db8:40::100/128 scope global\n"))
+    assert status.lo_vips() == ["172.20.40.100", "2001:db8:40::100"]
