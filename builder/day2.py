@@ -29,13 +29,14 @@ from builder import contract, hostkeys, plan, profile, remote, render, secret, s
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 from builder.remote import Reach
-from firstboot.status import parse_ipvs, service_dict
+from firstboot.status import from_proc, parse_ipvs, service_dict
 
 POLL = 0.25  # seconds between looks at the directors' tables
 # While apply waits, each director prints its IPVS table this often (a bounded loop on the
 # node): a change is seen a tenth of a second after it lands, not an SSH round per look later
 WATCH_EVERY = 0.1
 TABLE_END = "-- end of table --"
+SHOW_TIMEOUT = 60  # seconds both directors may take to show a pushed change
 
 
 class Day2Error(ApplianceError):
@@ -120,46 +121,60 @@ def tables(cluster: Cluster, reach: Reach) -> dict[str, dict]:
             for n, out in remote.on_nodes(cluster.directors, reach, "ipvsadm -L -n").items() if isinstance(out, str)}
 
 
-def watch_tables(cluster: Cluster, reach: Reach, test: Callable[[dict[str, dict]], bool], timeout: float,
-                 what: str) -> float:
-    """Wait until `test` holds for the directors' latest IPVS tables (shaped as tables()'s);
-    the seconds it took. Each director streams its table every WATCH_EVERY s."""
-    rounds = int(timeout / WATCH_EVERY) + 1
-    command = f"for i in $(seq {rounds}); do ipvsadm -L -n; echo '{TABLE_END}'; sleep {WATCH_EVERY}; done"
-    latest: dict[str, dict] = {}
-    changed = threading.Condition()
-    started = time.monotonic()
-    procs = {d.name: remote.stream(d, reach, command) for d in cluster.directors}
+class TableWatch:
+    """Each director's IPVS table as it changes: one Python loop per director prints
+    /proc/net/ip_vs every WATCH_EVERY s (no process per look: an `ipvsadm` and a `sleep` ten
+    times a second slowed keepalived's own restart). Started before the pushes, so the loops
+    are running by the time a change lands; `wait` judges the tables once every director has
+    shown one."""
 
-    def read(name: str, proc: subprocess.Popen) -> None:
+    def __init__(self, cluster: Cluster, reach: Reach, seconds: float):
+        loop = (f"import sys,time\nfor i in range({int(seconds / WATCH_EVERY) + 1}):\n"
+                f" sys.stdout.write(open('/proc/net/ip_vs').read()+'{TABLE_END}\\n'); sys.stdout.flush()"
+                f"; time.sleep({WATCH_EVERY})")
+        self.latest: dict[str, dict] = {}
+        self.changed = threading.Condition()
+        self.procs = {d.name: remote.stream(d, reach, f'python3 -c "{loop}"') for d in cluster.directors}
+        for item in self.procs.items():
+            threading.Thread(target=self._read, args=item, daemon=True).start()
+
+    def _read(self, name: str, proc: subprocess.Popen) -> None:
         block: list[str] = []
         for line in proc.stdout or ():
             if line.rstrip("\n") != TABLE_END:
                 block.append(line)
                 continue
-            with changed:
-                latest[name] = {"services": [service_dict(v) for v in parse_ipvs("".join(block))]}
-                changed.notify()
+            with self.changed:
+                self.latest[name] = {"services": [service_dict(v) for v in parse_ipvs(from_proc("".join(block)))]}
+                self.changed.notify_all()
             block = []
-        with changed:
-            changed.notify()
-    readers = [threading.Thread(target=read, args=item, daemon=True) for item in procs.items()]
-    for t in readers:
-        t.start()
-    try:
-        with changed:
-            def heard() -> bool:  # every director's table, or its stream ended (unreachable)
-                return bool(latest) and all(n in latest or p.poll() is not None for n, p in procs.items())
-            while not (heard() and test(dict(latest))):
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait(self, test: Callable[[dict[str, dict]], bool], timeout: float, what: str) -> float:
+        """Until `test` holds for the latest tables; the seconds it took."""
+        started = time.monotonic()
+
+        def heard() -> bool:  # every director's table, or its stream ended (unreachable)
+            return bool(self.latest) and all(n in self.latest or p.poll() is not None for n, p in self.procs.items())
+        with self.changed:
+            while not (heard() and test(dict(self.latest))):
                 left = started + timeout - time.monotonic()
-                if left <= 0 or all(p.poll() is not None for p in procs.values()):
+                if left <= 0 or all(p.poll() is not None for p in self.procs.values()):
                     raise Day2Error(f"{what}: not after {time.monotonic() - started:.0f} s")
-                changed.wait(min(left, 1.0))
-    finally:
-        for p in procs.values():
+                self.changed.wait(min(left, 1.0))
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        for p in self.procs.values():
             p.kill()
             p.wait()
-    return time.monotonic() - started
+
+    def __enter__(self) -> TableWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def with_draining(new: Cluster, old: Cluster) -> Cluster:
@@ -223,12 +238,13 @@ class Operation:
             for node in nodes:
                 one(node)
 
-    def directors_show(self, target: Cluster, exact: set[str], timeout: float = 60) -> float:
+    def directors_show(self, watch: TableWatch, target: Cluster, exact: set[str],
+                       timeout: float = SHOW_TIMEOUT) -> float:
         """Wait until every director with an IPVS table shows `target`; the time since start."""
         def ok(latest: dict[str, dict]) -> bool:
             found = [t for t in latest.values() if t["services"]]
             return bool(found) and all(shows(target, t, exact) for t in found)
-        watch_tables(target, self.reach, ok, timeout, "the directors' IPVS tables showing the change")
+        watch.wait(ok, timeout, "the directors' IPVS tables showing the change")
         self.shown_after = time.monotonic() - self.started
         self.say(f"{self._t()} both directors' IPVS tables show it")
         return self.shown_after
@@ -254,11 +270,13 @@ class Operation:
         leaving, before = plan.drained(old, new), old
         if leaving:
             before = with_draining(new, old)
-            self.push(old, before, order)
-            self.directors_show(before, exact | set(leaving))
+            with TableWatch(new, self.reach, SHOW_TIMEOUT) as watch:
+                self.push(old, before, order)
+                self.directors_show(watch, before, exact | set(leaving))
             self.wait_drained(before, leaving, drain_timeout)
-        self.push(before, new, order)
-        return self.directors_show(new, exact)
+        with TableWatch(new, self.reach, SHOW_TIMEOUT) as watch:
+            self.push(before, new, order)
+            return self.directors_show(watch, new, exact)
 
     def apply(self, drain_timeout: float = contract.DRAIN_TIMEOUT, dry_run: bool = False) -> list[plan.Change]:
         now = running(self.cluster, self.reach)

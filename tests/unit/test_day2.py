@@ -263,17 +263,35 @@ class TableStream:
         return 0
 
 
+PROC_IP_VS = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port Forward Weight ActiveConn InActConn
+TCP  AC142864:0050 wrr
+  -> AC142815:0050      Route   3      1          0
+"""
+
+
 def test_the_tables_are_judged_only_once_every_director_has_shown_one(web3, monkeypatch):
-    monkeypatch.setattr(day2.remote, "stream", lambda node, reach, command:
-                        TableStream(lambda: "TCP  172.20.40.100:80 wrr\n", 0.3 if node.name == "lvs-b" else 0))
-    seen: list[set[str]] = []
-    took = day2.watch_tables(web3, Reach(Path("kh")), lambda latest: bool(seen.append(set(latest))) or True, 5, "x")
-    assert took >= 0.3 and seen == [{"lvs-a", "lvs-b"}]
+    """Read from /proc/net/ip_vs (hex addresses) as each director's loop prints it."""
+    commands: list[str] = []
+
+    def stream(node, reach, command):
+        commands.append(command)
+        return TableStream(lambda: PROC_IP_VS, 0.3 if node.name == "lvs-b" else 0)
+    monkeypatch.setattr(day2.remote, "stream", stream)
+    seen: list[dict] = []
+    started = time.monotonic()
+    with day2.TableWatch(web3, Reach(Path("kh")), 5) as watch:
+        watch.wait(lambda latest: bool(seen.append(dict(latest))) or True, 5, "x")
+    assert time.monotonic() - started >= 0.3 and [set(s) for s in seen] == [{"lvs-a", "lvs-b"}]
+    assert day2.ipvs_view(seen[0]["lvs-a"]) == {"172.20.40.21": 3}
+    assert all("/proc/net/ip_vs" in c and "ipvsadm" not in c for c in commands)  # no process per look
 
 
 def test_no_director_streaming_its_table_is_an_error_not_a_wait(web3, monkeypatch):
     monkeypatch.setattr(day2.remote, "stream", lambda node, reach, command: TableStream(str, alive=False))
     started = time.monotonic()
     with pytest.raises(day2.Day2Error, match="the change shown: not after"):
-        day2.watch_tables(web3, Reach(Path("kh")), lambda latest: True, 30, "the change shown")
+        with day2.TableWatch(web3, Reach(Path("kh")), 30) as watch:
+            watch.wait(lambda latest: True, 30, "the change shown")
     assert time.monotonic() - started < 3
