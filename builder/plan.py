@@ -98,7 +98,8 @@ def _classify(parts: tuple[str, ...], old: Any, new: Any) -> tuple[bool, str]:
 def diff(old: Cluster, new: Cluster) -> list[Change]:
     """Every setting that differs, in the profile's order, live or not."""
     a, b = flatten(old), flatten(new)
-    moved_vips = set(old.vips) ^ set(new.vips)
+    moved_vips = set(old.vips) ^ set(new.vips)  # a VIP the pair did not carry, or no longer will
+    on_moved = {service_key(s) for c in (old, new) for s in c.services if s.vip in moved_vips}
     changes = []
     for parts in dict.fromkeys([*a, *b]):
         if a.get(parts) == b.get(parts):
@@ -107,9 +108,8 @@ def diff(old: Cluster, new: Cluster) -> list[Change]:
         if parts != parent and (parent in a) != (parent in b):
             continue  # a setting of a real server or service added or removed as a whole
         live, why = _classify(parts, a.get(parts), b.get(parts))
-        service = (new if parts in b else old).services if parts[0] == "services" else ()
-        if any(service_key(s) == parts[1] and (s.vip in moved_vips) for s in service):
-            live, why = False, WHY["vip"]  # a VIP the pair did not carry, or no longer will
+        if parts[0] == "services" and parts[1] in on_moved:
+            live, why = False, WHY["vip"]
         changes.append(Change(".".join(parts), a.get(parts), b.get(parts), live, why))
     return changes
 
