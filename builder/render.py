@@ -53,7 +53,8 @@ def page_digest(service) -> str:
     return hashlib.md5((service.page_content + "\n").encode()).hexdigest()
 
 
-def _bracketed(address) -> str:
+def bracketed(address) -> str:
+    """An address as it stands before a port (in a URL, in ldirectord.cf): IPv6 in brackets."""
     return f"[{address}]" if isinstance(address, IPv6Address) else str(address)
 
 
@@ -66,14 +67,14 @@ def ldirectord_virtuals(cluster: Cluster) -> list[dict]:
         vip = cluster.vip_of(s)
         six = "6" if isinstance(vip, IPv6Address) else ""
         port = "" if s.fwmark else f":{s.port}"
-        reals = [f"real{six}={_bracketed(r.address6 if six else r.address)}{port} gate"
+        reals = [f"real{six}={bracketed(r.address6 if six else r.address)}{port} gate"
                  + (f" {r.weight}" if r.weight != 1 else "") for r in cluster.real_servers]
         fallback = None
         if s.fallback:
             host, _, fport = s.fallback.rpartition(":")
             host = "[::1]" if six and host == "127.0.0.1" else host
             fallback = f"fallback{six}={host}{'' if s.fwmark else ':' + fport} gate"
-        out.append({"virtual": f"virtual{six}={s.fwmark if s.fwmark else _bracketed(vip) + port}",
+        out.append({"virtual": f"virtual{six}={s.fwmark if s.fwmark else bracketed(vip) + port}",
                     "reals": reals, "fallback": fallback, "service": s,
                     "protocol": "fwm" if s.fwmark else s.protocol})
     return out

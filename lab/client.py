@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
+from builder import render
 from lab import net
 
 SERVER_RE = re.compile(r'data-server="([^"]+)"')
@@ -44,8 +45,7 @@ class Client:
         self.segment, self.host, self.port = segment, host, port
 
     def url(self, path: str = "/") -> str:
-        host = f"[{self.host}]" if isinstance(self.host, IPv6Address) else str(self.host)
-        return f"http://{host}{'' if self.port == 80 else f':{self.port}'}{path}"
+        return f"http://{render.bracketed(self.host)}{'' if self.port == 80 else f':{self.port}'}{path}"
 
     def get(self, path: str = "/", timeout: float = 3) -> Response:
         started = time.monotonic()
