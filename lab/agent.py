@@ -21,6 +21,7 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from builder.errors import LabError
+from lab import wait
 
 
 class GuestAgentError(LabError):
@@ -56,7 +57,7 @@ class GuestAgent:
 
     def call(self, command: str, timeout: float = 10, **arguments) -> object:
         try:
-            qga = self._session(timeout)
+            qga = self._session(wait.scaled(timeout))
             try:
                 return qga.cmd(command, **arguments)
             finally:
@@ -74,11 +75,12 @@ class GuestAgent:
     def exec(self, command: str, timeout: float = 60) -> tuple[int, str]:
         """Run `sh -c command`; returns (exit code, stdout + stderr)."""
         try:
-            qga = self._session(10)
+            qga = self._session(wait.scaled(10))
             try:
                 started = cast(dict, qga.cmd("guest-exec", path="/bin/sh", arg=["-c", command],
                                              **{"capture-output": True}))
                 pid = started["pid"]
+                timeout = wait.scaled(timeout)
                 deadline = time.monotonic() + timeout
                 while True:
                     status = cast(dict, qga.cmd("guest-exec-status", pid=pid))

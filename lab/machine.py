@@ -235,7 +235,7 @@ class Machine:
         qmp = QEMUMonitorProtocol(str(self.dir / "qmp.sock"))
         try:
             qmp.connect()
-            qmp.settimeout(10)
+            qmp.settimeout(wait.scaled(10))
             return qmp.cmd(command, **args)
         except (QMPError, OSError, TimeoutError) as e:
             raise QemuError(f"{self.name}: QMP {command}: {type(e).__name__}: {e}") from None

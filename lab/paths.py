@@ -13,6 +13,13 @@ class ImageMissing(LabError, FileNotFoundError):
     """A built image the lab needs is not there; the message says how to build it."""
 
 
+def results(name: str) -> Path:
+    """Where one suite keeps its machines: apart per set of images (APPLIANCE_IMAGES), since
+    make test boots trixie's and bookworm's at the same time."""
+    images = os.environ.get("APPLIANCE_IMAGES")
+    return RESULTS / (f"{name}-{Path(images).name}" if images else name)
+
+
 def image(role: str) -> Path:
     """The built image for a node role (director, realserver) or image name (webserver)."""
     # APPLIANCE_IMAGES: another directory of images, e.g. build/bookworm (make boot-bookworm)

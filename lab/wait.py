@@ -1,6 +1,7 @@
 """Deadline-based retries: no fixed sleeps, and a timeout message that says what was awaited."""
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -8,6 +9,25 @@ from typing import TypeVar
 from builder.errors import LabError
 
 T = TypeVar("T")
+
+
+def _scale(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise LabError(f"APPLIANCE_TIMEOUT_SCALE={raw!r}: give a number of at least 1 (e.g. 4), or unset it")
+    return value
+
+
+# A suite run at idle priority beside another (make test's bookworm lane) has its waits
+# stretched by this factor: a timeout detects a hang, and a starved machine is slow, not hung.
+SCALE = _scale(os.environ.get("APPLIANCE_TIMEOUT_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    return seconds * SCALE
 
 
 class Timeout(LabError, AssertionError):
@@ -26,6 +46,7 @@ PROGRAMMING_ERRORS = (NameError, TypeError, AttributeError, ImportError, SyntaxE
 
 def until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
     """Call check until it returns something truthy; raise Timeout naming `what` after timeout."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -59,6 +80,7 @@ def steady(check: Callable[[], object], seconds: float, timeout: float, what: st
            interval: float = 1) -> None:
     """Wait until check has held for `seconds` in a row: a state that has stopped changing,
     not one passed through on the way somewhere else. A check that raises counts as false."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     since: float | None = None
     while True:

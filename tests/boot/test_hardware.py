@@ -13,7 +13,7 @@ import pytest
 
 from builder import contract, profile, secret, seed
 from lab.machine import Hardware, Machine, Nic
-from lab.paths import RESULTS, ROOT, image
+from lab.paths import ROOT, image, results
 
 pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = contract.BOOT_TIMEOUT  # five machines at once on a 2-core TCG host
@@ -65,7 +65,7 @@ def matrix(accel, seeds, tmp_path_factory):
     for i, (title, case) in enumerate(CASES.items()):
         role = profile.DIRECTOR if case.node.startswith("loadb") else profile.REALSERVER
         machines[title] = Machine(
-            f"hw{i}-{case.node}", image(role), RESULTS / "boot-hardware", accel=accel,
+            f"hw{i}-{case.node}", image(role), results("boot-hardware"), accel=accel,
             seed=(pinned_seeds if case.pinned else seeds) / f"{case.node}.iso",
             nics=case.nics, hardware=case.hardware)
     try:
@@ -80,11 +80,11 @@ def matrix(accel, seeds, tmp_path_factory):
             except Exception as e:  # noqa: BLE001 - each case reports its own failure
                 return e, time.monotonic() - vm.started_at
         with concurrent.futures.ThreadPoolExecutor(len(machines)) as pool:
-            results = dict(zip(machines, pool.map(ready, machines.values()), strict=True))
-        for title, (result, seconds) in results.items():
+            outcomes = dict(zip(machines, pool.map(ready, machines.values()), strict=True))
+        for title, (result, seconds) in outcomes.items():
             print(f"\n{title}: " + (f"READY in {seconds:.0f}s" if isinstance(result, re.Match)
                                     else f"failed after {seconds:.0f}s: {result}"))
-        yield {t: (machines[t], results[t][0]) for t in machines}
+        yield {t: (machines[t], outcomes[t][0]) for t in machines}
     finally:
         for vm in machines.values():
             vm.shutdown()

@@ -51,3 +51,19 @@ def test_an_abort_stops_the_wait_at_once():
     from lab.machine import BootFailed
     with pytest.raises(BootFailed):
         wait.until(lambda: (_ for _ in ()).throw(BootFailed("APPLIANCE NOT CONFIGURED")), timeout=30, what="x")
+
+
+def test_a_suite_at_idle_priority_waits_longer_and_says_how_long(monkeypatch):
+    monkeypatch.setattr(wait, "SCALE", 3.0)
+    started = time.monotonic()
+    with pytest.raises(wait.Timeout, match="after 0s"):  # 0.15 s of waiting, printed rounded
+        wait.until(lambda: None, timeout=0.05, what="x", interval=0.01)
+    assert time.monotonic() - started >= 0.15
+
+
+@pytest.mark.parametrize("raw", ["0.5", "fast", ""])
+def test_a_timeout_scale_below_one_or_not_a_number_is_refused_naming_the_variable(raw):
+    from builder.errors import LabError
+    with pytest.raises(LabError, match="APPLIANCE_TIMEOUT_SCALE"):
+        wait._scale(raw)
+    assert wait._scale("4") == 4.0
