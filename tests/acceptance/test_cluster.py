@@ -12,11 +12,12 @@ from collections import Counter
 
 import pytest
 
-from builder import contract, day2, remote
+from builder import contract, day2, remote, render
 from lab import chaos, faults, wait
 from lab.bench import journal_count
 from lab.cluster import BLOB_LINES
 from lab.faults import FAULTS, TRANSFERS, InFlight
+from lab.paths import image
 from lab.prometheus import SCRAPE
 
 pytestmark = pytest.mark.vm
@@ -64,6 +65,40 @@ def assert_roles(cluster, active, standby) -> None:
     assert stack.sync_running(standby, "backup") and not stack.sync_running(standby, "master"), sync_story(standby)
 
 
+def assert_nodes_are_what_their_seeds_say(cluster) -> None:
+    """Each machine is the node its seed names, on any profile: its name, its addresses, its
+    image's version; every sysctl its file sets holds in the kernel, every secret file is
+    0600; a director has IPVS and the profile's schedulers loaded, a real server every VIP on
+    lo. (The boot suite's seeded pair checked this of two howto nodes; make test runs that
+    pair on bookworm only.)"""
+    spec, lan = cluster.spec, cluster.spec.network
+    for node in (*spec.directors, *spec.real_servers):
+        vm = cluster.vms[node.name]
+        assert vm.succeed("uname -n").strip() == node.name
+        addresses = vm.succeed(f"ip -o addr show dev {lan.interface}")
+        assert f"inet {node.address}/{lan.prefixlen} " in addresses, (node.name, addresses)
+        if node.address6:
+            assert f"inet6 {node.address6}/{lan.prefix6.prefixlen} " in addresses, (node.name, addresses)
+        version = image(node.role).with_suffix(".version").read_text().strip()
+        assert f'IMAGE_VERSION="{version}"' in vm.succeed("cat /usr/lib/os-release").splitlines(), node.name
+        files = render.node_files(spec, node, "0" * 32, ("key", "key.pub") if spec.access.ssh else None)
+        sysctl = files[render.SYSCTL_DIRECTOR if node.is_director else render.SYSCTL_REALSERVER].content
+        for key, value in (line.split("=", 1) for line in sysctl.splitlines() if "=" in line and line[0] != "#"):
+            assert vm.succeed(f"sysctl -n {key.strip()}").strip() == value.strip(), (node.name, key)
+        secret = sorted(path for path, f in files.items() if not f.mode & 0o077)
+        if secret:
+            modes = vm.succeed("stat -c %a " + " ".join(secret)).split()
+            assert modes == ["600"] * len(secret), (node.name, dict(zip(secret, modes, strict=False)))
+        if node.is_director:
+            modules = vm.succeed("lsmod").split()
+            missing = {"ip_vs", *(f"ip_vs_{s.scheduler}" for s in spec.services)} - set(modules)
+            assert not missing, (node.name, missing)
+        else:
+            on_lo = vm.succeed("ip -o addr show dev lo")
+            for vip in spec.vips:
+                assert f" {vip}/{vip.max_prefixlen} " in on_lo, (node.name, vip, on_lo)
+
+
 def sync_story(director) -> str:
     """What started and stopped the sync daemons on director: the stack's script, the watchdog."""
     return director.execute(f"journalctl -b -o short-monotonic --no-pager -t {contract.HAWATCH_TAG} "
@@ -89,6 +124,7 @@ def test_1_exactly_one_director_is_active(cluster):
     # enabled by first boot itself), and Perl under a loaded TCG host took 54 s to get going
     active.wait_until_succeeds(cluster.stack.balancing_command(), 180)
     assert_roles(cluster, active, standby)
+    assert_nodes_are_what_their_seeds_say(cluster)
     # every node's own services run: no failed unit, and each director's watchdog has been up
     # for a while (Restart=always hides a watchdog that dies at start, as an ImportError once did)
     for vm in cluster.vms.values():
@@ -452,9 +488,10 @@ def directors_show(cluster, target) -> None:
 def test_15_live_changes_over_ssh_under_load_drop_nothing(cluster):
     """Day 2 (README): the operator's `builder apply`, over verified SSH, (a) adds a real server
     booted since, (b) re-weights one, (c) drains and removes one serving a download, (d) changes
-    the check interval; (e) the standby, power-cycled with its old seed still attached, comes
-    back with what was applied. Under steady load and downloads in flight: no failed request,
-    every download byte-exact; each change on both directors, timed from `apply`."""
+    the check interval (run before (c), as in the bench); (e) the standby, power-cycled with its
+    old seed still attached, comes back with what was applied. Under steady load and downloads
+    in flight: no failed request, every download byte-exact; each change on both directors,
+    timed from `apply`."""
     from lab.bench import Load
     spec = cluster.spec
     if not spec.link:  # ~5 min a run: make test runs it on redundant.toml
@@ -488,18 +525,21 @@ def test_15_live_changes_over_ssh_under_load_drop_nothing(cluster):
         return target
     try:
         current = change("(a) add a real server", grown)
-        downloads = InFlight(cluster, TRANSFERS, rate="16k")  # ~80 s each: in flight across (b)-(d)
+        # ~40 s each: in flight across (b) and (d), and ending during (c)'s drain, which waits
+        # for the one on the server it removes (the drain is last: its wait is the download's)
+        downloads = InFlight(cluster, TRANSFERS, rate="32k")
         heavier = current.real_servers[0]
         current = change("(b) re-weight", day2.reweighted(current, heavier.name, heavier.weight + 1))
-        active = cluster.active_director()
-        busy = [a for a, n in active_connections(active, cluster).items() if n > 0]
-        victim = next(r for r in reversed(current.real_servers) if str(r.address) in busy)
-        current = change(f"(c) drain and remove {victim.name}, serving a download",
-                         dataclasses.replace(current, real_servers=tuple(
-                             r for r in current.real_servers if r.name != victim.name)))
         service = current.web_service
         current = change("(d) check interval", dataclasses.replace(current, services=(
             dataclasses.replace(service, checkinterval=service.checkinterval + 1), *current.services[1:])))
+        active = cluster.active_director()
+        busy = [a for a, n in active_connections(active, cluster).items() if n > 0]
+        victim = next(r for r in reversed(current.real_servers) if str(r.address) in busy)
+        downloads.in_flight()  # all still going: (c) drains a server in the middle of one
+        current = change(f"(c) drain and remove {victim.name}, serving a download",
+                         dataclasses.replace(current, real_servers=tuple(
+                             r for r in current.real_servers if r.name != victim.name)))
         broken = downloads.broken(timeout=300)
         assert not broken, f"broken transfers (curl exit, said, bytes): {broken}"
         standby = cluster.standby_of(cluster.active_director())
