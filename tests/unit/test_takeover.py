@@ -52,6 +52,16 @@ def test_takes_every_vip_of_a_profile_with_several():
                                              "192.168.0.106/24/eth0/192.168.0.255"]
 
 
+def test_takes_ipv6_vips_too_in_the_form_heartbeat_gives_them():
+    from tests.variants import VARIANTS
+    c = profile.parse(VARIANTS["redundant+dual-stack"], "redundant+dual-stack")
+    haresources = render.director_files(c, c.directors[0], "x" * 32)["/etc/ha.d/haresources"].content
+    arguments = vt.vip_arguments(haresources)
+    assert arguments[0] == f"{c.vip}/{c.network.prefixlen}/eth0/{c.network.subnet.broadcast_address}"
+    assert "2001:0db8:0040:0000:0000:0000:0000:0100/64/eth0" in arguments
+    assert len(arguments) == len(c.vips)
+
+
 def test_messages_round_trip_through_heartbeats_framing():
     a, b = socket.socketpair()
     a.sendall(vt.encode({"t": "status", "src": "loadb1", "st": "dead"}))
@@ -166,11 +176,15 @@ TAKE_IN_A_NETNS = f"""
 import importlib.machinery, importlib.util, subprocess
 loader = importlib.machinery.SourceFileLoader("vt", {str(EXTRA / "usr/libexec/appliance/vip-takeover")!r})
 vt = importlib.util.module_from_spec(importlib.util.spec_from_loader("vt", loader)); loader.exec_module(vt)
-vt.SEND_ARP = "/bin/true"  # heartbeat's send_arp is in the image only
+vt.SEND_ARP = vt.SEND_UA = "/bin/true"  # heartbeat's send_arp and send_ua are in the image only
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-take = vt.vip_taker(["10.9.9.9/32/lo/10.9.9.9", "10.9.9.10/32/lo/10.9.9.10"])
+# IPv6 on a NIC that does duplicate address detection (a veth pair, both ends up)
+subprocess.run("ip link add v0 type veth peer name v1 && ip link set v0 up && ip link set v1 up",
+               shell=True, check=True)
+take = vt.vip_taker(["10.9.9.9/32/lo/10.9.9.9", "2001:0db8:0009:0000:0000:0000:0000:0009/64/v0",
+                     "10.9.9.10/32/lo/10.9.9.10"])
 print(take()); print(take())
-print(subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout)
+print(subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout)
 """
 
 
@@ -179,6 +193,11 @@ def test_takes_the_vip_over_netlink_once():
     """The real netlink call, in a network namespace of its own (unshare -n)."""
     out = subprocess.run(["unshare", "-n", sys.executable, "-c", TAKE_IN_A_NETNS],
                          capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == "added 10.9.9.9/32 to lo, gratuitous ARP sent; added 10.9.9.10/32 to lo, gratuitous ARP sent"
-    assert out[1] == "10.9.9.9 was already on lo; 10.9.9.10 was already on lo"
+    v6 = "2001:0db8:0009:0000:0000:0000:0000:0009"
+    assert out[0] == ("added 10.9.9.9/32 to lo, gratuitous ARP sent; "
+                      f"added {v6}/64 to v0, neighbour advertisements sent; "
+                      "added 10.9.9.10/32 to lo, gratuitous ARP sent")
+    assert out[1] == f"10.9.9.9 was already on lo; {v6} was already on v0; 10.9.9.10 was already on lo"
     assert any("inet 10.9.9.9/32" in line for line in out[2:]) and any("inet 10.9.9.10/32" in line for line in out[2:])
+    # usable at once: not "tentative" while DAD runs (~1 s), as the takeover must not wait for
+    assert any("inet6 2001:db8:9::9/64" in line and "tentative" not in line for line in out[2:]), out[2:]
