@@ -38,6 +38,7 @@ NOT_CONFIGURED = "APPLIANCE NOT CONFIGURED"
 FAILED = "APPLIANCE FAILED"
 READY_PATTERN = READY + r" node=(\S+) role=(\S+) address=(\S+) instance=(\S+)"
 PROBLEM_PATTERN = r"APPLIANCE (NOT CONFIGURED|FAILED).*"
+READY_UNIT = "appliance-ready.service"    # prints READY or FAILED (also to the journal)
 # builds: the Debian release by default, and the timestamp of everything when neither
 # SOURCE_DATE_EPOCH nor a git commit gives one (images and seeds alike: reproducible)
 RELEASE = "trixie"

@@ -46,6 +46,8 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 READY_RE = re.compile(contract.READY_PATTERN)
 PROBLEM_RE = re.compile(contract.PROBLEM_PATTERN)
+# how often a wait for the ready line also reads it from the journal (see wait_until_ready)
+READY_JOURNAL_EVERY = 30.0
 
 
 class CommandFailed(LabError, AssertionError):
@@ -323,18 +325,43 @@ class Machine:
         return wait.until(seen, timeout, f"{self.name}: console line /{regex.pattern}/")
 
     def wait_until_ready(self, timeout: float) -> re.Match:
-        """The first-boot ready line; fails early on the documented error lines."""
+        """The first-boot ready line; fails early on the documented error lines. Read from the
+        console, and every READY_JOURNAL_EVERY s from the journal through the guest agent: once
+        the console lost the line (appliance-ready printed it 6 s after agetty started on ttyS0;
+        the journal had it, the serial log never did) and a bench waited its 600 s in vain."""
+        asked = [time.monotonic()]
+
         def seen():
             text = self.console()
             problem = PROBLEM_RE.search(text)
             if problem:
                 raise BootFailed(f"{self.name}: {problem.group(0)}")
             self._abort_if_dead()
-            return READY_RE.search(text)
+            found = READY_RE.search(text)
+            if found or time.monotonic() - asked[0] < READY_JOURNAL_EVERY:
+                return found
+            asked[0] = time.monotonic()
+            return self._ready_in_journal()
         try:
             return wait.until(seen, timeout, f"{self.name}: the ready line", interval=1)
         except wait.Timeout as e:
             raise BootFailed(str(e)) from None
+
+    def _ready_in_journal(self) -> re.Match | None:
+        """appliance-ready's line from this boot's journal, if the guest agent answers yet."""
+        try:
+            if not self.agent.ping():
+                return None
+            _, out = self.agent.exec(f"journalctl -b -o cat --no-pager -u {contract.READY_UNIT}", 20)
+        except GuestAgentError:
+            return None
+        problem = PROBLEM_RE.search(out)
+        if problem:
+            raise BootFailed(f"{self.name}: {problem.group(0)} (from the journal)")
+        found = READY_RE.search(out)
+        if found:
+            log.warning("%s: the ready line is in the journal but not on the console", self.name)
+        return found
 
     def _abort_if_dead(self) -> None:
         if not self.is_running():

@@ -36,3 +36,42 @@ def test_a_directors_qemu_runs_at_a_higher_priority_inside_its_namespace(tmp_pat
     assert real[4] == "qemu-system-x86_64"   # real servers at the host's normal priority
     # two suites side by side never share a namespace
     assert len({net.suite_netns(p.stem) for p in (ROOT / "profiles").glob("*.toml")}) > 1
+
+
+class _Agent:
+    """A guest agent that answers with this boot's journal of appliance-ready."""
+
+    def __init__(self, journal: str):
+        self.journal, self.commands = journal, []
+
+    def ping(self) -> bool:
+        return True
+
+    def exec(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        self.commands.append(command)
+        return 0, self.journal
+
+
+def _booted(tmp_path, monkeypatch, journal: str) -> Machine:
+    from lab import machine
+    monkeypatch.setattr(machine, "READY_JOURNAL_EVERY", 0.0)
+    vm = Machine("app2", Path("webserver.img"), tmp_path)
+    vm.dir.mkdir(parents=True)
+    vm.console_log.write_text("app2 login: ")   # the ready line never reached the serial log
+    monkeypatch.setattr(vm, "is_running", lambda proc=None: True)
+    vm.agent = _Agent(journal)  # type: ignore[assignment]
+    return vm
+
+
+def test_a_ready_line_the_console_lost_is_read_from_the_journal(tmp_path, monkeypatch):
+    vm = _booted(tmp_path, monkeypatch, "APPLIANCE READY node=app2 role=realserver address=172.20.40.22 "
+                                        "instance=redundant-app2-d54665215b88\n")
+    assert vm.wait_until_ready(5).group(1, 2, 3) == ("app2", "realserver", "172.20.40.22")
+    assert "appliance-ready.service" in vm.agent.commands[0]
+
+
+def test_a_failed_line_in_the_journal_fails_the_boot_at_once(tmp_path, monkeypatch):
+    from lab.machine import BootFailed
+    vm = _booted(tmp_path, monkeypatch, "APPLIANCE FAILED node=app2 role=realserver inactive=apache2.service\n")
+    with pytest.raises(BootFailed, match="inactive=apache2.service"):
+        vm.wait_until_ready(30)
