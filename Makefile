@@ -117,5 +117,5 @@ bench-images: $(IMAGES) test-tools  ## print build times, sizes, boot-to-ready, 
 	$(PY) -m lab bench-images
 
 REPS ?= 3
-bench: $(IMAGES) test-tools  ## failover benchmark (PROFILES="a.toml b.toml", REPS=3, SOAK=20: minutes, no fault; DUAL=50: forced dual masters; DAY2=3: live changes timed)
-	$(PY) -m lab bench $(PROFILES) --reps $(REPS) $(if $(SOAK),--soak $(SOAK)) $(if $(DUAL),--dual-masters $(DUAL)) $(if $(DAY2),--day2 $(DAY2))
+bench: $(IMAGES) test-tools  ## failover benchmark (PROFILES="a.toml b.toml", REPS=3, SOAK=20: minutes, no fault; DUAL=50: forced dual masters; DAY2=3: live changes timed; DATAPLANE=10: wrk through each VIP vs direct, seconds a point)
+	$(PY) -m lab bench $(PROFILES) --reps $(REPS) $(if $(SOAK),--soak $(SOAK)) $(if $(DUAL),--dual-masters $(DUAL)) $(if $(DAY2),--day2 $(DAY2)) $(if $(DATAPLANE),--data-plane $(DATAPLANE))

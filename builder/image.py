@@ -44,7 +44,7 @@ STAGED = ["builder/__init__.py", "builder/profile.py", "builder/render.py", "bui
           "firstboot/configure.py", "firstboot/ready.py", "firstboot/hawatch.py", "firstboot/arp.py",
           "builder/files.py", "firstboot/state.py", "firstboot/status.py", "firstboot/appliance.py",
           "firstboot/metrics.py"]
-UNITS = ["firstboot/appliance-firstboot.service", "firstboot/appliance-ready.service"]
+UNITS = ["firstboot/appliance-firstboot.service", f"firstboot/{contract.READY_UNIT}"]
 
 
 # GPT partition types of the image's partitions (mkosi.repart/), by the names used here

@@ -31,7 +31,7 @@ from builder import contract as c
 from builder import image
 from builder.render import write_atomic
 from lab import accel as accel_probe
-from lab import chaos, faults, report, wait
+from lab import bench_dataplane, chaos, faults, report, wait
 from lab.cluster import Cluster
 from lab.loadgen import Request
 from lab.paths import ROOT
@@ -469,15 +469,18 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")  # tear the cluster down as on Ctrl-C
 
 
-def main(profiles: list[Path], reps: int = 3, soak: float = 0, dual_masters: int = 0) -> int:
+def main(profiles: list[Path], reps: int = 3, soak: float = 0, dual_masters: int = 0,
+         data_plane: int = 0) -> int:
     """Run the benchmark on each profile; figures printed, report in bench-results/. With
     `soak` (seconds), only a steady load with no fault per profile, counting false failovers;
-    with `dual_masters`, only that many forced dual-master events per profile."""
+    with `dual_masters`, only that many forced dual-master events per profile; with
+    `data_plane` (seconds per point), only wrk through each VIP and straight to a real server."""
     signal.signal(signal.SIGTERM, _sigterm)
     OUT.mkdir(exist_ok=True)
     # the modes with no fault table: one JSON of results per profile
     modes: list[tuple[float, Callable[[Path, str, Any], dict], str]] = [
-        (dual_masters, dual_masters_profile, "dual-masters.json"), (soak, soak_profile, "soak.json")]
+        (dual_masters, dual_masters_profile, "dual-masters.json"), (soak, soak_profile, "soak.json"),
+        (data_plane, lambda p, accel, s: bench_dataplane.dataplane_profile(p, accel, s, OUT), "data-plane.json")]
     for wanted, run_one, out in modes:
         if wanted:
             accel = accel_probe.probe()

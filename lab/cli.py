@@ -127,8 +127,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from lab import accel as accel_probe
         from lab import bench_day2
         return bench_day2.main([_profile_path(p) for p in args.profiles], accel_probe.probe(), args.day2)
+    if args.data_plane is not None and not 1 <= args.data_plane <= 60:
+        raise Fail(f"--data-plane {args.data_plane}: seconds per measurement from 1 to 60")
     return bench.main([_profile_path(p) for p in args.profiles], args.reps, (args.soak or 0) * 60,
-                      args.dual_masters or 0)
+                      args.dual_masters or 0, args.data_plane or 0)
 
 
 def cmd_bench_images(args: argparse.Namespace) -> int:
@@ -176,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: N rounds of live changes per profile under load (add, re-weight, "
                    "check interval, drain and remove a real server), each timed from `builder "
                    "apply` to both directors showing it; `builder status` cold and warm")
+    p.add_argument("--data-plane", type=int, metavar="SECONDS",
+                   help="instead: requests/s and latency p50/p99 (wrk) through each VIP of the profile "
+                   "and straight to its first real server, IPv4 and IPv6, at 1, 4 and 16 "
+                   "connections, SECONDS (<= 60) each; the table gives the p50 ratio VIP/direct")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-images", help="build times, sizes, boot-to-ready, reproducibility",

@@ -1,0 +1,102 @@
+"""What the cluster exists for, measured: requests through each VIP against the same requests
+straight to one real server, in one run (`make bench DATAPLANE=1`). wrk from the lab's client
+inside the namespace, at a few connection counts, IPv4 and IPv6 where the profile has both.
+
+Bounded: each point runs SECONDS; the connection counts are fixed. Under TCG the figures say how
+much the director's forwarding adds on top of a real server's own time, not what hardware does.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from builder.errors import LabError
+from lab.client import Client
+from lab.cluster import Cluster
+
+CONNECTIONS = (1, 4, 16)
+SECONDS = 10
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+class WrkError(LabError):
+    """wrk printed no figures (it could not connect): its output says why."""
+
+
+@dataclass(frozen=True)
+class Point:
+    target: str          # "VIP 172.20.40.100:80", "direct app1 172.20.40.21:80"
+    family: str          # "IPv4" | "IPv6"
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int          # socket errors and answers other than 2xx/3xx
+
+
+def parse(text: str) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, errors) from wrk's --latency output."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    quantiles = {q: float(v) * UNITS[u] for q, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\b", text, re.M)}
+    if not rps or set(quantiles) != {"50", "99"}:
+        raise WrkError(text.strip().splitlines()[-1] if text.strip() else "wrk printed nothing")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return float(rps.group(1)), quantiles["50"], quantiles["99"], errors + (int(bad.group(1)) if bad else 0)
+
+
+def argv(url: str, connections: int, seconds: int = SECONDS) -> list[str]:
+    return ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "5s", url]
+
+
+def measure(client: Client, target: str, connections: int, seconds: int = SECONDS) -> Point:
+    out = client.segment.run(*argv(client.url("/"), connections, seconds), check=False, timeout=seconds + 30)
+    rps, p50, p99, errors = parse(out.stdout + out.stderr)
+    return Point(target, "IPv6" if client.host.version == 6 else "IPv4", connections, rps, p50, p99, errors)
+
+
+def targets(cluster: Cluster) -> list[tuple[str, Client]]:
+    """Each VIP of the profile (one port each), then its first real server straight, per family."""
+    spec, found = cluster.spec, []
+    for service in spec.services:
+        client = cluster.client(service)
+        found.append((f"VIP {client.url('')[len('http://'):]}", client))
+    real, port, segment = spec.real_servers[0], spec.web_service.port, cluster.segment
+    assert segment is not None, "the cluster is not booted"
+    for address in (real.address, real.address6):
+        if address is not None and any(v.version == address.version for v in spec.vips):
+            client = Client(segment, address, port)
+            found.append((f"direct {real.name} {client.url('')[len('http://'):]}", client))
+    return found
+
+
+def table(points: list[Point]) -> list[str]:
+    """Per family and connection count: each VIP against the direct figure, p50 ratio last."""
+    lines = ["| family | conns | target | req/s | p50 ms | p99 ms | errors | p50 VIP/direct |", "|---" * 8 + "|"]
+    for p in points:
+        direct = next((d for d in points if d.target.startswith("direct") and d.family == p.family
+                       and d.connections == p.connections), None)
+        ratio = f"{p.p50_ms / direct.p50_ms:.2f}" if direct and p is not direct and direct.p50_ms else ""
+        lines.append(f"| {p.family} | {p.connections} | {p.target} | {p.rps:.0f} | {p.p50_ms:.2f} | "
+                     f"{p.p99_ms:.2f} | {p.errors} | {ratio} |")
+    return lines
+
+
+def dataplane_profile(profile_path: Path, accel: str, seconds: float, out: Path) -> dict:
+    """Boot the profile's cluster; wrk each target at each connection count, the VIP and the
+    direct figure of one count one after the other (the same minute of the host's time)."""
+    name = profile_path.stem
+    points: list[Point] = []
+    with Cluster(profile_path, out / "cluster" / name, accel) as cluster:
+        cluster.wait_all_serving(300)
+        cluster.wait_settled(300)
+        found = targets(cluster)
+        for connections in CONNECTIONS:
+            for target, client in found:
+                point = measure(client, target, connections, int(seconds))
+                points.append(point)
+                print(f"[{name}] {point.family} {connections} conns {target}: {point.rps:.0f} req/s, "
+                      f"p50 {point.p50_ms:.2f} ms, p99 {point.p99_ms:.2f} ms, {point.errors} errors", flush=True)
+    print("\n".join(f"[{name}] {line}" for line in table(points)), flush=True)
+    return {"profile": name, "seconds": seconds, "points": [asdict(p) for p in points]}

@@ -1,0 +1,62 @@
+"""The data-plane bench's pure parts: what it measures on a profile, wrk's figures, the table."""
+from types import SimpleNamespace
+
+import pytest
+
+from builder import profile
+from lab import bench_dataplane as dp
+from lab.client import Client
+from lab.paths import ROOT
+
+WRK = """Running 2s test @ http://[2001:db8:40::100]/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.66ms    3.94ms  38.24ms   89.43%
+    Req/Sec     0.96k   213.31     1.37k    70.00%
+  Latency Distribution
+     50%  344.00us
+     75%    5.54ms
+     90%    8.58ms
+     99%    1.20s
+  1911 requests in 2.00s, 7.86MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:    953.31
+Transfer/sec:      3.92MB
+"""
+
+
+def test_reads_requests_per_second_and_both_quantiles_in_milliseconds_and_counts_every_error():
+    assert dp.parse(WRK) == pytest.approx((953.31, 0.344, 1200.0, 7))
+
+
+def test_a_wrk_that_could_not_connect_says_why():
+    with pytest.raises(dp.WrkError, match="unable to connect"):
+        dp.parse("unable to connect to 172.20.40.100:80 Connection refused\n")
+
+
+def test_measures_every_vip_and_the_first_real_server_straight_in_each_family():
+    spec = profile.load(ROOT / "profiles" / "dual-stack.toml")
+    segment = object()
+    cluster = SimpleNamespace(spec=spec, segment=segment,
+                              client=lambda s: Client(segment, spec.vip_of(s), s.check_port))  # type: ignore[arg-type]
+    found = dp.targets(cluster)  # type: ignore[arg-type]
+    assert [t for t, _ in found] == ["VIP 172.20.40.100", "VIP [2001:db8:40::100]",
+                                     "direct app1 172.20.40.21", "direct app1 [2001:db8:40::21]"]
+    assert dp.argv(found[1][1].url("/"), 4, 10) == ["wrk", "-t", "1", "-c", "4", "-d", "10s", "--latency",
+                                                    "--timeout", "5s", "http://[2001:db8:40::100]/"]
+    # an IPv4-only profile measures no IPv6 path, even if a real server had an IPv6 address
+    howto = profile.load(ROOT / "profiles" / "howto.toml")
+    cluster = SimpleNamespace(spec=howto, segment=segment,
+                              client=lambda s: Client(segment, howto.vip_of(s), s.check_port))  # type: ignore[arg-type]
+    assert [t for t, _ in dp.targets(cluster)] == ["VIP 192.168.0.105", "direct webserver1 192.168.0.101"]  # type: ignore[arg-type]
+
+
+def test_the_table_gives_each_vip_its_p50_against_the_direct_figure_of_the_same_family_and_count():
+    points = [dp.Point("VIP 172.20.40.100", "IPv4", 4, 900, 3.0, 9.0, 0),
+              dp.Point("direct app1 172.20.40.21", "IPv4", 4, 1000, 2.5, 8.0, 0),
+              dp.Point("VIP [2001:db8:40::100]", "IPv6", 4, 800, 5.0, 9.0, 1)]
+    rows = dp.table(points)
+    assert rows[2].endswith("| 1.20 |")     # 3.0 / 2.5
+    assert rows[3].endswith("|  |")          # the direct figure itself
+    assert rows[4].endswith("|  |")          # no IPv6 direct figure at 4 connections
