@@ -56,7 +56,9 @@ class Stack:
             f"! ip -4 -o addr show dev {iface} | grep -F ' {vip}/'", ""])
 
     def vip_in(self, ip_addr_output: str) -> bool:
-        return f"inet {self.spec.vip}/" in ip_addr_output
+        """Whether `ip addr` shows any of the profile's VIPs (IPv4 or IPv6): they move together,
+        so a director with any of them is a holder."""
+        return any(f" {vip}/" in ip_addr_output for vip in self.spec.vips)
 
     def view(self, vm: Machine, peer: Machine) -> View | None:
         raise NotImplementedError

@@ -17,3 +17,13 @@ def test_a_revive_clears_each_stacks_own_state_and_then_proves_the_vip_gone():
         assert all(f in lines[lines.index(contract.HA_RESET) + 3] for f in s.runtime_files) and s.runtime_files
         assert lines[-1] == f"! ip -4 -o addr show dev {spec.network.interface} | grep -F ' {spec.vip}/'"
     assert contract.KEEPALIVED_STATE in stack.for_profile(profile.load(ROOT / "profiles/keepalived.toml")).runtime_files
+
+
+def test_a_director_with_any_of_the_profiles_vips_holds_them():
+    s = stack.for_profile(profile.load(ROOT / "profiles/dual-stack.toml"))
+    only_v6 = ("    inet 172.20.40.11/24 brd 172.20.40.255 scope global eth0\n"
+               "    inet6 2001:db8:40::100/64 scope global\n")
+    assert s.vip_in(only_v6)
+    assert s.vip_in("    inet 172.20.40.100/24 scope global secondary eth0\n")
+    # 172.20.40.10 is not 172.20.40.100, nor 2001:db8:40::1 the IPv6 VIP
+    assert not s.vip_in("    inet 172.20.40.10/24 scope global eth0\n    inet6 2001:db8:40::1/64 scope global\n")
