@@ -47,7 +47,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
     for t in found:
         print(f"{args.profile}: {t}", file=sys.stderr)
     if not found:
-        print(f"{args.profile}: ok ({len(cluster.nodes)} nodes, VIP {cluster.vip})")
+        vips = ", ".join(str(v) for v in cluster.vips)
+        services = len(cluster.services)
+        print(f"{args.profile}: ok ({len(cluster.nodes)} nodes, {services} service{'s' * (services > 1)}, "
+              f"VIP{'s' * (len(cluster.vips) > 1)} {vips})")
     return 1 if found else 0
 
 

@@ -207,3 +207,9 @@ def test_the_lab_counts_a_split_of_the_vips_as_two_holders(tmp_path, monkeypatch
         holder = chaos.one_holder_answering(c)
         assert (holder is not None and holder.name == "lvs-a") is one, (a, b)
     assert c.vips_held(Director("x", "172.20.40.1000", "2001:db8:40::1001")) == set()  # no prefix match
+
+
+def test_lint_says_how_many_services_and_every_vip(capsys):
+    from builder import cli
+    assert cli.main(["lint", "profiles/dual-stack.toml"]) == 0
+    assert capsys.readouterr().out.strip().endswith("ok (4 nodes, 2 services, VIPs 172.20.40.100, 2001:db8:40::100)")
