@@ -25,6 +25,9 @@ APPLIANCE_CLI = "/usr/bin/appliance"      # status, config, apply: what the buil
 SSH_UNIT = "ssh.service"                  # enabled by first boot only where the profile gives keys
 UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants"  # where first boot and apply enable units
 LDIRECTORD_CF = "/etc/ha.d/ldirectord.cf"
+# each role's sysctls: first boot applies them at every boot, before networking starts
+SYSCTL_DIRECTOR = "/etc/sysctl.d/60-lvs-director.conf"
+SYSCTL_REALSERVER = "/etc/sysctl.d/60-lvs-realserver.conf"
 LDIRECTORD_PID = "/run/ldirectord.ldirectord.cf.pid"   # ldirectord's own: /var/run/ldirectord.<config>.pid
 # key-only sshd (render.access_files): its config, the keys root may log in with, the host key
 SSHD_CONFIG = "/etc/ssh/sshd_config.d/10-appliance.conf"

@@ -18,8 +18,7 @@ from builder.profile import Cluster, Node
 
 TEMPLATES = Path(__file__).with_name("templates")
 DOCROOT = "/var/www/html"  # Debian's Apache serves here, not the howto's /var/www
-SYSCTL_DIRECTOR = "/etc/sysctl.d/60-lvs-director.conf"
-SYSCTL_REALSERVER = "/etc/sysctl.d/60-lvs-realserver.conf"
+SYSCTL_DIRECTOR, SYSCTL_REALSERVER = contract.SYSCTL_DIRECTOR, contract.SYSCTL_REALSERVER
 LINK_FILE = "/etc/systemd/network/10-appliance-cluster.link"
 KEEPALIVED_CONF = contract.KEEPALIVED_CONF
 # Each stack's own files: first boot removes the other stack's (a node re-seeded onto another

@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import contract, profile, render, secret
+from builder import contract, profile, secret
 from builder.errors import ApplianceError
+from builder.files import File, write_atomic, write_tree
 from builder.run import CommandError, run
 from firstboot import state as applied
 
@@ -112,7 +113,11 @@ def stored(state: Path = STATE, image_role: str | None = None) -> Seed:
     return seed_from(entry["data"], entry["instance"], image_role)
 
 
-def files_for(seed: Seed) -> dict[str, render.File]:
+def files_for(seed: Seed) -> dict[str, File]:
+    """The node's files. Jinja2 and the renderers are imported here, not at the top: a later
+    boot (already configured) renders nothing, and under TCG that import is ~0.5 s of a
+    booting VM's CPU, on the critical path (everything waits for first boot)."""
+    from builder import render
     return render.node_files(seed.cluster, seed.node, seed.secret, seed.host_key)
 
 
@@ -197,6 +202,7 @@ def set_units(seed: Seed, root: Path = Path("/")) -> set[str]:
 
 def remove_other_stack(seed: Seed, root: Path = Path("/")) -> None:
     """A director re-seeded onto the other stack: its old configuration must not start it."""
+    from builder import render  # only when rendering (files_for says why)
     for stack, paths in render.STACK_FILES.items():
         if stack != seed.cluster.stack:
             for path in paths:
@@ -251,7 +257,7 @@ def apply_live(seed: Seed, root: Path = Path("/")) -> None:
         # net.ipv4.vs.* exist once ip_vs is loaded: loading it here, instead of waiting for
         # systemd-modules-load and its twelve schedulers, takes ~3 s off a director's first boot
         run(["modprobe", "ip_vs"])
-    sysctl = render.SYSCTL_DIRECTOR if seed.node.is_director else render.SYSCTL_REALSERVER
+    sysctl = contract.SYSCTL_DIRECTOR if seed.node.is_director else contract.SYSCTL_REALSERVER
     run(["sysctl", "-q", "-p", root / sysctl.lstrip("/")])
 
 
@@ -348,18 +354,18 @@ def _configure(seed: Seed, source: str, marker: Path, state: Path, root: Path,
     marker.unlink(missing_ok=True)  # half-configured must never look configured
     files = files_for(seed)
     remove_other_stack(seed, root)
-    render.write_tree(files, root)
+    write_tree(files, root)
     apply_live(seed, root)
     for unit in sorted(set_units(seed, root)):
         # this boot's unit graph predates the link: start it now (before sysinit.target)
         run(["systemctl", "start", "--no-block", unit])
     state.mkdir(parents=True, exist_ok=True)
-    render.write_atomic(applied.under(state, contract.NODE_JSON), json.dumps(node_facts(seed)) + "\n")
+    write_atomic(applied.under(state, contract.NODE_JSON), json.dumps(node_facts(seed)) + "\n")
     applied.write(state, seed.instance_id, seed.data, "apply --reboot" if staged else "seed")
     if staged is None:
-        render.write_atomic(applied.under(state, contract.SEEDS_SEEN),
+        write_atomic(applied.under(state, contract.SEEDS_SEEN),
                             "".join(f"{i}\n" for i in sorted(_seen(state) | {seed.instance_id})))
-    render.write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
+    write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
     if staged is not None:
         staged.unlink()
     say(f"appliance: configured {seed.node.name} ({seed.node.role}, {seed.node.address}) "
