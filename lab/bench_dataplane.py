@@ -92,6 +92,8 @@ def dataplane_profile(profile_path: Path, accel: str, seconds: float, out: Path)
         cluster.wait_all_serving(300)
         cluster.wait_settled(300)
         found = targets(cluster)
+        for _, client in found:  # warm every path (ARP and neighbour caches, Apache's workers) first
+            client.segment.run(*argv(client.url("/"), 4, 2), check=False, timeout=40)
         for connections in CONNECTIONS:
             for target, client in found:
                 point = measure(client, target, connections, int(seconds))
