@@ -19,7 +19,8 @@ it stops the stack and leaves the VIP to the peer rather than loop, and says so.
 
 A stack that answers can still be wrong: both directors holding the VIP for longer than the
 profile's duplicate_limit (an ARP probe answered by the peer) makes the one with the lower
-address step out the same way (class Duplicate says why), within the same restart budget.
+address step out the same way (class Duplicate says why), within the same restart budget; a
+step-out followed by a healthy spell cured its duplicate and gives its place back (Watch.settled).
 
 And the IPVS master sync daemon must run where the VIP is: each stack starts and stops it once
 per transition, with a time limit, and a start that failed there was never tried again (a CI run
@@ -148,7 +149,9 @@ class Watch:
     """The decision, apart from the probing and the restarting (unit tested with a clock)."""
     misses: int = 0
     restarts: list[float] = field(default_factory=list)   # when each restart happened
+    step_outs: list[float] = field(default_factory=list)  # those of them that were step-outs
     gave_up: bool = False
+    healthy_since: float | None = None
 
     def observe(self, probe: Probe, now: float) -> str:
         """What to do after a probe: "ok", "wait" (a miss, not yet enough), "restart" or
@@ -165,11 +168,37 @@ class Watch:
     def restart_or_give_up(self, now: float) -> str:
         """One more restart if the budget allows it, else "give-up"."""
         self.restarts = [t for t in self.restarts if now - t < c.HAWATCH_WINDOW]
+        self.healthy_since = None  # a healthy spell starts after the restart, not before
         if len(self.restarts) >= c.HAWATCH_RESTARTS:
             self.gave_up = True
             return "give-up"
         self.restarts.append(now)
         return "restart"
+
+    def step_out(self, now: float) -> str:
+        """A restart for a duplicate VIP (class Duplicate), from the same budget."""
+        verdict = self.restart_or_give_up(now)
+        if verdict == "restart":
+            self.step_outs.append(now)
+        return verdict
+
+    def settled(self, healthy: bool, now: float) -> bool:
+        """A step-out that ended the duplicate is a cure, not a loop: once the stack has answered
+        with no second holder for HAWATCH_CURED s, the step-outs before it give their places in
+        the budget back (True when they did). A burst of split brains, each healed, then never
+        ends in a give-up; a cause that persists (adverts filtered, a third host answering for
+        the VIP) leaves no healthy spell, and its step-outs add up as before. Restarts after a
+        hang keep their places: a daemon that hangs again was not cured."""
+        if not healthy:
+            self.healthy_since = None
+            return False
+        if self.healthy_since is None:
+            self.healthy_since = now
+        if now - self.healthy_since < c.HAWATCH_CURED or not self.step_outs:
+            return False
+        cured = set(self.step_outs)
+        self.restarts, self.step_outs = [t for t in self.restarts if t not in cured], []
+        return True
 
 
 @dataclass
@@ -348,7 +377,7 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
             arp.announce(info["interface"], vip)
         log(f"the peer gave the VIP up: announced {', '.join(held)} with gratuitous ARP")
     elif action == "step-out":
-        verdict = w.restart_or_give_up(now)
+        verdict = w.step_out(now)
         log(f"both directors held the VIP for {dup.limit:.0f} s and {info['address']} is the lower address: "
             + (f"{c.HAWATCH_STEPPED_OUT}, {c.HAWATCH_RESTARTED} {unit} (restart {len(w.restarts)} of "
                f"{c.HAWATCH_RESTARTS} in {c.HAWATCH_WINDOW:.0f} s)" if verdict == "restart" else
@@ -405,6 +434,9 @@ def watch(log: Callable[[str], None]) -> int:
                 follow_sync(sync, held, log)
                 if info["stack"] == "heartbeat" and announcer.due(bool(held), time.monotonic()):
                     announce(held, info)
+        if w.settled(probe.answering and other is None, time.monotonic()):
+            log(f"one VIP holder and {unit} answering for {c.HAWATCH_CURED:.0f} s since the last step-out: "
+                f"the step-outs cured their duplicates and free their places in the restart budget")
         sample = gauges.sample(probe.state, probe.answering, held_vips(info) if held is None else held,
                                len(w.restarts), other is not None)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),

@@ -214,3 +214,33 @@ def test_a_holder_announces_its_vips_again_every_refresh_and_not_before(monkeypa
     assert started == [[c.SEND_ARP, "-i", "200", "-r", str(c.ANNOUNCE_REPEAT), "eth0", "172.20.40.100",
                         "auto", "not_used", "not_used"],
                        [c.SEND_UA, "-c", str(c.ANNOUNCE_REPEAT), "2001:db8:40::100", "64", "eth0"]]
+
+
+def test_a_burst_of_split_brains_each_cured_by_a_step_out_never_spends_the_budget():
+    w = hawatch.Watch()
+    t = 0.0
+    for _ in range(3 * c.HAWATCH_RESTARTS):  # a dual master a minute, each healed by the step-out
+        assert w.step_out(t) == "restart"
+        assert not w.settled(False, t + 5)                       # restarting: STARTING, not answering
+        assert not w.settled(True, t + 25)                       # back as standby, no second holder
+        assert w.settled(True, t + 25 + c.HAWATCH_CURED)         # healthy long enough: a cure
+        t += 60
+    assert not w.gave_up and w.restarts == []
+
+
+def test_step_outs_that_cure_nothing_still_end_in_a_give_up_and_hangs_keep_their_places():
+    w = hawatch.Watch()
+    # a third host answers for the VIP: the duplicate never ends, no healthy spell between
+    verdicts = [w.step_out(t * 20.0) for t in range(c.HAWATCH_RESTARTS + 1)]
+    assert verdicts[-1] == "give-up" and w.gave_up
+    # restarts after hangs are not given back by a healthy spell
+    w = hawatch.Watch()
+    assert w.restart_or_give_up(0) == "restart"
+    assert not w.settled(True, 10) and not w.settled(True, 10 + 2 * c.HAWATCH_CURED)
+    assert w.restarts == [0]
+    # a healthy spell interrupted (a second holder again) starts over
+    assert w.step_out(100) == "restart"
+    w.settled(True, 120)
+    w.settled(False, 140)
+    assert not w.settled(True, 145) and not w.settled(True, 145 + c.HAWATCH_CURED - 1)
+    assert w.settled(True, 145 + c.HAWATCH_CURED) and w.restarts == [0]
