@@ -3,7 +3,6 @@ suite, and the story its ordered steps share."""
 from __future__ import annotations
 
 import os
-import signal
 import time
 from dataclasses import dataclass
 
@@ -20,14 +19,9 @@ _cluster: Cluster | None = None
 _passed: set[int] = set()
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")  # tear the cluster down as on Ctrl-C
-
-
 @pytest.fixture(scope="session")
 def cluster(accel):
     global _cluster
-    signal.signal(signal.SIGTERM, _sigterm)
     profile_path = ROOT / os.environ.get("PROFILE", "profiles/howto.toml")
     started = time.monotonic()
     with Cluster(profile_path, RESULTS / "acceptance" / profile_path.stem, accel,
