@@ -28,10 +28,10 @@ log = logging.getLogger("lab.cluster")
 BLOB_LINES = 200_000  # /blob.txt on every real server: `seq 1 N`, 1.3 MB, the same bytes everywhere
 LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has one
 LAN_OUI, LINK_OUI = "52:54:00", "52:54:01"  # QEMU's prefix; the link's NICs one apart
-# The directors' VMs are served first when the host's cores are busy, as a hypervisor should
-# reserve CPU for a VRRP or heartbeat VM: a director not scheduled for ~1 s misses its peer's
-# adverts and claims the VIP (docs/split-brain.md). `make test` runs the boot suites' VMs beside
-# the howto's cluster.
+# The directors' VMs at a higher priority, as a hypervisor should reserve CPU for a VRRP or
+# heartbeat VM (a director not scheduled for ~1 s misses its peer's adverts). It counts only
+# where the kernel does not schedule by autogroup: each VM runs in a session of its own
+# (Machine.start), and on this project's hosts every session has an equal share.
 DIRECTOR_NICE = -10
 
 

@@ -14,8 +14,8 @@ class ImageMissing(LabError, FileNotFoundError):
 
 
 def results(name: str) -> Path:
-    """Where one suite keeps its machines: apart per set of images (APPLIANCE_IMAGES), since
-    make test boots trixie's and bookworm's at the same time."""
+    """Where one suite keeps its machines: apart per set of images (APPLIANCE_IMAGES), so that
+    two releases' boot suites can run at the same time."""
     images = os.environ.get("APPLIANCE_IMAGES")
     return RESULTS / (f"{name}-{Path(images).name}" if images else name)
 

@@ -21,8 +21,9 @@ def _scale(raw: str) -> float:
     return value
 
 
-# A suite run at idle priority beside another (make test's bookworm lane) has its waits
-# stretched by this factor: a timeout detects a hang, and a starved machine is slow, not hung.
+# A suite run on a slower or busier host than this project's (e.g. beside another suite) can
+# have its waits stretched by this factor: a timeout detects a hang, and a starved machine is
+# slow, not hung.
 SCALE = _scale(os.environ.get("APPLIANCE_TIMEOUT_SCALE", "1"))
 
 
