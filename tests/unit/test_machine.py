@@ -75,3 +75,33 @@ def test_a_failed_line_in_the_journal_fails_the_boot_at_once(tmp_path, monkeypat
     vm = _booted(tmp_path, monkeypatch, "APPLIANCE FAILED node=app2 role=realserver inactive=apache2.service\n")
     with pytest.raises(BootFailed, match="inactive=apache2.service"):
         vm.wait_until_ready(30)
+
+
+def test_a_kernel_panic_at_boot_power_cycles_once_and_a_second_one_fails_at_once(tmp_path, monkeypatch):
+    from lab.machine import BootFailed
+    vm = _booted(tmp_path, monkeypatch, "")
+    cycles = []
+
+    def power_cycle():
+        cycles.append(1)
+        # the second boot prints the ready line, after the first boot's panic in the same log
+        vm.console_log.write_text(vm.console_log.read_text() + "\nAPPLIANCE READY node=app2 role=realserver "
+                                  "address=172.20.40.22 instance=i\n")
+    vm.console_log.write_text("[    8.65] Kernel panic - not syncing: Fatal exception in interrupt\n")
+    monkeypatch.setattr(vm, "crash", lambda: None)
+    monkeypatch.setattr(vm, "start", power_cycle)
+    vm._console_from = 0
+    monkeypatch.setattr(type(vm), "console", lambda self: self.console_log.read_text()[self._console_from:])
+
+    def restarted():
+        power_cycle()
+        vm._console_from = len("[    8.65] Kernel panic - not syncing: Fatal exception in interrupt\n")
+    monkeypatch.setattr(vm, "start", restarted)
+    assert vm.wait_until_ready(5).group(1) == "app2" and len(cycles) == 1
+    # a boot that panics again is broken, said at once
+    vm2 = _booted(tmp_path / "b", monkeypatch, "")
+    vm2.console_log.write_text("Kernel panic - not syncing: VFS: Unable to mount root fs\n")
+    monkeypatch.setattr(vm2, "crash", lambda: None)
+    monkeypatch.setattr(vm2, "start", lambda: None)
+    with pytest.raises(BootFailed, match="panicked at boot twice"):
+        vm2.wait_until_ready(5)
