@@ -364,7 +364,7 @@ def _configure(seed: Seed, source: str, marker: Path, state: Path, root: Path,
     applied.write(state, seed.instance_id, seed.data, "apply --reboot" if staged else "seed")
     if staged is None:
         write_atomic(applied.under(state, contract.SEEDS_SEEN),
-                            "".join(f"{i}\n" for i in sorted(_seen(state) | {seed.instance_id})))
+                     "".join(f"{i}\n" for i in sorted(_seen(state) | {seed.instance_id})))
     write_atomic(marker, seed.instance_id + "\n")  # last: configured only when complete
     if staged is not None:
         staged.unlink()

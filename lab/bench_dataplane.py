@@ -58,17 +58,14 @@ def measure(client: Client, target: str, connections: int, seconds: int = SECOND
 
 def targets(cluster: Cluster) -> list[tuple[str, Client]]:
     """Each VIP of the profile (one port each), then its first real server straight, per family."""
-    spec, found = cluster.spec, []
-    for service in spec.services:
-        client = cluster.client(service)
-        found.append((f"VIP {client.url('')[len('http://'):]}", client))
+    spec = cluster.spec
+    found = [("VIP", cluster.client(service)) for service in spec.services]
     real, port, segment = spec.real_servers[0], spec.web_service.port, cluster.segment
     assert segment is not None, "the cluster is not booted"
-    for address in (real.address, real.address6):
-        if address is not None and any(v.version == address.version for v in spec.vips):
-            client = Client(segment, address, port)
-            found.append((f"direct {real.name} {client.url('')[len('http://'):]}", client))
-    return found
+    found += [(f"direct {real.name}", Client(segment, address, port)) for address in (real.address, real.address6)
+              if address is not None and any(v.version == address.version for v in spec.vips)]
+    # named by where they point: the URL without its scheme and path ("[2001:db8:40::100]")
+    return [(f"{kind} {client.url('').removeprefix('http://')}", client) for kind, client in found]
 
 
 def table(points: list[Point]) -> list[str]:

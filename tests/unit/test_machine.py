@@ -87,15 +87,13 @@ def test_a_kernel_panic_at_boot_power_cycles_once_and_a_second_one_fails_at_once
         # the second boot prints the ready line, after the first boot's panic in the same log
         vm.console_log.write_text(vm.console_log.read_text() + "\nAPPLIANCE READY node=app2 role=realserver "
                                   "address=172.20.40.22 instance=i\n")
-    vm.console_log.write_text("[    8.65] Kernel panic - not syncing: Fatal exception in interrupt\n")
+    panic = "[    8.65] Kernel panic - not syncing: Fatal exception in interrupt\n"
+    vm.console_log.write_text(panic)
     monkeypatch.setattr(vm, "crash", lambda: None)
-    monkeypatch.setattr(vm, "start", power_cycle)
-    vm._console_from = 0
-    monkeypatch.setattr(type(vm), "console", lambda self: self.console_log.read_text()[self._console_from:])
 
-    def restarted():
+    def restarted():  # start() reads the console from the end of the last boot's on
         power_cycle()
-        vm._console_from = len("[    8.65] Kernel panic - not syncing: Fatal exception in interrupt\n")
+        vm._console_from = len(panic)
     monkeypatch.setattr(vm, "start", restarted)
     assert vm.wait_until_ready(5).group(1) == "app2" and len(cycles) == 1
     # a boot that panics again is broken, said at once
