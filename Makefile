@@ -8,7 +8,7 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test check unit alerts boots bookworm-lane boot boot-bookworm bookworm-images acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
+.PHONY: help test check unit alerts boots bookworm-lane boot boot-bookworm bookworm-images acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-dual-stack acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -24,7 +24,7 @@ $(VENV)/.done: pyproject.toml
 
 TUNED   ?= profiles/fast-failover.toml
 
-test: unit alerts $(IMAGES) test-tools  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, redundant (heartbeat) and keepalived profiles
+test: unit alerts $(IMAGES) test-tools  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, dual-stack (redundant's heartbeat cluster with IPv6) and keepalived profiles
 	@# Boots have no failover timing, so the trixie boot suite runs beside bookworm's build and
 	@# boots; every cluster suite then runs alone. (A cluster suite beside anything else stretches
 	@# its takeovers: the howto's resource scripts took > 180 s beside the boot suites in CI,
@@ -32,7 +32,7 @@ test: unit alerts $(IMAGES) test-tools  ## every test: unit, image boots (trixie
 	@# group of its own here (autogroup), so nice does not help; docs/benchmarks.md.)
 	$(MAKE) --no-print-directory -j2 --output-sync=line boot bookworm-lane
 	$(MAKE) --no-print-directory acceptance
-	$(MAKE) --no-print-directory acceptance-redundant
+	$(MAKE) --no-print-directory acceptance-dual-stack
 	$(MAKE) --no-print-directory acceptance-keepalived
 
 bookworm-lane: test-tools  ## bookworm's images, then their boot suite
@@ -98,6 +98,9 @@ boot-bookworm: bookworm-images test-tools  ## the per-image boot tests on bookwo
 
 acceptance-redundant: $(IMAGES) test-tools  ## three weighted real servers, a dedicated heartbeat link and ping node: LAN cuts, a partition
 	$(MAKE) --no-print-directory acceptance PROFILE=profiles/redundant.toml
+
+acceptance-dual-stack: $(IMAGES) test-tools  ## redundant's suite on a dual-stack LAN: steps 3 and 6 on every VIP, IPv6 too
+	$(MAKE) --no-print-directory acceptance PROFILE=profiles/dual-stack.toml
 
 acceptance-three-web: $(IMAGES) test-tools  ## the same suite on three weighted real servers, other names and subnet
 	$(MAKE) --no-print-directory acceptance PROFILE=profiles/three-web.toml

@@ -112,7 +112,12 @@ class Cluster:
         spec, last = self.spec, self.spec.real_servers[-1]
         used = {n.address for n in spec.nodes} | {spec.vip, *self._lab_hosts(), self._client_address()}
         address = next(a for a in spec.network.subnet.hosts() if a > last.address and a not in used)
-        added = dataclasses.replace(last, name="added", address=address, mac=None)
+        address6 = None
+        if last.address6:  # a dual-stack LAN: the next free IPv6 address after the last one's
+            used6 = {n.address6 for n in spec.nodes} | set(spec.vips6) | {spec.network.gateway6,
+                                                                           self._client_address6()}
+            address6 = next(last.address6 + i for i in range(1, 0x10000) if last.address6 + i not in used6)
+        added = dataclasses.replace(last, name="added", address=address, address6=address6, mac=None)
         return dataclasses.replace(spec, real_servers=(*spec.real_servers, added))
 
     def boot_extra(self, spec: profile.Cluster, name: str) -> Machine:
@@ -356,10 +361,11 @@ class Cluster:
             web.succeed(f"seq 1 {BLOB_LINES} > {render.DOCROOT}/blob.txt")
         return "".join(f"{i}\n" for i in range(1, BLOB_LINES + 1)).encode()
 
-    def sync_entries(self, director: Machine) -> list[str]:
-        """The connections to the VIP in `director`'s IPVS table (`ipvsadm -L -n -c`): on the
-        standby, what the connection sync brought over."""
-        vip = f"{self.spec.vip}:{self.spec.web_service.port}"
+    def sync_entries(self, director: Machine, service: profile.Service | None = None) -> list[str]:
+        """The connections to a service's VIP (the web service's by default) in `director`'s
+        IPVS table (`ipvsadm -L -n -c`): on the standby, what the connection sync brought over."""
+        service = service or self.spec.web_service
+        vip = f"{render.bracketed(self.spec.vip_of(service))}:{service.check_port}"
         return [line for line in director.succeed("ipvsadm -L -n -c").splitlines() if vip in line.split()]
 
     def standby_of(self, active: Machine) -> Machine:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
+from builder import profile, render
 from lab import wait
 from lab.machine import Machine
 
@@ -88,22 +90,35 @@ FAULTS = {f.name: f for f in (
 
 
 class InFlight:
-    """`count` slow downloads of the blob through the VIP, started before a fault: they must
-    end complete and byte-exact after it (the standby holds their connections: IPVS sync)."""
+    """`count` slow downloads of the blob through a service's VIP (the web service's unless
+    named), started before a fault: they must end complete and byte-exact after it (the standby
+    holds their connections: IPVS sync)."""
 
-    def __init__(self, cluster: Cluster, count: int = TRANSFERS, rate: str = "40k"):
+    def __init__(self, cluster: Cluster, count: int = TRANSFERS, rate: str = "40k",
+                 service: profile.Service | None = None, blob: bytes | None = None):
+        """`blob`: the bytes an earlier InFlight put in place (rewriting the file would cut the
+        downloads already reading it)."""
         self.cluster, self.count = cluster, count
-        self.blob = cluster.put_blob()
-        self.transfers = cluster.vip.downloads("/blob.txt", count, rate)
+        self.service = service or cluster.spec.web_service
+        self.blob = blob or cluster.put_blob()
+        client = cluster.client(self.service)
+        self.transfers = client.downloads("/blob.txt", count, rate)
+        segment = client.segment
+        source = segment.client_address6 if client.host.version == 6 else segment.client_address
+        assert source, f"{client.host}: the lab's client has no address of its family"
+        self.source = ip_address(source)
+        self.vip = client.host
 
     def synced(self, standby: Machine, timeout: float = 20) -> list[str]:
         """The standby's IPVS entries for these downloads, once it holds all of them."""
-        client = self.cluster.vip.segment.client_address
+        source = f" {render.bracketed(self.source)}:"
 
         def mine() -> list[str] | None:
-            found = [e for e in self.cluster.sync_entries(standby) if "ESTABLISHED" in e and f" {client}:" in e]
+            found = [e for e in self.cluster.sync_entries(standby, self.service)
+                     if "ESTABLISHED" in e and source in f" {e}"]
             return found if len(found) >= self.count else None
-        return wait.until(mine, timeout, f"{standby.name}'s IPVS table to hold the {self.count} transfers")
+        return wait.until(mine, timeout, f"{standby.name}'s IPVS table to hold the {self.count} transfers "
+                                         f"to {self.vip}")
 
     def in_flight(self) -> list[int]:
         """Bytes so far per download; each strictly between none and all (else not in flight)."""

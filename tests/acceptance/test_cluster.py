@@ -41,15 +41,30 @@ def ipvs_weights(director, cluster) -> dict[str, int]:
     return weights
 
 
-def measure_outage(cluster, timeout: float) -> tuple[float, int]:
-    """Request the VIP until it answers again; (seconds without service, failed requests)."""
+def measure_outage(cluster, timeout: float, service=None) -> tuple[float, int]:
+    """Request a service's VIP (the web service's by default) until it answers again; (seconds
+    without service, failed requests)."""
+    client = cluster.client(service) if service else cluster.vip
     start, failed = time.monotonic(), 0
     deadline = start + timeout
     while time.monotonic() < deadline:
-        if cluster.vip.get(timeout=2).ok:
+        if client.get(timeout=2).ok:
             return time.monotonic() - start, failed
         failed += 1
-    raise wait.Timeout(f"the VIP did not answer again within {timeout:.0f}s")
+    raise wait.Timeout(f"{client.url()} did not answer again within {timeout:.0f}s")
+
+
+def measure_outages(cluster, timeout: float) -> dict[str, tuple[float, int]]:
+    """measure_outage for every service of the profile at once: url -> (seconds, failed)."""
+    services = cluster.spec.services
+    with concurrent.futures.ThreadPoolExecutor(len(services)) as pool:
+        outcomes = pool.map(lambda s: measure_outage(cluster, timeout, s), services)
+        return {cluster.client(s).url(): o for s, o in zip(services, outcomes, strict=True)}
+
+
+def other_family(spec):
+    """The first service whose VIP is of the other IP family than the default VIP's, if any."""
+    return next((s for s in spec.services if spec.vip_of(s).version != spec.vip.version), None)
 
 
 def assert_roles(cluster, active, standby) -> None:
@@ -155,21 +170,28 @@ def heading(page: str) -> str:
 
 @step(3)
 def test_3_the_site_loads_in_a_browser_and_the_scheduler_shares_it_out(cluster):
+    """On every service of the profile (each VIP, IPv4 or IPv6, and port group): the page loads
+    in chromium, and the service's scheduler shares the requests out."""
     spec = cluster.spec
-    dom = cluster.vip.browse("/")
     headings = {heading(cluster.page(n)) for n in spec.serving}
-    assert any(h in dom for h in headings), f"none of {headings} in the page:\n{dom[:500]}"
-    answered = cluster.vip.servers(2 * spec.round)
-    assert None not in answered, answered
-    counts = Counter(answered)
-    if spec.web_service.scheduler in ("rr", "wrr"):
-        # IPVS's rr and wrr repeat with the round's period: any two rounds in a row hold each
-        # server exactly as often as its share (its weight for wrr, once for rr)
-        share = {n.name: (n.weight if spec.web_service.scheduler == "wrr" else 1) for n in spec.serving}
-        assert counts == Counter({name: 2 * k for name, k in share.items()}), answered
-        assert answered[:spec.round] == answered[spec.round:], f"not periodic: {answered}"
-    else:
-        assert set(counts) == {n.name for n in spec.serving}, answered
+    for service in spec.services:
+        client = cluster.client(service)
+        dom = client.browse("/")
+        assert any(h in dom for h in headings), f"{client.url()}: none of {headings} in the page:\n{dom[:500]}"
+        # IPVS's rr and wrr repeat with a round's period: the weights' sum for wrr, one each for rr
+        share = {n.name: (n.weight if service.scheduler == "wrr" else 1) for n in spec.serving}
+        period = sum(share.values())
+        answered = client.servers(2 * period)
+        print(f"\n{client.url()}: {' '.join(map(str, answered))}")
+        assert None not in answered, (client.url(), answered)
+        counts = Counter(answered)
+        if service.persistent:  # one client, one real server until the timeout
+            assert len(counts) == 1, (client.url(), answered)
+        elif service.scheduler in ("rr", "wrr"):  # any two rounds in a row: each server its share
+            assert counts == Counter({name: 2 * k for name, k in share.items()}), (client.url(), answered)
+            assert answered[:period] == answered[period:], f"{client.url()}: not periodic: {answered}"
+        else:
+            assert set(counts) == {n.name for n in spec.serving}, (client.url(), answered)
 
 
 @step(4, after=(2,))
@@ -224,23 +246,29 @@ def test_6_active_director_loses_power_the_standby_takes_over_and_transfers_carr
     hb, fault = cluster.spec.failover, FAULTS["director crash"]
     active = fault.victim(cluster)
     standby = cluster.standby_of(active)
-    downloads = InFlight(cluster, fault.transfers)
+    flights = [InFlight(cluster, fault.transfers)]
+    if (family := other_family(cluster.spec)) is not None:  # a dual-stack profile: IPv6 too
+        flights.append(InFlight(cluster, 2, service=family, blob=flights[0].blob))
     moves = f'appliance_ha_transitions_total{{instance="{standby.name}"}}'
     moved_before = prometheus.value(moves)
     takeover = cluster.stack.takeover_line(active)
     logged_before = len(journals.lines(standby.name, *takeover))
-    entries = downloads.synced(standby)
-    print(f"\n{standby.name} before the crash (synchronised from {active.name}):\n  " + "\n  ".join(entries))
-    before = downloads.in_flight()
+    for downloads in flights:
+        entries = downloads.synced(standby)
+        print(f"\n{standby.name} before the crash (synchronised from {active.name}):\n  " + "\n  ".join(entries))
+    before = [downloads.in_flight() for downloads in flights]
     fault.inject(active)
     story.crashed = active
-    outage, failed = measure_outage(cluster, fault.limit(cluster))
-    print(f"director power loss ({active.name}): service back after {outage:.1f}s, "
-          f"{failed} failed requests; transfers had {before} bytes")
-    broken = downloads.broken(timeout=hb.takeover_limit + 300)
-    print(f"transfers across the crash: {TRANSFERS - len(broken)} of {TRANSFERS} complete and byte-exact")
-    assert not broken, f"broken transfers (curl exit, said, bytes of {len(downloads.blob)}): {broken}"
-    assert cluster.holds_vip(standby)
+    outages = measure_outages(cluster, fault.limit(cluster))
+    print(f"director power loss ({active.name}); transfers had {before} bytes; service back after:")
+    for url, (outage, failed) in outages.items():
+        print(f"  {url}: {outage:.1f}s, {failed} failed requests")
+    for downloads in flights:
+        broken = downloads.broken(timeout=hb.takeover_limit + 300)
+        print(f"transfers to {downloads.vip} across the crash: {downloads.count - len(broken)} of "
+              f"{downloads.count} complete and byte-exact")
+        assert not broken, f"broken transfers (curl exit, said, bytes of {len(downloads.blob)}): {broken}"
+    assert cluster.holds_every_vip(standby)
     evidence = cluster.stack.takeover_evidence(standby, active)
     if evidence:  # e.g. the VIP came from vip-takeover (heartbeat "fast"), not ResourceManager
         standby.succeed(evidence)
