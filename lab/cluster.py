@@ -28,11 +28,6 @@ log = logging.getLogger("lab.cluster")
 BLOB_LINES = 200_000  # /blob.txt on every real server: `seq 1 N`, 1.3 MB, the same bytes everywhere
 LINK_BRIDGE = "br-link"  # the directors' crossover cable, when the profile has one
 LAN_OUI, LINK_OUI = "52:54:00", "52:54:01"  # QEMU's prefix; the link's NICs one apart
-# The directors' VMs at a higher priority, as a hypervisor should reserve CPU for a VRRP or
-# heartbeat VM (a director not scheduled for ~1 s misses its peer's adverts). It counts only
-# where the kernel does not schedule by autogroup: each VM runs in a session of its own
-# (Machine.start), and on this project's hosts every session has an equal share.
-DIRECTOR_NICE = -10
 
 
 def mac(oui: str, address: IPv4Address) -> str:
@@ -182,8 +177,7 @@ class Cluster:
                 made.append(Nic(tap, mac(oui, address)))
             out[node.name] = Machine(
                 node.name, paths.image(node.role), self.workdir, seed=seeds / f"{node.name}.iso",
-                accel=self.accel, netns=self.netns, nics=tuple(made), existing=existing,
-                nice=DIRECTOR_NICE if node.is_director else 0)
+                accel=self.accel, netns=self.netns, nics=tuple(made), existing=existing)
         return out
 
     def __enter__(self) -> Cluster:

@@ -124,14 +124,12 @@ class Hardware:
 class Machine:
     def __init__(self, name: str, image: Path, workdir: Path, *, seed: Path | None = None,
                  accel: str = "tcg", memory: int = 384, nics: tuple[Nic, ...] = (Nic(),),
-                 netns: str | None = None, hardware: Hardware = Hardware(), existing: bool = False,
-                 nice: int = 0):
+                 netns: str | None = None, hardware: Hardware = Hardware(), existing: bool = False):
         """existing: the machine's directory belongs to a running lab (`up`) and is driven
-        from here; otherwise the first start() makes it anew, whatever an earlier run left.
-        nice: QEMU's CPU priority on the host (negative: served first when the cores are busy)."""
+        from here; otherwise the first start() makes it anew, whatever an earlier run left."""
         self.name, self.image, self.seed, self.accel = name, image, seed, accel
         self.memory, self.nics, self.netns, self.hardware = memory, nics, netns, hardware
-        self.created, self.nice = existing, nice
+        self.created = existing
         self.dir = workdir / name
         self.console_log = self.dir / "console.log"
         self.agent = GuestAgent(str(self.dir / "qga.sock"))
@@ -167,8 +165,6 @@ class Machine:
         ]
         if self.accel == "kvm":
             argv += ["-cpu", "host"]
-        if self.nice:
-            argv = ["nice", "-n", str(self.nice)] + argv
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns] + argv
         return argv
@@ -199,10 +195,9 @@ class Machine:
         log.info("%s: %s", self.name, " ".join(argv))
         with open(self.dir / "qemu.log", "w") as out:
             # A session of its own: with the kernel's autogroup scheduling (sched_autogroup_enabled=1
-            # on this project's hosts) that makes each VM a group with an equal share, whatever its
-            # nice. In the caller's session, nice counted, and a real server starved by its
-            # directors at -10 panicked at boot ("IO-APIC + timer doesn't work!", 2026-12-01): an
-            # equal share per VM is what the suites' timings were measured with.
+            # on this project's hosts) each VM is a group with an equal share. Directors at nice
+            # -10 in the caller's session starved a real server into a boot panic ("IO-APIC +
+            # timer doesn't work!", 2026-12-01): every VM gets the same priority.
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.started_at = time.monotonic()
 

@@ -23,17 +23,17 @@ def test_a_killed_qemu_is_gone_only_when_its_last_thread_is(tmp_path, state, thr
     assert not vm.is_running(proc)  # reaped
 
 
-def test_a_directors_qemu_runs_at_a_higher_priority_inside_its_namespace(tmp_path, monkeypatch):
+def test_every_qemu_runs_inside_its_suites_namespace_at_one_priority(tmp_path, monkeypatch):
+    """Directors at a higher priority starved a real server into a boot panic (2026-12-01)."""
     from lab import cluster, net
-    from lab.cluster import DIRECTOR_NICE, Cluster
+    from lab.cluster import Cluster
     from lab.paths import ROOT
     monkeypatch.setattr(cluster.paths, "image", lambda role: Path(f"{role}.img"))  # none built
     c = Cluster(ROOT / "profiles" / "redundant.toml", tmp_path, "tcg", netns=net.suite_netns("redundant"))
     vms = c.machines(tmp_path / "seeds", None)
-    director, real = vms["lvs-a"].command(), vms["app1"].command()
-    assert director[:6] == ["ip", "netns", "exec", "lvs-appliance-test-redundant", "nice", "-n"]
-    assert director[6] == str(DIRECTOR_NICE) and int(director[6]) < 0
-    assert real[4] == "qemu-system-x86_64"   # real servers at the host's normal priority
+    for name in ("lvs-a", "app1"):
+        assert vms[name].command()[:5] == ["ip", "netns", "exec", "lvs-appliance-test-redundant",
+                                          "qemu-system-x86_64"], name
     # two suites side by side never share a namespace
     assert len({net.suite_netns(p.stem) for p in (ROOT / "profiles").glob("*.toml")}) > 1
 
