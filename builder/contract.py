@@ -75,8 +75,10 @@ SEND_ARP_PIDFILE = "/run/vipaddr-send_arp-{vip}.pid"
 SEND_ARP = "/usr/libexec/heartbeat/send_arp"  # gratuitous ARP (resource-agents)
 SEND_UA = "/usr/libexec/heartbeat/send_ua"    # unsolicited neighbour advertisement
 # A new master announces its VIPs when it takes them; a switch or client that missed that burst
-# keeps sending to the old director. The holder announces them again this often (keepalived:
-# vrrp_garp_master_refresh; heartbeat: the HA watchdog), ANNOUNCE_REPEAT packets each time.
+# keeps sending to the old director. The holder announces them again ANNOUNCE_DELAY s after the
+# takeover (keepalived: vrrp_garp_master_delay's default), then every ANNOUNCE_REFRESH s
+# (keepalived: vrrp_garp_master_refresh; heartbeat: the HA watchdog), ANNOUNCE_REPEAT packets each.
+ANNOUNCE_DELAY = 5
 ANNOUNCE_REFRESH = 60
 ANNOUNCE_REPEAT = 2
 HAWATCH_INTERVAL = 1.0      # seconds between probes

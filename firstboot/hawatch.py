@@ -251,17 +251,21 @@ class SyncFollower:
 @dataclass
 class Announcer:
     """heartbeat announces a VIP only when it takes it; while this director holds VIPs it
-    announces them again every ANNOUNCE_REFRESH s (keepalived's own setting does the same)."""
+    announces them again ANNOUNCE_DELAY s after the takeover (keepalived's second burst), then
+    every ANNOUNCE_REFRESH s (keepalived's own refresh setting does the same)."""
+    delay: float = c.ANNOUNCE_DELAY
     every: float = c.ANNOUNCE_REFRESH
-    last: float | None = None
+    since: float | None = None   # when this director was first seen holding them
+    last: float | None = None    # the last re-announcement
 
     def due(self, held: bool, now: float) -> bool:
         if not held:
-            self.last = None
+            self.since = self.last = None
             return False
-        if self.last is None:  # the stack's own announcement went out with the takeover
-            self.last = now
-        if now - self.last < self.every:
+        if self.since is None:  # the stack's own announcement went out with the takeover
+            self.since = now
+        wait, since = (self.delay, self.since) if self.last is None else (self.every, self.last)
+        if now - since < wait:
             return False
         self.last = now
         return True

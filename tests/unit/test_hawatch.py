@@ -202,12 +202,13 @@ def test_a_held_vip_is_a_local_address():
     assert status.held_vips(info) == ["127.0.0.1"] and status.held_vips({"interface": "lo"}) == []
 
 
-def test_a_holder_announces_its_vips_again_every_refresh_and_not_before(monkeypatch):
-    a = hawatch.Announcer(every=60)
+def test_a_holder_announces_its_vips_again_after_the_delay_then_every_refresh(monkeypatch):
+    a = hawatch.Announcer(delay=5, every=60)
     assert not a.due(True, 100)           # the takeover's own announcement went out just now
-    assert not a.due(True, 159) and a.due(True, 160) and not a.due(True, 161)
+    assert not a.due(True, 104) and a.due(True, 105) and not a.due(True, 106)  # the second burst
+    assert not a.due(True, 164) and a.due(True, 165) and not a.due(True, 166)  # then the refresh
     assert not a.due(False, 300)          # gone: the next takeover starts the count again
-    assert not a.due(True, 301) and a.due(True, 361)
+    assert not a.due(True, 301) and not a.due(True, 305) and a.due(True, 306) and not a.due(True, 365)
     started = []
     monkeypatch.setattr(hawatch.subprocess, "Popen", lambda argv, **kw: started.append(argv))
     hawatch.announce(["172.20.40.100", "2001:db8:40::100"], {"interface": "eth0", "prefixlen6": 64})
