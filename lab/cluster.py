@@ -48,6 +48,7 @@ class Cluster:
         self.progress = progress or log.info  # where boot progress goes (`up` prints it)
         self._stack = contextlib.ExitStack()
         self.segment: net.Segment | None = None
+        self._neighbour: net.Segment | None = None
         self.journals: logs.JournalReceiver | None = None  # the lab's log receiver, from boot on
         self.boot_seconds = 0.0
 
@@ -105,7 +106,8 @@ class Cluster:
         """The profile plus one real server (`added`), like its last one, at the lowest address
         nothing uses: what an operator adds on day 2."""
         spec, last = self.spec, self.spec.real_servers[-1]
-        used = {n.address for n in spec.nodes} | {spec.vip, *self._lab_hosts(), self._client_address()}
+        used = {n.address for n in spec.nodes} | {spec.vip, *self._lab_hosts(), self._client_address(),
+                                                  self._client_address(1)}
         address = next(a for a in spec.network.subnet.hosts() if a > last.address and a not in used)
         address6 = None
         if last.address6:  # a dual-stack LAN: the next free IPv6 address after the last one's
@@ -149,11 +151,25 @@ class Cluster:
         used = {n.address6 for n in self.spec.nodes} | set(self.spec.vips6) | {self.spec.network.gateway6}
         return next(a for a in (prefix6.network_address + i for i in range(0xfe, 0x1fe)) if a not in used)
 
-    def _client_address(self) -> IPv4Address:
-        """The client takes the highest address of the subnet no node, VIP or lab host uses."""
+    def _client_address(self, nth: int = 0) -> IPv4Address:
+        """The client takes the highest address of the subnet no node, VIP or lab host uses (a
+        second client, `nth` 1, the next one down)."""
         net_ = self.spec.network
         used = {n.address for n in self.spec.nodes} | {self.spec.vip, *self._lab_hosts()}
-        return next(a for a in reversed(list(net_.subnet.hosts())) if a not in used)
+        return [a for a in reversed(list(net_.subnet.hosts())) if a not in used][nth]
+
+    def neighbour(self) -> net.Segment:
+        """A second client on the LAN, with a neighbour cache of its own (made once): e.g. one
+        that missed a takeover's announcements, beside the client whose downloads are in flight."""
+        if self._neighbour is None:
+            assert self.segment
+            client6 = self._client_address6()
+            used6 = {n.address6 for n in self.spec.nodes} | set(self.spec.vips6) | {self.spec.network.gateway6}
+            address6 = next((client6 + i for i in range(1, 0x100) if client6 + i not in used6), None) \
+                if client6 else None
+            self._neighbour = self.segment.host("c2", str(self._client_address(1)),
+                                                str(address6) if address6 else None)
+        return self._neighbour
 
     def _segment(self) -> net.Segment:
         client6 = self._client_address6()

@@ -48,6 +48,7 @@ class Segment:
         self.prefixlen = prefixlen
         self.client_address6, self.prefixlen6 = client_address6, prefixlen6  # a dual-stack LAN's
         self.taps: list[str] = []
+        self.hosts: list[Segment] = []
 
     def __enter__(self) -> Segment:
         if exists(self.netns):
@@ -79,9 +80,31 @@ class Segment:
         self.taps.append(name)
         return name
 
+    def host(self, name: str, address: str, address6: str | None = None) -> Segment:
+        """Another machine on the LAN (a second client): a namespace of its own, `eth0` in it
+        joined to the LAN bridge by a veth pair, with a neighbour cache of its own. It goes
+        with the segment."""
+        netns = f"{self.netns}-{name}"
+        destroy(netns)
+        run(["ip", "netns", "add", netns])
+        other = Segment(netns, address, self.prefixlen, address6, self.prefixlen6)
+        self.hosts.append(other)
+        veth = f"vh-{name}"[:15]
+        self.run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        self.run("ip", "link", "set", veth, "master", LAN)
+        self.run("ip", "link", "set", veth, "up")
+        other.run("ip", "link", "set", "lo", "up")
+        other.run("ip", "addr", "add", f"{address}/{self.prefixlen}", "dev", "eth0")
+        if address6:
+            other.run("ip", "-6", "addr", "add", f"{address6}/{self.prefixlen6}", "dev", "eth0", "nodad")
+        other.run("ip", "link", "set", "eth0", "up")
+        return other
+
     def run(self, *argv: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run a command inside the namespace (the client's side of the segment)."""
         return run(["ip", "netns", "exec", self.netns, *argv], check=check, timeout=timeout)
 
     def __exit__(self, *exc) -> None:
+        for other in self.hosts:
+            destroy(other.netns)
         destroy(self.netns)
