@@ -154,6 +154,9 @@ def test_every_profiles_files_pass_their_own_tools_in_the_image(unseeded, case):
         # ldirectord parses its file before it looks for a running daemon: exit 3 = parsed, stopped
         code, out = vm.execute(f"{run}ldirectord {root}/etc/ha.d/ldirectord.cf status 2>&1")
         assert code == 3 and "is stopped" in out, out
+        if cluster.vips6:  # what ldirectord `require`s at its first check of an IPv6 real server
+            vm.succeed("perl -e 'require Net::INET6Glue::INET_is_INET6'")
+            checked.append("ldirectord's IPv6 checks")
         # heartbeat has no parse-only mode: it reads ha.cf, haresources and authkeys (as the node
         # it is named after) before it forks; a bad file stops it there with "Configuration error"
         vm.succeed(f"hostname {node.name} && cp -p {root}/etc/ha.d/ha.cf {root}/etc/ha.d/haresources "
