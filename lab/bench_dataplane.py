@@ -89,6 +89,12 @@ def dataplane_profile(profile_path: Path, accel: str, seconds: float, out: Path)
         cluster.wait_all_serving(300)
         cluster.wait_settled(300)
         found = targets(cluster)
+        real_servers = {n.name for n in cluster.spec.serving}
+        for target, client in found:  # a VIP on its fallback page would measure the director's Apache
+            served = {client.get().server for _ in range(len(real_servers) + 1)}
+            if not served <= real_servers:
+                raise LabError(f"{target} answered from {sorted(map(str, served - real_servers))}, not only "
+                               f"from real servers {sorted(real_servers)}: no figures for it")
         for _, client in found:  # warm every path (ARP and neighbour caches, Apache's workers) first
             client.segment.run(*argv(client.url("/"), 4, 2), check=False, timeout=40)
         for connections in CONNECTIONS:
