@@ -271,6 +271,28 @@ class Announcer:
         return True
 
 
+@dataclass
+class Deprecator:
+    """An IPv6 VIP must never be the director's source address: its checks of IPv6 real
+    servers would leave from the VIP, and each real server answers an address it holds on lo
+    itself. vip-takeover adds IPv6 VIPs deprecated (preferred lifetime 0); heartbeat's IPv6addr
+    and keepalived add them preferred, so a VIP this director newly holds is deprecated here,
+    once per holding (within HAWATCH_INTERVAL of the takeover)."""
+    done: set[str] = field(default_factory=set)
+
+    def due(self, held: list[str]) -> list[str]:
+        now = {v for v in held if ":" in v}
+        new = sorted(now - self.done)
+        self.done = now
+        return new
+
+
+def deprecate(vips: list[str], info: dict) -> None:
+    for vip in vips:
+        run(["ip", "-6", "addr", "change", f"{vip}/{info.get('prefixlen6') or 64}", "dev", info["interface"],
+             "preferred_lft", "0"], timeout=5)
+
+
 def announce(held: list[str], info: dict) -> None:
     """Gratuitous ARPs for IPv4 VIPs, unsolicited NAs for IPv6 ones, in the background."""
     iface, repeat = info["interface"], str(c.ANNOUNCE_REPEAT)
@@ -340,9 +362,11 @@ def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = Tru
 
 
 def duplicate_of(info: dict) -> tuple[list[str], str | None]:
-    """(the VIPs this director holds, the MAC of another host answering for one, or None)."""
+    """(the VIPs this director holds, the MAC of another host answering for one, or None). ARP
+    asks for the IPv4 VIPs only: every VIP moves with the one stack, so a second holder of any
+    holds an IPv4 one too (a profile of IPv6 VIPs alone has no such probe)."""
     held = held_vips(info)
-    for vip in held:
+    for vip in (v for v in held if ":" not in v):
         try:
             other = arp.other_holder(info["interface"], vip)
         except OSError:
@@ -378,8 +402,11 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
                f"; the peer ({info['peer_address']}, the lower address) steps out in {dup.limit:.0f} s"))
     elif action == "announce":
         for vip in held:
-            arp.announce(info["interface"], vip)
-        log(f"the peer gave the VIP up: announced {', '.join(held)} with gratuitous ARP")
+            if ":" in vip:
+                announce([vip], info)  # unsolicited neighbour advertisements (send_ua)
+            else:
+                arp.announce(info["interface"], vip)
+        log(f"the peer gave the VIP up: announced {', '.join(held)} with gratuitous ARP and neighbour advertisements")
     elif action == "step-out":
         verdict = w.step_out(now)
         log(f"both directors held the VIP for {dup.limit:.0f} s and {info['address']} is the lower address: "
@@ -399,6 +426,7 @@ def watch(log: Callable[[str], None]) -> int:
     w = Watch()
     steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
     dup, sync, announcer = Duplicate(info["duplicate_limit"], steps_out), SyncFollower(), Announcer()
+    deprecator = Deprecator()
 
     def peer_answers() -> bool:
         try:
@@ -438,6 +466,7 @@ def watch(log: Callable[[str], None]) -> int:
                 follow_sync(sync, held, log)
                 if info["stack"] == "heartbeat" and announcer.due(bool(held), time.monotonic()):
                     announce(held, info)
+                deprecate(deprecator.due(held), info)
         if w.settled(probe.answering and other is None, time.monotonic()):
             log(f"one VIP holder and {unit} answering for {c.HAWATCH_CURED:.0f} s since the last step-out: "
                 f"the step-outs cured their duplicates and free their places in the restart budget")

@@ -245,3 +245,22 @@ def test_step_outs_that_cure_nothing_still_end_in_a_give_up_and_hangs_keep_their
     w.settled(False, 140)
     assert not w.settled(True, 145) and not w.settled(True, 145 + c.HAWATCH_CURED - 1)
     assert w.settled(True, 145 + c.HAWATCH_CURED) and w.restarts == [0]
+
+
+def test_ipv6_vips_are_neither_arp_probed_nor_left_as_a_source_address(monkeypatch):
+    """On a dual-stack profile the watchdog crash-looped: it asked ARP for an IPv6 VIP
+    (AddressValueError), and an IPv6 VIP added by heartbeat's IPv6addr or keepalived stayed
+    preferred, so ldirectord's checks left from it and every IPv6 real server was quiesced."""
+    info = {"interface": "eth0", "vips": ["172.20.40.100", "2001:db8:40::100"], "prefixlen6": 64}
+    asked = []
+    monkeypatch.setattr(hawatch, "held_vips", lambda i: list(i["vips"]))
+    monkeypatch.setattr(hawatch.arp, "other_holder", lambda iface, ip: asked.append(ip))
+    assert hawatch.duplicate_of(info) == (info["vips"], None) and asked == ["172.20.40.100"]
+    d = hawatch.Deprecator()
+    assert d.due(info["vips"]) == ["2001:db8:40::100"]       # newly held: deprecate it
+    assert d.due(info["vips"]) == []                          # once per holding
+    assert d.due(["172.20.40.100"]) == [] and d.due(info["vips"]) == ["2001:db8:40::100"]  # held again
+    ran = []
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
+    hawatch.deprecate(["2001:db8:40::100"], info)
+    assert ran == [["ip", "-6", "addr", "change", "2001:db8:40::100/64", "dev", "eth0", "preferred_lft", "0"]]

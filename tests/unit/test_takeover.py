@@ -201,3 +201,7 @@ def test_takes_the_vip_over_netlink_once():
     assert any("inet 10.9.9.9/32" in line for line in out[2:]) and any("inet 10.9.9.10/32" in line for line in out[2:])
     # usable at once: not "tentative" while DAD runs (~1 s), as the takeover must not wait for
     assert any("inet6 2001:db8:9::9/64" in line and "tentative" not in line for line in out[2:]), out[2:]
+    # and never a source address (preferred lifetime 0): checks of IPv6 real servers leave from
+    # the director's own address, else their answers go to the VIP each real server has on lo
+    assert any("inet6 2001:db8:9::9/64" in line and "deprecated" in line and "preferred_lft 0sec" in line
+               for line in out[2:]), out[2:]
