@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from ipaddress import ip_address
 from pathlib import Path
 
 from builder import contract, hostkeys, plan, profile, remote, render, secret, seed
@@ -189,18 +190,30 @@ def reweighted(cluster: Cluster, name: str, weight: int) -> Cluster:
 
 
 def ipvs_view(status: dict) -> dict[str, int]:
-    """A director's real servers (address -> weight) in its IPVS table, fallback left out."""
-    return {r["address"]: r["weight"] for v in status.get("services", []) for r in v["real_servers"]
-            if not r["address"].startswith("127.")}
+    """A director's real servers (address -> weight; IPv6 as Python writes it, no brackets) in
+    its IPVS table, the fallback (loopback) left out."""
+    view = {}
+    for v in status.get("services", []):
+        for r in v["real_servers"]:
+            address = ip_address(r["address"].strip("[]"))
+            if not address.is_loopback:
+                view[str(address)] = r["weight"]
+    return view
+
+
+def addresses(cluster: Cluster, node: Node) -> list[str]:
+    """Where IPVS sends a real server's connections: its IPv4 address, and its IPv6 one when
+    the profile has IPv6 VIPs."""
+    return [str(node.address)] + ([str(node.address6)] if node.address6 and cluster.vips6 else [])
 
 
 def shows(cluster: Cluster, status: dict, exact: set[str]) -> bool:
     """This director's IPVS has every real server of `cluster` and no other, and the weights
     of those named in `exact` as the profile says (the others a checker may have quiesced)."""
     view = ipvs_view(status)
-    want = {str(r.address): r.weight for r in cluster.real_servers}
-    return set(view) == set(want) and all(view[str(r.address)] == r.weight
-                                          for r in cluster.real_servers if r.name in exact)
+    want = {a: r.weight for r in cluster.real_servers for a in addresses(cluster, r)}
+    return set(view) == set(want) and all(view[a] == r.weight for r in cluster.real_servers if r.name in exact
+                                          for a in addresses(cluster, r))
 
 
 def wait_until(what: str, test: Callable[[], bool], timeout: float) -> float:
@@ -250,11 +263,11 @@ class Operation:
         return self.shown_after
 
     def wait_drained(self, target: Cluster, names: list[str], timeout: float) -> None:
-        addresses = {str(target.node(n).address) for n in names}
+        draining = {a for n in names for a in addresses(target, target.node(n))}
 
         def active() -> int:
-            return sum(r["active"] for t in tables(target, self.reach).values()
-                       for v in t["services"] for r in v["real_servers"] if r["address"] in addresses)
+            return sum(r["active"] for t in tables(target, self.reach).values() for v in t["services"]
+                       for r in v["real_servers"] if str(ip_address(r["address"].strip("[]"))) in draining)
         try:
             took = wait_until(f"draining {', '.join(names)}", lambda: active() == 0, timeout)
             self.say(f"{self._t()} {', '.join(names)}: no active connection left after {took:.1f} s")

@@ -67,10 +67,19 @@ def parse_sync(text: str) -> list[str]:
 
 
 def from_proc(text: str) -> str:
-    """/proc/net/ip_vs in `ipvsadm -L -n`'s words: its IPv4 endpoints are hex (AC142864:0050)."""
+    """/proc/net/ip_vs in `ipvsadm -L -n`'s words: its IPv4 endpoints are hex (AC142864:0050),
+    its IPv6 ones written out in full with a hex port ([2001:0db8:...:0100]:0050)."""
+    hexdigits = "0123456789ABCDEFabcdef"
+
     def word(w: str) -> str:
+        if w.startswith("[") and "]:" in w:
+            host, _, port = w[1:].partition("]:")
+            if len(port) != 4 or not all(ch in hexdigits for ch in port):
+                return w
+            from ipaddress import IPv6Address
+            return f"[{IPv6Address(host).compressed}]:{int(port, 16)}"
         host, _, port = w.partition(":")
-        if len(host) != 8 or len(port) != 4 or not all(ch in "0123456789ABCDEF" for ch in host + port):
+        if len(host) != 8 or len(port) != 4 or not all(ch in hexdigits for ch in host + port):
             return w
         return ".".join(str(int(host[i:i + 2], 16)) for i in range(0, 8, 2)) + f":{int(port, 16)}"
     return "\n".join(" ".join(word(w) for w in line.split()) if line.strip() else line

@@ -295,3 +295,20 @@ def test_no_director_streaming_its_table_is_an_error_not_a_wait(web3, monkeypatc
         with day2.TableWatch(web3, Reach(Path("kh")), 30) as watch:
             watch.wait(lambda latest: True, 30, "the change shown")
     assert time.monotonic() - started < 3
+
+
+def test_a_dual_stack_director_shows_a_change_in_both_families():
+    """`apply` waits for every real server in both families' services (a dual-stack apply once
+    compared the IPv4 addresses with a table that held the IPv6 ones too, and never matched)."""
+    c = profile.load(ROOT / "profiles" / "dual-stack.toml")
+
+    def table(*servers):
+        return {"services": [{"real_servers": [{"address": a, "weight": w, "active": 0, "inactive": 0}
+                                               for a, w in servers]}]}
+    v4 = (("172.20.40.21", 3), ("172.20.40.22", 2), ("127.0.0.1", 1))
+    v6 = (("[2001:db8:40::21]", 3), ("[2001:db8:40::22]", 2), ("[::1]", 1))
+    assert day2.shows(c, table(*v4, *v6), {"app1", "app2"})
+    assert not day2.shows(c, table(*v4), set())                       # the IPv6 service not there yet
+    assert not day2.shows(c, table(*v4, ("[2001:db8:40::21]", 0), v6[1]), {"app1"})  # not re-weighted
+    # a table in /proc's long form reads the same
+    assert day2.ipvs_view(table(("[2001:0db8:0040:0000:0000:0000:0000:0021]", 3))) == {"2001:db8:40::21": 3}

@@ -56,11 +56,19 @@ TCP  AC142864:0050 wrr
 """
 
 
+PROC_IP_VS6 = """TCP  [2001:0db8:0040:0000:0000:0000:0000:0100]:0050 wrr
+  -> [2001:0db8:0040:0000:0000:0000:0000:0022]:0050      Route   2      0          3
+"""
+
+
 def test_the_kernels_own_table_reads_as_ipvsadm_does():
-    [web] = status.parse_ipvs(status.from_proc(PROC_IP_VS))
+    [web, web6] = status.parse_ipvs(status.from_proc(PROC_IP_VS + PROC_IP_VS6))
     assert (web.vip, web.port, web.scheduler) == ("172.20.40.100", 80, "wrr")
     assert web.real_servers[0] == status.RealServer("172.20.40.21", 80, 3, 4, 11)
     assert web.real_servers[1].address == "127.0.0.1"
+    # IPv6: written out in full with a hex port in /proc (a status once said port 50)
+    assert (web6.vip, web6.port) == ("[2001:db8:40::100]", 80)
+    assert web6.real_servers == (status.RealServer("[2001:db8:40::22]", 80, 2, 0, 3),)
 
 
 def test_sync_daemons_are_found_by_their_kernel_threads(tmp_path):
