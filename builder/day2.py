@@ -189,16 +189,17 @@ def reweighted(cluster: Cluster, name: str, weight: int) -> Cluster:
         dataclasses.replace(r, weight=weight) if r.name == name else r for r in cluster.real_servers))
 
 
+def _address(real_server: dict) -> str:
+    """A real server's address as `appliance status` gives it ("[2001:0db8::...]" from an older
+    image's /proc reading), written as Python writes it: no brackets, IPv6 compressed."""
+    return str(ip_address(real_server["address"].strip("[]")))
+
+
 def ipvs_view(status: dict) -> dict[str, int]:
-    """A director's real servers (address -> weight; IPv6 as Python writes it, no brackets) in
-    its IPVS table, the fallback (loopback) left out."""
-    view = {}
-    for v in status.get("services", []):
-        for r in v["real_servers"]:
-            address = ip_address(r["address"].strip("[]"))
-            if not address.is_loopback:
-                view[str(address)] = r["weight"]
-    return view
+    """A director's real servers (address -> weight, `_address`) in its IPVS table, the fallback
+    (loopback) left out."""
+    return {_address(r): r["weight"] for v in status.get("services", []) for r in v["real_servers"]
+            if not ip_address(_address(r)).is_loopback}
 
 
 def addresses(cluster: Cluster, node: Node) -> list[str]:
@@ -267,7 +268,7 @@ class Operation:
 
         def active() -> int:
             return sum(r["active"] for t in tables(target, self.reach).values() for v in t["services"]
-                       for r in v["real_servers"] if str(ip_address(r["address"].strip("[]"))) in draining)
+                       for r in v["real_servers"] if _address(r) in draining)
         try:
             took = wait_until(f"draining {', '.join(names)}", lambda: active() == 0, timeout)
             self.say(f"{self._t()} {', '.join(names)}: no active connection left after {took:.1f} s")

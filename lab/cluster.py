@@ -111,9 +111,7 @@ class Cluster:
         address = next(a for a in spec.network.subnet.hosts() if a > last.address and a not in used)
         address6 = None
         if last.address6:  # a dual-stack LAN: the next free IPv6 address after the last one's
-            used6 = {n.address6 for n in spec.nodes} | set(spec.vips6) | {spec.network.gateway6,
-                                                                           self._client_address6()}
-            address6 = next(last.address6 + i for i in range(1, 0x10000) if last.address6 + i not in used6)
+            address6 = self._free6_after(last.address6, {self._client_address6()})
         added = dataclasses.replace(last, name="added", address=address, address6=address6, mac=None)
         return dataclasses.replace(spec, real_servers=(*spec.real_servers, added))
 
@@ -148,8 +146,13 @@ class Cluster:
         prefix6 = self.spec.network.prefix6
         if prefix6 is None:
             return None
-        used = {n.address6 for n in self.spec.nodes} | set(self.spec.vips6) | {self.spec.network.gateway6}
-        return next(a for a in (prefix6.network_address + i for i in range(0xfe, 0x1fe)) if a not in used)
+        return self._free6_after(prefix6.network_address + 0xfd)
+
+    def _free6_after(self, address: IPv6Address, taken: frozenset | set = frozenset()) -> IPv6Address:
+        """The first IPv6 address after `address` that no node, VIP, gateway (nor `taken`) uses."""
+        spec = self.spec
+        used = {n.address6 for n in spec.nodes} | set(spec.vips6) | {spec.network.gateway6} | taken
+        return next(a for a in (address + i for i in range(1, 0x10000)) if a not in used)
 
     def _client_address(self, nth: int = 0) -> IPv4Address:
         """The client takes the highest address of the subnet no node, VIP or lab host uses (a
@@ -164,9 +167,7 @@ class Cluster:
         if self._neighbour is None:
             assert self.segment
             client6 = self._client_address6()
-            used6 = {n.address6 for n in self.spec.nodes} | set(self.spec.vips6) | {self.spec.network.gateway6}
-            address6 = next((client6 + i for i in range(1, 0x100) if client6 + i not in used6), None) \
-                if client6 else None
+            address6 = self._free6_after(client6) if client6 else None
             self._neighbour = self.segment.host("c2", str(self._client_address(1)),
                                                 str(address6) if address6 else None)
         return self._neighbour
