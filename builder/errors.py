@@ -15,6 +15,7 @@ in one line and its hint in a second; anything else is a bug and keeps its trace
         ├── QemuError              lab.machine: QEMU would not start, or QMP refused a command
         │                          (the qemu.qmp error is kept as __cause__)
         ├── GuestAgentError        lab.agent: the guest agent does not answer
+        ├── BrowseError            lab.client: chromium printed no page (an AssertionError too)
         ├── NoSuchNic              lab.machine: a NIC number the machine does not have
         ├── CommandFailed          lab.machine: a guest command's exit status (an AssertionError
         │   │                      too, so a test shows it as a failed check); retried in a wait

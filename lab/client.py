@@ -16,9 +16,14 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from builder import render
+from builder.errors import LabError
 from lab import net
 
 SERVER_RE = re.compile(r'data-server="([^"]+)"')
+
+
+class BrowseError(LabError, AssertionError):
+    """The browser printed no page (a test failure, with what the browser and curl saw)."""
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,25 @@ class Client:
         return Transfers(self.segment, self.url(path), count, rate)
 
     def browse(self, path: str = "/", timeout: float = 90) -> str:
-        """Load the page in headless chromium, run inside the namespace; returns the DOM."""
-        proc = self.segment.run(
-            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-dev-shm-usage", f"--user-data-dir=/tmp/{self.segment.netns}-chromium",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--timeout={int(timeout * 1000)}", "--dump-dom", self.url(path),
-            timeout=timeout + 30)
+        """Load the page in headless chromium, run inside the namespace; returns the DOM. A
+        profile of its own each time (one kept in /tmp outlived runs and was shared with CI's),
+        and a browser that printed no DOM says what it said and what curl got instead."""
+        profile = tempfile.mkdtemp(prefix=f"{self.segment.netns}-chromium.")
+        try:
+            proc = self.segment.run(
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--timeout={int(timeout * 1000)}", "--dump-dom", self.url(path),
+                timeout=timeout + 30)
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+        if not proc.stdout.strip():
+            said = "\n".join(proc.stderr.strip().splitlines()[-8:])
+            curl = self.get(path, timeout=5)
+            raise BrowseError(f"chromium printed no page for {self.url(path)} (exit {proc.returncode}); "
+                              f"curl then got {curl.status or 'no answer'} from {curl.server or '-'}; "
+                              f"chromium said:\n{said}")
         return proc.stdout
 
 

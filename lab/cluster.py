@@ -382,6 +382,26 @@ class Cluster:
     def standby_of(self, active: Machine) -> Machine:
         return next(d for d in self.directors if d is not active)
 
+    def pair_state(self) -> str:
+        """One line per director for a failure report, read first: the VIPs it holds, whether
+        its stack answers, what its watchdog last found, and the watchdog's and vip-takeover's
+        last words (a CI log shows only part of a report: this part must say what broke)."""
+        out = []
+        for vm in self.directors:
+            try:
+                held = sorted(self.vips_held(vm))
+                answers = self.stack.answers(vm)
+                health = vm.execute(f"cat {contract.HAWATCH_HEALTH}", timeout=10)[1].strip()
+                said = vm.execute(f"journalctl -b --no-pager -o short-monotonic -n 12 -t {contract.HAWATCH_TAG} "
+                                  "-t vip-takeover -t IPv6addr -t ResourceManager", timeout=20)[1]
+            except Exception as e:  # noqa: BLE001 - a report must not fail on a dead node
+                out.append(f"[{vm.name}] unreachable: {e}")
+                continue
+            out.append(f"[{vm.name}] holds {held or 'no VIP'}; {self.stack.name} "
+                       f"{'answers' if answers else 'DOES NOT ANSWER'}; watchdog: {health or '(no health file)'}")
+            out += [f"[{vm.name}]   {line}" for line in said.splitlines() if line.strip()]
+        return "\n".join(out)
+
     def director_journals(self, lines: int = 25) -> str:
         """The stack's last journal lines per director, for a failure report;
         a crashed or unreachable director says so instead."""

@@ -80,9 +80,8 @@ def one_vip_holder_after_each_step(request, story):
         wait.until(lambda: chaos.one_holder_answering(cluster, down), cluster.spec.failover.takeover_limit + 30,
                    "one VIP holder, every stack answering")
     except wait.Timeout:
-        pytest.fail(f"after this step: VIP held by {[d.name for d in cluster.vip_holders()]}, "
-                    f"stacks answering {[(d.name, cluster.stack.answers(d)) for d in up]}\n"
-                    + cluster.director_journals(), pytrace=False)
+        pytest.fail("after this step, not one VIP holder with every stack answering:\n"
+                    + cluster.pair_state() + "\n" + cluster.director_journals(), pytrace=False)
 
 
 def pytest_configure(config):
@@ -117,7 +116,8 @@ def pytest_runtest_makereport(item, call):
     if marker and report.when == "call" and report.passed:
         _passed.add(marker.args[0])
     if report.failed and _cluster is not None:
+        report.sections.append(("the pair: VIPs held, stacks answering, watchdogs", _cluster.pair_state()))
         report.sections.append(("node consoles (full logs in test-results/acceptance/)",
-                                _cluster.console_tails()))
+                                _cluster.console_tails(15)))
         report.sections.append(("directors: heartbeat and ldirectord journals, IPVS table",
                                 _cluster.director_journals()))
