@@ -95,6 +95,7 @@ HAWATCH_RESTARTED = "killing and restarting"   # a restart: a hang, or a step-ou
 HAWATCH_STEPPED_OUT = "stepping out"           # both directors held the VIP; this one gave way
 HAWATCH_GAVE_UP = "stopping it"                # the restart budget is spent
 HAWATCH_SYNC_REPAIRED = "sync master repaired"  # the master sync daemon put back with the VIP
+HAWATCH_VACANT = "no director holds the VIP"     # both up, neither holding it: the claimant restarts
 
 # metrics ([metrics], firstboot/metrics.py): node_exporter reads the HA state the watchdog writes
 # into its textfile directory; nftables drops scrapes from anyone but the profile's scrapers

@@ -294,6 +294,16 @@ class _Limits:
         return self.deadtime_s * 4 + 180
 
     @property
+    def vacancy_limit(self) -> float:
+        """How long both directors may be up with neither holding the VIP before the HA watchdog
+        restarts the stack that claims it: a takeover's own time limit."""
+        return self.takeover_limit
+
+    @property
+    def takeover_limit(self) -> float:
+        raise NotImplementedError
+
+    @property
     def duplicate_limit(self) -> float:
         """How long both directors may answer ARP for the VIP before the HA watchdog makes one
         step out: past the stack's own convergence (a verdict, then a margin for TCG)."""

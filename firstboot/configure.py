@@ -338,7 +338,8 @@ def node_facts(seed: Seed) -> dict[str, object]:
                     prefixlen=seed.cluster.network.prefixlen, deadtime=failover.deadtime_s,
                     prefixlen6=seed.cluster.network.prefix6.prefixlen if seed.cluster.network.prefix6 else None,
                     peer=seed.cluster.peer(seed.node).name, peer_address=str(seed.cluster.peer(seed.node).address),
-                    duplicate_limit=failover.duplicate_limit, metrics=seed.cluster.metrics.enabled)
+                    duplicate_limit=failover.duplicate_limit,
+                    vacancy_limit=failover.vacancy_limit, metrics=seed.cluster.metrics.enabled)
     return node
 
 

@@ -19,8 +19,10 @@ it stops the stack and leaves the VIP to the peer rather than loop, and says so.
 
 A stack that answers can still be wrong: both directors holding the VIP for longer than the
 profile's duplicate_limit (an ARP probe answered by the peer) makes the one with the lower
-address step out the same way (class Duplicate says why), within the same restart budget; a
-step-out followed by a healthy spell cured its duplicate and gives its place back (Watch.settled).
+address step out the same way (class Duplicate says why), within the same restart budget; both
+up and neither holding it for longer than its vacancy_limit restarts the stack that claims it
+(class Vacancy). A step-out followed by a healthy spell cured its duplicate (or vacancy) and
+gives its place back (Watch.settled).
 
 And the IPVS master sync daemon must run where the VIP is: each stack starts and stops it once
 per transition, with a time limit, and a start that failed there was never tried again (a CI run
@@ -229,6 +231,53 @@ class Duplicate:
 
 
 @dataclass
+class Vacancy:
+    """Both directors up and neither holding the VIP: heartbeat v1 watches none of its resources
+    (an address deleted from the active stays deleted) and, restarted at the wrong moment, has
+    handed the resources to nobody; a VRRP master can lose its address the same way. Nothing in
+    either stack ends that. Past `limit` seconds the director whose stack claims the VIP
+    restarts it, so its peer takes over as after a crash; when neither claims it, the one with
+    the higher address does after twice that (a claimant, if there is one, goes first)."""
+    limit: float
+    higher: bool
+    since: float | None = None
+
+    def observe(self, vacant: bool, claims: bool, now: float) -> str:
+        """"ok", "wait" or "restart"."""
+        if not vacant:
+            self.since = None
+            return "ok"
+        if self.since is None:
+            self.since = now
+        due = self.limit if claims else 2 * self.limit if self.higher else None
+        if due is None or now - self.since < due:
+            return "wait"
+        self.since = None
+        return "restart"
+
+
+def claims_vip(stack: str, state: str) -> bool:
+    """The stack believes this director is the one to hold the VIP: heartbeat holds a resource
+    group (rscstatus local, foreign or all), a VRRP instance is MASTER."""
+    return "MASTER" in state if stack == "keepalived" else state in ("local", "foreign", "all")
+
+
+def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
+    """Nobody on the LAN answers ARP for the first IPv4 VIP while the peer answers for its own
+    address (a peer that is down or cut off is the stack's business). Asked only while this
+    director holds no VIP; a profile of IPv6 VIPs alone is never found vacant."""
+    vip = next((v for v in info.get("vips", []) if ":" not in v), None)
+    if vip is None or not info.get("vacancy_limit"):
+        return False
+    try:
+        if arp.other_holder(info["interface"], vip) is not None:
+            return False
+    except OSError:  # the NIC is down: a cut cable, the stack's business
+        return False
+    return peer_answers()
+
+
+@dataclass
 class SyncFollower:
     """The master sync daemon follows the VIP. Only a mismatch that outlasts `after` seconds is
     repaired: during a transition the stack itself is about to start or stop it."""
@@ -420,13 +469,34 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
     return held, other
 
 
+def check_vacancy(vacancy: Vacancy, w: Watch, unit: str, info: dict, state: str, empty: bool,
+                  log: Callable[[str], None]) -> None:
+    """Act on a VIP nobody holds (class Vacancy), from the same restart budget as a step-out."""
+    started, claims = vacancy.since, claims_vip(info["stack"], state)
+    action = vacancy.observe(empty, claims, time.monotonic())
+    if action == "wait" and started is None:
+        log(f"{c.HAWATCH_VACANT} while both directors are up (this one: {state}); "
+            + (f"restarting {unit} in {vacancy.limit:.0f} s unless one takes it" if claims else
+               f"the one whose stack claims it restarts in {vacancy.limit:.0f} s"
+               + (f", else this one in {2 * vacancy.limit:.0f} s" if vacancy.higher else "")))
+    elif action == "restart":
+        verdict = w.step_out(time.monotonic())
+        log(f"{c.HAWATCH_VACANT} for {vacancy.limit * (1 if claims else 2):.0f} s "
+            + ("and this director's stack claims it" if claims else "and neither stack claims it")
+            + (f": {c.HAWATCH_RESTARTED} {unit} so that its peer takes over (restart {len(w.restarts)} of "
+               f"{c.HAWATCH_RESTARTS} in {c.HAWATCH_WINDOW:.0f} s)" if verdict == "restart" else
+               f": {c.HAWATCH_GAVE_UP} ({unit}) for good after {c.HAWATCH_RESTARTS} restarts "
+               f"in {c.HAWATCH_WINDOW:.0f} s"))
+        restart(unit, info, log, start=verdict == "restart")
+
+
 def watch(log: Callable[[str], None]) -> int:
     info = applied.node()
     unit, probe_fn = STACKS[info["stack"]]
     w = Watch()
     steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
     dup, sync, announcer = Duplicate(info["duplicate_limit"], steps_out), SyncFollower(), Announcer()
-    deprecator = Deprecator()
+    deprecator, vacancy = Deprecator(), Vacancy(info.get("vacancy_limit") or 0, not steps_out)
 
     def peer_answers() -> bool:
         try:
@@ -463,10 +533,15 @@ def watch(log: Callable[[str], None]) -> int:
                 restart(unit, info, log, start=False)
             elif probe.answering:
                 held, other = check_duplicate(dup, w, unit, info, log)
+                # observed while held too: a vacancy that ended must not count on from where it was
+                empty = not held and other is None and vacant(info, peer_answers)
+                check_vacancy(vacancy, w, unit, info, probe.state, empty, log)
                 follow_sync(sync, held, log)
                 if info["stack"] == "heartbeat" and announcer.due(bool(held), time.monotonic()):
                     announce(held, info)
                 deprecate(deprecator.due(held), info)
+        if not probe.answering:  # starting, stopped, hung: no vacancy clock runs on from before
+            vacancy.observe(False, False, time.monotonic())
         if w.settled(probe.answering and other is None, time.monotonic()):
             log(f"one VIP holder and {unit} answering for {c.HAWATCH_CURED:.0f} s since the last step-out: "
                 f"the step-outs cured their duplicates and free their places in the restart budget")

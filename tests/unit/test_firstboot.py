@@ -104,6 +104,7 @@ def test_node_json_gives_each_director_its_peer_and_the_watchdogs_limits(howto, 
         facts = configure.node_facts(configure.read_seed(unpack(cluster, a.name, tmp_path / a.name), "director"))
         assert facts["peer_address"] == str(b.address) and facts["address"] == str(a.address)
         assert facts["duplicate_limit"] == cluster.failover.duplicate_limit > cluster.failover.deadtime_s
+        assert facts["vacancy_limit"] == cluster.failover.takeover_limit  # a takeover's own time first
         assert facts["stack"] == cluster.stack and facts["vips"] == [str(cluster.vip)]
     web = configure.node_facts(configure.read_seed(unpack(howto, "webserver1", tmp_path / "w"), "realserver"))
     assert "peer_address" not in web and "vips" not in web

@@ -264,3 +264,71 @@ def test_ipv6_vips_are_neither_arp_probed_nor_left_as_a_source_address(monkeypat
     monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
     hawatch.deprecate(["2001:db8:40::100"], info)
     assert ran == [["ip", "-6", "addr", "change", "2001:db8:40::100/64", "dev", "eth0", "preferred_lft", "0"]]
+
+
+def test_a_vip_nobody_holds_restarts_the_claimant_first_then_the_higher_address():
+    """Both directors up, neither holding the VIP (heartbeat v1 watches none of its resources):
+    the stack that claims it is restarted past the limit; when neither claims it, only the
+    higher address acts, after twice the limit; a holder found in between resets the clock."""
+    lower, higher = hawatch.Vacancy(60, higher=False), hawatch.Vacancy(60, higher=True)
+    for v in (lower, higher):
+        assert v.observe(False, True, 0) == "ok"
+        assert v.observe(True, True, 1) == "wait" and v.observe(True, True, 60.9) == "wait"
+    assert lower.observe(True, True, 61) == "restart" and higher.observe(True, True, 61) == "restart"
+    # neither claims it: the lower address never acts, the higher one after twice the limit
+    for v in (lower, higher):
+        assert v.observe(True, False, 100) == "wait" and v.observe(True, False, 219) == "wait"
+    assert lower.observe(True, False, 1000) == "wait"
+    assert higher.observe(True, False, 220) == "restart"
+    # a takeover that ends the vacancy in time costs nothing
+    assert higher.observe(True, True, 300) == "wait" and higher.observe(False, True, 350) == "ok"
+    assert higher.observe(True, True, 351) == "wait" and higher.observe(True, True, 410) == "wait"
+
+
+def test_a_stack_claims_the_vip_in_its_own_terms():
+    assert hawatch.claims_vip("heartbeat", "local") and hawatch.claims_vip("heartbeat", "foreign")
+    assert hawatch.claims_vip("heartbeat", "all")
+    assert not any(hawatch.claims_vip("heartbeat", s) for s in ("none", "transition", "?"))
+    assert hawatch.claims_vip("keepalived", "MASTER") and not hawatch.claims_vip("keepalived", "BACKUP")
+    assert not hawatch.claims_vip("keepalived", "FAULT")
+
+
+def test_vacant_means_no_answer_for_the_first_ipv4_vip_and_a_peer_that_answers(monkeypatch):
+    info = {"interface": "eth0", "vips": ["2001:db8:40::100", "172.20.40.100", "172.20.40.101"],
+            "vacancy_limit": 66}
+    asked, holder = [], {"172.20.40.100": None}
+    monkeypatch.setattr(hawatch.arp, "other_holder", lambda iface, ip: asked.append(ip) or holder[ip])
+    assert hawatch.vacant(info, lambda: True) and asked == ["172.20.40.100"]
+    assert not hawatch.vacant(info, lambda: False)           # a peer down or cut off: the stack's business
+    holder["172.20.40.100"] = "52:54:00:14:28:0c"
+    assert not hawatch.vacant(info, lambda: True)            # somebody holds it
+    assert not hawatch.vacant({**info, "vips": ["2001:db8:40::100"]}, lambda: True)  # no ARP for IPv6
+    assert not hawatch.vacant({k: v for k, v in info.items() if k != "vacancy_limit"}, lambda: True)  # an old seed
+
+    def down(iface, ip):
+        raise OSError("Network is down")
+    monkeypatch.setattr(hawatch.arp, "other_holder", down)
+    assert not hawatch.vacant(info, lambda: True)
+
+
+def test_a_vacancy_restart_logs_why_and_comes_from_the_restart_budget(monkeypatch):
+    said, restarted = [], []
+    monkeypatch.setattr(hawatch, "restart", lambda unit, info, log, start=True: restarted.append(start))
+    now = [0.0]
+    monkeypatch.setattr(hawatch.time, "monotonic", lambda: now[0])
+    w, v = hawatch.Watch(), hawatch.Vacancy(60, higher=False)
+    info = {"stack": "heartbeat"}
+    hawatch.check_vacancy(v, w, "heartbeat.service", info, "local", True, said.append)
+    assert restarted == [] and c.HAWATCH_VACANT in said[0] and "in 60 s" in said[0]
+    now[0] = 61.0
+    hawatch.check_vacancy(v, w, "heartbeat.service", info, "local", True, said.append)
+    assert restarted == [True] and len(w.restarts) == 1 and w.step_outs == w.restarts
+    assert c.HAWATCH_RESTARTED in said[1] and "claims it" in said[1]
+    # a vacancy seen at boot, then the VIP held: the clock starts again at the next vacancy
+    now[0] = 100.0
+    hawatch.check_vacancy(v, w, "heartbeat.service", info, "transition", True, said.append)
+    now[0] = 120.0
+    hawatch.check_vacancy(v, w, "heartbeat.service", info, "local", False, said.append)
+    now[0] = 170.0
+    hawatch.check_vacancy(v, w, "heartbeat.service", info, "local", True, said.append)
+    assert v.since == 170.0 and restarted == [True]
