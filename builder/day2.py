@@ -231,6 +231,10 @@ class Operation:
     the keys to re-seed with, and where progress goes (one line per step, with its time)."""
 
     def __init__(self, cluster: Cluster, reach: Reach, keys: Keys, say: Callable[[str], None] = print):
+        # checked as the directors will read it back: a cluster built in code (not parsed from a
+        # profile) once applied a checkinterval ldirectord cannot hold, and every later apply
+        # failed to read the running configuration
+        profile.parse(profile.to_dict(cluster), "the configuration to apply")
         self.cluster, self.reach, self.keys, self.say = cluster, reach, keys, say
         self.started = time.monotonic()
         self.shown_after: float | None = None  # seconds from start to both directors showing it

@@ -312,3 +312,17 @@ def test_a_dual_stack_director_shows_a_change_in_both_families():
     assert not day2.shows(c, table(*v4, ("[2001:db8:40::21]", 0), v6[1]), {"app1"})  # not re-weighted
     # a table in /proc's long form reads the same
     assert day2.ipvs_view(table(("[2001:0db8:0040:0000:0000:0000:0000:0021]", 3))) == {"2001:db8:40::21": 3}
+
+
+def test_a_configuration_the_directors_could_not_read_back_is_refused_before_any_node(web3, monkeypatch):
+    """A cluster built in code is checked as a profile: one service's checkinterval changed on a
+    profile of two once went to both directors, and every later apply failed to read it back."""
+    fake = FakeCluster(web3)
+    monkeypatch.setattr(day2.remote, "run", fake.run)
+    second = dataclasses.replace(web3.services[0], vip=web3.vip + 1)
+    two = dataclasses.replace(web3, services=(web3.services[0], second))
+    day2.Operation(two, Reach(Path("kh")), day2.Keys(KEY, None), lambda line: None)  # a valid pair
+    bumped = dataclasses.replace(two, services=(dataclasses.replace(two.services[0], checkinterval=9), second))
+    with pytest.raises(profile.ProfileError, match="checkinterval differs between services"):
+        day2.Operation(bumped, Reach(Path("kh")), day2.Keys(KEY, None), lambda line: None)
+    assert fake.pushed == []
