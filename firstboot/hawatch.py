@@ -457,16 +457,21 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
                 arp.announce(info["interface"], vip)
         log(f"the peer gave the VIP up: announced {', '.join(held)} with gratuitous ARP and neighbour advertisements")
     elif action == "step-out":
-        verdict = w.step_out(now)
-        log(f"both directors held the VIP for {dup.limit:.0f} s and {info['address']} is the lower address: "
-            + (f"{c.HAWATCH_STEPPED_OUT}, {c.HAWATCH_RESTARTED} {unit} (restart {len(w.restarts)} of "
-               f"{c.HAWATCH_RESTARTS} in {c.HAWATCH_WINDOW:.0f} s)" if verdict == "restart" else
-               f"{c.HAWATCH_GAVE_UP} ({unit}) for good after {c.HAWATCH_RESTARTS} restarts "
-               f"in {c.HAWATCH_WINDOW:.0f} s; "
-               f"`systemctl restart {c.HAWATCH_UNIT}` tries again"))
-        restart(unit, info, log, start=verdict == "restart")
+        step_out(w, unit, info, log, f"both directors held the VIP for {dup.limit:.0f} s and {info['address']} "
+                 f"is the lower address: ", f"{c.HAWATCH_STEPPED_OUT}, {c.HAWATCH_RESTARTED} {unit}")
         return [], other
     return held, other
+
+
+def step_out(w: Watch, unit: str, info: dict, log: Callable[[str], None], why: str, doing: str) -> None:
+    """A restart the LAN asked for (a duplicate, a vacancy), from the restart budget: `why`, then
+    `doing` with the restart's place in the budget, or the give-up once the budget is spent."""
+    verdict = w.step_out(time.monotonic())
+    log(why + (f"{doing} (restart {len(w.restarts)} of {c.HAWATCH_RESTARTS} in {c.HAWATCH_WINDOW:.0f} s)"
+               if verdict == "restart" else
+               f"{c.HAWATCH_GAVE_UP} ({unit}) for good after {c.HAWATCH_RESTARTS} restarts "
+               f"in {c.HAWATCH_WINDOW:.0f} s; `systemctl restart {c.HAWATCH_UNIT}` tries again"))
+    restart(unit, info, log, start=verdict == "restart")
 
 
 def check_vacancy(vacancy: Vacancy, w: Watch, unit: str, info: dict, state: str, empty: bool,
@@ -480,14 +485,9 @@ def check_vacancy(vacancy: Vacancy, w: Watch, unit: str, info: dict, state: str,
                f"the one whose stack claims it restarts in {vacancy.limit:.0f} s"
                + (f", else this one in {2 * vacancy.limit:.0f} s" if vacancy.higher else "")))
     elif action == "restart":
-        verdict = w.step_out(time.monotonic())
-        log(f"{c.HAWATCH_VACANT} for {vacancy.limit * (1 if claims else 2):.0f} s "
-            + ("and this director's stack claims it" if claims else "and neither stack claims it")
-            + (f": {c.HAWATCH_RESTARTED} {unit} so that its peer takes over (restart {len(w.restarts)} of "
-               f"{c.HAWATCH_RESTARTS} in {c.HAWATCH_WINDOW:.0f} s)" if verdict == "restart" else
-               f": {c.HAWATCH_GAVE_UP} ({unit}) for good after {c.HAWATCH_RESTARTS} restarts "
-               f"in {c.HAWATCH_WINDOW:.0f} s"))
-        restart(unit, info, log, start=verdict == "restart")
+        step_out(w, unit, info, log, f"{c.HAWATCH_VACANT} for {vacancy.limit * (1 if claims else 2):.0f} s and "
+                 + ("this director's stack claims it: " if claims else "neither stack claims it: "),
+                 f"{c.HAWATCH_RESTARTED} {unit} so that its peer takes over")
 
 
 def watch(log: Callable[[str], None]) -> int:

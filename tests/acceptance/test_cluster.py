@@ -595,8 +595,8 @@ def test_15_live_changes_over_ssh_under_load_drop_nothing(cluster):
     try:
         current = change("(a) add a real server", grown)
         # downloads of ~80 s each (16k) across (b) and (d): still going after (b); no fixed rate
-        # outlasts both under a loaded host (stop 37's clean clone: ended before (c) on the
-        # dual-stack cluster). (c) gets downloads of its own, started just before its drain,
+        # outlasts both under a loaded host (a local clean clone, 2026-12-02: ended before (c)
+        # on the dual-stack cluster). (c) gets downloads of its own, started just before its drain,
         # which waits for the one on the server it removes.
         across = InFlight(cluster, TRANSFERS, rate="16k")
         heavier = current.real_servers[0]

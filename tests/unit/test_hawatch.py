@@ -332,3 +332,25 @@ def test_a_vacancy_restart_logs_why_and_comes_from_the_restart_budget(monkeypatc
     now[0] = 170.0
     hawatch.check_vacancy(v, w, "heartbeat.service", info, "local", True, said.append)
     assert v.since == 170.0 and restarted == [True]
+
+
+def test_a_duplicate_step_out_logs_why_and_a_spent_budget_gives_up(monkeypatch):
+    said, restarted = [], []
+    monkeypatch.setattr(hawatch, "restart", lambda unit, info, log, start=True: restarted.append(start))
+    monkeypatch.setattr(hawatch, "duplicate_of", lambda info: (["172.20.40.100"], "52:54:00:14:28:0c"))
+    now = [0.0]
+    monkeypatch.setattr(hawatch.time, "monotonic", lambda: now[0])
+    info = {"address": "172.20.40.11", "peer_address": "172.20.40.12"}
+    w, dup = hawatch.Watch(), hawatch.Duplicate(10, steps_out=True)
+    assert hawatch.check_duplicate(dup, w, "heartbeat.service", info, said.append)[0] == ["172.20.40.100"]
+    now[0] = 11.0
+    assert hawatch.check_duplicate(dup, w, "heartbeat.service", info, said.append) == ([], "52:54:00:14:28:0c")
+    assert restarted == [True] and w.step_outs == [11.0]
+    assert said[-1].startswith("both directors held the VIP for 10 s and 172.20.40.11 is the lower address: ")
+    assert f"{c.HAWATCH_STEPPED_OUT}, {c.HAWATCH_RESTARTED} heartbeat.service (restart 1 of" in said[-1]
+    w.restarts = [11.0] * c.HAWATCH_RESTARTS  # the budget spent
+    for t in (12.0, 23.0):
+        now[0] = t
+        hawatch.check_duplicate(dup, w, "heartbeat.service", info, said.append)
+    assert restarted == [True, False] and w.gave_up and c.HAWATCH_GAVE_UP in said[-1]
+    assert f"systemctl restart {c.HAWATCH_UNIT}" in said[-1]
