@@ -667,8 +667,11 @@ def test_16_a_vip_nobody_holds_is_taken_again(cluster):
     print(f"\nevery VIP deleted from {active.name}: {holder.name} holds them again {healed:.1f} s later "
           f"(vacancy_limit {failover.vacancy_limit:.0f} s; {active.name}'s watchdog restarted its stack "
           f"{said} times for it)")
-    if cluster.stack.name == "heartbeat":  # nothing in heartbeat v1 puts it back
-        assert said and holder is standby, (said, holder.name)
+    # nothing in heartbeat v1 puts it back: the watchdog must have. Which director ends up holding
+    # it is not fixed: both directors' rscstatus read "local" with no VIP anywhere (2026-12-02),
+    # so both "claimed" it and both restarted within 3 s; the pair healed, once on the active
+    if cluster.stack.name == "heartbeat":
+        assert said, (said, holder.name, standby.name)
     cluster.wait_all_serving(settle_time(cluster) * 2)
 
 
