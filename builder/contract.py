@@ -96,6 +96,7 @@ HAWATCH_STEPPED_OUT = "stepping out"           # both directors held the VIP; th
 HAWATCH_GAVE_UP = "stopping it"                # the restart budget is spent
 HAWATCH_SYNC_REPAIRED = "sync master repaired"  # the master sync daemon put back with the VIP
 HAWATCH_VACANT = "no director holds the VIP"     # both up, neither holding it: the claimant restarts
+HAWATCH_SPLIT = "the VIPs were split between the directors"  # each held part: mended towards the first IPv4 VIP
 
 # metrics ([metrics], firstboot/metrics.py): node_exporter reads the HA state the watchdog writes
 # into its textfile directory; nftables drops scrapes from anyone but the profile's scrapers

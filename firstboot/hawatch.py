@@ -21,8 +21,9 @@ A stack that answers can still be wrong: both directors holding the VIP for long
 profile's duplicate_limit (an ARP probe answered by the peer) makes the one with the lower
 address step out the same way (class Duplicate says why), within the same restart budget; both
 up and neither holding it for longer than its vacancy_limit restarts the stack that claims it
-(class Vacancy). A step-out followed by a healthy spell cured its duplicate (or vacancy) and
-gives its place back (Watch.settled).
+(class Vacancy); one director holding some VIPs and the other the rest is healed towards the
+holder of the first IPv4 VIP (class Split). A step-out followed by a healthy spell cured its
+duplicate (or vacancy) and gives its place back (Watch.settled).
 
 And the IPVS master sync daemon must run where the VIP is: each stack starts and stops it once
 per transition, with a time limit, and a start that failed there was never tried again (a CI run
@@ -277,6 +278,70 @@ def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
     return peer_answers()
 
 
+def anchor_vip(info: dict) -> str | None:
+    """The VIP that says which director holds them all: the first IPv4 one (ARP can ask for it)."""
+    return next((v for v in info.get("vips", []) if ":" not in v), None)
+
+
+@dataclass
+class Split:
+    """Every VIP moves with the one stack (heartbeat's one resource group, keepalived's one
+    instance): a director holds all of them or none. A CI run (stop 35) ended with the IPv4 VIP
+    on one director and the IPv6 one on the other, both heartbeats saying "local" after both had
+    restarted (the IPv6 VIP re-added on one, refused by duplicate address detection on the
+    other): no VIP held twice, none vacant, so neither check saw it, and no stack ever mends it.
+    The first IPv4 VIP decides: once a split has lasted `limit` s, its holder (while its stack
+    claims the VIPs) adds those it lacks, and a director without it drops those it holds while
+    another host answers for it."""
+    limit: float
+    since: float | None = None
+
+    def observe(self, wrong: tuple[str, list[str]] | None, now: float) -> tuple[str, list[str]] | None:
+        """`wrong` is ("complete", the VIPs to add) or ("drop", the VIPs to give up) or None;
+        the same comes back once it has lasted `limit` s."""
+        if wrong is None:
+            self.since = None
+            return None
+        if self.since is None:
+            self.since = now
+        if now - self.since < self.limit:
+            return None
+        self.since = None
+        return wrong
+
+
+def split_of(info: dict, held: list[str], claims: bool,
+             anchor_elsewhere: Callable[[str], bool]) -> tuple[str, list[str]] | None:
+    """What is wrong with this director's share of the VIPs, if it holds only part of them."""
+    anchor = anchor_vip(info)
+    if anchor is None or not held:
+        return None
+    if anchor in held:
+        missing = [v for v in info["vips"] if v not in held]
+        return ("complete", missing) if missing and claims else None
+    return ("drop", list(held)) if anchor_elsewhere(anchor) else None
+
+
+def mend_split(fix: tuple[str, list[str]], info: dict, held: list[str], limit: float,
+               log: Callable[[str], None]) -> None:
+    """Add the missing VIPs (IPv6 without duplicate address detection, deprecated, as vip-takeover
+    adds them; a copy that failed it is replaced) and announce them, or drop the strays."""
+    what, vips = fix
+    iface = info["interface"]
+    for vip in vips:
+        plen = (info.get("prefixlen6") or 64) if ":" in vip else info["prefixlen"]
+        if what == "drop" or ":" in vip:
+            run(["ip", "addr", "del", f"{vip}/{plen}", "dev", iface], timeout=5)
+        if what == "complete":
+            run(["ip", "addr", "add", f"{vip}/{plen}", "dev", iface]
+                + (["nodad", "preferred_lft", "0"] if ":" in vip else ["brd", "+"]), timeout=5)
+    if what == "complete":
+        announce(vips, info)
+    log(f"{c.HAWATCH_SPLIT} for {limit:.0f} s: this director held {', '.join(held)}; "
+        + (f"added {', '.join(vips)} and announced them" if what == "complete" else
+           f"another host answers for {anchor_vip(info)}: dropped {', '.join(vips)}"))
+
+
 @dataclass
 class SyncFollower:
     """The master sync daemon follows the VIP. Only a mismatch that outlasts `after` seconds is
@@ -497,6 +562,13 @@ def watch(log: Callable[[str], None]) -> int:
     steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
     dup, sync, announcer = Duplicate(info["duplicate_limit"], steps_out), SyncFollower(), Announcer()
     deprecator, vacancy = Deprecator(), Vacancy(info.get("vacancy_limit") or 0, not steps_out)
+    split = Split(info["duplicate_limit"])
+
+    def answered_elsewhere(vip: str) -> bool:
+        try:
+            return arp.other_holder(info["interface"], vip) is not None
+        except OSError:
+            return False
 
     def peer_answers() -> bool:
         try:
@@ -536,6 +608,11 @@ def watch(log: Callable[[str], None]) -> int:
                 # observed while held too: a vacancy that ended must not count on from where it was
                 empty = not held and other is None and vacant(info, peer_answers)
                 check_vacancy(vacancy, w, unit, info, probe.state, empty, log)
+                wrong = None if other or probe.state == "transition" else split_of(
+                    info, held, claims_vip(info["stack"], probe.state), answered_elsewhere)
+                if fix := split.observe(wrong, time.monotonic()):
+                    mend_split(fix, info, held, split.limit, log)
+                    held = held_vips(info)
                 follow_sync(sync, held, log)
                 if info["stack"] == "heartbeat" and announcer.due(bool(held), time.monotonic()):
                     announce(held, info)

@@ -354,3 +354,40 @@ def test_a_duplicate_step_out_logs_why_and_a_spent_budget_gives_up(monkeypatch):
         hawatch.check_duplicate(dup, w, "heartbeat.service", info, said.append)
     assert restarted == [True, False] and w.gave_up and c.HAWATCH_GAVE_UP in said[-1]
     assert f"systemctl restart {c.HAWATCH_UNIT}" in said[-1]
+
+
+def test_a_split_vip_set_is_mended_towards_the_holder_of_the_first_ipv4_vip():
+    """CI (stop 35): the IPv4 VIP on one director, the IPv6 one on the other, both heartbeats
+    "local". The anchor's holder adds what it lacks (while its stack claims the VIPs); the other
+    drops its strays (while another host answers for the anchor); both only past the limit."""
+    info = {"interface": "eth0", "vips": ["2001:db8:40::100", "172.20.40.100", "172.20.40.101"]}
+    elsewhere = lambda vip: vip == "172.20.40.100"  # noqa: E731
+    nowhere = lambda vip: False  # noqa: E731
+    assert hawatch.split_of(info, ["172.20.40.100"], True, nowhere) == ("complete",
+                                                                        ["2001:db8:40::100", "172.20.40.101"])
+    assert hawatch.split_of(info, ["172.20.40.100"], False, nowhere) is None   # the stack does not claim them
+    assert hawatch.split_of(info, info["vips"], True, nowhere) is None         # all of them: no split
+    assert hawatch.split_of(info, [], True, elsewhere) is None                 # none: the vacancy's business
+    assert hawatch.split_of(info, ["2001:db8:40::100"], False, elsewhere) == ("drop", ["2001:db8:40::100"])
+    assert hawatch.split_of(info, ["2001:db8:40::100"], True, nowhere) is None  # nobody has the anchor
+    assert hawatch.split_of({**info, "vips": ["2001:db8:40::100"]}, ["2001:db8:40::100"], True, elsewhere) is None
+    s = hawatch.Split(12)
+    fix = ("drop", ["2001:db8:40::100"])
+    assert s.observe(fix, 0) is None and s.observe(fix, 11.9) is None
+    assert s.observe(None, 12) is None and s.observe(fix, 13) is None   # mended meanwhile: the clock starts over
+    assert s.observe(fix, 25) == fix and s.since is None
+
+
+def test_mending_a_split_adds_ipv6_without_dad_and_announces_or_drops_the_strays(monkeypatch):
+    info = {"interface": "eth0", "vips": ["172.20.40.100", "2001:db8:40::100"], "prefixlen": 24, "prefixlen6": 64}
+    ran, announced, said = [], [], []
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
+    monkeypatch.setattr(hawatch, "announce", lambda vips, info: announced.append(vips))
+    hawatch.mend_split(("complete", ["2001:db8:40::100"]), info, ["172.20.40.100"], 12, said.append)
+    assert ran == [["ip", "addr", "del", "2001:db8:40::100/64", "dev", "eth0"],  # a copy that failed DAD
+                   ["ip", "addr", "add", "2001:db8:40::100/64", "dev", "eth0", "nodad", "preferred_lft", "0"]]
+    assert announced == [["2001:db8:40::100"]] and c.HAWATCH_SPLIT in said[0] and "added" in said[0]
+    ran.clear()
+    hawatch.mend_split(("drop", ["2001:db8:40::100"]), info, ["2001:db8:40::100"], 12, said.append)
+    assert ran == [["ip", "addr", "del", "2001:db8:40::100/64", "dev", "eth0"]] and announced == [["2001:db8:40::100"]]
+    assert "dropped" in said[1] and "172.20.40.100" in said[1]
