@@ -8,7 +8,7 @@ SEEDS   ?= build/seeds/$(basename $(notdir $(PROFILE)))
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 IMAGES  := director.img webserver.img
 
-.PHONY: help test check unit alerts boots boot-lane background-lane boot boot-bookworm bookworm-images acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-dual-stack acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
+.PHONY: help test check unit alerts boots boot boot-bookworm bookworm-images acceptance acceptance-tuned acceptance-three-web acceptance-redundant acceptance-dual-stack acceptance-keepalived lint seeds host-setup test-tools bench-images bench up down
 help:  ## list the targets
 	@grep -E '^[a-z.%-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -24,28 +24,19 @@ $(VENV)/.done: pyproject.toml
 
 TUNED   ?= profiles/fast-failover.toml
 
-test: unit alerts $(IMAGES) test-tools  ## every test: unit, image boots (trixie and bookworm), the cluster suite on the howto, dual-stack (redundant's heartbeat cluster with IPv6) and keepalived profiles
-	@# The boot lane (bookworm's build, both boot suites: no failover timing) runs beside the
-	@# howto's suite in a cgroup of small CPU weight (lab/background.py), so it takes only the
-	@# cores the suite leaves idle; at equal weight the howto's takeover passed its 180-s bound
-	@# in CI (stop 35). Without such a cgroup, one after the other. The link profiles' suites
-	@# (sub-second timers) run alone.
-	@if $(PY) -m lab.background --probe; then \
-		$(MAKE) --no-print-directory -j2 --output-sync=recurse acceptance background-lane; \
-	else \
-		echo "no cgroup to weight the boot lane: running it alone, then the howto's suite"; \
-		$(MAKE) --no-print-directory boot-lane && $(MAKE) --no-print-directory acceptance; \
-	fi
+test: unit alerts $(IMAGES) test-tools  ## every test: unit, image boots (trixie and bookworm), the cluster suite on both stacks (dual-stack: heartbeat; keepalived)
+	@# One suite at a time: boots are CPU-bound and every suite's limits were measured alone on 2
+	@# TCG cores (beside them the howto's takeover passed its 180-s bound in CI, stop 35; in a
+	@# low-weight cgroup the one-vCPU matrix machine missed READY, 2026-12-02: docs/benchmarks.md).
+	@# The cluster suite runs on the link profiles of both stacks, where every step runs. The
+	@# howto's cluster (`make acceptance`, ~10 min) runs steps 1-9 and 14 of the same suite on
+	@# dual-stack's stack; the boot suites check its files with the images' own tools and boot its
+	@# director seeded. With it, make test came to ~90 min in CI (stop 35), CI's whole budget.
+	$(MAKE) --no-print-directory boot
+	$(MAKE) --no-print-directory bookworm-images
+	$(MAKE) --no-print-directory boot-bookworm
 	$(MAKE) --no-print-directory acceptance-dual-stack
 	$(MAKE) --no-print-directory acceptance-keepalived
-
-boot-lane: test-tools  ## bookworm's images, then both releases' boot suites
-	$(MAKE) --no-print-directory bookworm-images
-	$(MAKE) --no-print-directory boot
-	$(MAKE) --no-print-directory boot-bookworm
-
-background-lane: test-tools  ## the boot lane at background CPU weight (beside a cluster suite)
-	$(PY) -m lab.background -- $(MAKE) --no-print-directory boot-lane
 
 boots: $(IMAGES) bookworm-images test-tools  ## both boot suites, trixie then bookworm
 	$(MAKE) --no-print-directory boot
