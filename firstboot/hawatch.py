@@ -263,11 +263,21 @@ def claims_vip(stack: str, state: str) -> bool:
     return "MASTER" in state if stack == "keepalived" else state in ("local", "foreign", "all")
 
 
+def anchor_vip(info: dict) -> str | None:
+    """The VIP that says which director holds them all: the first IPv4 one (ARP can ask for it)."""
+    return next((v for v in info.get("vips", []) if ":" not in v), None)
+
+
+def prefixlen(info: dict, vip: str) -> int:
+    """The prefix length a VIP takes on the cluster NIC: the LAN's, IPv4 or IPv6."""
+    return (info.get("prefixlen6") or 64) if ":" in vip else info["prefixlen"]
+
+
 def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
     """Nobody on the LAN answers ARP for the first IPv4 VIP while the peer answers for its own
     address (a peer that is down or cut off is the stack's business). Asked only while this
     director holds no VIP; a profile of IPv6 VIPs alone is never found vacant."""
-    vip = next((v for v in info.get("vips", []) if ":" not in v), None)
+    vip = anchor_vip(info)
     if vip is None or not info.get("vacancy_limit"):
         return False
     try:
@@ -276,11 +286,6 @@ def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
     except OSError:  # the NIC is down: a cut cable, the stack's business
         return False
     return peer_answers()
-
-
-def anchor_vip(info: dict) -> str | None:
-    """The VIP that says which director holds them all: the first IPv4 one (ARP can ask for it)."""
-    return next((v for v in info.get("vips", []) if ":" not in v), None)
 
 
 @dataclass
@@ -329,7 +334,7 @@ def mend_split(fix: tuple[str, list[str]], info: dict, held: list[str], limit: f
     what, vips = fix
     iface = info["interface"]
     for vip in vips:
-        plen = (info.get("prefixlen6") or 64) if ":" in vip else info["prefixlen"]
+        plen = prefixlen(info, vip)
         if what == "drop" or ":" in vip:
             run(["ip", "addr", "del", f"{vip}/{plen}", "dev", iface], timeout=5)
         if what == "complete":
@@ -403,7 +408,7 @@ class Deprecator:
 
 def deprecate(vips: list[str], info: dict) -> None:
     for vip in vips:
-        run(["ip", "-6", "addr", "change", f"{vip}/{info.get('prefixlen6') or 64}", "dev", info["interface"],
+        run(["ip", "-6", "addr", "change", f"{vip}/{prefixlen(info, vip)}", "dev", info["interface"],
              "preferred_lft", "0"], timeout=5)
 
 
@@ -411,7 +416,7 @@ def announce(held: list[str], info: dict) -> None:
     """Gratuitous ARPs for IPv4 VIPs, unsolicited NAs for IPv6 ones, in the background."""
     iface, repeat = info["interface"], str(c.ANNOUNCE_REPEAT)
     for vip in held:
-        argv = ([c.SEND_UA, "-c", repeat, vip, str(info.get("prefixlen6") or 64), iface] if ":" in vip
+        argv = ([c.SEND_UA, "-c", repeat, vip, str(prefixlen(info, vip)), iface] if ":" in vip
                 else [c.SEND_ARP, "-i", "200", "-r", repeat, iface, vip, "auto", "not_used", "not_used"])
         try:
             subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -437,7 +442,7 @@ def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
     info = info or applied.node()
     iface = info["interface"]
     for vip in info.get("vips", []):
-        run(["ip", "addr", "del", f"{vip}/{info['prefixlen6'] if ':' in vip else info['prefixlen']}", "dev", iface])
+        run(["ip", "addr", "del", f"{vip}/{prefixlen(info, vip)}", "dev", iface])
         pidfile = Path(c.SEND_ARP_PIDFILE.format(vip=vip))
         try:
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
@@ -564,17 +569,14 @@ def watch(log: Callable[[str], None]) -> int:
     deprecator, vacancy = Deprecator(), Vacancy(info.get("vacancy_limit") or 0, not steps_out)
     split = Split(info["duplicate_limit"])
 
-    def answered_elsewhere(vip: str) -> bool:
+    def answered_elsewhere(address: str) -> bool:
         try:
-            return arp.other_holder(info["interface"], vip) is not None
-        except OSError:
+            return arp.other_holder(info["interface"], address) is not None
+        except OSError:  # the NIC is down (a cut cable): nobody is heard; the watch goes on
             return False
 
     def peer_answers() -> bool:
-        try:
-            return arp.other_holder(info["interface"], info["peer_address"]) is not None
-        except OSError:  # the NIC is down (a cut cable): the peer is not heard; the watch goes on
-            return False
+        return answered_elsewhere(info["peer_address"])
     # the peer's last sign of life for `appliance status`; with [metrics] on, the .prom file too
     gauges = metrics.Collector(info, run, peer_answers, late_heartbeats=bool(info.get("metrics")))
     log(f"watching {unit}: {c.HAWATCH_MISSES} missed probes of {c.HAWATCH_PROBE_TIMEOUT:.0f} s restart it, "
