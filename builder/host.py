@@ -33,11 +33,15 @@ TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat",  # socat
               "wrk": "wrk"}  # `make bench DATAPLANE=1`: requests/s and latency through a VIP
 # per host release: what its own suite has too old (later releases have all of it)
 # grub: mkosi runs the host's grub-mkimage over the image's i386-pc modules; trixie's are 2.12;
-# systemd-journal-remote: it must match the libsystemd-shared that backports' systemd-boot brought
+# systemd-journal-remote: it must match the libsystemd-shared that backports' systemd-boot brought;
+# QEMU: 7.2's multi-threaded TCG can run code translated before the guest patched it (fixed in 8.1,
+# "accel/tcg: Always lock pages before translation"): a guest kernel flipping a static key died
+# of an int3 in inet6_ehashfn during a CI run (docs/benchmarks.md, session 23)
 FROM_BACKPORTS = {"bookworm": {"mkosi", "systemd-boot", "e2fsprogs", "grub-common", "grub-pc-bin",
-                               "systemd-journal-remote"}}
+                               "systemd-journal-remote", "qemu-system-x86", "qemu-utils"}}
 # installed but too old counts as missing
-MINIMUM = {"mkosi": "24", "e2fsprogs": "1.47.1", "grub-common": "2.12", "grub-pc-bin": "2.12"}
+MINIMUM = {"mkosi": "24", "e2fsprogs": "1.47.1", "grub-common": "2.12", "grub-pc-bin": "2.12",
+           "qemu-system-x86": "1:8.1", "qemu-utils": "1:8.1"}
 BACKPORTS_FILE = Path("/etc/apt/sources.list.d/backports.sources")
 
 

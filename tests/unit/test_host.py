@@ -39,3 +39,10 @@ def test_an_older_package_than_the_minimum_counts_as_missing():
     assert host.too_old("e2fsprogs", "99")
     assert not host.too_old("e2fsprogs", "1.0")
     assert host.too_old("no-such-package-here", "1.0")
+
+
+def test_bookworm_takes_qemu_from_backports_past_the_tcg_translation_race():
+    cmds = host.install_command(["ovmf", "qemu-system-x86", "qemu-utils"], "bookworm")
+    assert cmds[1][-1] == "ovmf"
+    assert cmds[2][-3:] == ["bookworm-backports", "qemu-system-x86", "qemu-utils"]
+    assert host.MINIMUM["qemu-system-x86"] == host.MINIMUM["qemu-utils"]
