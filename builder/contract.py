@@ -118,3 +118,9 @@ JOURNAL_UPLOAD_UNIT = "systemd-journal-upload.service"
 JOURNAL_UPLOAD_CONF = "/etc/systemd/journal-upload.conf.d/10-appliance.conf"
 # the units a live change may switch on or off (`appliance apply`): [access], [metrics], [logging]'s
 OPTIONAL_UNITS = (SSH_UNIT, NODE_EXPORTER_UNIT, APACHE_EXPORTER_UNIT, NFTABLES_UNIT, JOURNAL_UPLOAD_UNIT)
+
+
+def is_ipv6(address: str) -> bool:
+    """An address as the seed and the nodes carry it (text): only IPv6 has colons. The builder's
+    side holds ipaddress objects and asks `.version == 6`."""
+    return ":" in address

@@ -7,7 +7,6 @@ have no side effects; ``write_atomic`` and ``write_tree`` at the end are the onl
 from __future__ import annotations
 
 import hashlib
-from ipaddress import IPv6Address
 from pathlib import Path
 
 import jinja2
@@ -54,7 +53,7 @@ def page_digest(service) -> str:
 
 def bracketed(address) -> str:
     """An address as it stands before a port (in a URL, in ldirectord.cf): IPv6 in brackets."""
-    return f"[{address}]" if isinstance(address, IPv6Address) else str(address)
+    return f"[{address}]" if address.version == 6 else str(address)
 
 
 def ldirectord_virtuals(cluster: Cluster) -> list[dict]:
@@ -64,7 +63,7 @@ def ldirectord_virtuals(cluster: Cluster) -> list[dict]:
     out = []
     for s in cluster.services:
         vip = cluster.vip_of(s)
-        six = "6" if isinstance(vip, IPv6Address) else ""
+        six = "6" if vip.version == 6 else ""
         port = "" if s.fwmark else f":{s.port}"
         reals = [f"real{six}={bracketed(r.address6 if six else r.address)}{port} gate"
                  + (f" {r.weight}" if r.weight != 1 else "") for r in cluster.real_servers]

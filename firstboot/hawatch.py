@@ -265,12 +265,12 @@ def claims_vip(stack: str, state: str) -> bool:
 
 def anchor_vip(info: dict) -> str | None:
     """The VIP that says which director holds them all: the first IPv4 one (ARP can ask for it)."""
-    return next((v for v in info.get("vips", []) if ":" not in v), None)
+    return next((v for v in info.get("vips", []) if not c.is_ipv6(v)), None)
 
 
 def prefixlen(info: dict, vip: str) -> int:
     """The prefix length a VIP takes on the cluster NIC: the LAN's, IPv4 or IPv6."""
-    return (info.get("prefixlen6") or 64) if ":" in vip else info["prefixlen"]
+    return (info.get("prefixlen6") or 64) if c.is_ipv6(vip) else info["prefixlen"]
 
 
 def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
@@ -335,11 +335,11 @@ def mend_split(fix: tuple[str, list[str]], info: dict, held: list[str], limit: f
     iface = info["interface"]
     for vip in vips:
         plen = prefixlen(info, vip)
-        if what == "drop" or ":" in vip:
+        if what == "drop" or c.is_ipv6(vip):
             run(["ip", "addr", "del", f"{vip}/{plen}", "dev", iface], timeout=5)
         if what == "complete":
             run(["ip", "addr", "add", f"{vip}/{plen}", "dev", iface]
-                + (["nodad", "preferred_lft", "0"] if ":" in vip else ["brd", "+"]), timeout=5)
+                + (["nodad", "preferred_lft", "0"] if c.is_ipv6(vip) else ["brd", "+"]), timeout=5)
     if what == "complete":
         announce(vips, info)
     log(f"{c.HAWATCH_SPLIT} for {limit:.0f} s: this director held {', '.join(held)}; "
@@ -400,7 +400,7 @@ class Deprecator:
     done: set[str] = field(default_factory=set)
 
     def due(self, held: list[str]) -> list[str]:
-        now = {v for v in held if ":" in v}
+        now = {v for v in held if c.is_ipv6(v)}
         new = sorted(now - self.done)
         self.done = now
         return new
@@ -416,7 +416,7 @@ def announce(held: list[str], info: dict) -> None:
     """Gratuitous ARPs for IPv4 VIPs, unsolicited NAs for IPv6 ones, in the background."""
     iface, repeat = info["interface"], str(c.ANNOUNCE_REPEAT)
     for vip in held:
-        argv = ([c.SEND_UA, "-c", repeat, vip, str(prefixlen(info, vip)), iface] if ":" in vip
+        argv = ([c.SEND_UA, "-c", repeat, vip, str(prefixlen(info, vip)), iface] if c.is_ipv6(vip)
                 else [c.SEND_ARP, "-i", "200", "-r", repeat, iface, vip, "auto", "not_used", "not_used"])
         try:
             subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -521,7 +521,7 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
                f"; the peer ({info['peer_address']}, the lower address) steps out in {dup.limit:.0f} s"))
     elif action == "announce":
         for vip in held:
-            if ":" in vip:
+            if c.is_ipv6(vip):
                 announce([vip], info)  # unsolicited neighbour advertisements (send_ua)
             else:
                 arp.announce(info["interface"], vip)

@@ -117,7 +117,7 @@ def ipvs_connections() -> int:
 def is_local(address: str) -> bool:
     """The kernel lets a socket bind only to a local address (ip_nonlocal_bind 0, as here)."""
     import socket
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(socket.AF_INET6 if c.is_ipv6(address) else socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.bind((address, 0))
             return True
