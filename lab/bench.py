@@ -359,7 +359,7 @@ def dual_masters_profile(profile_path: Path, accel: str, count: int) -> dict:
                     e = chaos.dual_master(cluster, methods[i % len(methods)],
                                           cluster.spec.failover.takeover_limit + 120)
                 except wait.Timeout as err:
-                    print(f"[{name}] dual master {i + 1}: NOT HEALED ({err})\n"
+                    print(f"[{name}] dual master {i + 1}: NOT HEALED ({err})\n{cluster.pair_state()}\n"
                           f"{cluster.director_journals(40)}", flush=True)
                     break
                 events.append(e)

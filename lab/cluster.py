@@ -390,6 +390,7 @@ class Cluster:
         for vm in self.directors:
             try:
                 held = sorted(self.vips_held(vm))
+                addrs = vm.succeed(f"ip -o addr show dev {self.spec.network.interface}")
                 answers = self.stack.answers(vm)
                 health = vm.execute(f"cat {contract.HAWATCH_HEALTH}", timeout=10)[1].strip()
                 said = vm.execute(f"journalctl -b --no-pager -o short-monotonic -n 12 -t {contract.HAWATCH_TAG} "
@@ -399,6 +400,8 @@ class Cluster:
                 continue
             out.append(f"[{vm.name}] holds {held or 'no VIP'}; {self.stack.name} "
                        f"{'answers' if answers else 'DOES NOT ANSWER'}; watchdog: {health or '(no health file)'}")
+            out += [f"[{vm.name}]   {line.split(None, 1)[1]}" for line in addrs.splitlines()
+                    if any(f" {v}/" in line for v in self.spec.vips)]
             out += [f"[{vm.name}]   {line}" for line in said.splitlines() if line.strip()]
         return "\n".join(out)
 
