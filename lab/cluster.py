@@ -271,8 +271,14 @@ class Cluster:
 
     def vips_held(self, director: Machine) -> set[str]:
         """Which of the profile's VIPs (IPv4 and IPv6) are on the director's cluster NIC."""
-        out = director.succeed(f"ip -o addr show dev {self.spec.network.interface}")
-        return {str(v) for v in self.spec.vips if f" {v}/" in out}
+        return self._vips_in(self._cluster_nic_addresses(director))
+
+    def _cluster_nic_addresses(self, director: Machine) -> str:
+        return director.succeed(f"ip -o addr show dev {self.spec.network.interface}")
+
+    def _vips_in(self, addresses: str) -> set[str]:
+        """The profile's VIPs found in `ip -o addr` output (all of it, or one line)."""
+        return {str(v) for v in self.spec.vips if f" {v}/" in addresses}
 
     def holds_vip(self, director: Machine) -> bool:
         return str(self.spec.vip) in self.vips_held(director)
@@ -389,8 +395,8 @@ class Cluster:
         out = []
         for vm in self.directors:
             try:
-                held = sorted(self.vips_held(vm))
-                addrs = vm.succeed(f"ip -o addr show dev {self.spec.network.interface}")
+                addrs = self._cluster_nic_addresses(vm)
+                held = sorted(self._vips_in(addrs))
                 answers = self.stack.answers(vm)
                 health = vm.execute(f"cat {contract.HAWATCH_HEALTH}", timeout=10)[1].strip()
                 said = vm.execute(f"journalctl -b --no-pager -o short-monotonic -n 12 -t {contract.HAWATCH_TAG} "
@@ -400,8 +406,7 @@ class Cluster:
                 continue
             out.append(f"[{vm.name}] holds {held or 'no VIP'}; {self.stack.name} "
                        f"{'answers' if answers else 'DOES NOT ANSWER'}; watchdog: {health or '(no health file)'}")
-            out += [f"[{vm.name}]   {line.split(None, 1)[1]}" for line in addrs.splitlines()
-                    if any(f" {v}/" in line for v in self.spec.vips)]
+            out += [f"[{vm.name}]   {line.split(None, 1)[1]}" for line in addrs.splitlines() if self._vips_in(line)]
             out += [f"[{vm.name}]   {line}" for line in said.splitlines() if line.strip()]
         return "\n".join(out)
 
