@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import contract, day2, host, hostkeys, image, profile, remote, render, secret, seed
+from builder import contract, day2, host, hostkeys, image, profile, remote, render, secret, seed, tls
 from builder.errors import ApplianceError
 from builder.run import CommandError
 
@@ -92,7 +92,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
         host_keys = {name: (k.private, k.public) for name, k in made.items()}
         known = hostkeys.write_known_hosts(cluster, made, Path(args.secrets))
         print(f"{known}: the nodes' host keys (ssh -o UserKnownHostsFile={known} root@NODE)")
-    for path in seed.write_seeds(cluster, key, Path(args.out), args.node, host_keys):
+    made_tls = tls.load_or_create(cluster, Path(args.secrets))
+    if made_tls:
+        print(f"{tls.directory(cluster, Path(args.secrets))}/cluster.crt: the real servers' TLS certificate "
+              "(curl --cacert it)")
+    for path in seed.write_seeds(cluster, key, Path(args.out), args.node, host_keys, made_tls):
         print(f"{path}: seed ISO for {path.stem}")
     return 0
 

@@ -33,6 +33,12 @@ LDIRECTORD_PID = "/run/ldirectord.ldirectord.cf.pid"   # ldirectord's own: /var/
 SSHD_CONFIG = "/etc/ssh/sshd_config.d/10-appliance.conf"
 SSH_AUTHORIZED_KEYS = "/etc/ssh/authorized_keys/root"
 SSH_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
+# TLS on the real servers (render.tls_files) where a service's ports include TLS_PORT: the
+# cluster's certificate and key (made by the builder, on the real servers' seeds) and Apache's site
+TLS_PORT = 443
+TLS_CERT = "/etc/appliance/tls/cluster.crt"
+TLS_KEY = "/etc/appliance/tls/cluster.key"
+APACHE_TLS_SITE = "/etc/apache2/sites-enabled/appliance-tls.conf"
 DRAIN_TIMEOUT = 300.0       # seconds a drained real server may keep connections before removal
 
 # the console lines a harness (the lab, a hypervisor's serial log) waits for

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 
-from builder import contract, hostkeys, plan, profile, remote, render, secret, seed
+from builder import contract, hostkeys, plan, profile, remote, render, secret, seed, tls
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 from builder.remote import Reach
@@ -46,9 +46,11 @@ class Day2Error(ApplianceError):
 
 @dataclasses.dataclass(frozen=True)
 class Keys:
-    """What the builder re-seeds nodes with: the heartbeat secret and the nodes' host keys."""
+    """What the builder re-seeds nodes with: the heartbeat secret, the nodes' host keys, the
+    real servers' TLS certificate."""
     secret: str | None
     host_keys: dict[str, tuple[str, str]] | None
+    tls: tuple[str, str] | None = None
 
     @classmethod
     def load(cls, cluster: Cluster, profile_path: Path, secrets_dir: Path) -> Keys:
@@ -59,10 +61,11 @@ class Keys:
         made = hostkeys.load_or_create(cluster, secrets_dir) if cluster.access.ssh else {}
         if made:  # a new node's key is made now; known_hosts gets it
             hostkeys.write_known_hosts(cluster, made, secrets_dir)
-        return cls(key, {n: (k.private, k.public) for n, k in made.items()} or None)
+        return cls(key, {n: (k.private, k.public) for n, k in made.items()} or None,
+                   tls.load_or_create(cluster, secrets_dir))
 
     def data(self, cluster: Cluster, node: Node) -> dict:
-        return seed.appliance(cluster, node, self.secret, self.host_keys)
+        return seed.appliance(cluster, node, self.secret, self.host_keys, self.tls)
 
     def files(self, cluster: Cluster, name: str) -> dict[str, render.File]:
         """What first boot would write on node `name` of `cluster` (none: not in it)."""
@@ -71,7 +74,7 @@ class Keys:
         except KeyError:
             return {}
         host_key = self.host_keys.get(name) if self.host_keys else None
-        return render.node_files(cluster, node, self.secret, host_key)
+        return render.node_files(cluster, node, self.secret, host_key, self.tls)
 
     def change(self, old: Cluster, new: Cluster, name: str) -> dict:
         """`appliance apply`'s input for one node: new seed data, the files, what goes."""
@@ -343,7 +346,7 @@ class Operation:
                  *[r for r in old.real_servers if r.name in {n.name for n in self.cluster.real_servers}]]
         for was in order:
             node = self.cluster.node(was.name)
-            files = seed.seed_files(self.cluster, node, self.keys.secret, self.keys.host_keys)
+            files = seed.seed_files(self.cluster, node, self.keys.secret, self.keys.host_keys, self.keys.tls)
             instance = seed.instance_of(files)
             entry = {"instance": instance, "data": json.loads(files[contract.SEED_APPLIANCE])}
             remote.run(was, self.reach, f"{contract.APPLIANCE_CLI} stage", stdin=json.dumps(entry))

@@ -555,6 +555,11 @@ class Cluster:
         return tuple(s for s in self.services if s.fwmark)
 
     @property
+    def serves_tls(self) -> bool:
+        """The real servers answer TLS on contract.TLS_PORT: a TCP service's ports include it."""
+        return any(s.protocol == "tcp" and contract.TLS_PORT in s.group for s in self.services)
+
+    @property
     def web_service(self) -> Service:
         """The service a browser (and the tests) use: the first HTTP one."""
         return next((s for s in self.services if s.protocol == "tcp" and s.service == "http"),
@@ -788,6 +793,11 @@ def _read_service(problems: list[str], i: int, data: Any) -> Service | None:
                 or any(c.isspace() or c in QUOTES for c in s["request"]):
             t.error(f"{s['request']!r} must be a file name in the document root, "
                     "like ldirector.html", "request")
+        check_port = (s["ports"] or (s["port"],))[0]
+        if s["protocol"] == "tcp" and (check_port == contract.TLS_PORT) != (s["service"] == "https"):
+            t.error(f"checks go to port {check_port} (the group's first), and the real servers speak TLS "
+                    f"on {contract.TLS_PORT} only: service = \"https\" with {contract.TLS_PORT} first, "
+                    f"else \"http\" on another port", "service")
         if s["protocol"] == "udp":
             t.error(f"a negotiate check speaks {s['service']} over TCP: a UDP service needs "
                     'checktype = "ping", "connect", "on" or "off"', "checktype")

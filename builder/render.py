@@ -169,6 +169,25 @@ def access_files(cluster: Cluster, host_key: tuple[str, str] | None) -> dict[str
     return files
 
 
+def tls_files(cluster: Cluster, node: Node, tls: tuple[str, str] | None) -> dict[str, File]:
+    """TLS on the real servers' port 443 (builder/tls.py: tls is the cluster's certificate and
+    key from the seed): Apache's mod_ssl, loaded by this site file itself rather than by
+    a2enmod at first boot, and one virtual host serving the same document root as port 80."""
+    if node.is_director or not cluster.serves_tls or not tls:  # the seed always has it (seed.appliance)
+        return {}
+    return {
+        contract.TLS_CERT: File(tls[0]),
+        contract.TLS_KEY: File(tls[1], 0o600),
+        contract.APACHE_TLS_SITE: File(
+            f"# TLS on {contract.TLS_PORT} for the port groups of [[services]] (written at first boot)\n"
+            "<IfModule !ssl_module>\n\tLoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so\n</IfModule>\n"
+            f"Listen {contract.TLS_PORT}\n"
+            f"<VirtualHost *:{contract.TLS_PORT}>\n\tDocumentRoot {DOCROOT}\n\tSSLEngine on\n"
+            f"\tSSLCertificateFile {contract.TLS_CERT}\n\tSSLCertificateKeyFile {contract.TLS_KEY}\n"
+            "</VirtualHost>\n"),
+    }
+
+
 NODE_EXPORTER_DEFAULTS = contract.NODE_EXPORTER_DEFAULTS
 APACHE_EXPORTER_DEFAULTS = contract.APACHE_EXPORTER_DEFAULTS
 NFTABLES_CONF = contract.NFTABLES_CONF
@@ -234,9 +253,10 @@ def logging_files(cluster: Cluster) -> dict[str, File]:
 
 
 def node_files(cluster: Cluster, node: Node, secret: str | None,
-               host_key: tuple[str, str] | None = None) -> dict[str, File]:
+               host_key: tuple[str, str] | None = None, tls: tuple[str, str] | None = None) -> dict[str, File]:
     """Every file that makes an image into `node`; the secret is needed on directors only, the
-    host key (from the seed) where the profile gives SSH keys."""
+    host key (from the seed) where the profile gives SSH keys, the TLS certificate and key
+    (cert, key) on real servers where a service's ports include 443."""
     sysctl = SYSCTL_DIRECTOR if node.is_director else SYSCTL_REALSERVER
     render = _renderer(cluster, node, sysctl_path=sysctl)
     files = {
@@ -254,6 +274,7 @@ def node_files(cluster: Cluster, node: Node, secret: str | None,
     else:
         files.update(realserver_files(cluster, node))
     files.update(access_files(cluster, host_key))
+    files.update(tls_files(cluster, node, tls))
     files.update(metrics_files(cluster, node))
     files.update(nftables_files(cluster, node))
     files.update(logging_files(cluster))

@@ -32,7 +32,8 @@ ISO_NAMES = {"meta-data": "METADATA.;1", "user-data": "USERDATA.;1",
 HostKeys = dict[str, tuple[str, str]]  # node -> (private, public) SSH host key
 
 
-def appliance(cluster: Cluster, node: Node, secret: str | None, host_keys: HostKeys | None = None) -> dict:
+def appliance(cluster: Cluster, node: Node, secret: str | None, host_keys: HostKeys | None = None,
+              tls: tuple[str, str] | None = None) -> dict:
     data: dict = {"format": FORMAT, "node": node.name, "role": node.role,
                   "cluster": profile.to_dict(cluster)}
     if node.is_director:
@@ -42,6 +43,11 @@ def appliance(cluster: Cluster, node: Node, secret: str | None, host_keys: HostK
             raise ValueError(f"{node.name}: the profile gives SSH keys, so its seed needs its host key")
         private, public = host_keys[node.name]
         data["ssh_host_key"] = {"private": private, "public": public}
+    if cluster.serves_tls and not node.is_director:
+        if not tls:
+            raise ValueError(f"{node.name}: the profile serves TLS on {contract.TLS_PORT}, so a real "
+                             "server's seed needs the cluster's certificate (builder/tls.py)")
+        data["tls"] = {"cert": tls[0], "key": tls[1]}
     return data
 
 
@@ -50,9 +56,9 @@ def _q(value: object) -> str:
 
 
 def seed_files(cluster: Cluster, node: Node, secret: str | None,
-               host_keys: HostKeys | None = None) -> dict[str, bytes]:
+               host_keys: HostKeys | None = None, tls: tuple[str, str] | None = None) -> dict[str, bytes]:
     """The files on a node's seed ISO. Pure: same inputs, same bytes."""
-    body = json.dumps(appliance(cluster, node, secret, host_keys), indent=2, sort_keys=True) + "\n"
+    body = json.dumps(appliance(cluster, node, secret, host_keys, tls), indent=2, sort_keys=True) + "\n"
     instance = f"{cluster.name}-{node.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
     fqdn = f"{node.name}.{cluster.domain}"
     net = cluster.network
@@ -122,14 +128,15 @@ def read_iso(path: Path) -> tuple[str, dict[str, bytes]]:
 
 
 def write_seeds(cluster: Cluster, secret: str | None, out: Path, names: list[str] | None = None,
-                host_keys: HostKeys | None = None) -> list[Path]:
+                host_keys: HostKeys | None = None, tls: tuple[str, str] | None = None) -> list[Path]:
     """One ``<node>.iso`` per node (or per name given) under out."""
     paths = []
     for node in cluster.nodes:
         if names and node.name not in names:
             continue
         path = out / f"{node.name}.iso"
-        # 0600: directors' seeds hold the heartbeat secret, every seed its node's host key
-        render.write_atomic(path, build_iso(seed_files(cluster, node, secret, host_keys)), 0o600)
+        # 0600: directors' seeds hold the heartbeat secret, every seed its node's host key, real
+        # servers' the TLS key
+        render.write_atomic(path, build_iso(seed_files(cluster, node, secret, host_keys, tls)), 0o600)
         paths.append(path)
     return paths

@@ -83,6 +83,10 @@ def reload(paths: list[str]) -> list[str]:
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
         _systemctl("reload", contract.SSH_UNIT)
         told.append("sshd")
+    if {contract.APACHE_TLS_SITE, contract.TLS_CERT, contract.TLS_KEY} & set(paths) \
+            and _systemctl("is-active", "--quiet", "apache2.service") == 0:
+        _systemctl("reload", "apache2.service")  # graceful: connections in flight finish
+        told.append("apache2")
     for path, unit in ((contract.NFTABLES_CONF, contract.NFTABLES_UNIT),
                        (contract.NODE_EXPORTER_DEFAULTS, contract.NODE_EXPORTER_UNIT),
                        (contract.APACHE_EXPORTER_DEFAULTS, contract.APACHE_EXPORTER_UNIT),

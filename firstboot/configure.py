@@ -45,6 +45,7 @@ class Seed:
     secret: str | None
     host_key: tuple[str, str] | None = None   # (private, public): the profile gives SSH keys
     data: dict | None = None                   # the appliance.json it came from
+    tls: tuple[str, str] | None = None        # (cert, key): a real server of a profile that serves TLS
 
 
 def _meta_data(text: str) -> dict[str, str]:
@@ -100,7 +101,15 @@ def seed_from(data: dict, instance: str, image_role: str | None) -> Seed:
             raise SeedError("the profile gives SSH keys but the seed has no usable host key for "
                             f"{node.name}: remake the seed with `python -m builder seed`")
         host_key = (hk["private"], hk["public"])
-    return Seed(instance, cluster, node, key if node.is_director else None, host_key, data)
+    tls = None
+    if cluster.serves_tls and not node.is_director:
+        t = data.get("tls")
+        if not (isinstance(t, dict) and isinstance(t.get("cert"), str) and isinstance(t.get("key"), str)
+                and "BEGIN CERTIFICATE" in t["cert"] and "PRIVATE KEY-----" in t["key"]):
+            raise SeedError(f"the profile serves TLS on {contract.TLS_PORT} but the seed has no usable "
+                            f"certificate for {node.name}: remake the seed with `python -m builder seed`")
+        tls = (t["cert"], t["key"])
+    return Seed(instance, cluster, node, key if node.is_director else None, host_key, data, tls)
 
 
 def stored(state: Path = STATE, image_role: str | None = None) -> Seed:
@@ -118,7 +127,7 @@ def files_for(seed: Seed) -> dict[str, File]:
     boot (already configured) renders nothing, and under TCG that import is ~0.5 s of a
     booting VM's CPU, on the critical path (everything waits for first boot)."""
     from builder import render
-    return render.node_files(seed.cluster, seed.node, seed.secret, seed.host_key)
+    return render.node_files(seed.cluster, seed.node, seed.secret, seed.host_key, seed.tls)
 
 
 def find_seed_device(wait: float = 10.0) -> str | None:

@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from builder import contract
 from builder.errors import LabError
 from lab.client import Client
 from lab.cluster import Cluster
@@ -59,13 +60,15 @@ def measure(client: Client, target: str, connections: int, seconds: int = SECOND
 def targets(cluster: Cluster) -> list[tuple[str, Client]]:
     """Each VIP of the profile (one port each), then its first real server straight, per family."""
     spec = cluster.spec
-    found = [("VIP", cluster.client(service)) for service in spec.services]
+    # plain HTTP on every VIP, a TLS group's other port too: against the direct figure (port 80)
+    found = [("VIP", cluster.client(service, next((p for p in service.group if p != contract.TLS_PORT), None)))
+             for service in spec.services]
     real, port, segment = spec.real_servers[0], spec.web_service.port, cluster.segment
     assert segment is not None, "the cluster is not booted"
     found += [(f"direct {real.name}", Client(segment, address, port)) for address in (real.address, real.address6)
               if address is not None and any(v.version == address.version for v in spec.vips)]
     # named by where they point: the URL without its scheme and path ("[2001:db8:40::100]")
-    return [(f"{kind} {client.url('').removeprefix('http://')}", client) for kind, client in found]
+    return [(f"{kind} {client.url('').split('://', 1)[1]}", client) for kind, client in found]
 
 
 def table(points: list[Point]) -> list[str]:

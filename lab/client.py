@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import shutil
 import subprocess
@@ -15,7 +17,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
-from builder import render
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from builder import contract, render
 from builder.errors import LabError
 from lab import net
 
@@ -44,17 +49,27 @@ class Response:
 
 
 class Client:
-    """The howto's browser: HTTP from the client address inside the namespace."""
+    """The howto's browser: HTTP from the client address inside the namespace; HTTPS on
+    contract.TLS_PORT, trusting only the cluster's certificate (`cacert`, builder/tls.py)."""
 
-    def __init__(self, segment: net.Segment, host: IPv4Address | IPv6Address, port: int = 80):
-        self.segment, self.host, self.port = segment, host, port
+    def __init__(self, segment: net.Segment, host: IPv4Address | IPv6Address, port: int = 80,
+                 cacert: Path | None = None):
+        self.segment, self.host, self.port, self.cacert = segment, host, port, cacert
+        self.tls = port == contract.TLS_PORT
+        if self.tls and cacert is None:
+            raise LabError(f"{self.url()}: an HTTPS client needs the cluster's certificate (cacert)")
 
     def url(self, path: str = "/") -> str:
-        return f"http://{render.bracketed(self.host)}{'' if self.port == 80 else f':{self.port}'}{path}"
+        scheme, default = ("https", contract.TLS_PORT) if self.tls else ("http", 80)
+        return f"{scheme}://{render.bracketed(self.host)}{'' if self.port == default else f':{self.port}'}{path}"
+
+    def curl_tls(self) -> list[str]:
+        """curl's arguments to verify the real servers against the cluster's certificate."""
+        return ["--cacert", str(self.cacert)] if self.tls else []
 
     def get(self, path: str = "/", timeout: float = 3) -> Response:
         started = time.monotonic()
-        proc = self.segment.run("curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}",
+        proc = self.segment.run("curl", "-s", "-m", str(timeout), *self.curl_tls(), "-o", "-", "-w", "\n%{http_code}",
                                 self.url(path), check=False, timeout=timeout + 5)
         body, _, code = proc.stdout.rpartition("\n")
         return Response(int(code) if code.isdigit() else 0, body, time.monotonic() - started)
@@ -68,7 +83,16 @@ class Client:
         client's receive buffer is kept small (autotuning would take a whole file in within a
         second), so bytes stay in flight and the server depends on ACKs that pass the director."""
         self.segment.run("sysctl", "-q", "-w", "net.ipv4.tcp_rmem=4096 8192 16384")
-        return Transfers(self.segment, self.url(path), count, rate)
+        return Transfers(self.segment, self.url(path), count, rate, self.curl_tls())
+
+    def chromium_tls(self) -> list[str]:
+        """chromium trusts the cluster's certificate by its key's hash (it reads no CA file)."""
+        if not self.tls:
+            return []
+        cert = x509.load_pem_x509_certificate(Path(str(self.cacert)).read_bytes())
+        spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+        return [f"--ignore-certificate-errors-spki-list={base64.b64encode(hashlib.sha256(spki).digest()).decode()}"]
 
     def browse(self, path: str = "/", timeout: float = 90) -> str:
         """Load the page in headless chromium, run inside the namespace; returns the DOM. A
@@ -80,7 +104,7 @@ class Client:
                 "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-dev-shm-usage", f"--user-data-dir={profile}",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--timeout={int(timeout * 1000)}", "--dump-dom", self.url(path),
+                f"--timeout={int(timeout * 1000)}", *self.chromium_tls(), "--dump-dom", self.url(path),
                 timeout=timeout + 30)
         finally:
             shutil.rmtree(profile, ignore_errors=True)
@@ -96,10 +120,10 @@ class Client:
 class Transfers:
     """Downloads in flight: curl processes in the namespace, each writing to a file of its own."""
 
-    def __init__(self, segment: net.Segment, url: str, count: int, rate: str):
+    def __init__(self, segment: net.Segment, url: str, count: int, rate: str, curl_args: list[str] | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="lab-transfers."))
         self.procs = [subprocess.Popen(
-            ["ip", "netns", "exec", segment.netns, "curl", "-s", "-S", "--limit-rate", rate,
+            ["ip", "netns", "exec", segment.netns, "curl", "-s", "-S", *(curl_args or []), "--limit-rate", rate,
              "--max-time", "600", "-o", str(self.dir / f"{i}.out"), "-w", "%{http_code}", url],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(count)]
 

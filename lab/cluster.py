@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
-from builder import contract, day2, hostkeys, profile, remote, render, secret, seed
+from builder import contract, day2, hostkeys, profile, remote, render, secret, seed, tls
 from builder.run import run
 from lab import logs, net, paths, stack, wait
 from lab.client import Client
@@ -99,7 +99,8 @@ class Cluster:
         key = secret.load_or_create(spec, self.profile_path, secrets_dir)
         made = hostkeys.load_or_create(spec, secrets_dir)
         hostkeys.write_known_hosts(spec, made, secrets_dir)
-        seed.write_seeds(spec, key, seeds, names, {n: (k.private, k.public) for n, k in made.items()})
+        seed.write_seeds(spec, key, seeds, names, {n: (k.private, k.public) for n, k in made.items()},
+                         tls.load_or_create(spec, secrets_dir))
         return seeds
 
     def with_added_server(self) -> profile.Cluster:
@@ -264,10 +265,15 @@ class Cluster:
         assert self.segment
         return Client(self.segment, self.spec.vip, self.spec.web_service.port)
 
+    @property
+    def cacert(self) -> Path | None:
+        """The real servers' TLS certificate (builder/tls.py), for HTTPS clients; None without TLS."""
+        return tls.directory(self.spec, self.workdir / "secrets") / "cluster.crt" if self.spec.serves_tls else None
+
     def client(self, service: profile.Service, port: int | None = None) -> Client:
         """A client of one service: its VIP (IPv4 or IPv6), its port or the given one of its group."""
         assert self.segment
-        return Client(self.segment, self.spec.vip_of(service), port or service.check_port)
+        return Client(self.segment, self.spec.vip_of(service), port or service.check_port, self.cacert)
 
     def vips_held(self, director: Machine) -> set[str]:
         """Which of the profile's VIPs (IPv4 and IPv6) are on the director's cluster NIC."""

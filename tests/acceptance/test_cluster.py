@@ -73,7 +73,7 @@ def stale_client_catches_up(cluster, old) -> dict[str, float]:
     for family in ("ipv4", "ipv6"):
         neighbour.run("sysctl", "-q", "-w", f"net.{family}.neigh.eth0.delay_first_probe_time="
                                             f"{3 * contract.ANNOUNCE_REFRESH}")
-    clients = [Client(neighbour, cluster.spec.vip_of(s), s.check_port) for s in cluster.spec.services]
+    clients = [Client(neighbour, cluster.spec.vip_of(s), s.check_port, cluster.cacert) for s in cluster.spec.services]
     for vip in {c.host for c in clients}:
         neighbour.run("ip", "neigh", "replace", str(vip), "lladdr", old_mac, "dev", "eth0", "nud", "stale")
     limit = contract.ANNOUNCE_REFRESH + 2 * contract.HAWATCH_INTERVAL + 15
@@ -121,7 +121,8 @@ def assert_nodes_are_what_their_seeds_say(cluster) -> None:
             assert f"inet6 {node.address6}/{lan.prefix6.prefixlen} " in addresses, (node.name, addresses)
         version = image(node.role).with_suffix(".version").read_text().strip()
         assert f'IMAGE_VERSION="{version}"' in vm.succeed("cat /usr/lib/os-release").splitlines(), node.name
-        files = render.node_files(spec, node, "0" * 32, ("key", "key.pub") if spec.access.ssh else None)
+        files = render.node_files(spec, node, "0" * 32, ("key", "key.pub") if spec.access.ssh else None,
+                                  ("cert", "key") if spec.serves_tls else None)  # which paths, which modes
         sysctl = files[render.SYSCTL_DIRECTOR if node.is_director else render.SYSCTL_REALSERVER].content
         for key, value in (line.split("=", 1) for line in sysctl.splitlines() if "=" in line and line[0] != "#"):
             assert vm.succeed(f"sysctl -n {key.strip()}").strip() == value.strip(), (node.name, key)
@@ -210,8 +211,13 @@ def test_3_the_site_loads_in_a_browser_and_the_scheduler_shares_it_out(cluster):
         print(f"\n{client.url()}: {' '.join(map(str, answered))}")
         assert None not in answered, (client.url(), answered)
         counts = Counter(answered)
-        if service.persistent:  # one client, one real server until the timeout
+        if service.persistent:  # one client, one real server until the timeout, on every port of its group
             assert len(counts) == 1, (client.url(), answered)
+            for port in service.group[1:]:
+                other = cluster.client(service, port)
+                also = other.servers(period)
+                print(f"{other.url()}: {' '.join(map(str, also))}")
+                assert set(also) == set(counts), (other.url(), also, "persistence across the group", answered)
         elif service.scheduler in ("rr", "wrr"):  # any two rounds in a row: each server its share
             assert counts == Counter({name: 2 * k for name, k in share.items()}), (client.url(), answered)
             assert answered[:period] == answered[period:], f"{client.url()}: not periodic: {answered}"

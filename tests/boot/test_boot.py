@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import contract, profile, render
+from builder import contract, profile, render, tls
 from lab.machine import Machine
 from lab.paths import ROOT, image, results
 from tests.variants import VARIANTS
@@ -145,6 +145,12 @@ def test_every_profiles_files_pass_their_own_tools_in_the_image(unseeded, case):
         if render.NFTABLES_CONF in _rendered(cluster, node, secret):  # the port groups' marks
             vm.succeed(f"nft -c -f {root}{render.NFTABLES_CONF}")
             checked.append("nft -c")
+        if not node.is_director and cluster.serves_tls:  # Apache loads mod_ssl, the certificate and its key
+            site = render.tls_files(cluster, node, tls.generate(cluster))
+            vm.put_files({p: (f.content, f.mode) for p, f in site.items()}, "/")
+            code, out = vm.execute("apache2ctl configtest 2>&1; rc=$?; rm -f " + " ".join(site) + "; exit $rc")
+            assert code == 0, out
+            checked.append("apache2ctl configtest with TLS on 443")
         if not node.is_director:
             continue
         if cluster.keepalived:

@@ -39,16 +39,17 @@ def test_measures_every_vip_and_the_first_real_server_straight_in_each_family():
     spec = profile.load(ROOT / "profiles" / "dual-stack.toml")
     segment = object()
     cluster = SimpleNamespace(spec=spec, segment=segment,
-                              client=lambda s: Client(segment, spec.vip_of(s), s.check_port))  # type: ignore[arg-type]
+                              client=lambda s, port=None: Client(segment, spec.vip_of(s), port or s.check_port))  # type: ignore[arg-type]
     found = dp.targets(cluster)  # type: ignore[arg-type]
-    assert [t for t, _ in found] == ["VIP 172.20.40.100", "VIP [2001:db8:40::100]",
+    # the TLS group is measured on its plain port, like the direct figure
+    assert [t for t, _ in found] == ["VIP 172.20.40.100", "VIP [2001:db8:40::100]", "VIP 172.20.40.101",
                                      "direct app1 172.20.40.21", "direct app1 [2001:db8:40::21]"]
     assert dp.argv(found[1][1].url("/"), 4, 10) == ["wrk", "-t", "1", "-c", "4", "-d", "10s", "--latency",
                                                     "--timeout", "5s", "http://[2001:db8:40::100]/"]
     # an IPv4-only profile measures no IPv6 path, even if a real server had an IPv6 address
     howto = profile.load(ROOT / "profiles" / "howto.toml")
     cluster = SimpleNamespace(spec=howto, segment=segment,
-                              client=lambda s: Client(segment, howto.vip_of(s), s.check_port))  # type: ignore[arg-type]
+                              client=lambda s, port=None: Client(segment, howto.vip_of(s), port or s.check_port))  # type: ignore[arg-type]
     assert [t for t, _ in dp.targets(cluster)] == ["VIP 192.168.0.105", "direct webserver1 192.168.0.101"]  # type: ignore[arg-type]
 
 

@@ -10,13 +10,30 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
+from builder.errors import LabError
 from lab import net
 from lab.client import Client
 
 
 def test_urls_bracket_an_ipv6_host():
     assert Client(None, IPv4Address("172.20.40.100")).url("/x") == "http://172.20.40.100/x"  # type: ignore[arg-type]
-    assert Client(None, IPv6Address("2001:db8:40::100"), 443).url() == "http://[2001:db8:40::100]:443/"  # type: ignore[arg-type]
+    assert Client(None, IPv6Address("2001:db8:40::100"), 8443).url() == "http://[2001:db8:40::100]:8443/"  # type: ignore[arg-type]
+
+
+def test_port_443_is_https_trusting_the_clusters_certificate_only(tmp_path):
+    from builder import profile, tls
+    from tests.unit.test_tls import TLS_SITE
+    from tests.variants import with_services
+    cluster = profile.parse(with_services("redundant", TLS_SITE))
+    cert = tls.directory(cluster, tmp_path) / "cluster.crt"
+    tls.load_or_create(cluster, tmp_path)
+    client = Client(None, IPv4Address("172.20.40.101"), 443, cert)  # type: ignore[arg-type]
+    assert client.url("/x") == "https://172.20.40.101/x" and client.curl_tls() == ["--cacert", str(cert)]
+    [spki] = client.chromium_tls()
+    assert spki.startswith("--ignore-certificate-errors-spki-list=") and len(spki.split("=", 1)[1]) == 44
+    assert Client(None, IPv4Address("172.20.40.101"), 80, cert).curl_tls() == []  # type: ignore[arg-type]
+    with pytest.raises(LabError, match="needs the cluster's certificate"):
+        Client(None, IPv4Address("172.20.40.101"), 443)  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")

@@ -228,6 +228,15 @@ def test_keepalived_reloads_on_the_master_and_restarts_on_a_backup(monkeypatch, 
     assert (how, "keepalived.service") in told
 
 
+def test_a_new_tls_certificate_or_site_reloads_apache_gracefully(monkeypatch):
+    told = []
+    monkeypatch.setattr(appliance, "_systemctl", lambda *args: told.append(args) or 0)
+    assert appliance.reload([contract.TLS_CERT, contract.TLS_KEY]) == ["apache2"]
+    assert ("reload", "apache2.service") in told and ("restart", "apache2.service") not in told
+    told.clear()
+    assert appliance.reload([contract.SYSCTL_REALSERVER]) == [] and not [t for t in told if "apache2.service" in t]
+
+
 def test_the_day2_bench_round_changes_one_thing_at_a_time_and_ends_on_the_profile(web3):
     from lab import bench_day2
     spec = dataclasses.replace(web3, real_servers=web3.real_servers[:-1])
