@@ -172,9 +172,13 @@ def access_files(cluster: Cluster, host_key: tuple[str, str] | None) -> dict[str
 def tls_files(cluster: Cluster, node: Node, tls: tuple[str, str] | None) -> dict[str, File]:
     """TLS on the real servers' port 443 (builder/tls.py: tls is the cluster's certificate and
     key from the seed): Apache's mod_ssl, loaded by this site file itself rather than by
-    a2enmod at first boot, and one virtual host serving the same document root as port 80."""
-    if node.is_director or not cluster.serves_tls or not tls:  # the seed always has it (seed.appliance)
+    a2enmod at first boot, and one virtual host serving the same document root as port 80.
+    A director gets the certificate alone: ldirectord's https checks (IO::Socket::SSL verifies
+    peers by default) trust it through SSL_CERT_FILE, set in its units' drop-ins."""
+    if not cluster.serves_tls or not tls:  # the seed always has it (seed.appliance)
         return {}
+    if node.is_director:
+        return {contract.TLS_CERT: File(tls[0])}
     return {
         contract.TLS_CERT: File(tls[0]),
         contract.TLS_KEY: File(tls[1], 0o600),

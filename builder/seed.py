@@ -43,11 +43,11 @@ def appliance(cluster: Cluster, node: Node, secret: str | None, host_keys: HostK
             raise ValueError(f"{node.name}: the profile gives SSH keys, so its seed needs its host key")
         private, public = host_keys[node.name]
         data["ssh_host_key"] = {"private": private, "public": public}
-    if cluster.serves_tls and not node.is_director:
+    if cluster.serves_tls:  # real servers present it, directors' https checks trust it (no key)
         if not tls:
-            raise ValueError(f"{node.name}: the profile serves TLS on {contract.TLS_PORT}, so a real "
-                             "server's seed needs the cluster's certificate (builder/tls.py)")
-        data["tls"] = {"cert": tls[0], "key": tls[1]}
+            raise ValueError(f"{node.name}: the profile serves TLS on {contract.TLS_PORT}, so the "
+                             "seed needs the cluster's certificate (builder/tls.py)")
+        data["tls"] = {"cert": tls[0]} if node.is_director else {"cert": tls[0], "key": tls[1]}
     return data
 
 

@@ -45,7 +45,7 @@ class Seed:
     secret: str | None
     host_key: tuple[str, str] | None = None   # (private, public): the profile gives SSH keys
     data: dict | None = None                   # the appliance.json it came from
-    tls: tuple[str, str] | None = None        # (cert, key): a real server of a profile that serves TLS
+    tls: tuple[str, str] | None = None        # (cert, key; no key on a director): the profile serves TLS
 
 
 def _meta_data(text: str) -> dict[str, str]:
@@ -102,13 +102,13 @@ def seed_from(data: dict, instance: str, image_role: str | None) -> Seed:
                             f"{node.name}: remake the seed with `python -m builder seed`")
         host_key = (hk["private"], hk["public"])
     tls = None
-    if cluster.serves_tls and not node.is_director:
+    if cluster.serves_tls:  # a director gets the certificate alone (its checks trust it)
         t = data.get("tls")
-        if not (isinstance(t, dict) and isinstance(t.get("cert"), str) and isinstance(t.get("key"), str)
-                and "BEGIN CERTIFICATE" in t["cert"] and "PRIVATE KEY-----" in t["key"]):
+        if not (isinstance(t, dict) and isinstance(t.get("cert"), str) and "BEGIN CERTIFICATE" in t["cert"]
+                and (node.is_director or (isinstance(t.get("key"), str) and "PRIVATE KEY-----" in t["key"]))):
             raise SeedError(f"the profile serves TLS on {contract.TLS_PORT} but the seed has no usable "
                             f"certificate for {node.name}: remake the seed with `python -m builder seed`")
-        tls = (t["cert"], t["key"])
+        tls = (t["cert"], "" if node.is_director else t["key"])
     return Seed(instance, cluster, node, key if node.is_director else None, host_key, data, tls)
 
 

@@ -41,7 +41,7 @@ def test_the_certificate_names_every_vip_and_is_kept(cluster, tmp_path):
     assert again != made and tls.covers(again.cert, more) and not tls.covers(made.cert, more)
 
 
-def test_real_servers_get_the_certificate_and_an_apache_site_directors_do_not(cluster, tmp_path):
+def test_real_servers_get_the_certificate_key_and_an_apache_site_directors_the_certificate(cluster, tmp_path):
     made = tls.load_or_create(cluster, tmp_path)
     web = render.node_files(cluster, cluster.node("app1"), None, None, made)
     assert web[contract.TLS_CERT].content == made.cert and web[contract.TLS_KEY].mode == 0o600
@@ -49,9 +49,19 @@ def test_real_servers_get_the_certificate_and_an_apache_site_directors_do_not(cl
     for line in (f"Listen {contract.TLS_PORT}", "SSLEngine on", f"SSLCertificateFile {contract.TLS_CERT}",
                  f"SSLCertificateKeyFile {contract.TLS_KEY}", "LoadModule ssl_module"):
         assert line in site, line
-    director = render.node_files(cluster, cluster.node("lvs-a"), "x" * 32, None, made)
-    assert not {contract.TLS_CERT, contract.TLS_KEY, contract.APACHE_TLS_SITE} & director.keys()
+    director = render.node_files(cluster, cluster.node("lvs-a"), "x" * 32, None, (made.cert, ""))
+    assert director[contract.TLS_CERT].content == made.cert  # its https checks trust it
+    assert not {contract.TLS_KEY, contract.APACHE_TLS_SITE} & director.keys()
     assert "service=https\n\tcheckport=443\n" in director[contract.LDIRECTORD_CF].content
+
+
+def test_ldirectord_trusts_the_clusters_certificate_wherever_it_runs():
+    """IO::Socket::SSL verifies a peer by default (ldirectord turns only the name check off):
+    without the cluster's certificate as its CA file every https check failed and the TLS
+    group's real servers were quiesced (dual-stack suite, 2026-12-02)."""
+    units = Path(__file__).parents[2] / "images/director/mkosi.extra/etc/systemd/system"
+    for unit in ("ldirectord.service.d", "heartbeat.service.d"):
+        assert f"Environment=SSL_CERT_FILE={contract.TLS_CERT}\n" in (units / unit / "appliance.conf").read_text()
 
 
 def test_a_real_servers_seed_carries_it_and_first_boot_refuses_a_seed_without(cluster, tmp_path):
@@ -60,9 +70,12 @@ def test_a_real_servers_seed_carries_it_and_first_boot_refuses_a_seed_without(cl
         seed.appliance(cluster, cluster.node("app1"), None)
     data = seed.appliance(cluster, cluster.node("app1"), None, None, made)
     assert data["tls"] == {"cert": made.cert, "key": made.key}
-    assert "tls" not in seed.appliance(cluster, cluster.node("lvs-a"), "x" * 32, None, made)
+    director = seed.appliance(cluster, cluster.node("lvs-a"), "3f9a1c5e7b2d4086" * 4, None, made)
+    assert director["tls"] == {"cert": made.cert}  # never the key
     files = configure.files_for(configure.seed_from(data, "i-1", "realserver"))
     assert files[contract.TLS_KEY].content == made.key
+    files = configure.files_for(configure.seed_from(director, "i-2", "director"))
+    assert files[contract.TLS_CERT].content == made.cert and contract.TLS_KEY not in files
     del data["tls"]
     with pytest.raises(configure.SeedError, match="no usable certificate for app1"):
         configure.seed_from(data, "i-1", "realserver")
