@@ -260,7 +260,7 @@ def node_files(cluster: Cluster, node: Node, secret: str | None,
                host_key: tuple[str, str] | None = None, tls: tuple[str, str] | None = None) -> dict[str, File]:
     """Every file that makes an image into `node`; the secret is needed on directors only, the
     host key (from the seed) where the profile gives SSH keys, the TLS certificate and key
-    (cert, key) on real servers where a service's ports include 443."""
+    (cert, key; a director uses the certificate alone) where a service's ports include 443."""
     sysctl = SYSCTL_DIRECTOR if node.is_director else SYSCTL_REALSERVER
     render = _renderer(cluster, node, sysctl_path=sysctl)
     files = {

@@ -4,11 +4,12 @@ A service whose ports include contract.TLS_PORT (e.g. the 80 + 443 group) is ans
 by every real server, all with one certificate: IPVS direct routing hands the client's
 connection to whichever real server it picks, so each must present the same identity. The
 builder makes it once per cluster (ECDSA P-256, self-signed, ten years: an appliance runs for
-years), keeps it next to the cluster's secret (``.secrets/<cluster>.tls/``, key 0600), puts it on
-the real servers' seeds, and clients trust that file (``curl --cacert .secrets/NAME.tls/cluster.crt``).
+years), keeps it next to the cluster's secret (``.secrets/<cluster>.tls/``, key 0600), puts it
+with its key on the real servers' seeds and alone on the directors' (their https checks trust
+it as their CA), and clients trust that file (``curl --cacert .secrets/NAME.tls/cluster.crt``).
 Its names are the cluster's domain names and every VIP; a VIP added later makes a new one.
-Bring your own by putting ``cluster.crt`` and ``cluster.key`` there (they are used as they are,
-as long as they name every VIP).
+Bring your own by putting a self-signed ``cluster.crt`` and its ``cluster.key`` there (used as
+they are while they name every VIP).
 """
 from __future__ import annotations
 
