@@ -94,7 +94,6 @@ HAWATCH_GRACE = 20.0         # seconds after a (re)start before probes count (TC
 HAWATCH_RESTARTS = 3         # restarts allowed within HAWATCH_WINDOW; then it gives the VIP up
 HAWATCH_WINDOW = 600.0
 HAWATCH_CURED = 30.0         # seconds of one VIP holder and an answering stack after a step-out: a cure
-HEARTBEAT_OWN_HEALING = 30.0  # s heartbeat heals a partition its own way in (the taker gives up, restarts)
 HAWATCH_SYNC_AFTER = 5.0     # seconds the master sync daemon may run apart from the VIP (a transition)
 # words of its journal lines (syslog identifier HAWATCH_TAG) that the lab and bench count
 HAWATCH_TAG = "ha-watchdog"

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 from typing import Any
 
-from builder import contract, sshkeys
+from builder import sshkeys
 from builder.errors import ApplianceError
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq")
@@ -369,15 +369,6 @@ class Heartbeat(_Limits):
         """How long a takeover may take before a test or the bench calls it failed: the verdict,
         then heartbeat's resource scripts (tens of seconds of shell under TCG)."""
         return self.deadtime_s * 4 + 60
-
-    @property
-    def duplicate_limit(self) -> float:
-        """heartbeat heals most partitions itself, and the watchdog must not heal the same one
-        from the other side: the director that took over sees its peer "returning after
-        partition", gives every resource up (10-25 s of resource scripts under TCG) and
-        restarts, while the returning one keeps the VIP. Stepping that one out as well left no
-        holder for ~30 s an event (docs/split-brain.md). So the step-out waits that long more."""
-        return super().duplicate_limit + contract.HEARTBEAT_OWN_HEALING
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""ARP on the cluster LAN, for the HA watchdog: who else answers for a VIP. (Telling the LAN
-that this director has it is send_arp's and send_ua's job: hawatch.announce.)
+"""ARP on the cluster LAN, for the HA watchdog: who else answers for a VIP, and telling the LAN
+that this director has it.
 
 A duplicate-address probe (RFC 5227: sender IP 0.0.0.0, so no neighbour learns anything from
 it) is answered by every host that has the VIP on that segment's interface, and by no real
@@ -54,3 +54,14 @@ def other_holder(iface: str, ip: str, timeout: float = 0.3) -> str | None:
                 return sha.hex(":")
     return None
 
+
+def announce(iface: str, ip: str, count: int = 3, gap: float = 0.2) -> None:
+    """Gratuitous ARP requests for `ip` from this interface: every neighbour that has an entry
+    for it (pointing at the director that gave it up) updates it to this one."""
+    addr = IPv4Address(ip).packed
+    with _open(iface) as sock:
+        frame = _frame(_mac(sock), REQUEST, addr, addr)
+        for i in range(count):
+            if i:
+                time.sleep(gap)
+            sock.send(frame)

@@ -259,12 +259,8 @@ class Vacancy:
 
 def claims_vip(stack: str, state: str) -> bool:
     """The stack believes this director is the one to hold the VIP: heartbeat holds a resource
-    group (rscstatus local, foreign or all) or is moving one (transition), a VRRP instance is
-    MASTER. A transition is a claim because heartbeat can stay in one for good: its peer
-    restarted while it was taking over ("T_STARTING received during takeover"), a CI run's
-    director sat so for minutes without its VIPs, and only its own restart ends that; the
-    checks' limits are longer than any real transition."""
-    return "MASTER" in state if stack == "keepalived" else state in ("local", "foreign", "all", "transition")
+    group (rscstatus local, foreign or all), a VRRP instance is MASTER."""
+    return "MASTER" in state if stack == "keepalived" else state in ("local", "foreign", "all")
 
 
 def anchor_vip(info: dict) -> str | None:
@@ -524,7 +520,11 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
             + (f"; this one steps out in {dup.limit:.0f} s" if dup.steps_out else
                f"; the peer ({info['peer_address']}, the lower address) steps out in {dup.limit:.0f} s"))
     elif action == "announce":
-        announce(held, info)
+        for vip in held:
+            if c.is_ipv6(vip):
+                announce([vip], info)  # unsolicited neighbour advertisements (send_ua)
+            else:
+                arp.announce(info["interface"], vip)
         log(f"the peer gave the VIP up: announced {', '.join(held)} with gratuitous ARP and neighbour advertisements")
     elif action == "step-out":
         step_out(w, unit, info, log, f"both directors held the VIP for {dup.limit:.0f} s and {info['address']} "
@@ -610,7 +610,7 @@ def watch(log: Callable[[str], None]) -> int:
                 # observed while held too: a vacancy that ended must not count on from where it was
                 empty = not held and other is None and vacant(info, peer_answers)
                 check_vacancy(vacancy, w, unit, info, probe.state, empty, log)
-                wrong = None if other else split_of(
+                wrong = None if other or probe.state == "transition" else split_of(
                     info, held, claims_vip(info["stack"], probe.state), answered_elsewhere)
                 if fix := split.observe(wrong, time.monotonic()):
                     mend_split(fix, info, held, split.limit, log)

@@ -121,7 +121,7 @@ def test_step_outs_share_the_restart_budget_with_hangs():
     assert w.observe(HUNG, 10) == "wait" and w.observe(HUNG, 11) == "give-up" and w.gave_up
 
 
-def test_an_arp_probe_asks_without_telling():
+def test_an_arp_probe_asks_without_telling_and_an_announcement_tells():
     from firstboot import arp
     mac = bytes.fromhex("525400000001")
     probe = arp._frame(mac, arp.REQUEST, b"\0" * 4, bytes([192, 168, 6, 240]))
@@ -288,10 +288,7 @@ def test_a_vip_nobody_holds_restarts_the_claimant_first_then_the_higher_address(
 def test_a_stack_claims_the_vip_in_its_own_terms():
     assert hawatch.claims_vip("heartbeat", "local") and hawatch.claims_vip("heartbeat", "foreign")
     assert hawatch.claims_vip("heartbeat", "all")
-    # heartbeat stuck mid-takeover (its peer restarted meanwhile) holds no VIP and never will:
-    # only its own restart, which the vacancy check gives it, ends that
-    assert hawatch.claims_vip("heartbeat", "transition")
-    assert not any(hawatch.claims_vip("heartbeat", s) for s in ("none", "?"))
+    assert not any(hawatch.claims_vip("heartbeat", s) for s in ("none", "transition", "?"))
     assert hawatch.claims_vip("keepalived", "MASTER") and not hawatch.claims_vip("keepalived", "BACKUP")
     assert not hawatch.claims_vip("keepalived", "FAULT")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import contract, profile
+from builder import profile
 
 HOWTO = Path(__file__).resolve().parents[2] / "profiles" / "howto.toml"
 
@@ -196,15 +196,6 @@ def test_derived_values_are_properties_of_the_model():
     tuned = profile.load(HOWTO.with_name("three-web.toml"))
     assert tuned.heartbeat.deadtime_s == 2 and tuned.heartbeat.ldirectord_on_both
     assert tuned.round == 6 and [n.name for n in tuned.serving] == ["app1", "app2", "app3"]
-
-
-def test_heartbeats_duplicate_limit_leaves_room_for_its_own_partition_healing():
-    """On heartbeat the watchdog's step-out comes after heartbeat's own healing (the taker gives
-    up and restarts), else both let go; VRRP has no such healing of its own to wait for."""
-    hb = profile.load(HOWTO.with_name("dual-stack.toml")).failover
-    vrrp = profile.load(HOWTO.with_name("keepalived.toml")).failover
-    assert hb.duplicate_limit == hb.deadtime_s + 10 + contract.HEARTBEAT_OWN_HEALING
-    assert vrrp.duplicate_limit == vrrp.deadtime_s + 10
 
 
 def test_the_redundant_profile_has_a_link_and_round_trips():
