@@ -41,8 +41,7 @@ def test_measures_every_vip_and_the_first_real_server_straight_in_each_family():
     cluster = SimpleNamespace(spec=spec, segment=segment,
                               client=lambda s, port=None: Client(segment, spec.vip_of(s), port or s.check_port))  # type: ignore[arg-type]
     found = dp.targets(cluster)  # type: ignore[arg-type]
-    # the TLS group is measured on its plain port, like the direct figure
-    assert [t for t, _ in found] == ["VIP 172.20.40.100", "VIP [2001:db8:40::100]", "VIP 172.20.40.101",
+    assert [t for t, _ in found] == ["VIP 172.20.40.100", "VIP [2001:db8:40::100]",
                                      "direct app1 172.20.40.21", "direct app1 [2001:db8:40::21]"]
     assert dp.argv(found[1][1].url("/"), 4, 10) == ["wrk", "-t", "1", "-c", "4", "-d", "10s", "--latency",
                                                     "--timeout", "5s", "http://[2001:db8:40::100]/"]
