@@ -89,3 +89,17 @@ def test_https_checks_go_to_443_and_only_there(service, message):
     with pytest.raises(profile.ProfileError) as e:
         profile.parse(with_services("redundant", service))
     assert message in str(e.value) and 'service = "https"' in str(e.value)
+
+
+def test_the_data_plane_bench_measures_a_tls_group_on_its_plain_port(cluster):
+    """wrk against the direct figure (port 80): a TLS handshake per connection would be a
+    different measurement."""
+    from types import SimpleNamespace
+
+    from lab import bench_dataplane
+    from lab.client import Client
+    segment = object()
+    lab = SimpleNamespace(spec=cluster, segment=segment, client=lambda s, port=None: Client(
+        segment, cluster.vip_of(s), port or s.check_port, Path("cluster.crt")))  # type: ignore[arg-type]
+    urls = [c.url() for _, c in bench_dataplane.targets(lab)]  # type: ignore[arg-type]
+    assert "http://172.20.40.101/" in urls and not [u for u in urls if u.startswith("https")]
