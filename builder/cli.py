@@ -94,7 +94,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
         print(f"{known}: the nodes' host keys (ssh -o UserKnownHostsFile={known} root@NODE)")
     made_tls = tls.load_or_create(cluster, Path(args.secrets))
     if made_tls:
-        print(f"{tls.directory(cluster, Path(args.secrets))}/cluster.crt: the real servers' TLS certificate "
+        print(f"{tls.cert_path(cluster, Path(args.secrets))}: the real servers' TLS certificate "
               "(curl --cacert it)")
     for path in seed.write_seeds(cluster, key, Path(args.out), args.node, host_keys, made_tls):
         print(f"{path}: seed ISO for {path.stem}")

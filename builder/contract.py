@@ -114,6 +114,7 @@ NODE_EXPORTER_UNIT = "prometheus-node-exporter.service"
 # the lab's interval: scrapes piled up and starved the guest (`ls` took 1.5 s)
 NODE_EXPORTER_COLLECTORS = ("ipvs", "textfile", "filesystem", "cpu", "meminfo", "loadavg", "netdev",
                             "diskstats", "time", "uname")
+APACHE_UNIT = "apache2.service"               # every node: the sorry page, the real servers' site
 APACHE_EXPORTER_UNIT = "prometheus-apache-exporter.service"
 NFTABLES_UNIT = "nftables.service"
 NFTABLES_CONF = "/etc/nftables.conf"

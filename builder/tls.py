@@ -39,6 +39,11 @@ def directory(cluster: Cluster, secrets_dir: Path) -> Path:
     return secrets_dir / f"{cluster.name}.tls"
 
 
+def cert_path(cluster: Cluster, secrets_dir: Path) -> Path:
+    """The certificate clients trust (curl --cacert), beside its key."""
+    return directory(cluster, secrets_dir) / "cluster.crt"
+
+
 def names(cluster: Cluster) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
     """What the certificate must name: the cluster's domain names and every VIP."""
     return [cluster.domain, f"*.{cluster.domain}"], list(cluster.vips)
@@ -79,9 +84,9 @@ def load_or_create(cluster: Cluster, secrets_dir: Path) -> Tls | None:
     time and kept, made again when it no longer names every VIP."""
     if not cluster.serves_tls:
         return None
-    where = directory(cluster, secrets_dir)
-    where.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cert, key = where / "cluster.crt", where / "cluster.key"
+    cert = cert_path(cluster, secrets_dir)
+    cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = cert.with_suffix(".key")
     if not (cert.exists() and key.exists() and covers(cert.read_text(), cluster)):
         made = generate(cluster)
         render.write_atomic(key, made.key, 0o600)

@@ -84,8 +84,8 @@ def reload(paths: list[str]) -> list[str]:
         _systemctl("reload", contract.SSH_UNIT)
         told.append("sshd")
     if {contract.APACHE_TLS_SITE, contract.TLS_CERT, contract.TLS_KEY} & set(paths) \
-            and _systemctl("is-active", "--quiet", "apache2.service") == 0:
-        _systemctl("reload", "apache2.service")  # graceful: connections in flight finish
+            and _systemctl("is-active", "--quiet", contract.APACHE_UNIT) == 0:
+        _systemctl("reload", contract.APACHE_UNIT)  # graceful: connections in flight finish
         told.append("apache2")
     for path, unit in ((contract.NFTABLES_CONF, contract.NFTABLES_UNIT),
                        (contract.NODE_EXPORTER_DEFAULTS, contract.NODE_EXPORTER_UNIT),

@@ -191,8 +191,8 @@ def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
 def services(seed: Seed) -> tuple[str, ...]:
     """The units that must be active for the node to be ready."""
     if not seed.node.is_director:
-        return ("apache2.service",)
-    return ("keepalived.service" if seed.cluster.keepalived else "heartbeat.service", "apache2.service")
+        return (contract.APACHE_UNIT,)
+    return ("keepalived.service" if seed.cluster.keepalived else "heartbeat.service", contract.APACHE_UNIT)
 
 
 def set_units(seed: Seed, root: Path = Path("/")) -> set[str]:

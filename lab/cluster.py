@@ -268,7 +268,7 @@ class Cluster:
     @property
     def cacert(self) -> Path | None:
         """The real servers' TLS certificate (builder/tls.py), for HTTPS clients; None without TLS."""
-        return tls.directory(self.spec, self.workdir / "secrets") / "cluster.crt" if self.spec.serves_tls else None
+        return tls.cert_path(self.spec, self.workdir / "secrets") if self.spec.serves_tls else None
 
     def client(self, service: profile.Service, port: int | None = None) -> Client:
         """A client of one service: its VIP (IPv4 or IPv6), its port or the given one of its group."""

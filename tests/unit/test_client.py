@@ -25,7 +25,7 @@ def test_port_443_is_https_trusting_the_clusters_certificate_only(tmp_path):
     from tests.unit.test_tls import TLS_SITE
     from tests.variants import with_services
     cluster = profile.parse(with_services("redundant", TLS_SITE))
-    cert = tls.directory(cluster, tmp_path) / "cluster.crt"
+    cert = tls.cert_path(cluster, tmp_path)
     tls.load_or_create(cluster, tmp_path)
     client = Client(None, IPv4Address("172.20.40.101"), 443, cert)  # type: ignore[arg-type]
     assert client.url("/x") == "https://172.20.40.101/x" and client.curl_tls() == ["--cacert", str(cert)]

@@ -32,7 +32,7 @@ def test_the_certificate_names_every_vip_and_is_kept(cluster, tmp_path):
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.IPAddress)) == {ip_address("172.20.40.100"), ip_address("172.20.40.101")}
     assert cluster.domain in san.get_values_for_type(x509.DNSName)
-    key = tls.directory(cluster, tmp_path) / "cluster.key"
+    key = tls.cert_path(cluster, tmp_path).with_suffix(".key")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert tls.load_or_create(cluster, tmp_path) == made  # re-seeding keeps it
     # a VIP added later is not named by the old one: a new certificate
