@@ -481,18 +481,18 @@ def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = Tru
 
 
 def duplicate_of(info: dict) -> tuple[list[str], str | None]:
-    """(the VIPs this director holds, the MAC of another host answering for one, or None). ARP
-    asks for the IPv4 VIPs only: every VIP moves with the one stack, so a second holder of any
-    holds an IPv4 one too (a profile of IPv6 VIPs alone has no such probe)."""
-    held = held_vips(info)
-    for vip in (v for v in held if ":" not in v):
-        try:
-            other = arp.other_holder(info["interface"], vip)
-        except OSError:
-            continue
-        if other:
-            return held, other
-    return held, None
+    """(the VIPs this director holds, the MAC of another host answering for the first IPv4 VIP
+    while this director holds it too, or None). Every VIP moves with the one stack, so two
+    holders of the VIPs both hold that one; a second IPv4 VIP answered elsewhere alone is a split
+    (class Split), not a second master: a CI run (session 24) stepped the standby out over one
+    instead of dropping its strays. A profile of IPv6 VIPs alone has no such probe."""
+    held, anchor = held_vips(info), anchor_vip(info)
+    if anchor is None or anchor not in held:
+        return held, None
+    try:
+        return held, arp.other_holder(info["interface"], anchor)
+    except OSError:  # the NIC is down (a cut cable): nobody is heard
+        return held, None
 
 
 def write_file(path: Path, text: str) -> None:
@@ -610,7 +610,9 @@ def watch(log: Callable[[str], None]) -> int:
                 # observed while held too: a vacancy that ended must not count on from where it was
                 empty = not held and other is None and vacant(info, peer_answers)
                 check_vacancy(vacancy, w, unit, info, probe.state, empty, log)
-                wrong = None if other or probe.state == "transition" else split_of(
+                # a stack in transition (heartbeat's rscstatus) claims nothing, so it is never
+                # completed, but its strays are dropped: a heartbeat sat in it for minutes (CI)
+                wrong = None if other else split_of(
                     info, held, claims_vip(info["stack"], probe.state), answered_elsewhere)
                 if fix := split.observe(wrong, time.monotonic()):
                     mend_split(fix, info, held, split.limit, log)

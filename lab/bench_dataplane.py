@@ -18,6 +18,7 @@ from lab.cluster import Cluster
 
 CONNECTIONS = (1, 4, 16)
 SECONDS = 10
+PINGS = 100  # per hop: where the time goes (one TCG guest's round trip), 20 ms apart
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -71,6 +72,34 @@ def targets(cluster: Cluster) -> list[tuple[str, Client]]:
     return [(f"{kind} {client.url('').split('://', 1)[1]}", client) for kind, client in found]
 
 
+def ping_p50(text: str) -> float:
+    """The median round trip (ms) of ping's per-reply lines; raises if none came back."""
+    times = sorted(float(t) for t in re.findall(r"time=([\d.]+) ms", text))
+    if not times:
+        raise LabError(f"ping had no reply: {text.strip().splitlines()[-1] if text.strip() else 'no output'}")
+    return times[len(times) // 2]
+
+
+def hops(cluster: Cluster, count: int = PINGS) -> dict[str, float]:
+    """Where a VIP's extra time goes: the median ping round trip from the client to the active
+    director and to the direct figure's real server, per family. A request through a VIP crosses
+    the director once (in and out of its NIC, as a ping does) before the real server's own path,
+    so VIP p50 - direct p50 near the director's round trip means the cost is that TCG guest's
+    packet path, not IPVS's lookup."""
+    spec, segment, active = cluster.spec, cluster.segment, cluster.active_director()
+    assert segment is not None, "the cluster is not booted"
+    director, real = spec.node(active.name), spec.real_servers[0]
+    found = {}
+    for family, pairs in (("IPv4", ((director.name, director.address), (real.name, real.address))),
+                          ("IPv6", ((director.name, director.address6), (real.name, real.address6)))):
+        for name, address in pairs:
+            if address is not None and any(v.version == address.version for v in spec.vips):
+                out = segment.run("ping", "-n", "-c", str(count), "-i", "0.02", "-W", "1", str(address),
+                                  check=False, timeout=count + 10)
+                found[f"{family} {name}"] = ping_p50(out.stdout)
+    return found
+
+
 def table(points: list[Point]) -> list[str]:
     """Per family and connection count: each VIP against the direct figure, p50 ratio last."""
     lines = ["| family | conns | target | req/s | p50 ms | p99 ms | errors | p50 VIP/direct |", "|---" * 8 + "|"]
@@ -106,5 +135,7 @@ def dataplane_profile(profile_path: Path, accel: str, seconds: float, out: Path)
                 points.append(point)
                 print(f"[{name}] {point.family} {connections} conns {target}: {point.rps:.0f} req/s, "
                       f"p50 {point.p50_ms:.2f} ms, p99 {point.p99_ms:.2f} ms, {point.errors} errors", flush=True)
+        rtt = hops(cluster)
     print("\n".join(f"[{name}] {line}" for line in table(points)), flush=True)
-    return {"profile": name, "seconds": seconds, "points": [asdict(p) for p in points]}
+    print(f"[{name}] ping p50 from the client (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in rtt.items()), flush=True)
+    return {"profile": name, "seconds": seconds, "points": [asdict(p) for p in points], "ping_p50_ms": rtt}

@@ -42,6 +42,23 @@ def ipvs_weights(director, cluster) -> dict[str, int]:
     return weights
 
 
+def persistence_template(director, client: str) -> tuple[int, str]:
+    """(seconds left, real server) of a client's persistence template in `ipvsadm -L -n -c`: the
+    entry in state NONE with port 0 that sends every connection of the client's to one server."""
+    for line in director.succeed("ipvsadm -L -n -c").splitlines():
+        parts = line.split()
+        if len(parts) == 6 and parts[2] == "NONE" and parts[3].rsplit(":", 1)[0].strip("[]") == client:
+            minutes, _, seconds = parts[1].partition(":")
+            return int(minutes) * 60 + int(seconds), parts[5].rsplit(":", 1)[0].strip("[]")
+    raise AssertionError(f"{director.name}: no persistence template for {client} in ipvsadm -L -n -c")
+
+
+def client_address(cluster, service) -> str:
+    """The lab client's source address towards a service's VIP (its family's)."""
+    seg = cluster.segment
+    return seg.client_address6 if cluster.spec.vip_of(service).version == 6 else seg.client_address
+
+
 def measure_outage(cluster, timeout: float, service=None) -> tuple[float, int]:
     """Request a service's VIP (the web service's by default) until it answers again; (seconds
     without service, failed requests)."""
@@ -218,6 +235,14 @@ def test_3_the_site_loads_in_a_browser_and_the_scheduler_shares_it_out(cluster):
                 also = other.servers(period)
                 print(f"{other.url()}: {' '.join(map(str, also))}")
                 assert set(also) == set(counts), (other.url(), also, "persistence across the group", answered)
+            # until the timeout: the active's IPVS keeps the client's template, counting down from it
+            (server,) = counts
+            left, to = persistence_template(cluster.active_director(), client_address(cluster, service))
+            print(f"{cluster.active_director().name}: the client's template for {client.url()} sends it to "
+                  f"{to} for {left} s more (persistent {service.persistent} s)")
+            node, v6 = spec.node(server), spec.vip_of(service).version == 6
+            assert to == str(node.address6 if v6 else node.address), (to, server)
+            assert service.persistent - 120 < left <= service.persistent, (left, service.persistent)
         elif service.scheduler in ("rr", "wrr"):  # any two rounds in a row: each server its share
             assert counts == Counter({name: 2 * k for name, k in share.items()}), (client.url(), answered)
             assert answered[:period] == answered[period:], f"{client.url()}: not periodic: {answered}"

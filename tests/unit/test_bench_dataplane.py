@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import pytest
 
 from builder import profile
+from builder.errors import LabError
 from lab import bench_dataplane as dp
 from lab.client import Client
 from lab.paths import ROOT
@@ -41,7 +42,8 @@ def test_measures_every_vip_and_the_first_real_server_straight_in_each_family():
     cluster = SimpleNamespace(spec=spec, segment=segment,
                               client=lambda s, port=None: Client(segment, spec.vip_of(s), port or s.check_port))  # type: ignore[arg-type]
     found = dp.targets(cluster)  # type: ignore[arg-type]
-    assert [t for t, _ in found] == ["VIP 172.20.40.100", "VIP [2001:db8:40::100]",
+    # the TLS group is measured on its plain port, like the direct figure
+    assert [t for t, _ in found] == ["VIP 172.20.40.100", "VIP [2001:db8:40::100]", "VIP 172.20.40.101",
                                      "direct app1 172.20.40.21", "direct app1 [2001:db8:40::21]"]
     assert dp.argv(found[1][1].url("/"), 4, 10) == ["wrk", "-t", "1", "-c", "4", "-d", "10s", "--latency",
                                                     "--timeout", "5s", "http://[2001:db8:40::100]/"]
@@ -60,3 +62,11 @@ def test_the_table_gives_each_vip_its_p50_against_the_direct_figure_of_the_same_
     assert rows[2].endswith("| 1.20 |")     # 3.0 / 2.5
     assert rows[3].endswith("|  |")          # the direct figure itself
     assert rows[4].endswith("|  |")          # no IPv6 direct figure at 4 connections
+
+
+def test_the_hop_figure_is_the_median_reply_and_no_reply_says_so():
+    text = "".join(f"64 bytes from 172.20.40.11: icmp_seq={i} ttl=64 time={t} ms\n"
+                   for i, t in enumerate((0.9, 3.2, 0.7, 1.1, 0.8)))
+    assert dp.ping_p50(text) == 0.9
+    with pytest.raises(LabError, match="no reply"):
+        dp.ping_p50("5 packets transmitted, 0 received, 100% packet loss\n")

@@ -391,3 +391,26 @@ def test_mending_a_split_adds_ipv6_without_dad_and_announces_or_drops_the_strays
     hawatch.mend_split(("drop", ["2001:db8:40::100"]), info, ["2001:db8:40::100"], 12, said.append)
     assert ran == [["ip", "addr", "del", "2001:db8:40::100/64", "dev", "eth0"]] and announced == [["2001:db8:40::100"]]
     assert "dropped" in said[1] and "172.20.40.100" in said[1]
+
+
+def test_only_the_first_ipv4_vip_answered_elsewhere_makes_a_second_master(monkeypatch):
+    """A CI run (session 24): the IPv6 VIP and a second IPv4 one moved to the standby; the
+    active's split repair added them back, ARP then heard the standby on 172.20.40.101, and the
+    standby was stepped out as a second master instead of dropping its strays."""
+    info = {"interface": "eth0", "vips": ["172.20.40.100", "2001:db8:40::100", "172.20.40.101"]}
+    answers = {"172.20.40.100": None, "172.20.40.101": "52:54:00:14:28:0c"}
+    asked = []
+    monkeypatch.setattr(hawatch.arp, "other_holder", lambda iface, ip: asked.append(ip) or answers[ip])
+    monkeypatch.setattr(hawatch, "held_vips", lambda i: list(i["vips"]))
+    assert hawatch.duplicate_of(info) == (info["vips"], None) and asked == ["172.20.40.100"]
+    # the standby's strays: it does not hold the anchor, so it asks nothing and is no second master
+    monkeypatch.setattr(hawatch, "held_vips", lambda i: ["2001:db8:40::100", "172.20.40.101"])
+    asked.clear()
+    assert hawatch.duplicate_of(info) == (["2001:db8:40::100", "172.20.40.101"], None) and asked == []
+    # its split check drops them, whatever its stack's state (a heartbeat in transition claims nothing)
+    assert hawatch.split_of(info, ["2001:db8:40::100", "172.20.40.101"], False,
+                            lambda vip: vip == "172.20.40.100") == ("drop", ["2001:db8:40::100", "172.20.40.101"])
+    # both hold the anchor: a second master
+    answers["172.20.40.100"] = "52:54:00:14:28:0d"
+    monkeypatch.setattr(hawatch, "held_vips", lambda i: list(i["vips"]))
+    assert hawatch.duplicate_of(info) == (info["vips"], "52:54:00:14:28:0d")

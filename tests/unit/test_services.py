@@ -212,4 +212,5 @@ def test_the_lab_counts_a_split_of_the_vips_as_two_holders(tmp_path, monkeypatch
 def test_lint_says_how_many_services_and_every_vip(capsys):
     from builder import cli
     assert cli.main(["lint", "profiles/dual-stack.toml"]) == 0
-    assert capsys.readouterr().out.strip().endswith("ok (4 nodes, 2 services, VIPs 172.20.40.100, 2001:db8:40::100)")
+    assert capsys.readouterr().out.strip().endswith(
+        "ok (4 nodes, 3 services, VIPs 172.20.40.100, 2001:db8:40::100, 172.20.40.101)")
