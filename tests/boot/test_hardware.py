@@ -117,6 +117,8 @@ def test_boots_to_ready_with_its_address_and_a_grown_root(matrix, title):
     # and checked before it was mounted read-write (an appliance loses power; trixie's images
     # once had no fsck.ext4 and systemd-fsck skipped the check with a line in the journal)
     assert "clean," in vm.succeed("journalctl -b -o cat -u systemd-fsck-root.service")
+    # a root disk slower than systemd's 90 s (a loaded host, a SAS HBA's scan) is waited for
+    assert vm.succeed("systemctl show -p DefaultDeviceTimeoutUSec --value").strip() == "5min"
 
 
 def test_the_pinned_address_is_on_the_nic_with_that_mac(matrix):
