@@ -30,7 +30,8 @@ FILES = {"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf",
 TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat",  # socat: `up`'s browser forward
               "prometheus": "prometheus", "promtool": "prometheus",  # the lab's Prometheus, the rules' tests
               "/lib/systemd/systemd-journal-remote": "systemd-journal-remote",  # the lab's log receiver
-              "wrk": "wrk"}  # `make bench DATAPLANE=1`: requests/s and latency through a VIP
+              "wrk": "wrk",  # `make bench DATAPLANE=1`: requests/s and latency through a VIP
+              "ping": "iputils-ping"}  # and the round trips that say where its time goes
 # per host release: what its own suite has too old (later releases have all of it)
 # grub: mkosi runs the host's grub-mkimage over the image's i386-pc modules; trixie's are 2.12;
 # systemd-journal-remote: it must match the libsystemd-shared that backports' systemd-boot brought;

@@ -96,7 +96,7 @@ def hops(cluster: Cluster, count: int = PINGS) -> dict[str, float]:
             if address is not None and any(v.version == address.version for v in spec.vips):
                 out = segment.run("ping", "-n", "-c", str(count), "-i", "0.02", "-W", "1", str(address),
                                   check=False, timeout=count + 10)
-                found[f"{family} {name}"] = ping_p50(out.stdout)
+                found[f"{family} {name}"] = ping_p50(out.stdout + out.stderr)
     return found
 
 
