@@ -487,12 +487,16 @@ def duplicate_of(info: dict) -> tuple[list[str], str | None]:
     (class Split), not a second master: a CI run (session 24) stepped the standby out over one
     instead of dropping its strays. A profile of IPv6 VIPs alone has no such probe."""
     held, anchor = held_vips(info), anchor_vip(info)
-    if anchor is None or anchor not in held:
-        return held, None
+    return held, (holder_of(info, anchor) if anchor in held else None)
+
+
+def holder_of(info: dict, address: str) -> str | None:
+    """The MAC of another host answering ARP for `address` on the cluster NIC; None when nobody
+    does or the NIC is down (a cut cable: nobody is heard; the watch goes on)."""
     try:
-        return held, arp.other_holder(info["interface"], anchor)
-    except OSError:  # the NIC is down (a cut cable): nobody is heard
-        return held, None
+        return arp.other_holder(info["interface"], address)
+    except OSError:
+        return None
 
 
 def write_file(path: Path, text: str) -> None:
@@ -570,10 +574,7 @@ def watch(log: Callable[[str], None]) -> int:
     split = Split(info["duplicate_limit"])
 
     def answered_elsewhere(address: str) -> bool:
-        try:
-            return arp.other_holder(info["interface"], address) is not None
-        except OSError:  # the NIC is down (a cut cable): nobody is heard; the watch goes on
-            return False
+        return holder_of(info, address) is not None
 
     def peer_answers() -> bool:
         return answered_elsewhere(info["peer_address"])

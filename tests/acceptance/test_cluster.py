@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from collections import Counter
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 
@@ -42,22 +43,22 @@ def ipvs_weights(director, cluster) -> dict[str, int]:
     return weights
 
 
-def persistence_template(director, client: str) -> tuple[int, str]:
+def persistence_template(director, client: IPv4Address | IPv6Address) -> tuple[int, str]:
     """(seconds left, real server) of a client's persistence template in `ipvsadm -L -n -c`: the
     entry with source port 0 (state NONE, ASSURED once a connection used it: kernel >= 5.9) that
     sends every connection of the client's to one server."""
     for line in director.succeed("ipvsadm -L -n -c").splitlines():
         parts = line.split()
-        if len(parts) == 6 and parts[3].rsplit(":", 1) == [f"[{client}]" if ":" in client else client, "0"]:
+        if len(parts) == 6 and parts[3].rsplit(":", 1) == [render.bracketed(client), "0"]:
             minutes, _, seconds = parts[1].partition(":")
             return int(minutes) * 60 + int(seconds), parts[5].rsplit(":", 1)[0].strip("[]")
     raise AssertionError(f"{director.name}: no persistence template for {client} in ipvsadm -L -n -c")
 
 
-def client_address(cluster, service) -> str:
-    """The lab client's source address towards a service's VIP (its family's)."""
+def client_address(cluster, version: int) -> IPv4Address | IPv6Address:
+    """The lab client's source address towards a VIP of IP `version`."""
     seg = cluster.segment
-    return seg.client_address6 if cluster.spec.vip_of(service).version == 6 else seg.client_address
+    return ip_address(seg.client_address6 if version == 6 else seg.client_address)
 
 
 def measure_outage(cluster, timeout: float, service=None) -> tuple[float, int]:
@@ -238,11 +239,12 @@ def test_3_the_site_loads_in_a_browser_and_the_scheduler_shares_it_out(cluster):
                 assert set(also) == set(counts), (other.url(), also, "persistence across the group", answered)
             # until the timeout: the active's IPVS keeps the client's template, counting down from it
             (server,) = counts
-            left, to = persistence_template(cluster.active_director(), client_address(cluster, service))
-            print(f"{cluster.active_director().name}: the client's template for {client.url()} sends it to "
+            active, version = cluster.active_director(), client.host.version
+            left, to = persistence_template(active, client_address(cluster, version))
+            print(f"{active.name}: the client's template for {client.url()} sends it to "
                   f"{to} for {left} s more (persistent {service.persistent} s)")
-            node, v6 = spec.node(server), spec.vip_of(service).version == 6
-            assert to == str(node.address6 if v6 else node.address), (to, server)
+            node = spec.node(server)
+            assert to == str(node.address6 if version == 6 else node.address), (to, server)
             assert service.persistent - 120 < left <= service.persistent, (left, service.persistent)
         elif service.scheduler in ("rr", "wrr"):  # any two rounds in a row: each server its share
             assert counts == Counter({name: 2 * k for name, k in share.items()}), (client.url(), answered)
