@@ -7,7 +7,7 @@ over. So this asks each stack, every HAWATCH_INTERVAL seconds, in the stack's ow
 
 - keepalived: SIGUSR1 to the VRRP process, which must write its state dump (the event loop
   that sends adverts is the one that writes it) within HAWATCH_PROBE_TIMEOUT;
-- heartbeat: `cl_status hbstatus` over heartbeat's API socket, within the same time.
+- heartbeat: `cl_status rscstatus` over heartbeat's API socket, within the same time.
 
 Only a probe that gets *no answer in time* is a miss: a refusal (the daemon is between two
 instances: heartbeat re-executing itself, keepalived respawning its child) is systemd's and the
@@ -74,12 +74,16 @@ def run(argv: list[str], timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> subprocess
         return None
 
 
+_STARTED: dict[Path, int] = {}  # /proc/PID -> its start in clock ticks since boot (never changes)
+
+
 def unit_active_for(unit: str, cgroups: Path = Path("/sys/fs/cgroup/system.slice"),
                     proc: Path = Path("/proc")) -> float | None:
     """Seconds since `unit` started (its oldest process's start); None when it has no process
     (stopped on purpose, failed). Read from its cgroup and /proc, not `systemctl show`: that
     costs a process and a D-Bus call to PID 1 every second (a tenth of a TCG director's CPU,
-    and under load it timed out and read a serving director as stopped)."""
+    and under load it timed out and read a serving director as stopped). Each process's start
+    is read once."""
     try:
         pids = (cgroups / unit / "cgroup.procs").read_text().split()
         uptime = float((proc / "uptime").read_text().split()[0])
@@ -87,10 +91,15 @@ def unit_active_for(unit: str, cgroups: Path = Path("/sys/fs/cgroup/system.slice
         return None
     starts = []
     for pid in pids:
-        try:  # field 22, after the command in parentheses: start time in clock ticks since boot
-            starts.append(int((proc / pid / "stat").read_text().rpartition(")")[2].split()[19]))
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
+        path = proc / pid
+        if (start := _STARTED.get(path)) is None:
+            try:  # field 22, after the command in parentheses: start time in clock ticks since boot
+                start = _STARTED[path] = int((path / "stat").read_text().rpartition(")")[2].split()[19])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+        starts.append(start)
+    if len(_STARTED) > 4096:  # the units' processes come and go: forget the old ones now and then
+        _STARTED.clear()
     return uptime - min(starts) / CLOCK_TICKS if starts else None
 
 
@@ -130,15 +139,16 @@ def probe_keepalived(timeout: float = c.HAWATCH_PROBE_TIMEOUT, dump: Path = Path
 
 
 def probe_heartbeat(timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> Probe:
-    """heartbeat's own status interface: its API socket answers cl_status."""
-    hb = run(["cl_status", "hbstatus"], timeout)
-    if hb is None:
-        return Probe(False, True, "HUNG", f"cl_status hbstatus got no answer within {timeout:.0f} s")
-    if hb.returncode != 0:
-        return Probe(False, False, "ABSENT", (hb.stdout + hb.stderr).strip() or f"cl_status exit {hb.returncode}")
+    """heartbeat's own status interface: its API socket answers cl_status. One call a probe:
+    rscstatus signs on as hbstatus does (and fails as it does when heartbeat is down). Each
+    call is a fork and an API client registration in heartbeat's main loop, which under TCG
+    took up to 50 ms ("Dispatch function for client registration took too long")."""
     rsc = run(["cl_status", "rscstatus"], timeout)
-    state = rsc.stdout.strip() if rsc and rsc.returncode == 0 else "?"
-    return Probe(True, False, state, "heartbeat API: rscstatus")
+    if rsc is None:
+        return Probe(False, True, "HUNG", f"cl_status rscstatus got no answer within {timeout:.0f} s")
+    if rsc.returncode != 0 or not rsc.stdout.strip():
+        return Probe(False, False, "ABSENT", (rsc.stdout + rsc.stderr).strip() or f"cl_status exit {rsc.returncode}")
+    return Probe(True, False, rsc.stdout.strip(), "heartbeat API: rscstatus")
 
 
 STACKS: dict[str, tuple[str, Callable[[], Probe]]] = {

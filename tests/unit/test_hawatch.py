@@ -414,3 +414,23 @@ def test_only_the_first_ipv4_vip_answered_elsewhere_makes_a_second_master(monkey
     answers["172.20.40.100"] = "52:54:00:14:28:0d"
     monkeypatch.setattr(hawatch, "held_vips", lambda i: list(i["vips"]))
     assert hawatch.duplicate_of(info) == (info["vips"], "52:54:00:14:28:0d")
+
+
+def test_heartbeat_is_probed_with_one_api_call(monkeypatch):
+    """rscstatus alone: it signs on as hbstatus would, so a silent heartbeat is a hang, a
+    refused sign-on an absence, and an answer carries the state."""
+    class Done:
+        def __init__(self, stdout="", returncode=0, stderr=""):
+            self.stdout, self.returncode, self.stderr = stdout, returncode, stderr
+    answers = iter([None, Done("", 2, "Cannot signon with heartbeat"), Done("transition\n")])
+    asked = []
+
+    def run(argv, timeout):
+        asked.append(argv)
+        return next(answers)
+    monkeypatch.setattr(hawatch, "run", run)
+    hung, absent, up = (hawatch.probe_heartbeat() for _ in range(3))
+    assert hung.hung and not hung.answering
+    assert not absent.hung and not absent.answering and "signon" in absent.detail
+    assert up.answering and up.state == "transition"
+    assert asked == [["cl_status", "rscstatus"]] * 3

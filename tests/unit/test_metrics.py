@@ -67,3 +67,26 @@ def test_a_keepalived_master_asks_the_lan_for_its_peer():
     backup = metrics.Collector({"stack": "keepalived", "vips": []}, lambda argv: Out(), lambda: False)
     assert backup.sample("BACKUP", True, [], 0, False).peer_heard
     assert backup.peer_heard_at is not None and c.peer_heard_at is None
+
+
+def test_late_heartbeats_are_counted_from_where_the_last_read_ended():
+    """Each read asks the journal only for heartbeat's lines after the last cursor and adds
+    what it finds, instead of searching the whole boot's journal again."""
+    asked, journal = [], iter([
+        "info: Link lvs-b:eth0 up.\nWARN: Late heartbeat: Node lvs-b: interval 1100 ms\n-- cursor: s=1;i=5\n",
+        "WARN: Late heartbeat: Node lvs-b: interval 1300 ms\nCRIT: Late heartbeat: Node lvs-b: interval 1800 ms"
+        "\n-- cursor: s=1;i=9\n",
+        "",  # nothing new: no cursor line, the last one stays
+        "WARN: Late heartbeat: Node lvs-b: interval 1050 ms\n-- cursor: s=1;i=12\n"])
+
+    def run(argv):
+        if argv[0] == "journalctl":
+            asked.append(next((a for a in argv if a.startswith("--after-cursor=")), None))
+            return Out(next(journal))
+        return Out("active\n")
+    c = metrics.Collector({"stack": "heartbeat", "peer": "lvs-b", "vips": []}, run, lambda: True)
+    counts = []
+    for _ in range(4 * metrics.Collector.EVERY):
+        counts.append(c.sample("all", True, [], 0, False).late_heartbeats)
+    assert counts[::metrics.Collector.EVERY] == [1, 3, 3, 4]
+    assert asked == [None, "--after-cursor=s=1;i=5", "--after-cursor=s=1;i=9", "--after-cursor=s=1;i=9"]

@@ -72,11 +72,18 @@ def test_the_kernels_own_table_reads_as_ipvsadm_does():
 
 
 def test_sync_daemons_are_found_by_their_kernel_threads(tmp_path):
-    for pid, name in ((1, "systemd"), (77, "ipvs-b:0:0"), (78, "ipvs-m:0:0")):
+    for pid, name in ((1, "systemd"), (2, "kthreadd"), (77, "ipvs-b:0:0"), (78, "ipvs-m:0:0"), (79, "ipvs-e:0:0")):
         (tmp_path / str(pid)).mkdir()
         (tmp_path / str(pid) / "comm").write_text(name + "\n")
+    assert status.sync_threads(tmp_path) == ["master", "backup"]  # no children list: every process
+    children = tmp_path / "2/task/2/children"
+    children.parent.mkdir(parents=True)
+    children.write_text("77 78 79 ")
+    (tmp_path / "1" / "comm").unlink()  # kthreadd's children only
     assert status.sync_threads(tmp_path) == ["master", "backup"]
-    (tmp_path / "78" / "comm").write_text("kworker/0:1\n")
+    children.write_text("77 79 ")  # the master stopped: its thread is gone
+    assert status.sync_threads(tmp_path) == ["backup"]
+    (tmp_path / "77" / "comm").write_text("unreadable now\n")  # a thread's name is read once
     assert status.sync_threads(tmp_path) == ["backup"]
 
 
