@@ -22,7 +22,8 @@ profile's duplicate_limit (an ARP probe answered by the peer) makes the one with
 address step out the same way (class Duplicate says why), within the same restart budget; both
 up and neither holding it for longer than its vacancy_limit restarts the stack that claims it
 (class Vacancy); one director holding some VIPs and the other the rest is healed towards the
-holder of the first IPv4 VIP (class Split). A step-out followed by a healthy spell cured its
+holder of the first IPv4 VIP (class Split); a heartbeat stuck in a transition while its peer
+serves is restarted (class Stuck). A step-out followed by a healthy spell cured its
 duplicate (or vacancy) and gives its place back (Watch.settled).
 
 And the IPVS master sync daemon must run where the VIP is: each stack starts and stops it once
@@ -296,6 +297,37 @@ def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
     except OSError:  # the NIC is down: a cut cable, the stack's business
         return False
     return peer_answers()
+
+
+@dataclass
+class Stuck:
+    """heartbeat 3.0.6 can sit in rscstatus "transition" for good: a fresh heartbeat whose peer
+    restarted during its takeover logs `T_STARTING received during takeover` and never finishes
+    it (CI, sessions 24 and 25: for the rest of the run). It answers every probe, claims nothing
+    and holds nothing, so no other check moves it, and as the standby it would never take over.
+    Once it has sat there `limit` s (a takeover's own time limit) holding no VIP while another
+    host answers for them, it is restarted: the peer serves meanwhile, nothing is lost."""
+    limit: float
+    since: float | None = None
+
+    def observe(self, stuck: bool, now: float) -> bool:
+        if not stuck:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        if now - self.since < self.limit:
+            return False
+        self.since = None
+        return True
+
+
+def stuck_in_transition(info: dict, state: str, held: list[str],
+                        anchor_elsewhere: Callable[[str], bool]) -> bool:
+    """heartbeat in transition, this director holding no VIP, the first IPv4 VIP served elsewhere."""
+    anchor = anchor_vip(info)
+    return (info["stack"] == "heartbeat" and state == "transition" and not held
+            and anchor is not None and anchor_elsewhere(anchor))
 
 
 @dataclass
@@ -582,6 +614,7 @@ def watch(log: Callable[[str], None]) -> int:
     dup, sync, announcer = Duplicate(info["duplicate_limit"], steps_out), SyncFollower(), Announcer()
     deprecator, vacancy = Deprecator(), Vacancy(info.get("vacancy_limit") or 0, not steps_out)
     split = Split(info["duplicate_limit"])
+    stuck = Stuck(info.get("vacancy_limit") or 0)
 
     def answered_elsewhere(address: str) -> bool:
         return holder_of(info, address) is not None
@@ -628,6 +661,11 @@ def watch(log: Callable[[str], None]) -> int:
                 if fix := split.observe(wrong, time.monotonic()):
                     mend_split(fix, info, held, split.limit, log)
                     held = held_vips(info)
+                if stuck.limit and stuck.observe(stuck_in_transition(info, probe.state, held, answered_elsewhere),
+                                                 time.monotonic()):
+                    step_out(w, unit, info, log, f"{unit} sat in rscstatus transition for {stuck.limit:.0f} s, "
+                             "holding no VIP while the peer serves: ", f"{c.HAWATCH_RESTARTED} {unit}")
+                    held = []
                 follow_sync(sync, held, log)
                 if info["stack"] == "heartbeat" and announcer.due(bool(held), time.monotonic()):
                     announce(held, info)

@@ -434,3 +434,27 @@ def test_heartbeat_is_probed_with_one_api_call(monkeypatch):
     assert not absent.hung and not absent.answering and "signon" in absent.detail
     assert up.answering and up.state == "transition"
     assert asked == [["cl_status", "rscstatus"]] * 3
+
+
+def test_a_heartbeat_stuck_in_transition_while_its_peer_serves_is_restarted_once_the_limit_passes():
+    """CI (sessions 24, 25): a fresh heartbeat sat in rscstatus "transition" for the rest of the
+    run, holding nothing; no other check moved it."""
+    info = {"stack": "heartbeat", "vips": ["2001:db8:40::100", "172.20.40.100"]}
+    asked = []
+
+    def elsewhere(vip):
+        asked.append(vip)
+        return True
+    assert hawatch.stuck_in_transition(info, "transition", [], elsewhere)
+    assert asked == ["172.20.40.100"]  # the first IPv4 VIP says who serves
+    assert not hawatch.stuck_in_transition(info, "transition", ["172.20.40.100"], elsewhere)  # it serves
+    assert not hawatch.stuck_in_transition(info, "none", [], elsewhere)
+    assert not hawatch.stuck_in_transition(info, "transition", [], lambda vip: False)  # nobody serves: Vacancy's
+    assert not hawatch.stuck_in_transition({**info, "stack": "keepalived"}, "transition", [], elsewhere)
+    assert not hawatch.stuck_in_transition({**info, "vips": ["2001:db8:40::100"]}, "transition", [], elsewhere)
+    stuck = hawatch.Stuck(66)
+    assert not stuck.observe(True, 0) and not stuck.observe(True, 65)
+    assert stuck.observe(True, 66)
+    assert not stuck.observe(True, 67)  # the clock starts again after a restart
+    assert not stuck.observe(False, 100) and not stuck.observe(True, 101) and not stuck.observe(True, 166)
+    assert stuck.observe(True, 167)
