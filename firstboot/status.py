@@ -107,7 +107,8 @@ def sync_threads(proc: Path = Path("/proc")) -> list[str]:
                 name = (path / "comm").read_text()
             except OSError:
                 continue  # gone meanwhile
-        names[path] = name
+        if not name.startswith("kthreadd"):  # a thread being created has its parent's name until named
+            names[path] = name
     for gone in _THREAD_NAMES.keys() - names.keys():
         if gone.parent == proc:
             del _THREAD_NAMES[gone]

@@ -83,8 +83,14 @@ def test_sync_daemons_are_found_by_their_kernel_threads(tmp_path):
     assert status.sync_threads(tmp_path) == ["master", "backup"]
     children.write_text("77 79 ")  # the master stopped: its thread is gone
     assert status.sync_threads(tmp_path) == ["backup"]
-    (tmp_path / "77" / "comm").write_text("unreadable now\n")  # a thread's name is read once
+    (tmp_path / "80").mkdir()  # a thread caught before the kernel named it is asked again
+    (tmp_path / "80" / "comm").write_text("kthreadd\n")
+    children.write_text("77 79 80 ")
     assert status.sync_threads(tmp_path) == ["backup"]
+    (tmp_path / "80" / "comm").write_text("ipvs-m:0:0\n")
+    assert status.sync_threads(tmp_path) == ["master", "backup"]
+    (tmp_path / "77" / "comm").write_text("kworker/0:1\n")  # a thread's name is read once
+    assert status.sync_threads(tmp_path) == ["master", "backup"]
 
 
 def test_a_real_servers_vips_are_its_loopbacks_host_addresses_of_both_families(monkeypatch):
