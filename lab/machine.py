@@ -417,11 +417,16 @@ class Machine:
         self.succeed(f"mkdir -p {shlex.quote(root)} && echo {b64} | base64 -d | tar -xz -C {shlex.quote(root)}")
 
     def wait_until_succeeds(self, command: str, timeout: float = 60) -> str:
+        """Run `command` until it succeeds, within `timeout` s in all. An attempt may use what is
+        left of it: a slow command is slow every time (`ldirectord ldirectord.cf status` compiles
+        ldirectord, LWP and IO::Socket::SSL first: over 30 s on a loaded TCG host, so attempts
+        cut at a quarter of 120 s never saw it answer, stop 39's rehearsal)."""
         result: dict[str, str] = {}
+        deadline = time.monotonic() + wait.scaled(timeout)
 
         def attempt() -> bool:
             try:
-                code, out = self.execute(command, timeout=max(5.0, timeout / 4))
+                code, out = self.execute(command, timeout=max(5.0, (deadline - time.monotonic()) / wait.SCALE))
             except GuestAgentError:
                 return False
             result["out"] = out
