@@ -13,6 +13,9 @@ from builder import contract, profile
 from lab.machine import Machine
 
 PROBE = contract.HAWATCH_PROBE_TIMEOUT  # seconds a daemon has to answer its status interface
+# seconds `ldirectord ldirectord.cf status` may take: Perl compiles ldirectord, LWP and
+# IO::Socket::SSL before it looks at the PID file, 56 s on a loaded TCG host (2026-12-03)
+LDIRECTORD_STATUS = 180
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ class Heartbeat(Stack):
         return "systemctl kill --signal=STOP heartbeat.service"
 
     def balancing(self, vm: Machine) -> bool:
-        return "running with pid" in vm.execute("ldirectord ldirectord.cf status")[1]
+        return "running with pid" in vm.execute("ldirectord ldirectord.cf status", timeout=LDIRECTORD_STATUS)[1]
 
     def balancing_command(self) -> str:
         return "ldirectord ldirectord.cf status 2>&1 | grep -q 'is running'"
