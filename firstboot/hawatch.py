@@ -300,18 +300,14 @@ def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
 
 
 @dataclass
-class Stuck:
-    """heartbeat 3.0.6 can sit in rscstatus "transition" for good: a fresh heartbeat whose peer
-    restarted during its takeover logs `T_STARTING received during takeover` and never finishes
-    it (CI, sessions 24 and 25: for the rest of the run). It answers every probe, claims nothing
-    and holds nothing, so no other check moves it, and as the standby it would never take over.
-    Once it has sat there `limit` s (a takeover's own time limit) holding no VIP while another
-    host answers for them, it is restarted: the peer serves meanwhile, nothing is lost."""
+class Lasting:
+    """A condition's clock: `lasted` is true once the condition has held `limit` s without a
+    break; the clock then starts again."""
     limit: float
     since: float | None = None
 
-    def observe(self, stuck: bool, now: float) -> bool:
-        if not stuck:
+    def lasted(self, on: bool, now: float) -> bool:
+        if not on:
             self.since = None
             return False
         if self.since is None:
@@ -320,6 +316,16 @@ class Stuck:
             return False
         self.since = None
         return True
+
+
+@dataclass
+class Stuck(Lasting):
+    """heartbeat 3.0.6 can sit in rscstatus "transition" for good: a fresh heartbeat whose peer
+    restarted during its takeover logs `T_STARTING received during takeover` and never finishes
+    it (CI, sessions 24 and 25: for the rest of the run). It answers every probe, claims nothing
+    and holds nothing, so no other check moves it, and as the standby it would never take over.
+    Once it has sat there `limit` s (a takeover's own time limit) holding no VIP while another
+    host answers for them, it is restarted: the peer serves meanwhile, nothing is lost."""
 
 
 def stuck_in_transition(info: dict, state: str, held: list[str],
@@ -331,7 +337,7 @@ def stuck_in_transition(info: dict, state: str, held: list[str],
 
 
 @dataclass
-class Split:
+class Split(Lasting):
     """Every VIP moves with the one stack (heartbeat's one resource group, keepalived's one
     instance): a director holds all of them or none. A CI run (stop 35) ended with the IPv4 VIP
     on one director and the IPv6 one on the other, both heartbeats saying "local" after both had
@@ -340,21 +346,11 @@ class Split:
     The first IPv4 VIP decides: once a split has lasted `limit` s, its holder (while its stack
     claims the VIPs) adds those it lacks, and a director without it drops those it holds while
     another host answers for it."""
-    limit: float
-    since: float | None = None
 
     def observe(self, wrong: tuple[str, list[str]] | None, now: float) -> tuple[str, list[str]] | None:
         """`wrong` is ("complete", the VIPs to add) or ("drop", the VIPs to give up) or None;
         the same comes back once it has lasted `limit` s."""
-        if wrong is None:
-            self.since = None
-            return None
-        if self.since is None:
-            self.since = now
-        if now - self.since < self.limit:
-            return None
-        self.since = None
-        return wrong
+        return wrong if self.lasted(wrong is not None, now) else None
 
 
 def split_of(info: dict, held: list[str], claims: bool,
@@ -661,7 +657,7 @@ def watch(log: Callable[[str], None]) -> int:
                 if fix := split.observe(wrong, time.monotonic()):
                     mend_split(fix, info, held, split.limit, log)
                     held = held_vips(info)
-                if stuck.limit and stuck.observe(stuck_in_transition(info, probe.state, held, answered_elsewhere),
+                if stuck.limit and stuck.lasted(stuck_in_transition(info, probe.state, held, answered_elsewhere),
                                                  time.monotonic()):
                     step_out(w, unit, info, log, f"{unit} sat in rscstatus transition for {stuck.limit:.0f} s, "
                              "holding no VIP while the peer serves: ", f"{c.HAWATCH_RESTARTED} {unit}")

@@ -420,7 +420,7 @@ class Machine:
         """Run `command` until it succeeds, within `timeout` s in all. An attempt may use what is
         left of it: a slow command is slow every time (`ldirectord ldirectord.cf status` compiles
         ldirectord, LWP and IO::Socket::SSL first: over 30 s on a loaded TCG host, so attempts
-        cut at a quarter of 120 s never saw it answer, stop 39's rehearsal)."""
+        cut at a quarter of 120 s never saw it answer: the rehearsal of 0261314)."""
         result: dict[str, str] = {}
         deadline = time.monotonic() + wait.scaled(timeout)
 

@@ -269,7 +269,7 @@ def test_4_apache_stopped_on_one_real_server_the_others_take_its_share(cluster, 
         wait.until(lambda: ipvs_weights(active, cluster).get(str(victim.address)) == 0,
                    settle_time(cluster), f"{cluster.stack.name} to quiesce {victim.name} (weight 0)")
         # the web service's series: a real server of several services (dual-stack's port group)
-        # has one per service, and ldirectord quiesces each at its own check (CI, stop 39's rehearsal)
+        # has one per service, and ldirectord quiesces each at its own check (the clean-clone rehearsal of 0261314)
         series = {"instance": active.name, "remote_address": str(victim.address),
                   "local_address": str(spec.vip), "local_port": str(spec.web_service.port)}
         _, took = prometheus.wait_for_alert("RealServerQuiesced", 4 * SCRAPE + 10, **series)

@@ -453,8 +453,8 @@ def test_a_heartbeat_stuck_in_transition_while_its_peer_serves_is_restarted_once
     assert not hawatch.stuck_in_transition({**info, "stack": "keepalived"}, "transition", [], elsewhere)
     assert not hawatch.stuck_in_transition({**info, "vips": ["2001:db8:40::100"]}, "transition", [], elsewhere)
     stuck = hawatch.Stuck(66)
-    assert not stuck.observe(True, 0) and not stuck.observe(True, 65)
-    assert stuck.observe(True, 66)
-    assert not stuck.observe(True, 67)  # the clock starts again after a restart
-    assert not stuck.observe(False, 100) and not stuck.observe(True, 101) and not stuck.observe(True, 166)
-    assert stuck.observe(True, 167)
+    assert not stuck.lasted(True, 0) and not stuck.lasted(True, 65)
+    assert stuck.lasted(True, 66)
+    assert not stuck.lasted(True, 67)  # the clock starts again after a restart
+    assert not stuck.lasted(False, 100) and not stuck.lasted(True, 101) and not stuck.lasted(True, 166)
+    assert stuck.lasted(True, 167)
