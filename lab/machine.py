@@ -10,7 +10,8 @@ Every guest command is logged with its exit code and duration. A machine's state
 directory (QMP, guest-agent and console sockets, pid file, console log), and nothing is held
 open between calls, so another process -- ``python -m lab ...`` beside a running
 ``up`` -- drives the same machine by name. Nothing here uses QEMU user-mode networking: a NIC
-gets a tap in the lab's network namespace, or sits on an empty hub (a cable to nowhere).
+gets a tap in the lab's network namespace, or sits on a hub with nothing else plugged in (a
+cable to a switch that drops every frame).
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class QemuError(LabError, RuntimeError):
 
 @dataclass(frozen=True)
 class Nic:
-    """One network card: a tap on the lab's bridge (None: an empty hub), its MAC and model."""
+    """One network card: a tap on the lab's bridge (None: a hub that drops every frame), its MAC and model."""
     tap: str | None = None
     mac: str | None = None
     model: str = "virtio-net-pci"
@@ -149,8 +150,12 @@ class Machine:
                      "-drive", f"if=pflash,format=raw,file={d / 'efivars.fd'}"]
         argv += self.hardware.storage(d / "disk.qcow2", self.seed)
         for i, nic in enumerate(self.nics):
-            argv += ["-netdev", f"tap,id=n{i},ifname={nic.tap},script=no,downscript=no" if nic.tap
-                     else f"hubport,id=n{i},hubid={i}"]
+            if nic.tap:
+                argv += ["-netdev", f"tap,id=n{i},ifname={nic.tap},script=no,downscript=no"]
+            else:
+                # a hub's second port with no peer takes every frame and drops it; alone on its
+                # hub the NIC could never send (the guest logged "transmit queue 0 timed out")
+                argv += ["-netdev", f"hubport,id=n{i},hubid={i}", "-netdev", f"hubport,id=n{i}sink,hubid={i}"]
             argv += ["-device", f"{nic.model},netdev=n{i}" + (f",mac={nic.mac}" if nic.mac else "")]
         argv += [
             # the console: a socket `lab console` attaches to, everything also logged to a file
@@ -356,7 +361,12 @@ class Machine:
         try:
             return wait.until(seen, timeout, f"{self.name}: the ready line", interval=1)
         except wait.Timeout as e:
-            raise BootFailed(str(e)) from None
+            raise BootFailed(f"{e}; the console's last line: {self.last_console_line()!r}") from None
+
+    def last_console_line(self) -> str:
+        """The console's last line with text, its escape sequences dropped: where a boot got to."""
+        lines = (re.sub(r"\x1b\[[0-9;?:=!]*[A-Za-z]", "", line).strip() for line in self.console().splitlines())
+        return next((line for line in reversed(list(lines)) if line), "")
 
     def _ready_in_journal(self) -> re.Match | None:
         """appliance-ready's line from this boot's journal, if the guest agent answers yet."""

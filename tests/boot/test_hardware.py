@@ -1,11 +1,10 @@
 """The images boot on the hardware people boot appliances on, not only on virtio and UEFI: a
-matrix of QEMU's emulated machines, all booted at once, each to READY with the right address,
+matrix of QEMU's emulated machines, booted a few at once, each to READY with the right address,
 its root file system grown to its disk. (HBAs OVMF cannot boot from, such as megasas, are
 covered by the module lists in test_modules.py.)"""
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import time
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from lab.machine import Hardware, Machine, Nic
 from lab.paths import ROOT, image, results
 
 pytestmark = pytest.mark.vm
-BOOT_TIMEOUT = contract.BOOT_TIMEOUT  # five machines at once on a 2-core TCG host
+BOOT_TIMEOUT = contract.BOOT_TIMEOUT  # several machines at once on a 2-core TCG host
 PINNED_MAC = "52:54:00:12:34:99"
 
 
@@ -28,22 +27,26 @@ class Case:
     pinned: bool = False       # booted with a profile that pins the node's address to PINNED_MAC
 
 
-# Five machines, each covering several of the issue's cases, so that they boot at once on two
-# cores: every disk bus, seed medium and firmware appears at least once, and the root on a
-# 4 GiB and an 8 GiB disk and on one no larger than its image (as a VM imported as-is).
+# Five machines, each covering several of the issue's cases: every disk bus, seed medium and
+# firmware appears at least once, and the root on a 4 GiB and an 8 GiB disk and on one no
+# larger than its image (as a VM imported as-is).
 PINNED = "director under legacy BIOS (SeaBIOS), virtio-scsi disk of 8 GiB, two NICs, the address pinned by MAC"
 AS_IS = ("real server under legacy BIOS with one vCPU, seed on a SATA CD-ROM, a disk no larger than "
          "its image")
-CASES = {
+CASES = {  # the slowest first: it boots in the first wave
+    AS_IS: Case("webserver1", Hardware(firmware="bios", disk_bus="sata", seed_bus="sata-cd", disk_size=None,
+                                      cpus=1)),
     "ahci disk, e1000e, seed on a SATA CD-ROM": Case(
         "loadb1", Hardware(disk_bus="sata", seed_bus="sata-cd"), (Nic(model="e1000e"),)),
     "nvme disk, seed on a USB stick": Case("webserver1", Hardware(disk_bus="nvme", seed_bus="usb")),
     "root on a USB stick": Case("webserver1", Hardware(disk_bus="usb")),
     PINNED: Case("loadb1", Hardware(firmware="bios", disk_bus="scsi", disk_size="8G"),
                  (Nic(model="e1000"), Nic(mac=PINNED_MAC)), pinned=True),
-    AS_IS: Case("webserver1", Hardware(firmware="bios", disk_bus="sata", seed_bus="sata-cd", disk_size=None,
-                                      cpus=1)),
 }
+# Machines booting at once. All five at once on two TCG cores came READY after 349-583 s here
+# (2026-12-03) and one not within BOOT_TIMEOUT in CI; three at once, each stopped as soon as it
+# is checked (an idle seeded director keeps most of a core busy), take about as long in all.
+AT_ONCE = 3
 
 
 def pinned_profile() -> profile.Cluster:
@@ -55,52 +58,13 @@ def pinned_profile() -> profile.Cluster:
     return profile.parse(data)
 
 
-@pytest.fixture(scope="module")
-def matrix(accel, seeds, tmp_path_factory):
-    pinned_seeds = tmp_path_factory.mktemp("pinned")
-    cluster = pinned_profile()
-    key = secret.load_or_create(cluster, ROOT / "profiles" / "howto.toml", pinned_seeds / "secrets")
-    seed.write_seeds(cluster, key, pinned_seeds, ["loadb1"])
-    machines = {}
-    for i, (title, case) in enumerate(CASES.items()):
-        role = profile.DIRECTOR if case.node.startswith("loadb") else profile.REALSERVER
-        machines[title] = Machine(
-            f"hw{i}-{case.node}", image(role), results("boot-hardware"), accel=accel,
-            seed=(pinned_seeds if case.pinned else seeds) / f"{case.node}.iso",
-            nics=case.nics, hardware=case.hardware)
-    try:
-        for vm in machines.values():
-            vm.start()
-
-        def ready(vm: Machine):
-            try:
-                match = vm.wait_until_ready(BOOT_TIMEOUT)
-                vm.wait_for_agent(120)
-                return match, time.monotonic() - vm.started_at
-            except Exception as e:  # noqa: BLE001 - each case reports its own failure
-                return e, time.monotonic() - vm.started_at
-        with concurrent.futures.ThreadPoolExecutor(len(machines)) as pool:
-            outcomes = dict(zip(machines, pool.map(ready, machines.values()), strict=True))
-        for title, (result, seconds) in outcomes.items():
-            print(f"\n{title}: " + (f"READY in {seconds:.0f}s" if isinstance(result, re.Match)
-                                    else f"failed after {seconds:.0f}s: {result}"))
-        yield {t: (machines[t], outcomes[t][0]) for t in machines}
-    finally:
-        for vm in machines.values():
-            vm.shutdown()
-
-
 def gib(text: str | int) -> float:
     return int(text) / 2**30
 
 
-@pytest.mark.parametrize("title", CASES)
-def test_boots_to_ready_with_its_address_and_a_grown_root(matrix, title):
-    vm, ready = matrix[title]
-    case = CASES[title]
-    assert isinstance(ready, re.Match), f"{title}: {ready}"
+def check(vm: Machine, case: Case, title: str) -> None:
+    """What every case must show once READY, asserted while the machine runs."""
     node = profile.load(ROOT / "profiles" / "howto.toml").node(case.node)
-    assert ready.group(1, 3) == (case.node, str(node.address))
     iface = "lan0" if case.pinned else "eth0"
     assert f"inet {node.address}/24" in vm.succeed(f"ip -4 addr show {iface}")
     # the root file system fills its disk (less the ESP and partition alignment)
@@ -111,7 +75,7 @@ def test_boots_to_ready_with_its_address_and_a_grown_root(matrix, title):
     # and where it could not grow, first boot still left room (the image's margin)
     free = int(vm.succeed("df -B1 --output=avail / | tail -n 1").strip()) / 2**20
     print(f"\n{title}: root {root:.2f} GiB, {free:.0f} MiB free after first boot")
-    assert free >= 16, f"{title}: only {free:.0f} MiB free after first boot"
+    assert free >= 16, f"only {free:.0f} MiB free after first boot"
     # grown without a failed unit on the way (two resizes at once: one failed with EBUSY)
     vm.fail("systemctl is-failed --quiet appliance-growfs.service systemd-growfs-root.service")
     # and checked before it was mounted read-write (an appliance loses power; trixie's images
@@ -119,12 +83,46 @@ def test_boots_to_ready_with_its_address_and_a_grown_root(matrix, title):
     assert "clean," in vm.succeed("journalctl -b -o cat -u systemd-fsck-root.service")
     # a root disk slower than systemd's 90 s (a loaded host, a SAS HBA's scan) is waited for
     assert vm.succeed("systemctl show -p DefaultDeviceTimeoutUSec --value").strip() == "5min"
+    if case.pinned:  # the address on the NIC with the pinned MAC, the other NIC left alone
+        assert PINNED_MAC in vm.succeed("cat /sys/class/net/lan0/address")
+        other = vm.succeed("ip -o link show | awk -F': ' '{print $2}'").split()
+        assert "eth0" in other or "eth1" in other, other  # the e1000 NIC kept a kernel name
+        assert "192.168.0.103" not in vm.succeed("ip -4 addr show | grep -v lan0")
 
 
-def test_the_pinned_address_is_on_the_nic_with_that_mac(matrix):
-    vm, ready = matrix[PINNED]
-    assert isinstance(ready, re.Match), ready
-    assert PINNED_MAC in vm.succeed("cat /sys/class/net/lan0/address")
-    other = vm.succeed("ip -o link show | awk -F': ' '{print $2}'").split()
-    assert "eth0" in other or "eth1" in other, other  # the e1000 NIC kept a kernel name
-    assert "192.168.0.103" not in vm.succeed("ip -4 addr show | grep -v lan0")
+@pytest.fixture(scope="module")
+def matrix(accel, seeds, tmp_path_factory) -> dict[str, Exception | None]:
+    """Each case booted, checked and stopped, AT_ONCE at a time: its problem, or None."""
+    pinned_seeds = tmp_path_factory.mktemp("pinned")
+    cluster = pinned_profile()
+    key = secret.load_or_create(cluster, ROOT / "profiles" / "howto.toml", pinned_seeds / "secrets")
+    seed.write_seeds(cluster, key, pinned_seeds, ["loadb1"])
+
+    def boot_and_check(i: int, title: str) -> Exception | None:
+        case = CASES[title]
+        role = profile.DIRECTOR if case.node.startswith("loadb") else profile.REALSERVER
+        vm = Machine(f"hw{i}-{case.node}", image(role), results("boot-hardware"), accel=accel,
+                     seed=(pinned_seeds if case.pinned else seeds) / f"{case.node}.iso",
+                     nics=case.nics, hardware=case.hardware)
+        try:
+            vm.start()
+            ready = vm.wait_until_ready(BOOT_TIMEOUT)
+            print(f"\n{title}: READY in {time.monotonic() - vm.started_at:.0f}s")
+            vm.wait_for_agent(120)
+            node = profile.load(ROOT / "profiles" / "howto.toml").node(case.node)
+            assert ready.group(1, 3) == (case.node, str(node.address)), ready.group(0)
+            check(vm, case, title)
+            return None
+        except Exception as e:  # noqa: BLE001 - each case reports its own failure
+            print(f"\n{title}: failed after {time.monotonic() - vm.started_at:.0f}s: {e}")
+            return e
+        finally:
+            vm.shutdown()
+    with concurrent.futures.ThreadPoolExecutor(AT_ONCE) as pool:
+        return dict(zip(CASES, pool.map(boot_and_check, range(len(CASES)), CASES), strict=True))
+
+
+@pytest.mark.parametrize("title", CASES)
+def test_boots_to_ready_with_its_address_and_a_grown_root(matrix, title):
+    problem = matrix[title]
+    assert problem is None, f"{title}: {type(problem).__name__}: {problem}"
