@@ -14,7 +14,7 @@ from lab.paths import ROOT, image, results
 from tests.variants import VARIANTS
 
 pytestmark = pytest.mark.vm
-BOOT_TIMEOUT = 300  # TCG on a busy 2-core machine; KVM needs a fraction
+BOOT_TIMEOUT = contract.BOOT_TIMEOUT  # four at once; bookworm's seeded pair needed ~300 s (2026-12-03)
 
 
 @pytest.fixture(scope="module")
