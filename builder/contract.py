@@ -53,6 +53,7 @@ READY_UNIT = "appliance-ready.service"    # prints READY or FAILED (also to the 
 RELEASE = "trixie"
 FALLBACK_EPOCH = 1700000000
 BOOT_TIMEOUT = 600.0   # seconds a machine may take to READY: several at once on 2 TCG cores
+NIC_WAIT = 120.0       # seconds first boot waits for the profile's NIC to appear (its driver's probe)
 
 # keepalived: its VRRP process, the notify FIFO that carries its transitions in order, and the
 # state dump it writes on SIGUSR1 (the watchdog's proof that the process still answers)

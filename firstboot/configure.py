@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,10 +227,21 @@ def nic_with_mac(mac: str, sys_net: Path = Path("/sys/class/net")) -> str | None
     return None
 
 
-def settle_udev() -> None:
-    """Wait for udev to finish with the devices it found: this runs early in boot, and on
-    trixie the NIC's driver often is not bound yet (its sysctls do not exist, ifup fails)."""
-    run(["udevadm", "settle", "--timeout=30"], check=False)
+def wait_for_nic(present: Callable[[], bool], wait: float = contract.NIC_WAIT) -> bool:
+    """Whether the NIC `present` looks for shows up within `wait` seconds. First boot runs early,
+    and on trixie the NIC's driver often is not bound yet (its sysctls do not exist, ifup
+    fails): udev is waited for, again and again. One 30-s settle was not enough for a real
+    server booting beside three others on two TCG cores (2026-12-03: "its NICs: lo", at 414 s
+    into its boot); a NIC whose driver loads firmware can be as slow on metal."""
+    deadline = time.monotonic() + wait
+    while not present():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        run(["udevadm", "settle", f"--timeout={max(1, min(30, int(left)))}"], check=False)
+        if not present():
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    return True
 
 
 def pin_nic(seed: Seed) -> None:
@@ -237,14 +249,11 @@ def pin_nic(seed: Seed) -> None:
     file only from the next boot on, and networking starts right after this."""
     iface, mac = seed.cluster.network.interface, seed.node.mac
     assert mac, "pin_nic needs a node with a MAC"
-    dev = nic_with_mac(mac)
-    if dev is None:  # a NIC whose driver udev has not loaded yet
-        settle_udev()
-        dev = nic_with_mac(mac)
-    if dev is None:
+    if not wait_for_nic(lambda: nic_with_mac(mac) is not None):
         raise SeedError(f"no NIC has the MAC {seed.node.mac} the profile pins {seed.node.name}'s "
                         "address to: fix mac in the profile (ip link shows this machine's MACs)")
-    if dev != iface:
+    dev = nic_with_mac(mac)
+    if dev is not None and dev != iface:
         run(["ip", "link", "set", "dev", dev, "down"])
         run(["ip", "link", "set", "dev", dev, "name", iface])
 
@@ -256,9 +265,7 @@ def apply_live(seed: Seed, root: Path = Path("/")) -> None:
     if seed.node.mac:
         pin_nic(seed)
     iface = seed.cluster.network.interface
-    if not Path(f"/sys/class/net/{iface}").exists():
-        settle_udev()
-    if not Path(f"/sys/class/net/{iface}").exists():
+    if not wait_for_nic(Path(f"/sys/class/net/{iface}").exists):
         raise SeedError(f"this machine has no NIC named {iface} (network.interface in the profile); "
                         "its NICs: " + ", ".join(sorted(p.name for p in Path("/sys/class/net").iterdir()))
                         + ". Set network.interface to one of them, or pin the NIC with mac")

@@ -153,3 +153,43 @@ def test_a_later_boot_imports_no_jinja2():
                           "print(sorted(m for m in sys.modules if m.startswith(('jinja2', 'builder.render'))))"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class FakeClock:
+    """time.monotonic and time.sleep for first boot's waits; udevadm settle takes its timeout."""
+    def __init__(self):
+        self.now, self.settles = 0.0, []
+
+    def run(self, argv, check=True):
+        assert argv[:2] == ["udevadm", "settle"], argv
+        timeout = int(argv[2].removeprefix("--timeout="))
+        self.settles.append(timeout)
+        self.now += timeout
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = FakeClock()
+    monkeypatch.setattr(configure, "run", c.run)
+    monkeypatch.setattr(configure.time, "monotonic", lambda: c.now)
+    monkeypatch.setattr(configure.time, "sleep", c.sleep)
+    return c
+
+
+def test_a_nic_whose_driver_binds_late_is_waited_for_past_one_settle(clock):
+    # the NIC appears 70 s in: after two 30-s settles, within NIC_WAIT
+    assert configure.wait_for_nic(lambda: clock.now >= 70, wait=120)
+    assert len(clock.settles) == 3 and clock.now < 120
+
+
+def test_a_nic_that_never_comes_is_given_up_on_after_the_wait(clock):
+    assert not configure.wait_for_nic(lambda: False, wait=120)
+    assert 120 <= clock.now <= 121 and all(1 <= t <= 30 for t in clock.settles)
+
+
+def test_a_nic_already_there_is_not_waited_for(clock):
+    assert configure.wait_for_nic(lambda: True)
+    assert clock.settles == [] and clock.now == 0
