@@ -249,11 +249,12 @@ def pin_nic(seed: Seed) -> None:
     file only from the next boot on, and networking starts right after this."""
     iface, mac = seed.cluster.network.interface, seed.node.mac
     assert mac, "pin_nic needs a node with a MAC"
-    if not wait_for_nic(lambda: nic_with_mac(mac) is not None):
+    wait_for_nic(lambda: nic_with_mac(mac) is not None)
+    dev = nic_with_mac(mac)
+    if dev is None:
         raise SeedError(f"no NIC has the MAC {seed.node.mac} the profile pins {seed.node.name}'s "
                         "address to: fix mac in the profile (ip link shows this machine's MACs)")
-    dev = nic_with_mac(mac)
-    if dev is not None and dev != iface:
+    if dev != iface:
         run(["ip", "link", "set", "dev", dev, "down"])
         run(["ip", "link", "set", "dev", dev, "name", iface])
 

@@ -5,6 +5,7 @@ covered by the module lists in test_modules.py.)"""
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 from dataclasses import dataclass
 
@@ -62,9 +63,10 @@ def gib(text: str | int) -> float:
     return int(text) / 2**30
 
 
-def check(vm: Machine, case: Case, title: str) -> None:
+def check(vm: Machine, case: Case, title: str, ready: re.Match) -> None:
     """What every case must show once READY, asserted while the machine runs."""
     node = profile.load(ROOT / "profiles" / "howto.toml").node(case.node)
+    assert ready.group(1, 3) == (case.node, str(node.address)), ready.group(0)
     iface = "lan0" if case.pinned else "eth0"
     assert f"inet {node.address}/24" in vm.succeed(f"ip -4 addr show {iface}")
     # the root file system fills its disk (less the ESP and partition alignment)
@@ -109,9 +111,7 @@ def matrix(accel, seeds, tmp_path_factory) -> dict[str, Exception | None]:
             ready = vm.wait_until_ready(BOOT_TIMEOUT)
             print(f"\n{title}: READY in {time.monotonic() - vm.started_at:.0f}s")
             vm.wait_for_agent(120)
-            node = profile.load(ROOT / "profiles" / "howto.toml").node(case.node)
-            assert ready.group(1, 3) == (case.node, str(node.address)), ready.group(0)
-            check(vm, case, title)
+            check(vm, case, title, ready)
             return None
         except Exception as e:  # noqa: BLE001 - each case reports its own failure
             print(f"\n{title}: failed after {time.monotonic() - vm.started_at:.0f}s: {e}")
