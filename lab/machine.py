@@ -50,6 +50,29 @@ PROBLEM_RE = re.compile(contract.PROBLEM_PATTERN)
 # how often a wait for the ready line also reads it from the journal (see wait_until_ready)
 READY_JOURNAL_EVERY = 30.0
 KERNEL_PANIC = "Kernel panic - not syncing"
+# A TCG wedge (2026-12-03): one vCPU's timers stop in early boot and the kernel prints the same
+# RCU stall report every ~21 s, forever, and nothing else. A guest that is only starved still
+# prints something between its reports (or reports ticks): see boot_wedge().
+RCU_TIMER_STALL = "rcu_preempt kthread timer wakeup didn't happen"
+WEDGE_REPORTS = 3
+# what the stall detector prints: its reports and the stack dumps beneath them
+STALL_LINE_RE = re.compile(r"\brcu|Call Trace|</?TASK>|\+0x[0-9a-f]+/0x[0-9a-f]+"
+                           r"|^\s*(\[[ 0-9.]+\]\s*)?R[A-Z0-9]{1,3}: ", re.I)
+
+
+def boot_wedge(text: str) -> str | None:
+    """Why this boot will never finish though QEMU runs, or None: a kernel panic, or the TCG
+    timer wedge: WEDGE_REPORTS stall reports of RCU_TIMER_STALL with nothing between them but
+    the stall detector's own lines (a guest that recovers, or is only slow, prints more)."""
+    if KERNEL_PANIC in text:
+        return text[text.index(KERNEL_PANIC):].split("\n", 1)[0]
+    reports = [m.start() for m in re.finditer(re.escape(RCU_TIMER_STALL), text)]
+    if len(reports) < WEDGE_REPORTS:
+        return None
+    since = text[text.rfind("\n", 0, reports[-WEDGE_REPORTS]) + 1:]
+    if all(STALL_LINE_RE.search(line) or not line.strip() for line in since.splitlines()):
+        return f"{len(reports)} RCU stall reports and nothing else: {RCU_TIMER_STALL}"
+    return None
 
 
 class CommandFailed(LabError, AssertionError):
@@ -341,19 +364,22 @@ class Machine:
             problem = PROBLEM_RE.search(text)
             if problem:
                 raise BootFailed(f"{self.name}: {problem.group(0)}")
-            if KERNEL_PANIC in text:
+            found = READY_RE.search(text)
+            wedge = None if found else boot_wedge(text)
+            if wedge:
                 # under TCG the guest kernel has died in early boot for QEMU's reasons, not the
-                # image's (2026-12-01: "Oops: int3" in a text patch, a lone boot): one power
-                # cycle tells a flake from a broken image, whose second boot panics too
+                # image's (2026-12-01: "Oops: int3" in a text patch, a lone boot; 2026-12-03: a
+                # vCPU's timers stopped): one power cycle tells a flake from a broken image,
+                # whose second boot dies too
                 if panicked:
-                    raise BootFailed(f"{self.name}: the kernel panicked at boot twice; see {self.console_log}")
-                panicked.append(text[text.index(KERNEL_PANIC):].split("\n", 1)[0])
-                log.warning("%s: %s; power-cycling it once", self.name, panicked[0])
+                    raise BootFailed(f"{self.name}: the kernel died at boot twice ({panicked[0]}, then "
+                                     f"{wedge}); see {self.console_log}")
+                panicked.append(wedge)
+                log.warning("%s: %s; power-cycling it once", self.name, wedge)
                 self.crash()
                 self.start()
                 return None
             self._abort_if_dead()
-            found = READY_RE.search(text)
             if found or time.monotonic() - asked[0] < READY_JOURNAL_EVERY:
                 return found
             asked[0] = time.monotonic()

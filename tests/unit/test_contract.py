@@ -57,6 +57,14 @@ def test_the_contract_is_consistent():
         assert path.startswith("/run/keepalived/"), "the unit's RuntimeDirectory"
 
 
+def test_first_boots_unit_outlasts_its_longest_wait_and_the_lab_outlasts_the_unit():
+    """A unit killed by its own timeout while first boot still waits for a late NIC leaves the
+    node NOT CONFIGURED for good; a lab that gives up before the unit has said so reports a hang."""
+    unit = (ROOT / "firstboot/appliance-firstboot.service").read_text()
+    (timeout,) = re.findall(r"^TimeoutStartSec=(\d+)$", unit, re.M)
+    assert contract.NIC_WAIT + 60 <= int(timeout) < contract.BOOT_TIMEOUT
+
+
 def test_the_makefile_builds_the_contracts_release_by_default():
     makefile = (ROOT / "Makefile").read_text()
     assert f"RELEASE ?= {contract.RELEASE}\n" in makefile

@@ -101,5 +101,60 @@ def test_a_kernel_panic_at_boot_power_cycles_once_and_a_second_one_fails_at_once
     vm2.console_log.write_text("Kernel panic - not syncing: VFS: Unable to mount root fs\n")
     monkeypatch.setattr(vm2, "crash", lambda: None)
     monkeypatch.setattr(vm2, "start", lambda: None)
-    with pytest.raises(BootFailed, match="panicked at boot twice"):
+    with pytest.raises(BootFailed, match="died at boot twice"):
         vm2.wait_until_ready(5)
+
+
+# app1's console on 2026-12-03 (keepalived suite): one vCPU's timers stopped 37 s into the boot
+_STALL = """[   37.332110] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+[   37.333399] rcu: \t0-...!: (0 ticks this GP) idle=7ff8/0/0x0 softirq=441/441 fqs=0 (false positive?)
+[   37.334227] rcu: \t(detected by 1, t=5255 jiffies, g=-1127, q=6962 ncpus=2)
+[   37.432406] rcu: rcu_preempt kthread timer wakeup didn't happen for 5254 jiffies! g-1127 f0x0 RCU_GP_WAIT_FQS(5)
+[   37.433372] rcu: \tPossible timer handling issue on cpu=0 timer-softirq=57
+[   37.433798] rcu: rcu_preempt kthread starved for 5255 jiffies! g-1127 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402 ->cpu=0
+[   37.438671] rcu: \tUnless rcu_preempt kthread gets sufficient CPU time, OOM is now expected behavior.
+[   37.440195] rcu: RCU grace-period kthread stack dump:
+"""
+_BOOTING = "[   29.412969] systemd[1]: Detected virtualization qemu.\n"
+
+
+def test_a_vcpu_whose_timers_stopped_is_a_wedge_but_a_slow_or_recovered_boot_is_not():
+    from lab.machine import WEDGE_REPORTS, boot_wedge
+    wedged = _BOOTING + _STALL * WEDGE_REPORTS
+    assert "RCU stall reports and nothing else" in boot_wedge(wedged)
+    # a stack dump beneath each report is still the detector's
+    dump = "[   37.5] Call Trace:\n[   37.5]  <TASK>\n[   37.5]  ? __schedule+0x2d1/0x8a0\n[   37.5]  </TASK>\n"
+    assert boot_wedge(_BOOTING + (_STALL + dump) * WEDGE_REPORTS)
+    assert boot_wedge(_BOOTING + _STALL * (WEDGE_REPORTS - 1)) is None   # not yet
+    # a starved guest that still gets on with its boot between the reports
+    progress = "[   60.1] EXT4-fs (vda3): mounted filesystem with ordered data mode.\n"
+    assert boot_wedge(_BOOTING + (_STALL + progress) * WEDGE_REPORTS) is None
+    # an early stall it recovered from does not count against a later, real wedge
+    assert boot_wedge(_STALL + progress + _STALL * WEDGE_REPORTS)
+
+
+def test_a_wedged_boot_is_power_cycled_once_and_a_ready_line_is_never_a_wedge(tmp_path, monkeypatch):
+    from lab.machine import WEDGE_REPORTS, BootFailed
+    vm = _booted(tmp_path, monkeypatch, "")
+    wedged = _BOOTING + _STALL * WEDGE_REPORTS
+    vm.console_log.write_text(wedged)
+    monkeypatch.setattr(vm, "crash", lambda: None)
+    ready = "APPLIANCE READY node=app2 role=realserver address=172.20.40.22 instance=i\n"
+
+    def restarted():
+        vm.console_log.write_text(wedged + ready)
+        vm._console_from = len(wedged)
+    monkeypatch.setattr(vm, "start", restarted)
+    assert vm.wait_until_ready(5).group(1) == "app2"
+    # stalls after the ready line: a booted machine, not a wedge
+    vm2 = _booted(tmp_path / "b", monkeypatch, "")
+    vm2.console_log.write_text(ready + _STALL * WEDGE_REPORTS)
+    monkeypatch.setattr(vm2, "crash", lambda: pytest.fail("power-cycled a booted machine"))
+    assert vm2.wait_until_ready(5)
+    # a second wedge after the power cycle fails the boot, naming both
+    vm3 = _booted(tmp_path / "c", monkeypatch, "")
+    vm3.console_log.write_text(wedged)
+    monkeypatch.setattr(vm3, "crash", lambda: None)
+    monkeypatch.setattr(vm3, "start", lambda: None)
+    with pytest.raises(BootFailed, match="died at boot twice .*RCU stall reports"):
+        vm3.wait_until_ready(5)
