@@ -20,11 +20,12 @@ it stops the stack and leaves the VIP to the peer rather than loop, and says so.
 A stack that answers can still be wrong: both directors holding the VIP for longer than the
 profile's duplicate_limit (an ARP probe answered by the peer) makes the one with the lower
 address step out the same way (class Duplicate says why), within the same restart budget; both
-up and neither holding it for longer than its vacancy_limit restarts the stack that claims it
-(class Vacancy); one director holding some VIPs and the other the rest is healed towards the
-holder of the first IPv4 VIP (class Split); a heartbeat stuck in a transition while its peer
-serves is restarted (class Stuck). A step-out followed by a healthy spell cured its
-duplicate (or vacancy) and gives its place back (Watch.settled).
+up and neither holding it: past duplicate_limit the director whose stack claims it puts the VIPs
+back, past its vacancy_limit it restarts that stack (class Vacancy); one director holding some
+VIPs and the other the rest is healed towards the holder of the first IPv4 VIP (class Split);
+a heartbeat stuck in a transition while its peer serves is restarted (class Stuck). A step-out
+followed by a healthy spell cured its duplicate (or vacancy) and gives its place back
+(Watch.settled).
 
 And the IPVS master sync daemon must run where the VIP is: each stack starts and stops it once
 per transition, with a time limit, and a start that failed there was never tried again (a CI run
@@ -245,26 +246,35 @@ class Duplicate:
 @dataclass
 class Vacancy:
     """Both directors up and neither holding the VIP: heartbeat v1 watches none of its resources
-    (an address deleted from the active stays deleted) and, restarted at the wrong moment, has
-    handed the resources to nobody; a VRRP master can lose its address the same way. Nothing in
-    either stack ends that. Past `limit` seconds the director whose stack claims the VIP
-    restarts it, so its peer takes over as after a crash; when neither claims it, the one with
-    the higher address does after twice that (a claimant, if there is one, goes first)."""
+    (an address deleted from the active, or flushed by an `ifdown`, stays deleted) and,
+    restarted at the wrong moment, has handed the resources to nobody; a VRRP master can lose
+    its address the same way. Nothing in either stack ends that. Past `mend_after` seconds the
+    director whose stack claims the VIP puts the VIPs back itself, as its stack's start would
+    (when both claim them, the higher address first, the lower after twice that). Past `limit`
+    seconds, if that did not hold, the claimant restarts its stack, so that its peer takes over
+    as after a crash; when neither claims it, the one with the higher address restarts after
+    twice that (a claimant, if there is one, goes first)."""
     limit: float
     higher: bool
+    mend_after: float = 0.0   # 0: never mend, only restart
     since: float | None = None
+    mended: bool = False
 
     def observe(self, vacant: bool, claims: bool, now: float) -> str:
-        """"ok", "wait" or "restart"."""
+        """"ok", "wait", "mend" (once a vacancy) or "restart"."""
         if not vacant:
-            self.since = None
+            self.since, self.mended = None, False
             return "ok"
         if self.since is None:
             self.since = now
+        if (claims and self.mend_after and not self.mended
+                and now - self.since >= self.mend_after * (1 if self.higher else 2)):
+            self.mended = True
+            return "mend"
         due = self.limit if claims else 2 * self.limit if self.higher else None
         if due is None or now - self.since < due:
             return "wait"
-        self.since = None
+        self.since, self.mended = None, False
         return "restart"
 
 
@@ -365,21 +375,28 @@ def split_of(info: dict, held: list[str], claims: bool,
     return ("drop", list(held)) if anchor_elsewhere(anchor) else None
 
 
-def mend_split(fix: tuple[str, list[str]], info: dict, held: list[str], limit: float,
-               log: Callable[[str], None]) -> None:
-    """Add the missing VIPs (IPv6 without duplicate address detection, deprecated, as vip-takeover
-    adds them; a copy that failed it is replaced) and announce them, or drop the strays."""
-    what, vips = fix
+def add_vips(vips: list[str], info: dict) -> None:
+    """Add VIPs as vip-takeover does (IPv6 without duplicate address detection, deprecated; a
+    copy that failed it is replaced) and announce them."""
     iface = info["interface"]
     for vip in vips:
         plen = prefixlen(info, vip)
-        if what == "drop" or c.is_ipv6(vip):
+        if c.is_ipv6(vip):
             run(["ip", "addr", "del", f"{vip}/{plen}", "dev", iface], timeout=5)
-        if what == "complete":
-            run(["ip", "addr", "add", f"{vip}/{plen}", "dev", iface]
-                + (["nodad", "preferred_lft", "0"] if c.is_ipv6(vip) else ["brd", "+"]), timeout=5)
+        run(["ip", "addr", "add", f"{vip}/{plen}", "dev", iface]
+            + (["nodad", "preferred_lft", "0"] if c.is_ipv6(vip) else ["brd", "+"]), timeout=5)
+    announce(vips, info)
+
+
+def mend_split(fix: tuple[str, list[str]], info: dict, held: list[str], limit: float,
+               log: Callable[[str], None]) -> None:
+    """Add the missing VIPs, or drop the strays."""
+    what, vips = fix
     if what == "complete":
-        announce(vips, info)
+        add_vips(vips, info)
+    else:
+        for vip in vips:
+            run(["ip", "addr", "del", f"{vip}/{prefixlen(info, vip)}", "dev", info["interface"]], timeout=5)
     log(f"{c.HAWATCH_SPLIT} for {limit:.0f} s: this director held {', '.join(held)}; "
         + (f"added {', '.join(vips)} and announced them" if what == "complete" else
            f"another host answers for {anchor_vip(info)}: dropped {', '.join(vips)}"))
@@ -593,9 +610,16 @@ def check_vacancy(vacancy: Vacancy, w: Watch, unit: str, info: dict, state: str,
     action = vacancy.observe(empty, claims, time.monotonic())
     if action == "wait" and started is None:
         log(f"{c.HAWATCH_VACANT} while both directors are up (this one: {state}); "
-            + (f"restarting {unit} in {vacancy.limit:.0f} s unless one takes it" if claims else
+            + (f"putting the VIPs back in {vacancy.mend_after * (1 if vacancy.higher else 2):.0f} s, restarting "
+               f"{unit} in {vacancy.limit:.0f} s unless one takes it" if claims else
                f"the one whose stack claims it restarts in {vacancy.limit:.0f} s"
                + (f", else this one in {2 * vacancy.limit:.0f} s" if vacancy.higher else "")))
+    elif action == "mend":
+        add_vips(list(info["vips"]), info)
+        waited = vacancy.mend_after * (1 if vacancy.higher else 2)
+        log(f"{c.HAWATCH_VACANT} for {waited:.0f} s and this director's stack claims it ({state}): "
+            f"{c.HAWATCH_VACANCY_MENDED}: {', '.join(info['vips'])}, announced; "
+            f"{unit} restarts in {vacancy.limit:.0f} s if that does not hold")
     elif action == "restart":
         step_out(w, unit, info, log, f"{c.HAWATCH_VACANT} for {vacancy.limit * (1 if claims else 2):.0f} s and "
                  + ("this director's stack claims it: " if claims else "neither stack claims it: "),
@@ -608,7 +632,8 @@ def watch(log: Callable[[str], None]) -> int:
     w = Watch()
     steps_out = IPv4Address(info["address"]) < IPv4Address(info["peer_address"])
     dup, sync, announcer = Duplicate(info["duplicate_limit"], steps_out), SyncFollower(), Announcer()
-    deprecator, vacancy = Deprecator(), Vacancy(info.get("vacancy_limit") or 0, not steps_out)
+    deprecator = Deprecator()
+    vacancy = Vacancy(info.get("vacancy_limit") or 0, not steps_out, mend_after=info["duplicate_limit"])
     split = Split(info["duplicate_limit"])
     stuck = Stuck(info.get("vacancy_limit") or 0)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from builder import contract as c
 from firstboot import hawatch, status
 from firstboot.hawatch import Probe, Watch
@@ -283,6 +285,43 @@ def test_a_vip_nobody_holds_restarts_the_claimant_first_then_the_higher_address(
     # a takeover that ends the vacancy in time costs nothing
     assert higher.observe(True, True, 300) == "wait" and higher.observe(False, True, 350) == "ok"
     assert higher.observe(True, True, 351) == "wait" and higher.observe(True, True, 410) == "wait"
+
+
+def test_a_vip_nobody_holds_is_put_back_by_the_claimant_before_any_restart():
+    """The claimant adds the VIPs itself past mend_after (the higher address first when both
+    claim them), once a vacancy; the restart past the limit remains for a mend that did not hold."""
+    lower, higher = (hawatch.Vacancy(60, higher=h, mend_after=13) for h in (False, True))
+    for v in (lower, higher):
+        assert v.observe(True, True, 0) == "wait" and v.observe(True, True, 12.9) == "wait"
+    assert higher.observe(True, True, 13) == "mend"
+    assert lower.observe(True, True, 13) == "wait" and lower.observe(True, True, 26) == "mend"
+    # the mend held: the vacancy is over, and the next one may be mended again
+    assert higher.observe(False, True, 14) == "ok" and higher.observe(True, True, 20) == "wait"
+    assert higher.observe(True, True, 33) == "mend"
+    # a mend that did not hold: no second mend, the restart at the limit
+    assert higher.observe(True, True, 40) == "wait" and higher.observe(True, True, 80) == "restart"
+    # neither claims it: nothing to mend for anyone
+    nobody = hawatch.Vacancy(60, higher=True, mend_after=13)
+    assert all(nobody.observe(True, False, t) == "wait" for t in (0, 13, 26, 119))
+
+
+def test_a_mended_vacancy_adds_every_vip_announces_them_and_says_so(monkeypatch):
+    said, ran, announced = [], [], []
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
+    monkeypatch.setattr(hawatch, "announce", lambda vips, info: announced.extend(vips))
+    monkeypatch.setattr(hawatch, "restart", lambda *a, **k: pytest.fail("restarted instead of mending"))
+    now = [0.0]
+    monkeypatch.setattr(hawatch.time, "monotonic", lambda: now[0])
+    info = {"stack": "heartbeat", "interface": "eth0", "prefixlen": 24, "prefixlen6": 64,
+            "vips": ["172.20.40.100", "2001:db8:40::100"]}
+    w, v = hawatch.Watch(), hawatch.Vacancy(72, higher=True, mend_after=13)
+    hawatch.check_vacancy(v, w, "heartbeat.service", info, "local", True, said.append)
+    now[0] = 13.0
+    hawatch.check_vacancy(v, w, "heartbeat.service", info, "local", True, said.append)
+    assert ["ip", "addr", "add", "172.20.40.100/24", "dev", "eth0", "brd", "+"] in ran
+    assert ["ip", "addr", "add", "2001:db8:40::100/64", "dev", "eth0", "nodad", "preferred_lft", "0"] in ran
+    assert announced == info["vips"] and w.restarts == []
+    assert c.HAWATCH_VACANCY_MENDED in said[-1] and "for 13 s" in said[-1] and "(local)" in said[-1]
 
 
 def test_a_stack_claims_the_vip_in_its_own_terms():
