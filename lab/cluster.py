@@ -363,7 +363,31 @@ class Cluster:
 
     def wait_all_serving(self, timeout: float) -> None:
         """Every real server answers through the VIP again: a fault's recovery is complete."""
-        wait.until(self.all_serving, timeout, "every real server serving through the VIP")
+        try:
+            wait.until(self.all_serving, timeout, "every real server serving through the VIP")
+        except wait.Timeout as e:
+            raise wait.Timeout(f"{e}\n{self.serving_report()}") from None
+
+    def serving_report(self) -> str:
+        """Where requests stop, for a failure report: who answers through the VIP, each real
+        server's check page straight from the client and its guest agent, each director's IPVS
+        table (a bench once found every real server quiesced on both directors for 5 minutes)."""
+        service = self.spec.web_service
+        out = [f"through the VIP: {' '.join(map(str, self.vip.servers(self.spec.round)))}"]
+        for node, vm in zip(self.spec.real_servers, self.real_servers, strict=True):
+            direct = (Client(self.segment, node.address, service.port).get(f"/{service.request}")
+                      if self.segment else None)
+            agent = "answers" if vm.agent.ping() else "DOES NOT ANSWER"
+            out.append(f"[{node.name}] {service.request} straight: "
+                       + (f"HTTP {direct.status} in {direct.seconds:.1f} s" if direct else "no client")
+                       + f"; guest agent {agent}")
+        for vm in self.directors:
+            try:
+                table = vm.succeed("ipvsadm -L -n", timeout=20)
+            except Exception as e:  # noqa: BLE001 - a report must not fail on a dead node
+                table = f"unreachable: {e}"
+            out += [f"[{vm.name}] {line}" for line in table.splitlines()]
+        return "\n".join(out)
 
     def settled(self) -> bool:
         """Both directors are in the pair and neither is moving resources, exactly one holds
