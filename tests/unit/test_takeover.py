@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -155,6 +156,50 @@ def test_step_out_keeps_heartbeat_down_until_a_ping_node_answers(tmp_path, monke
     assert next(tries, "done") == "done" and "starting heartbeat again" in logged[-1]
 
 
+def guarded(messages, answers, hold: float = 0.0, wait_limit: float = 30.0):
+    """serve() with a peer that answers ARP for the VIP: `answers` is what each probe finds (the
+    last repeats); heartbeat's socket stays open `hold` s after the messages."""
+    heartbeat, client = socket.socketpair()
+    taken, logged, probes = [], [], []
+
+    def elsewhere():
+        probes.append(1)
+        return answers[min(len(probes), len(answers)) - 1]
+    thread = threading.Thread(target=lambda: pytest.raises(
+        EOFError, vt.serve, client, "loadb2", {"loadb1", "loadb2"}, lambda: taken.append(1) or "added",
+        logged.append, frozenset({"192.168.0.1"}), None, elsewhere, wait_limit))
+    thread.start()
+    for message in messages:
+        heartbeat.sendall(vt.encode({"t": "status", **message}))
+    time.sleep(hold)
+    heartbeat.close()
+    thread.join(30)
+    return taken, logged
+
+
+MAC = "52:54:00:14:28:0c"
+
+
+def test_a_dead_peer_that_still_answers_for_the_vip_keeps_it_until_it_lets_go():
+    """A hung heartbeat's host answers ARP until its watchdog clears the VIP: taken then."""
+    taken, logged = guarded([PEER_DEAD], [MAC, MAC, None], hold=3.5)
+    assert taken == [1], logged
+    assert logged[0] == f"loadb1 is dead to heartbeat, but {MAC} still answers for the VIP: taking nothing " \
+                        "until nobody does (at most 30 s)"
+    assert logged[1] == f"loadb1 is dead: added (after {MAC} let go of it)"
+    # nobody answers (a crash, a pause, a cut cable): taken at once, one probe
+    assert guarded([PEER_DEAD], [None]) == ([1], ["loadb1 is dead: added"])
+
+
+def test_a_peer_whose_heartbeats_were_only_late_keeps_the_vip():
+    # heartbeat hears it again: nothing taken, nothing more asked
+    taken, logged = guarded([PEER_DEAD, {"src": "loadb1", "st": "active"}], [MAC], hold=1.5)
+    assert taken == [] and logged[-1] == "loadb1 is alive after all: nothing taken"
+    # still answering when the limit passes: it serves, left to it
+    taken, logged = guarded([PEER_DEAD], [MAC], hold=2.5, wait_limit=1.0)
+    assert taken == [] and logged[-1].endswith("still answered for the VIP after 1 s: not taken; it serves")
+
+
 def test_reads_the_ping_nodes_from_ha_cf():
     c = profile.load(ROOT / "profiles" / "redundant.toml")
     ha_cf = render.director_files(c, c.node("lvs-a"), "x" * 32)["/etc/ha.d/ha.cf"].content
@@ -170,6 +215,34 @@ def test_vipaddr_status_checks_the_interface_and_rejects_a_bad_argument():
     assert absent.stdout.strip() == "VIPaddr 127.0.0.77 stopped"
     bad = subprocess.run(["sh", str(VIPADDR), "127.0.0.1/8/lo", "start"], capture_output=True, text=True)
     assert bad.returncode == 2 and "IP/PREFIX/IFACE/BROADCAST" in bad.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+def test_vipaddr_start_leaves_a_vip_another_host_answers_for(tmp_path):
+    """Two namespaces on a veth pair: while the other side holds the VIP, start adds nothing
+    (and succeeds: vip-takeover takes it later); once it lets go, start adds it."""
+    a, b = f"vt-a-{os.getpid()}", f"vt-b-{os.getpid()}"
+    env = {**os.environ, "APPLIANCE_LIB": str(ROOT)}
+
+    def sh(ns: str, command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", command], capture_output=True, text=True,
+                              env=env, check=False)
+    try:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b],
+                       check=True)
+        sh(a, "ip addr add 10.9.8.1/24 dev va && ip addr add 10.9.8.100/24 dev va && ip link set va up")
+        sh(b, "ip addr add 10.9.8.2/24 dev vb && ip link set vb up")
+        start = f"sh {VIPADDR} 10.9.8.100/24/vb/10.9.8.255 start; echo rc=$?; ip -o addr show dev vb"
+        out = sh(b, start).stdout
+        assert "rc=0" in out and "10.9.8.100" not in out, out
+        sh(a, "ip addr del 10.9.8.100/24 dev va")
+        out = sh(b, start).stdout
+        assert "rc=0" in out and "inet 10.9.8.100/24" in out, out
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
 TAKE_IN_A_NETNS = f"""
