@@ -260,6 +260,11 @@ class Vacancy:
     since: float | None = None
     mended: bool = False
 
+    @property
+    def mend_due(self) -> float:
+        """Seconds of vacancy before this director mends it: the higher address first."""
+        return self.mend_after * (1 if self.higher else 2)
+
     def observe(self, vacant: bool, claims: bool, now: float) -> str:
         """"ok", "wait", "mend" (once a vacancy) or "restart"."""
         if not vacant:
@@ -267,8 +272,7 @@ class Vacancy:
             return "ok"
         if self.since is None:
             self.since = now
-        if (claims and self.mend_after and not self.mended
-                and now - self.since >= self.mend_after * (1 if self.higher else 2)):
+        if claims and self.mend_after and not self.mended and now - self.since >= self.mend_due:
             self.mended = True
             return "mend"
         due = self.limit if claims else 2 * self.limit if self.higher else None
@@ -548,10 +552,7 @@ def duplicate_of(info: dict) -> tuple[list[str], str | None]:
 def holder_of(info: dict, address: str) -> str | None:
     """The MAC of another host answering ARP for `address` on the cluster NIC; None when nobody
     does or the NIC is down (a cut cable: nobody is heard; the watch goes on)."""
-    try:
-        return arp.other_holder(info["interface"], address)
-    except OSError:
-        return None
+    return arp.holder(info["interface"], address)
 
 
 def write_file(path: Path, text: str) -> None:
@@ -610,14 +611,13 @@ def check_vacancy(vacancy: Vacancy, w: Watch, unit: str, info: dict, state: str,
     action = vacancy.observe(empty, claims, time.monotonic())
     if action == "wait" and started is None:
         log(f"{c.HAWATCH_VACANT} while both directors are up (this one: {state}); "
-            + (f"putting the VIPs back in {vacancy.mend_after * (1 if vacancy.higher else 2):.0f} s, restarting "
+            + (f"putting the VIPs back in {vacancy.mend_due:.0f} s, restarting "
                f"{unit} in {vacancy.limit:.0f} s unless one takes it" if claims else
                f"the one whose stack claims it restarts in {vacancy.limit:.0f} s"
                + (f", else this one in {2 * vacancy.limit:.0f} s" if vacancy.higher else "")))
     elif action == "mend":
         add_vips(list(info["vips"]), info)
-        waited = vacancy.mend_after * (1 if vacancy.higher else 2)
-        log(f"{c.HAWATCH_VACANT} for {waited:.0f} s and this director's stack claims it ({state}): "
+        log(f"{c.HAWATCH_VACANT} for {vacancy.mend_due:.0f} s and this director's stack claims it ({state}): "
             f"{c.HAWATCH_VACANCY_MENDED}: {', '.join(info['vips'])}, announced; "
             f"{unit} restarts in {vacancy.limit:.0f} s if that does not hold")
     elif action == "restart":

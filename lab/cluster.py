@@ -375,12 +375,11 @@ class Cluster:
         service = self.spec.web_service
         out = [f"through the VIP: {' '.join(map(str, self.vip.servers(self.spec.round)))}"]
         for node, vm in zip(self.spec.real_servers, self.real_servers, strict=True):
-            direct = (Client(self.segment, node.address, service.port).get(f"/{service.request}")
-                      if self.segment else None)
+            assert self.segment  # as self.vip asserted above
+            direct = Client(self.segment, node.address, service.port).get(f"/{service.request}")
             agent = "answers" if vm.agent.ping() else "DOES NOT ANSWER"
-            out.append(f"[{node.name}] {service.request} straight: "
-                       + (f"HTTP {direct.status} in {direct.seconds:.1f} s" if direct else "no client")
-                       + f"; guest agent {agent}")
+            out.append(f"[{node.name}] {service.request} straight: HTTP {direct.status} in {direct.seconds:.1f} s; "
+                       f"guest agent {agent}")
         for vm in self.directors:
             try:
                 table = vm.succeed("ipvsadm -L -n", timeout=20)

@@ -25,6 +25,7 @@ def _load_vip_takeover():
     path = EXTRA / "usr" / "libexec" / "appliance" / "vip-takeover"
     loader = importlib.machinery.SourceFileLoader("vip_takeover", str(path))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    sys.modules[loader.name] = module  # as the running script is (__main__): its dataclass looks itself up
     loader.exec_module(module)
     return module
 
@@ -246,9 +247,10 @@ def test_vipaddr_start_leaves_a_vip_another_host_answers_for(tmp_path):
 
 
 TAKE_IN_A_NETNS = f"""
-import importlib.machinery, importlib.util, subprocess
+import importlib.machinery, importlib.util, subprocess, sys
 loader = importlib.machinery.SourceFileLoader("vt", {str(EXTRA / "usr/libexec/appliance/vip-takeover")!r})
-vt = importlib.util.module_from_spec(importlib.util.spec_from_loader("vt", loader)); loader.exec_module(vt)
+vt = importlib.util.module_from_spec(importlib.util.spec_from_loader("vt", loader))
+sys.modules["vt"] = vt; loader.exec_module(vt)
 vt.SEND_ARP = vt.SEND_UA = "/bin/true"  # heartbeat's send_arp and send_ua are in the image only
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 # IPv6 on a NIC that does duplicate address detection (a veth pair, both ends up)
