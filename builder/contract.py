@@ -104,6 +104,7 @@ HAWATCH_GAVE_UP = "stopping it"                # the restart budget is spent
 HAWATCH_SYNC_REPAIRED = "sync master repaired"  # the master sync daemon put back with the VIP
 HAWATCH_VACANT = "no director holds the VIP"     # both up, neither holding it: the claimant restarts
 HAWATCH_VACANCY_MENDED = "put the VIPs back"     # ... or, first, puts them back itself
+HAWATCH_DEAF = "neither the peer nor a VIP holder answers on the LAN"  # the stack's verdict overdue: restarted
 HAWATCH_SPLIT = "the VIPs were split between the directors"  # each held part: mended towards the first IPv4 VIP
 
 # metrics ([metrics], firstboot/metrics.py): node_exporter reads the HA state the watchdog writes

@@ -309,6 +309,11 @@ class _Limits:
         step out: past the stack's own convergence (a verdict, then a margin for TCG)."""
         return self.deadtime_s + 10
 
+    @property
+    def initdead_s(self) -> float:
+        """How long a freshly started stack may take to give its first verdict on the peer."""
+        return self.deadtime_s
+
 
 @dataclass(frozen=True)
 class Heartbeat(_Limits):
@@ -349,6 +354,11 @@ class Heartbeat(_Limits):
     def deadtime_s(self) -> float:
         """The deadtime heartbeat uses: how long a dead peer goes unnoticed."""
         return self.deadtime or 30
+
+    @property
+    def initdead_s(self) -> float:
+        """heartbeat's deadtime at start: initdead when set (at least deadtime), else deadtime."""
+        return self.initdead or self.deadtime_s
 
     @property
     def fast_takeover(self) -> bool:

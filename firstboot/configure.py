@@ -355,8 +355,12 @@ def node_facts(seed: Seed) -> dict[str, object]:
                     prefixlen=seed.cluster.network.prefixlen, deadtime=failover.deadtime_s,
                     prefixlen6=seed.cluster.network.prefix6.prefixlen if seed.cluster.network.prefix6 else None,
                     peer=seed.cluster.peer(seed.node).name, peer_address=str(seed.cluster.peer(seed.node).address),
-                    duplicate_limit=failover.duplicate_limit,
+                    duplicate_limit=failover.duplicate_limit, initdead=failover.initdead_s,
+                    witnesses=[str(n.address) for n in seed.cluster.real_servers],
                     vacancy_limit=failover.vacancy_limit, metrics=seed.cluster.metrics.enabled)
+        if seed.cluster.link:  # the deaf-stack check asks the link whether the peer is alive
+            node.update(link_interface=seed.cluster.link.interface,
+                        peer_link_address=str(seed.cluster.peer(seed.node).link_address))
     return node
 
 

@@ -23,7 +23,8 @@ address step out the same way (class Duplicate says why), within the same restar
 up and neither holding it: past duplicate_limit the director whose stack claims it puts the VIPs
 back, past its vacancy_limit it restarts that stack (class Vacancy); one director holding some
 VIPs and the other the rest is healed towards the holder of the first IPv4 VIP (class Split);
-a heartbeat stuck in a transition while its peer serves is restarted (class Stuck). A step-out
+a heartbeat stuck in a transition while its peer serves is restarted (class Stuck), and so is a
+stack that claims nothing while neither the peer nor a VIP holder answers (class Deaf). A step-out
 followed by a healthy spell cured its duplicate (or vacancy) and gives its place back
 (Watch.settled).
 
@@ -190,6 +191,10 @@ class Watch:
         self.restarts.append(now)
         return "restart"
 
+    def budget_left(self, now: float) -> bool:
+        """A restart now would not spend the budget's last place on a give-up."""
+        return sum(now - t < c.HAWATCH_WINDOW for t in self.restarts) < c.HAWATCH_RESTARTS
+
     def step_out(self, now: float) -> str:
         """A restart for a duplicate VIP (class Duplicate), from the same budget."""
         verdict = self.restart_or_give_up(now)
@@ -348,6 +353,65 @@ def stuck_in_transition(info: dict, state: str, held: list[str],
     anchor = anchor_vip(info)
     return (info["stack"] == "heartbeat" and state == "transition" and not held
             and anchor is not None and anchor_elsewhere(anchor))
+
+
+@dataclass
+class Deaf(Lasting):
+    """A stack that claims nothing while nobody on the LAN serves the VIP and the peer has gone
+    from it: its verdict on the peer is overdue. A heartbeat restarted by a step-out 66 s before
+    stayed deaf to its peer's 73-s pause (bench, session 28: it logged the late heartbeat on the
+    resume, never a dead verdict), so no director held the VIP, and the vacancy check, which
+    needs the peer on the LAN, did not cover it. Once that has lasted `limit` s (a verdict and a
+    margin), on a stack up longer than a fresh one's first verdict, it is restarted, once per
+    absence and without the rejoin wait: a silent peer gives no verdict to wait for. A fresh
+    stack that hears nobody takes the VIPs after its initdead. A real server must answer
+    meanwhile: a director whose own cable is cut hears nobody, and its stack is right to wait."""
+    done: bool = False
+
+    def observe(self, deaf: bool, now: float) -> bool:
+        """True once an absence has lasted `limit` s, then not again until it ends."""
+        if not deaf:
+            self.done = False
+        if not self.lasted(deaf, now) or self.done:
+            return False
+        self.done = True
+        return True
+
+
+def deaf_to_peer(info: dict, state: str, held: list[str], up: float,
+                 answered_elsewhere: Callable[[str], bool], on_link: Callable[[], bool],
+                 busy: Callable[[], bool]) -> bool:
+    """This director holds no VIP and its stack claims none, it has run past a fresh stack's
+    first verdict and runs no takeover (`busy`: heartbeat's resource scripts), and on the LAN
+    nobody answers for the first IPv4 VIP, the peer does not answer for its own address, and a
+    real server does. A peer still heard on the dedicated link (`on_link`) is alive with its LAN
+    cut: ipfail's business, which a restart here would disturb."""
+    anchor = anchor_vip(info)
+    if (anchor is None or held or claims_vip(info["stack"], state) or state == "transition"
+            or up < info.get("initdead", 0) + c.HAWATCH_GRACE):
+        return False
+    if answered_elsewhere(anchor) or answered_elsewhere(info["peer_address"]):
+        return False
+    return any(answered_elsewhere(w) for w in info.get("witnesses", [])) and not on_link() and not busy()
+
+
+def peer_on_link(info: dict) -> bool:
+    """The peer answers ARP for its address on the dedicated link (False without a link)."""
+    return bool(info.get("peer_link_address")) and arp.holder(info["link_interface"],
+                                                              info["peer_link_address"]) is not None
+
+
+def taking_over(proc: Path = Path("/proc")) -> bool:
+    """heartbeat runs a takeover's resource scripts (mach_down, ResourceManager, resource.d):
+    under TCG they take tens of seconds, with rscstatus not yet claiming."""
+    for cmdline in proc.glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            continue
+        if any(mark in text for mark in (b"/usr/share/heartbeat/", b"/resource.d/")):
+            return True
+    return False
 
 
 @dataclass
@@ -524,7 +588,7 @@ def rejoin_wait(info: dict) -> float:
 
 
 def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = True,
-            sleep: Callable[[float], None] = time.sleep) -> None:
+            sleep: Callable[[float], None] = time.sleep, wait: bool = True) -> None:
     """Kill the hung stack, give up what it held (the VIP first: its peer has taken over, or is
     about to), then start it afresh, as a reboot would."""
     run(["systemctl", "kill", "--signal=KILL", unit], timeout=30)
@@ -532,10 +596,10 @@ def restart(unit: str, info: dict, log: Callable[[str], None], start: bool = Tru
     for argv in (["systemctl", "stop", unit], ["systemctl", "reset-failed", unit]):
         run(argv, timeout=30)
     if start:
-        wait = rejoin_wait(info)
-        if wait:
-            log(f"{unit} starts again in {wait:.0f} s, once its peer has declared this director dead")
-            sleep(wait)
+        silence = rejoin_wait(info) if wait else 0
+        if silence:
+            log(f"{unit} starts again in {silence:.0f} s, once its peer has declared this director dead")
+            sleep(silence)
         run(["systemctl", "start", "--no-block", unit], timeout=30)
 
 
@@ -593,15 +657,17 @@ def check_duplicate(dup: Duplicate, w: Watch, unit: str, info: dict,
     return held, other
 
 
-def step_out(w: Watch, unit: str, info: dict, log: Callable[[str], None], why: str, doing: str) -> None:
+def step_out(w: Watch, unit: str, info: dict, log: Callable[[str], None], why: str, doing: str,
+             wait: bool = True) -> None:
     """A restart the LAN asked for (a duplicate, a vacancy), from the restart budget: `why`, then
-    `doing` with the restart's place in the budget, or the give-up once the budget is spent."""
+    `doing` with the restart's place in the budget, or the give-up once the budget is spent.
+    `wait`: stay silent until the peer has declared this director dead (class Deaf: no peer)."""
     verdict = w.step_out(time.monotonic())
     log(why + (f"{doing} (restart {len(w.restarts)} of {c.HAWATCH_RESTARTS} in {c.HAWATCH_WINDOW:.0f} s)"
                if verdict == "restart" else
                f"{c.HAWATCH_GAVE_UP} ({unit}) for good after {c.HAWATCH_RESTARTS} restarts "
                f"in {c.HAWATCH_WINDOW:.0f} s; `systemctl restart {c.HAWATCH_UNIT}` tries again"))
-    restart(unit, info, log, start=verdict == "restart")
+    restart(unit, info, log, start=verdict == "restart", wait=wait)
 
 
 def check_vacancy(vacancy: Vacancy, w: Watch, unit: str, info: dict, state: str, empty: bool,
@@ -636,6 +702,7 @@ def watch(log: Callable[[str], None]) -> int:
     vacancy = Vacancy(info.get("vacancy_limit") or 0, not steps_out, mend_after=info["duplicate_limit"])
     split = Split(info["duplicate_limit"])
     stuck = Stuck(info.get("vacancy_limit") or 0)
+    deaf = Deaf(info["duplicate_limit"])
 
     def answered_elsewhere(address: str) -> bool:
         return holder_of(info, address) is not None
@@ -687,6 +754,12 @@ def watch(log: Callable[[str], None]) -> int:
                     step_out(w, unit, info, log, f"{unit} sat in rscstatus transition for {stuck.limit:.0f} s, "
                              "holding no VIP while the peer serves: ", f"{c.HAWATCH_RESTARTED} {unit}")
                     held = []
+                elif (deaf.observe(deaf_to_peer(info, probe.state, held, up, answered_elsewhere,
+                                                 lambda: peer_on_link(info), taking_over), time.monotonic())
+                      and w.budget_left(time.monotonic())):  # never a give-up: nobody else serves
+                    step_out(w, unit, info, log, f"{c.HAWATCH_DEAF} for {deaf.limit:.0f} s while a real server "
+                             f"answers and {unit} claims nothing ({probe.state}): ",
+                             f"{c.HAWATCH_RESTARTED} {unit} so that it gives its verdict afresh", wait=False)
                 follow_sync(sync, held, log)
                 if info["stack"] == "heartbeat" and announcer.due(bool(held), time.monotonic()):
                     announce(held, info)

@@ -106,6 +106,15 @@ def test_node_json_gives_each_director_its_peer_and_the_watchdogs_limits(howto, 
         assert facts["duplicate_limit"] == cluster.failover.duplicate_limit > cluster.failover.deadtime_s
         assert facts["vacancy_limit"] == cluster.failover.takeover_limit  # a takeover's own time first
         assert facts["stack"] == cluster.stack and facts["vips"] == [str(cluster.vip)]
+        # the deaf-stack check's: a fresh stack's first verdict, and who shows the LAN works
+        assert facts["initdead"] == cluster.failover.initdead_s >= cluster.failover.deadtime_s
+        assert facts["witnesses"] == [str(n.address) for n in cluster.real_servers] != []
+        if cluster.link:  # the deaf-stack check asks there whether the peer is alive
+            assert facts["peer_link_address"] == str(b.link_address)
+            assert facts["link_interface"] == cluster.link.interface
+        else:  # the LAN alone
+            assert "peer_link_address" not in facts
+    assert kept.link and not howto.link
     web = configure.node_facts(configure.read_seed(unpack(howto, "webserver1", tmp_path / "w"), "realserver"))
     assert "peer_address" not in web and "vips" not in web
 

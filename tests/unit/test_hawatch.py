@@ -352,7 +352,7 @@ def test_vacant_means_no_answer_for_the_first_ipv4_vip_and_a_peer_that_answers(m
 
 def test_a_vacancy_restart_logs_why_and_comes_from_the_restart_budget(monkeypatch):
     said, restarted = [], []
-    monkeypatch.setattr(hawatch, "restart", lambda unit, info, log, start=True: restarted.append(start))
+    monkeypatch.setattr(hawatch, "restart", lambda unit, info, log, start=True, wait=True: restarted.append(start))
     now = [0.0]
     monkeypatch.setattr(hawatch.time, "monotonic", lambda: now[0])
     w, v = hawatch.Watch(), hawatch.Vacancy(60, higher=False)
@@ -375,7 +375,7 @@ def test_a_vacancy_restart_logs_why_and_comes_from_the_restart_budget(monkeypatc
 
 def test_a_duplicate_step_out_logs_why_and_a_spent_budget_gives_up(monkeypatch):
     said, restarted = [], []
-    monkeypatch.setattr(hawatch, "restart", lambda unit, info, log, start=True: restarted.append(start))
+    monkeypatch.setattr(hawatch, "restart", lambda unit, info, log, start=True, wait=True: restarted.append(start))
     monkeypatch.setattr(hawatch, "duplicate_of", lambda info: (["172.20.40.100"], "52:54:00:14:28:0c"))
     now = [0.0]
     monkeypatch.setattr(hawatch.time, "monotonic", lambda: now[0])
@@ -497,3 +497,78 @@ def test_a_heartbeat_stuck_in_transition_while_its_peer_serves_is_restarted_once
     assert not stuck.lasted(True, 67)  # the clock starts again after a restart
     assert not stuck.lasted(False, 100) and not stuck.lasted(True, 101) and not stuck.lasted(True, 166)
     assert stuck.lasted(True, 167)
+
+
+def test_a_stack_deaf_to_its_peers_absence_is_restarted_once_while_a_real_server_answers():
+    """Bench (session 28): a heartbeat restarted 66 s before stayed deaf to its peer's 73-s
+    pause; nobody held the VIP and no check covered it (the peer did not answer: no vacancy)."""
+    info = {"stack": "heartbeat", "vips": ["2001:db8:40::100", "172.20.40.100"], "peer_address": "172.20.40.12",
+            "initdead": 30, "witnesses": ["172.20.40.21", "172.20.40.22"]}
+    answers = {"172.20.40.22"}  # one real server; not the peer, nobody for the VIP
+    asked = []
+
+    def elsewhere(address):
+        asked.append(address)
+        return address in answers
+    up = 30 + c.HAWATCH_GRACE
+    link, busy = [False], [False]
+
+    def deaf_to_peer(info, state, held, up, elsewhere):
+        return hawatch.deaf_to_peer(info, state, held, up, elsewhere, lambda: link[0], lambda: busy[0])
+    assert deaf_to_peer(info, "none", [], up, elsewhere)
+    assert asked == ["172.20.40.100", "172.20.40.12", "172.20.40.21", "172.20.40.22"]
+    link[0] = True  # the peer answers on the dedicated link: alive, its LAN cut (ipfail moves the VIP)
+    assert not deaf_to_peer(info, "none", [], up, elsewhere)
+    link[0], busy[0] = False, True  # heartbeat's resource scripts run: a takeover under way
+    assert not deaf_to_peer(info, "none", [], up, elsewhere)
+    busy[0] = False
+    assert not deaf_to_peer(info, "none", [], up - 1, elsewhere)  # a fresh stack: initdead is its own
+    assert not deaf_to_peer(info, "local", [], up, elsewhere)  # it claims them: Vacancy's
+    assert not deaf_to_peer(info, "transition", [], up, elsewhere)  # taking over now
+    assert not deaf_to_peer(info, "none", ["2001:db8:40::100"], up, elsewhere)  # it holds one: Split's
+    assert not deaf_to_peer({**info, "vips": ["2001:db8:40::100"]}, "none", [], up, elsewhere)
+    assert not deaf_to_peer({**info, "stack": "keepalived"}, "MASTER", [], up, elsewhere)
+    assert deaf_to_peer({**info, "stack": "keepalived"}, "BACKUP", [], up, elsewhere)
+    for present in ("172.20.40.100", "172.20.40.12"):  # somebody serves, or the peer is there
+        answers.add(present)
+        assert not deaf_to_peer(info, "none", [], up, elsewhere)
+        answers.discard(present)
+    answers.clear()  # nobody answers at all: this director's own cable is cut, its stack is right
+    assert not deaf_to_peer(info, "none", [], up, elsewhere)
+    assert not deaf_to_peer({k: v for k, v in info.items() if k != "witnesses"}, "none", [], up,
+                                    lambda a: a == "172.20.40.21")  # an old seed names none: never
+    deaf = hawatch.Deaf(13)
+    assert not deaf.observe(True, 0) and not deaf.observe(True, 12.9)
+    assert deaf.observe(True, 13)
+    assert not deaf.observe(True, 26) and not deaf.observe(True, 100)  # once per absence
+    assert not deaf.observe(False, 101)  # the peer is back (or somebody serves): a new absence may act
+    assert not deaf.observe(True, 102) and deaf.observe(True, 115)
+
+
+def test_a_deaf_restart_skips_the_rejoin_wait(monkeypatch):
+    """The peer is silent: there is no dead verdict of it to wait for."""
+    ran, slept = [], []
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
+    monkeypatch.setattr(hawatch, "reset", lambda info, log: None)
+    info = {"stack": "heartbeat", "deadtime": 3}
+    hawatch.restart("heartbeat.service", info, print, sleep=slept.append, wait=False)
+    assert slept == [] and ran[-1] == ["systemctl", "start", "--no-block", "heartbeat.service"]
+    hawatch.restart("heartbeat.service", info, print, sleep=slept.append)
+    assert slept == [5]
+
+
+def test_a_takeover_under_way_shows_in_heartbeats_resource_scripts(tmp_path):
+    for pid, argv in ((1, b"/sbin/init\0"), (7, b"/bin/sh\0/usr/share/heartbeat/ResourceManager\0takegroup\0lvs-a\0")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(argv)
+    assert hawatch.taking_over(tmp_path)
+    (tmp_path / "7" / "cmdline").write_bytes(b"/usr/sbin/ldirectord\0")
+    assert not hawatch.taking_over(tmp_path)
+
+
+def test_the_peer_on_the_dedicated_link_is_asked_there_and_only_with_a_link(monkeypatch):
+    asked = []
+    monkeypatch.setattr(hawatch.arp, "holder", lambda iface, ip: asked.append((iface, ip)) or "52:54:00:00:00:02")
+    assert not hawatch.peer_on_link({"interface": "eth0"}) and asked == []
+    assert hawatch.peer_on_link({"link_interface": "eth1", "peer_link_address": "10.255.0.2"})
+    assert asked == [("eth1", "10.255.0.2")]
