@@ -154,6 +154,12 @@ def probe_heartbeat(timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> Probe:
     return Probe(True, False, rsc.stdout.strip(), "heartbeat API: rscstatus")
 
 
+def peer_active(info: dict) -> bool:
+    """heartbeat hears the peer: `cl_status nodestatus PEER` says "active" (a ping node is "up")."""
+    out = run(["cl_status", "nodestatus", info["peer"]])
+    return bool(out and out.returncode == 0 and out.stdout.strip() == "active")
+
+
 STACKS: dict[str, tuple[str, Callable[[], Probe]]] = {
     "keepalived": ("keepalived.service", probe_keepalived),
     "heartbeat": ("heartbeat.service", probe_heartbeat),
@@ -202,19 +208,22 @@ class Watch:
             self.step_outs.append(now)
         return verdict
 
-    def settled(self, healthy: bool, now: float) -> bool:
+    def settled(self, healthy: bool, now: float, heard: bool = False) -> bool:
         """A step-out that ended the duplicate is a cure, not a loop: once the stack has answered
-        with no second holder for HAWATCH_CURED s, the step-outs before it give their places in
-        the budget back (True when they did). A burst of split brains, each healed, then never
-        ends in a give-up; a cause that persists (adverts filtered, a third host answering for
-        the VIP) leaves no healthy spell, and its step-outs add up as before. Restarts after a
+        with no second holder for HAWATCH_CURED s, or at once if, restarted, it hears the peer
+        again (`heard`: heartbeat's nodestatus "active", which a cause that persists, frames
+        filtered between them, never gives), the step-outs before it give their places in the
+        budget back (True when they did). A burst of split brains, each healed, then never
+        ends in a give-up, even at a dual master a minute (bench, session 29: the fourth came
+        27 s after a restart and the seventh stopped the stack for good); a cause that
+        persists leaves no healthy spell, and its step-outs add up as before. Restarts after a
         hang keep their places: a daemon that hangs again was not cured."""
         if not healthy:
             self.healthy_since = None
             return False
         if self.healthy_since is None:
             self.healthy_since = now
-        if now - self.healthy_since < c.HAWATCH_CURED or not self.step_outs:
+        if not self.step_outs or (now - self.healthy_since < c.HAWATCH_CURED and not heard):
             return False
         cured = set(self.step_outs)
         self.restarts, self.step_outs = [t for t in self.restarts if t not in cured], []
@@ -766,9 +775,13 @@ def watch(log: Callable[[str], None]) -> int:
                 deprecate(deprecator.due(held), info)
         if not probe.answering:  # starting, stopped, hung: no vacancy clock runs on from before
             vacancy.observe(False, False, time.monotonic())
-        if w.settled(probe.answering and other is None, time.monotonic()):
-            log(f"one VIP holder and {unit} answering for {c.HAWATCH_CURED:.0f} s since the last step-out: "
-                f"the step-outs cured their duplicates and free their places in the restart budget")
+        healthy = probe.answering and other is None
+        heard = healthy and bool(w.step_outs) and info["stack"] == "heartbeat" and peer_active(info)
+        if w.settled(healthy, time.monotonic(), heard):
+            log(f"one VIP holder and {unit} answering "
+                + ("and hearing its peer again" if heard else f"for {c.HAWATCH_CURED:.0f} s")
+                + " since the last step-out: the step-outs cured their duplicates and free their places "
+                "in the restart budget")
         sample = gauges.sample(probe.state, probe.answering, held_vips(info) if held is None else held,
                                len(w.restarts), other is not None)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),

@@ -229,6 +229,14 @@ def test_a_burst_of_split_brains_each_cured_by_a_step_out_never_spends_the_budge
         assert w.settled(True, t + 25 + c.HAWATCH_CURED)         # healthy long enough: a cure
         t += 60
     assert not w.gave_up and w.restarts == []
+    # bench (session 29): a dual master every ~55 s, the next 27 s after the restart; the fresh
+    # heartbeat hears its peer within seconds, and that is the cure
+    for _ in range(3 * c.HAWATCH_RESTARTS):
+        assert w.step_out(t) == "restart"
+        assert not w.settled(True, t + 10)                       # back, the peer not heard yet
+        assert w.settled(True, t + 12, heard=True)
+        t += 40
+    assert not w.gave_up and w.restarts == []
 
 
 def test_step_outs_that_cure_nothing_still_end_in_a_give_up_and_hangs_keep_their_places():
@@ -236,6 +244,9 @@ def test_step_outs_that_cure_nothing_still_end_in_a_give_up_and_hangs_keep_their
     # a third host answers for the VIP: the duplicate never ends, no healthy spell between
     verdicts = [w.step_out(t * 20.0) for t in range(c.HAWATCH_RESTARTS + 1)]
     assert verdicts[-1] == "give-up" and w.gave_up
+    w = hawatch.Watch()  # hearing the peer cures nothing while a second holder is still there
+    assert [w.step_out(t * 20.0) for t in range(c.HAWATCH_RESTARTS)] == ["restart"] * c.HAWATCH_RESTARTS
+    assert not w.settled(False, 70, heard=True) and len(w.restarts) == c.HAWATCH_RESTARTS
     # restarts after hangs are not given back by a healthy spell
     w = hawatch.Watch()
     assert w.restart_or_give_up(0) == "restart"
@@ -572,3 +583,15 @@ def test_the_peer_on_the_dedicated_link_is_asked_there_and_only_with_a_link(monk
     assert not hawatch.peer_on_link({"interface": "eth0"}) and asked == []
     assert hawatch.peer_on_link({"link_interface": "eth1", "peer_link_address": "10.255.0.2"})
     assert asked == [("eth1", "10.255.0.2")]
+
+
+def test_only_an_active_peer_counts_as_heard(monkeypatch):
+    said = {"lvs-b": "active"}
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: hawatch.subprocess.CompletedProcess(
+        argv, 0, said[argv[-1]] + "\n", ""))
+    assert hawatch.peer_active({"peer": "lvs-b"})
+    for node_status in ("dead", "up", "init"):
+        said["lvs-b"] = node_status
+        assert not hawatch.peer_active({"peer": "lvs-b"})
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: None)  # cl_status hung
+    assert not hawatch.peer_active({"peer": "lvs-b"})
