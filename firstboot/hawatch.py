@@ -312,10 +312,14 @@ def prefixlen(info: dict, vip: str) -> int:
     return (info.get("prefixlen6") or 64) if c.is_ipv6(vip) else info["prefixlen"]
 
 
-def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
+def vacant(info: dict, peer_answers: Callable[[], bool], claims: bool = False,
+           lan_answers: Callable[[], bool] = lambda: False) -> bool:
     """Nobody on the LAN answers ARP for the first IPv4 VIP while the peer answers for its own
-    address (a peer that is down or cut off is the stack's business). Asked only while this
-    director holds no VIP; a profile of IPv6 VIPs alone is never found vacant."""
+    address, or, when this director's stack claims the VIPs, while a real server answers (bench,
+    session 29: a fresh heartbeat's dead verdict on its paused peer ran no resource script, yet
+    rscstatus said "all", and nothing added the VIPs for 67 s). A peer down or cut off is
+    otherwise the stack's business (class Deaf if it never gives its verdict). Asked only while
+    this director holds no VIP; a profile of IPv6 VIPs alone is never found vacant."""
     vip = anchor_vip(info)
     if vip is None or not info.get("vacancy_limit"):
         return False
@@ -324,7 +328,7 @@ def vacant(info: dict, peer_answers: Callable[[], bool]) -> bool:
             return False
     except OSError:  # the NIC is down: a cut cable, the stack's business
         return False
-    return peer_answers()
+    return peer_answers() or (claims and lan_answers())
 
 
 @dataclass
@@ -401,7 +405,12 @@ def deaf_to_peer(info: dict, state: str, held: list[str], up: float,
         return False
     if answered_elsewhere(anchor) or answered_elsewhere(info["peer_address"]):
         return False
-    return any(answered_elsewhere(w) for w in info.get("witnesses", [])) and not on_link() and not busy()
+    return lan_answers(info, answered_elsewhere) and not on_link() and not busy()
+
+
+def lan_answers(info: dict, answered_elsewhere: Callable[[str], bool]) -> bool:
+    """A real server answers ARP: this director's own LAN cable works."""
+    return any(answered_elsewhere(w) for w in info.get("witnesses", []))
 
 
 def peer_on_link(info: dict) -> bool:
@@ -685,7 +694,7 @@ def check_vacancy(vacancy: Vacancy, w: Watch, unit: str, info: dict, state: str,
     started, claims = vacancy.since, claims_vip(info["stack"], state)
     action = vacancy.observe(empty, claims, time.monotonic())
     if action == "wait" and started is None:
-        log(f"{c.HAWATCH_VACANT} while both directors are up (this one: {state}); "
+        log(f"{c.HAWATCH_VACANT} while the LAN answers (this one: {state}); "
             + (f"putting the VIPs back in {vacancy.mend_due:.0f} s, restarting "
                f"{unit} in {vacancy.limit:.0f} s unless one takes it" if claims else
                f"the one whose stack claims it restarts in {vacancy.limit:.0f} s"
@@ -718,6 +727,9 @@ def watch(log: Callable[[str], None]) -> int:
 
     def peer_answers() -> bool:
         return answered_elsewhere(info["peer_address"])
+
+    def lan_works() -> bool:
+        return lan_answers(info, answered_elsewhere)
     # the peer's last sign of life for `appliance status`; with [metrics] on, the .prom file too
     gauges = metrics.Collector(info, run, peer_answers, late_heartbeats=bool(info.get("metrics")))
     log(f"watching {unit}: {c.HAWATCH_MISSES} missed probes of {c.HAWATCH_PROBE_TIMEOUT:.0f} s restart it, "
@@ -749,7 +761,8 @@ def watch(log: Callable[[str], None]) -> int:
             elif probe.answering:
                 held, other = check_duplicate(dup, w, unit, info, log)
                 # observed while held too: a vacancy that ended must not count on from where it was
-                empty = not held and other is None and vacant(info, peer_answers)
+                empty = not held and other is None and vacant(
+                    info, peer_answers, claims_vip(info["stack"], probe.state), lan_works)
                 check_vacancy(vacancy, w, unit, info, probe.state, empty, log)
                 # a stack in transition (heartbeat's rscstatus) claims nothing, so it is never
                 # completed, but its strays are dropped: a heartbeat sat in it for minutes (CI)

@@ -350,6 +350,11 @@ def test_vacant_means_no_answer_for_the_first_ipv4_vip_and_a_peer_that_answers(m
     monkeypatch.setattr(hawatch.arp, "other_holder", lambda iface, ip: asked.append(ip) or holder[ip])
     assert hawatch.vacant(info, lambda: True) and asked == ["172.20.40.100"]
     assert not hawatch.vacant(info, lambda: False)           # a peer down or cut off: the stack's business
+    # ... unless this director's stack claims the VIPs and a real server answers (bench, session
+    # 29: heartbeat said "all" after a takeover that ran no resource script, its peer paused)
+    assert hawatch.vacant(info, lambda: False, claims=True, lan_answers=lambda: True)
+    assert not hawatch.vacant(info, lambda: False, claims=True, lan_answers=lambda: False)  # its own cable
+    assert not hawatch.vacant(info, lambda: False, claims=False, lan_answers=lambda: True)  # Deaf's
     holder["172.20.40.100"] = "52:54:00:14:28:0c"
     assert not hawatch.vacant(info, lambda: True)            # somebody holds it
     assert not hawatch.vacant({**info, "vips": ["2001:db8:40::100"]}, lambda: True)  # no ARP for IPv6
