@@ -156,8 +156,7 @@ def probe_heartbeat(timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> Probe:
 
 def peer_active(info: dict) -> bool:
     """heartbeat hears the peer: `cl_status nodestatus PEER` says "active" (a ping node is "up")."""
-    out = run(["cl_status", "nodestatus", info["peer"]])
-    return bool(out and out.returncode == 0 and out.stdout.strip() == "active")
+    return metrics.node_status(run, info["peer"]) == "active"
 
 
 STACKS: dict[str, tuple[str, Callable[[], Probe]]] = {
@@ -191,7 +190,7 @@ class Watch:
         """One more restart if the budget allows it, else "give-up"."""
         self.restarts = [t for t in self.restarts if now - t < c.HAWATCH_WINDOW]
         self.healthy_since = None  # a healthy spell starts after the restart, not before
-        if len(self.restarts) >= c.HAWATCH_RESTARTS:
+        if not self.budget_left(now):
             self.gave_up = True
             return "give-up"
         self.restarts.append(now)

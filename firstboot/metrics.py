@@ -77,6 +77,13 @@ LATE = "Late heartbeat"  # heartbeat's warning when a peer's heartbeat passes wa
 CURSOR = "-- cursor: "   # journalctl --show-cursor's last line
 
 
+def node_status(run, node: str) -> str | None:
+    """heartbeat's word for a node (`cl_status nodestatus`): "active" (heard), "up" (a ping node,
+    or starting), "dead", "init"; None when heartbeat does not answer."""
+    out = run(["cl_status", "nodestatus", node])
+    return out.stdout.strip() if out and out.returncode == 0 else None
+
+
 class Collector:
     """What the watchdog adds to its probe for the metrics: state changes counted, and the
     slower facts (sync daemons, connections, the peer, late heartbeats) read every EVERY
@@ -108,8 +115,7 @@ class Collector:
 
     def _peer_heard(self, state: str) -> bool:
         if self.info["stack"] == "heartbeat":
-            out = self.run(["cl_status", "nodestatus", self.info["peer"]])
-            return bool(out and out.returncode == 0 and out.stdout.strip() in ("active", "up"))
+            return node_status(self.run, self.info["peer"]) in ("active", "up")
         # keepalived: a BACKUP hears the MASTER's adverts (else it would be MASTER); a MASTER
         # hears nothing from its backup in VRRP, so it asks the LAN for the peer's address
         return state.startswith("BACKUP") or self.peer_answers()
