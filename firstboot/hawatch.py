@@ -377,7 +377,10 @@ class Deaf(Lasting):
     margin), on a stack up longer than a fresh one's first verdict, it is restarted, once per
     absence and without the rejoin wait: a silent peer gives no verdict to wait for. A fresh
     stack that hears nobody takes the VIPs after its initdead. A real server must answer
-    meanwhile: a director whose own cable is cut hears nobody, and its stack is right to wait."""
+    meanwhile: a director whose own cable is cut hears nobody, and its stack is right to wait.
+    A heartbeat in rscstatus "transition" with none of its resource scripts running counts too:
+    one started afresh after a step-out, its peer crashed, sat there holding nothing for the
+    last 8 minutes of a CI run (stop 40), which class Stuck, needing a serving peer, never saw."""
     done: bool = False
 
     def observe(self, deaf: bool, now: float) -> bool:
@@ -399,8 +402,7 @@ def deaf_to_peer(info: dict, state: str, held: list[str], up: float,
     real server does. A peer still heard on the dedicated link (`on_link`) is alive with its LAN
     cut: ipfail's business, which a restart here would disturb."""
     anchor = anchor_vip(info)
-    if (anchor is None or held or claims_vip(info["stack"], state) or state == "transition"
-            or up < info.get("initdead", 0) + c.HAWATCH_GRACE):
+    if anchor is None or held or claims_vip(info["stack"], state) or up < info.get("initdead", 0) + c.HAWATCH_GRACE:
         return False
     if answered_elsewhere(anchor) or answered_elsewhere(info["peer_address"]):
         return False

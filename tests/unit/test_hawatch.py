@@ -540,7 +540,10 @@ def test_a_stack_deaf_to_its_peers_absence_is_restarted_once_while_a_real_server
     busy[0] = False
     assert not deaf_to_peer(info, "none", [], up - 1, elsewhere)  # a fresh stack: initdead is its own
     assert not deaf_to_peer(info, "local", [], up, elsewhere)  # it claims them: Vacancy's
+    assert deaf_to_peer(info, "transition", [], up, elsewhere)  # sat there, no script running (CI, stop 40)
+    busy[0] = True
     assert not deaf_to_peer(info, "transition", [], up, elsewhere)  # taking over now
+    busy[0] = False
     assert not deaf_to_peer(info, "none", ["2001:db8:40::100"], up, elsewhere)  # it holds one: Split's
     assert not deaf_to_peer({**info, "vips": ["2001:db8:40::100"]}, "none", [], up, elsewhere)
     assert not deaf_to_peer({**info, "stack": "keepalived"}, "MASTER", [], up, elsewhere)

@@ -140,6 +140,57 @@ def test_stays_while_anything_answers():
     assert feed([PEER_DEAD, PING_DEAD], pings=set())[2] == []
 
 
+def test_a_ping_node_that_still_answers_our_own_echo_keeps_it_in():
+    """CI, stop 40: a guest stalled past deadping found its ping node "dead" 4 s after taking over
+    from its crashed peer, stepped out and left nobody holding the VIP. heartbeat's verdict is
+    asked again with our own echo; while the ping node answers, the director stays."""
+    heartbeat, client = socket.socketpair()
+    taken, logged, stepped, asked = [], [], [], []
+    answers = iter(["192.168.0.1", "192.168.0.1", None])
+
+    def confirm():
+        asked.append(time.monotonic())
+        return next(answers)
+    thread = threading.Thread(target=lambda: pytest.raises(
+        EOFError, vt.serve, client, "loadb2", {"loadb1", "loadb2"}, lambda: taken.append(1) or "added",
+        logged.append, frozenset({"192.168.0.1"}), lambda: stepped.append(1), None, 30.0, confirm, 0.5))
+    thread.start()
+    heartbeat.sendall(vt.encode({"t": "status", **PEER_DEAD}) + vt.encode({"t": "status", **PING_DEAD}))
+    time.sleep(2.5)  # heartbeat still says isolated: asked again every 0.5 s until nobody answers
+    heartbeat.close()
+    thread.join(30)
+    assert taken == [1] and stepped == [1] and len(asked) == 3, (asked, logged)
+    assert asked[1] - asked[0] >= 0.5
+    assert logged[1] == ("heartbeat counts loadb1 and every ping node dead, but 192.168.0.1 answers a ping: "
+                         "a stall, not a cut; staying")
+    assert "killing heartbeat until a ping node answers" in logged[2]
+    # heartbeat hears the ping node again: its word ends the question, nothing more is asked
+    heartbeat, client = socket.socketpair()
+    asked.clear()
+    thread = threading.Thread(target=lambda: pytest.raises(
+        EOFError, vt.serve, client, "loadb2", {"loadb1", "loadb2"}, lambda: "added", print,
+        frozenset({"192.168.0.1"}), lambda: stepped.append(2), None, 30.0,
+        lambda: asked.append(1) or "192.168.0.1", 0.5))
+    thread.start()
+    heartbeat.sendall(vt.encode({"t": "status", **PEER_DEAD}) + vt.encode({"t": "status", **PING_DEAD})
+                      + vt.encode({"t": "NS_st", "src": "192.168.0.1", "st": "ping"}))
+    time.sleep(1.5)
+    heartbeat.close()
+    thread.join(30)
+    assert asked == [1] and stepped == [1]
+
+
+def test_answering_names_the_first_ping_node_that_echoes():
+    asked = []
+
+    def reachable(node, within):
+        asked.append((node, within))
+        return node == "192.168.0.2"
+    assert vt.answering({"192.168.0.2", "192.168.0.1"}, 2.0, reachable) == "192.168.0.2"
+    assert asked == [("192.168.0.1", 2.0), ("192.168.0.2", 2.0)]
+    assert vt.answering({"192.168.0.1"}, 2.0, reachable) is None
+
+
 def test_step_out_keeps_heartbeat_down_until_a_ping_node_answers(tmp_path, monkeypatch):
     monkeypatch.setattr(vt, "CUT_OFF", tmp_path / "cut-off")
     vt.CUT_OFF.touch()
