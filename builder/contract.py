@@ -21,6 +21,9 @@ CONFIGURED = f"{STATE_DIR}/configured"    # the instance-id, written last: the n
 APPLIED = f"{STATE_DIR}/applied.json"
 SEEDS_SEEN = f"{STATE_DIR}/seeds-seen"
 NEXT_SEED = f"{STATE_DIR}/next-seed.json"
+# on the root: which applied configuration its files are (state.stamp). A root that holds another
+# (an update's fresh root: issue 25) is rendered again at boot from applied.json
+RENDERED = "/etc/appliance/rendered"
 APPLIANCE_CLI = "/usr/bin/appliance"      # status, config, apply: what the builder runs over SSH
 SSH_UNIT = "ssh.service"                  # enabled by first boot only where the profile gives keys
 UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants"  # where first boot and apply enable units

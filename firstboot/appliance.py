@@ -131,7 +131,7 @@ def apply(change: dict, state: Path = STATE, root: Path = Path("/")) -> dict:
     for p in removed:
         (root / p.lstrip("/")).unlink()
     told = reload(written + removed) + _units(set(change.get("units", [])), root)
-    applied.write(state, current["instance"], data, "apply")
+    applied.write(state, current["instance"], data, "apply", root)
     return {"node": data["node"], "written": written, "removed": removed, "reloaded": told}
 
 

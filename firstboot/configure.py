@@ -338,9 +338,19 @@ def _guarded(step, marker: Path) -> int:
 
 
 def _keep(state: Path, root: Path, image_role: str | None) -> int:
-    """A later boot: the files are there; redo what does not survive a reboot."""
-    if applied.applied_path(state).exists():
-        apply_live(stored(state, image_role), root)
+    """A later boot: the files are there (else rendered again); redo what does not survive a reboot."""
+    if not applied.applied_path(state).exists():
+        return 0
+    seed = stored(state, image_role)
+    if applied.rendered_here(state, root):
+        apply_live(seed, root)
+        return 0
+    # the state survived and the root did not: an update's fresh root (issue 25), or a root
+    # older than its stamp. The node is the same; its files come back from what it runs.
+    files = _render(seed, state, root)
+    applied.mark(state, root)
+    say(f"appliance: rendered {seed.node.name}'s {len(files)} files again on this root from its "
+        f"applied configuration ({applied.read(state)['by']}, instance {seed.instance_id})")
     return 0
 
 
@@ -364,6 +374,20 @@ def node_facts(seed: Seed) -> dict[str, object]:
     return node
 
 
+def _render(seed: Seed, state: Path, root: Path) -> dict[str, File]:
+    """Write the node's files, make them live, enable its units and say what it is (node.json)."""
+    files = files_for(seed)
+    remove_other_stack(seed, root)
+    write_tree(files, root)
+    apply_live(seed, root)
+    for unit in sorted(set_units(seed, root)):
+        # this boot's unit graph predates the link: start it now (before sysinit.target)
+        run(["systemctl", "start", "--no-block", unit])
+    state.mkdir(parents=True, exist_ok=True)
+    write_atomic(applied.under(state, contract.NODE_JSON), json.dumps(node_facts(seed)) + "\n")
+    return files
+
+
 def _configure(seed: Seed, source: str, marker: Path, state: Path, root: Path,
                staged: Path | None = None) -> int:
     if marker.exists() and marker.read_text().strip() == seed.instance_id:
@@ -374,16 +398,8 @@ def _configure(seed: Seed, source: str, marker: Path, state: Path, root: Path,
         apply_live(seed, root)
         return 0
     marker.unlink(missing_ok=True)  # half-configured must never look configured
-    files = files_for(seed)
-    remove_other_stack(seed, root)
-    write_tree(files, root)
-    apply_live(seed, root)
-    for unit in sorted(set_units(seed, root)):
-        # this boot's unit graph predates the link: start it now (before sysinit.target)
-        run(["systemctl", "start", "--no-block", unit])
-    state.mkdir(parents=True, exist_ok=True)
-    write_atomic(applied.under(state, contract.NODE_JSON), json.dumps(node_facts(seed)) + "\n")
-    applied.write(state, seed.instance_id, seed.data, "apply --reboot" if staged else "seed")
+    files = _render(seed, state, root)
+    applied.write(state, seed.instance_id, seed.data, "apply --reboot" if staged else "seed", root)
     if staged is None:
         write_atomic(applied.under(state, contract.SEEDS_SEEN),
                      "".join(f"{i}\n" for i in sorted(_seen(state) | {seed.instance_id})))

@@ -31,7 +31,33 @@ def read(state: Path = STATE) -> dict:
     return json.loads(applied_path(state).read_text())
 
 
-def write(state: Path, instance: str, data: dict | None, how: str) -> None:
+def stamp(entry: dict) -> str:
+    """One applied configuration, named: its instance and a digest of what it says."""
+    import hashlib
+    digest = hashlib.sha256(json.dumps(entry["data"], sort_keys=True).encode()).hexdigest()[:16]
+    return f"{entry['instance']} {digest}\n"
+
+
+def rendered_here(state: Path, root: Path) -> bool:
+    """The root's files are the applied configuration's (contract.RENDERED says so). A root that
+    does not say so (an update's fresh root, or one older than the stamp) must be rendered again."""
+    marker = root / contract.RENDERED.lstrip("/")
+    try:
+        return marker.read_text() == stamp(read(state))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def mark(state: Path, root: Path) -> None:
+    """Say on the root that its files are now the applied configuration's."""
+    from builder.files import write_atomic
+    write_atomic(root / contract.RENDERED.lstrip("/"), stamp(read(state)))
+
+
+def write(state: Path, instance: str, data: dict | None, how: str, root: Path | None = None) -> None:
+    """applied.json, then (with `root`, whose files were just written from it) the root's stamp."""
     from builder.files import write_atomic  # not for readers: `appliance status` must be quick
     entry = {"instance": instance, "by": how, "at": int(time.time()), "data": data}
     write_atomic(applied_path(state), json.dumps(entry, sort_keys=True) + "\n", 0o600)
+    if root is not None:
+        mark(state, root)

@@ -69,6 +69,33 @@ def test_an_applied_change_survives_a_reboot_with_the_old_seed_and_a_new_seed_wi
     assert configure.configure(state, root) == 0 and weight(root, "172.20.40.21") == 2
 
 
+def test_a_fresh_root_is_rendered_again_from_what_the_node_runs(web3, node, monkeypatch):
+    """An update replaces the root and keeps the state (issue 25): the node comes back as it
+    ran, an applied change included, whether its old seed is still attached or not."""
+    import shutil
+    root, state, attach, told = node
+    attach(web3, "lvs-a")
+    configure.configure(state, root)
+    stamp = (root / contract.RENDERED.lstrip("/")).read_text()
+    assert stamp.startswith(configure.applied.read(state)["instance"] + " ")
+    appliance.apply(day2.Keys(KEY, None).change(web3, day2.reweighted(web3, "app1", 5), "lvs-a"), state, root)
+    assert (root / contract.RENDERED.lstrip("/")).read_text() != stamp  # the apply is the root's now
+    for attached in (True, False):
+        shutil.rmtree(root)
+        if not attached:
+            monkeypatch.setattr(configure, "find_seed_device", lambda: None)
+        told.clear()
+        assert configure.configure(state, root) == 0
+        assert weight(root, "172.20.40.21") == 5 and (root / contract.SSH_HOST_KEY.lstrip("/")).exists() is False
+        assert (root / "etc/ha.d/authkeys").stat().st_mode & 0o777 == 0o600
+        assert configure.applied.rendered_here(state, root)
+        assert ["systemctl", "start", "--no-block", "ldirectord.service"] in told  # its units enabled again
+    told.clear()
+    (root / "etc/ha.d/ldirectord.cf").write_text("kept")  # a reboot on the same root renders nothing
+    assert configure.configure(state, root) == 0 and (root / "etc/ha.d/ldirectord.cf").read_text() == "kept"
+    assert told == []
+
+
 def test_appliance_config_answers_without_argparse_and_names_a_missing_state(web3, node, monkeypatch, capsys):
     root, state, attach, _ = node
     monkeypatch.setattr(appliance, "STATE", state)
