@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import contract, day2, host, hostkeys, image, profile, remote, render, secret, seed, tls
+from builder import contract, day2, host, image, profile, remote, render, secret, seed
 from builder.errors import ApplianceError
 from builder.run import CommandError
 
@@ -85,18 +85,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
     cluster = _load(args.profile)
     for name in args.node or []:
         _node(cluster, name)
-    key = _secret(cluster, args, create=True)
-    host_keys = None
-    if cluster.access.ssh:  # made once per node and kept; known_hosts for the operator's first ssh
-        made = hostkeys.load_or_create(cluster, Path(args.secrets))
-        host_keys = {name: (k.private, k.public) for name, k in made.items()}
-        known = hostkeys.write_known_hosts(cluster, made, Path(args.secrets))
-        print(f"{known}: the nodes' host keys (ssh -o UserKnownHostsFile={known} root@NODE)")
-    made_tls = tls.load_or_create(cluster, Path(args.secrets))
-    if made_tls:
-        print(f"{tls.cert_path(cluster, Path(args.secrets))}: the real servers' TLS certificate "
-              "(curl --cacert it)")
-    for path in seed.write_seeds(cluster, key, Path(args.out), args.node, host_keys, made_tls):
+    keys = seed.Keys.gather(cluster, Path(args.profile), Path(args.secrets), create=True, say=print)
+    for path in seed.write_seeds(cluster, keys, Path(args.out), args.node):
         print(f"{path}: seed ISO for {path.stem}")
     return 0
 
@@ -193,7 +183,7 @@ def _operation(args: argparse.Namespace) -> day2.Operation:
         raise Fail(f"{args.profile} gives no [access] ssh_keys, so its nodes run no sshd",
                    hint="add your public key under [access] and re-seed the nodes once (README: Day 2)")
     secrets_dir = Path(args.secrets)
-    keys = day2.Keys.load(cluster, Path(args.profile), secrets_dir)
+    keys = day2.load_keys(cluster, Path(args.profile), secrets_dir)
     known = secrets_dir / f"{cluster.name}.known_hosts"
     control = _control_dir()
     reach = remote.Reach(known, Path(args.identity) if args.identity else None, control=control)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 
-from builder import contract, hostkeys, plan, profile, remote, render, secret, seed, tls
+from builder import contract, plan, profile, remote, secret, seed
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 from builder.remote import Reach
@@ -44,47 +44,23 @@ class Day2Error(ApplianceError):
     """A running cluster that cannot take the change: unreachable, disagreeing, refusing."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Keys:
-    """What the builder re-seeds nodes with: the heartbeat secret, the nodes' host keys, the
-    real servers' TLS certificate."""
-    secret: str | None
-    host_keys: dict[str, tuple[str, str]] | None
-    tls: tuple[str, str] | None = None
+def load_keys(cluster: Cluster, profile_path: Path, secrets_dir: Path) -> seed.Keys:
+    """The keys a running cluster was seeded with (a new node's host key is made now)."""
+    if secret.load_or_create(cluster, profile_path, secrets_dir, create=False) is None:
+        raise Day2Error(f"no secret for cluster {cluster.name} under {secrets_dir}: apply changes "
+                        "a cluster seeded from this directory", hint="pass --secrets DIR")
+    return seed.Keys.gather(cluster, profile_path, secrets_dir, create=False)
 
-    @classmethod
-    def load(cls, cluster: Cluster, profile_path: Path, secrets_dir: Path) -> Keys:
-        key = secret.load_or_create(cluster, profile_path, secrets_dir, create=False)
-        if key is None:
-            raise Day2Error(f"no secret for cluster {cluster.name} under {secrets_dir}: apply changes "
-                            "a cluster seeded from this directory", hint="pass --secrets DIR")
-        made = hostkeys.load_or_create(cluster, secrets_dir) if cluster.access.ssh else {}
-        if made:  # a new node's key is made now; known_hosts gets it
-            hostkeys.write_known_hosts(cluster, made, secrets_dir)
-        return cls(key, {n: (k.private, k.public) for n, k in made.items()} or None,
-                   tls.load_or_create(cluster, secrets_dir))
 
-    def data(self, cluster: Cluster, node: Node) -> dict:
-        return seed.appliance(cluster, node, self.secret, self.host_keys, self.tls)
-
-    def files(self, cluster: Cluster, name: str) -> dict[str, render.File]:
-        """What first boot would write on node `name` of `cluster` (none: not in it)."""
-        try:
-            node = cluster.node(name)
-        except KeyError:
-            return {}
-        host_key = self.host_keys.get(name) if self.host_keys else None
-        return render.node_files(cluster, node, self.secret, host_key, self.tls)
-
-    def change(self, old: Cluster, new: Cluster, name: str) -> dict:
-        """`appliance apply`'s input for one node: new seed data, the files, what goes."""
-        files = self.files(new, name)
-        from firstboot.configure import units_for  # which optional units (sshd, exporters) run
-        node = new.node(name)
-        return {"data": self.data(new, node),
-                "files": {p: [f.content, f.mode] for p, f in files.items()},
-                "removed": [p for p in self.files(old, name) if p not in files],
-                "units": sorted(units_for(new, node) & set(contract.OPTIONAL_UNITS))}
+def change(keys: seed.Keys, old: Cluster, new: Cluster, name: str) -> dict:
+    """`appliance apply`'s input for one node: new seed data, the files, what goes."""
+    files = keys.files(new, name)
+    from firstboot.configure import units_for  # which optional units (sshd, exporters) run
+    node = new.node(name)
+    return {"data": seed.appliance(new, node, keys),
+            "files": {p: [f.content, f.mode] for p, f in files.items()},
+            "removed": [p for p in keys.files(old, name) if p not in files],
+            "units": sorted(units_for(new, node) & set(contract.OPTIONAL_UNITS))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +209,7 @@ class Operation:
     """One `apply`, `drain` or `undrain`: the cluster as the profile says, how to reach it,
     the keys to re-seed with, and where progress goes (one line per step, with its time)."""
 
-    def __init__(self, cluster: Cluster, reach: Reach, keys: Keys, say: Callable[[str], None] = print):
+    def __init__(self, cluster: Cluster, reach: Reach, keys: seed.Keys, say: Callable[[str], None] = print):
         # checked as the directors will read it back: a cluster built in code (not parsed from a
         # profile) once applied a checkinterval ldirectord cannot hold, and every later apply
         # failed to read the running configuration
@@ -249,7 +225,7 @@ class Operation:
         """`appliance apply` on each node, in order (directors), or all at once (real servers)."""
         def one(node: Node) -> None:
             out = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} apply",
-                                        stdin=json.dumps(self.keys.change(old, target, node.name))))
+                                        stdin=json.dumps(change(self.keys, old, target, node.name))))
             told = f", reloaded {', '.join(out['reloaded'])}" if out["reloaded"] else ""
             self.say(f"{self._t()} {node.name}: {len(out['written']) + len(out['removed'])} files changed{told}")
         if at_once and nodes:
@@ -346,7 +322,7 @@ class Operation:
                  *[r for r in old.real_servers if r.name in {n.name for n in self.cluster.real_servers}]]
         for was in order:
             node = self.cluster.node(was.name)
-            files = seed.seed_files(self.cluster, node, self.keys.secret, self.keys.host_keys, self.keys.tls)
+            files = seed.seed_files(self.cluster, node, self.keys)
             instance = seed.instance_of(files)
             entry = {"instance": instance, "data": json.loads(files[contract.SEED_APPLIANCE])}
             remote.run(was, self.reach, f"{contract.APPLIANCE_CLI} stage", stdin=json.dumps(entry))

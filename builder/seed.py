@@ -13,6 +13,8 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -32,12 +34,54 @@ ISO_NAMES = {"meta-data": "METADATA.;1", "user-data": "USERDATA.;1",
 HostKeys = dict[str, tuple[str, str]]  # node -> (private, public) SSH host key
 
 
-def appliance(cluster: Cluster, node: Node, secret: str | None, host_keys: HostKeys | None = None,
-              tls: tuple[str, str] | None = None) -> dict:
+@dataclass(frozen=True)
+class Keys:
+    """What a seed carries beside the profile, made once by the builder and kept in the secrets
+    directory: the heartbeat secret (directors), each node's SSH host key (where the profile gives
+    operators keys), the cluster's TLS certificate (where a service serves TLS) and the public half
+    of the update key a node trusts bundles from (builder/bundle.py)."""
+    secret: str | None
+    host_keys: HostKeys | None = None
+    tls: tuple[str, str] | None = None
+    update_key: str | None = None
+
+    @classmethod
+    def gather(cls, cluster: Cluster, profile_path: Path, secrets_dir: Path, create: bool = True,
+               say: Callable[[str], None] = lambda line: None) -> Keys:
+        """The keys of `cluster` under `secrets_dir`, those missing made (with `create`: a new
+        cluster; without, only a new node's host key: a running cluster's secret is never remade)."""
+        from builder import bundle, hostkeys, secret, tls
+        key = secret.load_or_create(cluster, profile_path, secrets_dir, create)
+        host_keys = None
+        if cluster.access.ssh:  # made once per node and kept; known_hosts for the operator's first ssh
+            made = hostkeys.load_or_create(cluster, secrets_dir)
+            host_keys = {name: (k.private, k.public) for name, k in made.items()}
+            known = hostkeys.write_known_hosts(cluster, made, secrets_dir)
+            say(f"{known}: the nodes' host keys (ssh -o UserKnownHostsFile={known} root@NODE)")
+        made_tls = tls.load_or_create(cluster, secrets_dir)
+        if made_tls:
+            say(f"{tls.cert_path(cluster, secrets_dir)}: the real servers' TLS certificate (curl --cacert it)")
+        update = bundle.signing_key(secrets_dir).with_suffix(".pub").read_text().strip()
+        return cls(key, host_keys, made_tls, update)
+
+    def files(self, cluster: Cluster, name: str) -> dict[str, render.File]:
+        """What first boot would write on node `name` of `cluster` (none: not in it)."""
+        try:
+            node = cluster.node(name)
+        except KeyError:
+            return {}
+        host_key = self.host_keys.get(name) if self.host_keys else None
+        return render.node_files(cluster, node, self.secret, host_key, self.tls)
+
+
+def appliance(cluster: Cluster, node: Node, keys: Keys) -> dict:
+    secret, host_keys, tls = keys.secret, keys.host_keys, keys.tls
     data: dict = {"format": FORMAT, "node": node.name, "role": node.role,
                   "cluster": profile.to_dict(cluster)}
     if node.is_director:
         data["secret"] = secret
+    if keys.update_key:  # the one key `appliance update` takes bundles signed by
+        data["update_key"] = keys.update_key
     if cluster.access.ssh:
         if not host_keys or node.name not in host_keys:
             raise ValueError(f"{node.name}: the profile gives SSH keys, so its seed needs its host key")
@@ -55,10 +99,9 @@ def _q(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid YAML scalar
 
 
-def seed_files(cluster: Cluster, node: Node, secret: str | None,
-               host_keys: HostKeys | None = None, tls: tuple[str, str] | None = None) -> dict[str, bytes]:
+def seed_files(cluster: Cluster, node: Node, keys: Keys) -> dict[str, bytes]:
     """The files on a node's seed ISO. Pure: same inputs, same bytes."""
-    body = json.dumps(appliance(cluster, node, secret, host_keys, tls), indent=2, sort_keys=True) + "\n"
+    body = json.dumps(appliance(cluster, node, keys), indent=2, sort_keys=True) + "\n"
     instance = f"{cluster.name}-{node.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
     fqdn = f"{node.name}.{cluster.domain}"
     net = cluster.network
@@ -127,8 +170,7 @@ def read_iso(path: Path) -> tuple[str, dict[str, bytes]]:
         iso.close()
 
 
-def write_seeds(cluster: Cluster, secret: str | None, out: Path, names: list[str] | None = None,
-                host_keys: HostKeys | None = None, tls: tuple[str, str] | None = None) -> list[Path]:
+def write_seeds(cluster: Cluster, keys: Keys, out: Path, names: list[str] | None = None) -> list[Path]:
     """One ``<node>.iso`` per node (or per name given) under out."""
     paths = []
     for node in cluster.nodes:
@@ -137,6 +179,6 @@ def write_seeds(cluster: Cluster, secret: str | None, out: Path, names: list[str
         path = out / f"{node.name}.iso"
         # 0600: directors' seeds hold the heartbeat secret, every seed its node's host key, real
         # servers' the TLS key
-        render.write_atomic(path, build_iso(seed_files(cluster, node, secret, host_keys, tls)), 0o600)
+        render.write_atomic(path, build_iso(seed_files(cluster, node, keys)), 0o600)
         paths.append(path)
     return paths

@@ -93,7 +93,7 @@ def boot_to_ready(role: str, img: Path, accel: str) -> float:
     cluster = profile.load(ROOT / "profiles" / "howto.toml")
     with tempfile.TemporaryDirectory() as tmp:
         key = secret.load_or_create(cluster, ROOT / "profiles" / "howto.toml", Path(tmp) / "s")
-        [iso] = seed.write_seeds(cluster, key, Path(tmp), [SEED_NODE[role]])
+        [iso] = seed.write_seeds(cluster, seed.Keys(key), Path(tmp), [SEED_NODE[role]])
         vm = Machine(SEED_NODE[role], img, BENCH / "boot", seed=iso, accel=accel)
         try:
             vm.start()

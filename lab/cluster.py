@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
-from builder import contract, day2, hostkeys, profile, remote, render, secret, seed, tls
+from builder import contract, day2, profile, remote, render, seed, tls
 from builder.run import run
 from lab import logs, net, paths, stack, wait
 from lab.client import Client
@@ -89,18 +89,14 @@ class Cluster:
 
     def operation(self, target: profile.Cluster, say: Callable[[str], None] = print) -> day2.Operation:
         """`builder apply|drain` of `target` against this running cluster, as an operator runs it."""
-        return day2.Operation(target, self.reach, day2.Keys.load(target, self.profile_path, self.workdir / "secrets"),
+        return day2.Operation(target, self.reach, day2.load_keys(target, self.profile_path, self.workdir / "secrets"),
                               say)
 
     def seeds_for(self, spec: profile.Cluster, names: list[str] | None = None) -> Path:
         """Seed ISOs of `spec`'s nodes (or those named) under workdir/seeds, with host keys."""
         seeds = self.workdir / "seeds"
         secrets_dir = self.workdir / "secrets"
-        key = secret.load_or_create(spec, self.profile_path, secrets_dir)
-        made = hostkeys.load_or_create(spec, secrets_dir)
-        hostkeys.write_known_hosts(spec, made, secrets_dir)
-        seed.write_seeds(spec, key, seeds, names, {n: (k.private, k.public) for n, k in made.items()},
-                         tls.load_or_create(spec, secrets_dir))
+        seed.write_seeds(spec, seed.Keys.gather(spec, self.profile_path, secrets_dir), seeds, names)
         return seeds
 
     def with_added_server(self) -> profile.Cluster:

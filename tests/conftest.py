@@ -33,5 +33,5 @@ def seeds(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("seeds")
     cluster = profile.load(ROOT / "profiles" / "howto.toml")
     key = secret.load_or_create(cluster, ROOT / "profiles" / "howto.toml", out / "secrets")
-    seed.write_seeds(cluster, key, out)
+    seed.write_seeds(cluster, seed.Keys(key), out)
     return out

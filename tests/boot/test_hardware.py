@@ -98,7 +98,7 @@ def matrix(accel, seeds, tmp_path_factory) -> dict[str, Exception | None]:
     pinned_seeds = tmp_path_factory.mktemp("pinned")
     cluster = pinned_profile()
     key = secret.load_or_create(cluster, ROOT / "profiles" / "howto.toml", pinned_seeds / "secrets")
-    seed.write_seeds(cluster, key, pinned_seeds, ["loadb1"])
+    seed.write_seeds(cluster, seed.Keys(key), pinned_seeds, ["loadb1"])
 
     def boot_and_check(i: int, title: str) -> Exception | None:
         case = CASES[title]

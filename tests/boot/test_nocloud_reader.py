@@ -41,7 +41,7 @@ def cloudinit() -> Path:
 @pytest.mark.parametrize("name", ["loadb1", "webserver2"])
 def test_cloud_init_nocloud_reads_our_seed(cloudinit, tmp_path, name):
     cluster = profile.load(ROOT / "profiles" / "howto.toml")
-    [iso] = seed.write_seeds(cluster, "3f9a1c5e7b2d4086" * 4, tmp_path / "iso", [name])
+    [iso] = seed.write_seeds(cluster, seed.Keys("3f9a1c5e7b2d4086" * 4), tmp_path / "iso", [name])
     label, files = seed.read_iso(iso)
     assert label == "cidata"
     seed_dir = tmp_path / "cloud" / "seed" / "nocloud"  # what cloud-init reads once mounted

@@ -112,8 +112,8 @@ def test_the_seed_carries_the_node_host_key_and_first_boot_writes_it(tmp_path):
     cluster = profile.parse(howto(ssh_keys=[ED25519]))
     keys = {n: (k.private, k.public) for n, k in hostkeys.load_or_create(cluster, tmp_path / "s").items()}
     with pytest.raises(ValueError, match="needs its host key"):
-        seed.write_seeds(cluster, "3f9a1c5e7b2d4086" * 4, tmp_path / "none", ["webserver2"])
-    [iso] = seed.write_seeds(cluster, "3f9a1c5e7b2d4086" * 4, tmp_path / "iso", ["webserver2"], keys)
+        seed.write_seeds(cluster, seed.Keys("3f9a1c5e7b2d4086" * 4), tmp_path / "none", ["webserver2"])
+    [iso] = seed.write_seeds(cluster, seed.Keys("3f9a1c5e7b2d4086" * 4, keys), tmp_path / "iso", ["webserver2"])
     assert iso.stat().st_mode & 0o777 == 0o600
     d = tmp_path / "mounted"
     d.mkdir()

@@ -41,7 +41,7 @@ def node(tmp_path, monkeypatch):
         for f in drive.glob("*"):
             f.unlink()
         drive.mkdir(exist_ok=True)
-        for fname, data in seed.seed_files(cluster, cluster.node(name), KEY).items():
+        for fname, data in seed.seed_files(cluster, cluster.node(name), seed.Keys(KEY)).items():
             (drive / fname).write_bytes(data)
     return root, state, attach, told
 
@@ -57,7 +57,7 @@ def test_an_applied_change_survives_a_reboot_with_the_old_seed_and_a_new_seed_wi
     attach(web3, "lvs-a")
     assert configure.configure(state, root) == 0 and weight(root, "172.20.40.21") == 3
     heavier = day2.reweighted(web3, "app1", 5)
-    out = appliance.apply(day2.Keys(KEY, None).change(web3, heavier, "lvs-a"), state, root)
+    out = appliance.apply(day2.change(seed.Keys(KEY), web3, heavier, "lvs-a"), state, root)
     assert out["written"] == ["/etc/ha.d/ldirectord.cf"] and out["removed"] == []
     assert out["reloaded"] == ["ldirectord"] and ["kill", "-HUP", "/run/ldirectord.ldirectord.cf.pid"] in told
     assert weight(root, "172.20.40.21") == 5
@@ -78,7 +78,7 @@ def test_a_fresh_root_is_rendered_again_from_what_the_node_runs(web3, node, monk
     configure.configure(state, root)
     stamp = (root / contract.RENDERED.lstrip("/")).read_text()
     assert stamp.startswith(configure.applied.read(state)["instance"] + " ")
-    appliance.apply(day2.Keys(KEY, None).change(web3, day2.reweighted(web3, "app1", 5), "lvs-a"), state, root)
+    appliance.apply(day2.change(seed.Keys(KEY), web3, day2.reweighted(web3, "app1", 5), "lvs-a"), state, root)
     assert (root / contract.RENDERED.lstrip("/")).read_text() != stamp  # the apply is the root's now
     for attached in (True, False):
         shutil.rmtree(root)
@@ -117,7 +117,7 @@ def test_a_node_refuses_another_nodes_change_and_changes_nothing(web3, node):
     before = (root / "etc/ha.d/ldirectord.cf").read_text()
     heavier = day2.reweighted(web3, "app1", 5)
     with pytest.raises(appliance.ApplyError, match="this is lvs-a; the change is for lvs-b"):
-        appliance.apply(day2.Keys(KEY, None).change(web3, heavier, "lvs-b"), state, root)
+        appliance.apply(day2.change(seed.Keys(KEY), web3, heavier, "lvs-b"), state, root)
     assert (root / "etc/ha.d/ldirectord.cf").read_text() == before
     assert json.loads((state / "applied.json").read_text())["by"] == "seed"
 
@@ -126,7 +126,7 @@ def test_a_staged_seed_wins_once_and_the_old_seed_stays_ignored(web3, node):
     root, state, attach, _ = node
     attach(web3, "lvs-a")
     configure.configure(state, root)
-    files = seed.seed_files(day2.reweighted(web3, "app2", 7), web3.node("lvs-a"), KEY)
+    files = seed.seed_files(day2.reweighted(web3, "app2", 7), web3.node("lvs-a"), seed.Keys(KEY))
     entry = {"instance": seed.instance_of(files), "data": json.loads(files["appliance.json"])}
     appliance.stage(entry, state)
     assert configure.configure(state, root) == 0 and weight(root, "172.20.40.22") == 7
@@ -175,7 +175,7 @@ def test_apply_drains_a_leaving_server_then_removes_it_standby_director_first(we
     fake.patch(monkeypatch)
     smaller = dataclasses.replace(web3, real_servers=web3.real_servers[:2])
     lines: list[str] = []
-    op = day2.Operation(smaller, Reach(Path("kh")), day2.Keys(KEY, None), lines.append)
+    op = day2.Operation(smaller, Reach(Path("kh")), seed.Keys(KEY), lines.append)
     changes = op.apply(drain_timeout=5)
     assert [str(c) for c in changes] == ["real_servers.app3: removed"]
     order = [n for n, _ in fake.pushed]
@@ -190,7 +190,7 @@ def test_apply_refuses_before_touching_a_node(web3, monkeypatch):
     fake = FakeCluster(web3)
     monkeypatch.setattr(day2.remote, "run", fake.run)
     renamed = dataclasses.replace(web3, domain="example.org")
-    op = day2.Operation(renamed, Reach(Path("kh")), day2.Keys(KEY, None), lambda line: None)
+    op = day2.Operation(renamed, Reach(Path("kh")), seed.Keys(KEY), lambda line: None)
     with pytest.raises(day2.Day2Error, match=r"domain: '\S+' -> 'example.org' \(needs --reboot"):
         op.apply()
     assert fake.pushed == []
@@ -238,10 +238,11 @@ def test_apply_reboot_stages_each_node_and_waits_for_it_standby_director_first(w
     monkeypatch.setattr(day2.remote, "forget", lambda node, reach: None)
     monkeypatch.setattr(day2.time, "sleep", lambda s: None)
     moved = dataclasses.replace(web3, domain="example.org")
-    day2.Operation(moved, Reach(Path("kh")), day2.Keys(KEY, None), lambda line: None).reboot(timeout=5)
+    day2.Operation(moved, Reach(Path("kh")), seed.Keys(KEY), lambda line: None).reboot(timeout=5)
     assert said == ["lvs-b", "lvs-a", "app1", "app2", "app3"]
-    files = seed.seed_files(moved, moved.node("app2"), KEY)
-    assert staged["app2"] == seed.instance_of(files) != seed.instance_of(seed.seed_files(web3, web3.node("app2"), KEY))
+    files = seed.seed_files(moved, moved.node("app2"), seed.Keys(KEY))
+    before = seed.seed_files(web3, web3.node("app2"), seed.Keys(KEY))
+    assert staged["app2"] == seed.instance_of(files) != seed.instance_of(before)
 
 
 @pytest.mark.parametrize("held, how", [(["172.20.40.100"], "reload"), ([], "restart")])
@@ -357,8 +358,8 @@ def test_a_configuration_the_directors_could_not_read_back_is_refused_before_any
     monkeypatch.setattr(day2.remote, "run", fake.run)
     second = dataclasses.replace(web3.services[0], vip=web3.vip + 1)
     two = dataclasses.replace(web3, services=(web3.services[0], second))
-    day2.Operation(two, Reach(Path("kh")), day2.Keys(KEY, None), lambda line: None)  # a valid pair
+    day2.Operation(two, Reach(Path("kh")), seed.Keys(KEY), lambda line: None)  # a valid pair
     bumped = dataclasses.replace(two, services=(dataclasses.replace(two.services[0], checkinterval=9), second))
     with pytest.raises(profile.ProfileError, match="checkinterval differs between services"):
-        day2.Operation(bumped, Reach(Path("kh")), day2.Keys(KEY, None), lambda line: None)
+        day2.Operation(bumped, Reach(Path("kh")), seed.Keys(KEY), lambda line: None)
     assert fake.pushed == []

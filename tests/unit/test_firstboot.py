@@ -18,7 +18,7 @@ def howto():
 
 def unpack(cluster, name, tmp_path, key=KEY):
     """What first boot sees on the mounted ISO."""
-    [iso] = seed.write_seeds(cluster, key, tmp_path / "iso", [name])
+    [iso] = seed.write_seeds(cluster, seed.Keys(key), tmp_path / "iso", [name])
     _, files = seed.read_iso(iso)
     d = tmp_path / name
     d.mkdir()

@@ -214,7 +214,7 @@ def test_a_pinned_mac_renders_a_link_file_and_a_matching_network_config():
     link = render.node_files(c, node, "x" * 32)[render.LINK_FILE].content
     assert "MACAddress=52:54:00:aa:bb:cc" in link and "Name=lan0" in link
     assert render.LINK_FILE not in render.node_files(c, c.node("loadb2"), "x" * 32)
-    net_cfg = seed.seed_files(c, node, "x" * 32)["network-config"].decode()
+    net_cfg = seed.seed_files(c, node, seed.Keys("x" * 32))["network-config"].decode()
     assert 'match: {macaddress: "52:54:00:aa:bb:cc"}' in net_cfg and 'set-name: "lan0"' in net_cfg
     assert profile.parse(profile.to_dict(c)) == c
 

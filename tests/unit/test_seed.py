@@ -21,7 +21,7 @@ def howto():
 
 
 def test_seed_reads_back_as_a_nocloud_volume(howto, tmp_path):
-    [path] = seed.write_seeds(howto, KEY, tmp_path, ["loadb1"])
+    [path] = seed.write_seeds(howto, seed.Keys(KEY), tmp_path, ["loadb1"])
     label, files = seed.read_iso(path)
     assert label == "cidata"
     assert sorted(files) == ["appliance.json", "meta-data", "network-config", "user-data"]
@@ -34,19 +34,19 @@ def test_seed_reads_back_as_a_nocloud_volume(howto, tmp_path):
 
 
 def test_real_server_seed_has_no_secret(howto, tmp_path):
-    [path] = seed.write_seeds(howto, KEY, tmp_path, ["webserver1"])
+    [path] = seed.write_seeds(howto, seed.Keys(KEY), tmp_path, ["webserver1"])
     _, files = seed.read_iso(path)
     assert "secret" not in json.loads(files["appliance.json"])
     assert KEY.encode() not in path.read_bytes()
 
 
 def test_same_profile_gives_byte_identical_isos_whatever_the_clock_and_zone(howto, tmp_path, monkeypatch):
-    first = seed.write_seeds(howto, KEY, tmp_path / "a")
+    first = seed.write_seeds(howto, seed.Keys(KEY), tmp_path / "a")
     monkeypatch.setenv("TZ", "Asia/Kolkata")
     time.tzset()
     time.sleep(1.1)
     try:
-        second = seed.write_seeds(howto, KEY, tmp_path / "b")
+        second = seed.write_seeds(howto, seed.Keys(KEY), tmp_path / "b")
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
@@ -56,7 +56,7 @@ def test_same_profile_gives_byte_identical_isos_whatever_the_clock_and_zone(howt
 
 
 def instance_id(cluster, name, key=KEY):
-    meta = seed.seed_files(cluster, cluster.node(name), key)["meta-data"].decode()
+    meta = seed.seed_files(cluster, cluster.node(name), seed.Keys(key))["meta-data"].decode()
     return meta.split('instance-id: "')[1].split('"')[0]
 
 
@@ -126,3 +126,16 @@ def test_render_command_previews_and_writes_a_tree(tmp_path, capsys):
 def test_unknown_node_is_a_clear_error(capsys):
     assert cli.main(["render", str(HOWTO), "loadb9"]) == 1
     assert "choose one of: loadb1, loadb2, webserver1, webserver2" in capsys.readouterr().err
+
+
+def test_gathered_keys_are_made_once_and_every_seed_names_the_update_key(howto, tmp_path):
+    """`builder seed` makes what is missing and keeps it: a second gather reads the same keys, and
+    each node's seed carries the public half of the key bundles are signed with (issue 25)."""
+    first = seed.Keys.gather(howto, HOWTO, tmp_path / "s")
+    again = seed.Keys.gather(howto, HOWTO, tmp_path / "s", create=False)
+    assert first == again and first.secret and first.update_key.startswith("ssh-ed25519 ")
+    assert first.update_key == (tmp_path / "s" / "update-key.pub").read_text().strip()
+    assert (tmp_path / "s" / "update-key").stat().st_mode & 0o777 == 0o600
+    for node in howto.nodes:
+        assert seed.appliance(howto, node, first)["update_key"] == first.update_key
+    assert "update_key" not in seed.appliance(howto, howto.nodes[0], seed.Keys(KEY))

@@ -67,10 +67,10 @@ def test_ldirectord_trusts_the_clusters_certificate_wherever_it_runs():
 def test_a_real_servers_seed_carries_it_and_first_boot_refuses_a_seed_without(cluster, tmp_path):
     made = tls.load_or_create(cluster, tmp_path)
     with pytest.raises(ValueError, match="needs the cluster's certificate"):
-        seed.appliance(cluster, cluster.node("app1"), None)
-    data = seed.appliance(cluster, cluster.node("app1"), None, None, made)
+        seed.appliance(cluster, cluster.node("app1"), seed.Keys(None))
+    data = seed.appliance(cluster, cluster.node("app1"), seed.Keys(None, tls=made))
     assert data["tls"] == {"cert": made.cert, "key": made.key}
-    director = seed.appliance(cluster, cluster.node("lvs-a"), "3f9a1c5e7b2d4086" * 4, None, made)
+    director = seed.appliance(cluster, cluster.node("lvs-a"), seed.Keys("3f9a1c5e7b2d4086" * 4, tls=made))
     assert director["tls"] == {"cert": made.cert}  # never the key
     files = configure.files_for(configure.seed_from(data, "i-1", "realserver"))
     assert files[contract.TLS_KEY].content == made.key
