@@ -441,13 +441,22 @@ class Split(Lasting):
     restarted (the IPv6 VIP re-added on one, refused by duplicate address detection on the
     other): no VIP held twice, none vacant, so neither check saw it, and no stack ever mends it.
     The first IPv4 VIP decides: once a split has lasted `limit` s, its holder (while its stack
-    claims the VIPs) adds those it lacks, and a director without it drops those it holds while
+    claims the VIPs, or heartbeat sits in transition: completes_split) adds those it lacks, and a
+    director without it drops those it holds while
     another host answers for it."""
 
     def observe(self, wrong: tuple[str, list[str]] | None, now: float) -> tuple[str, list[str]] | None:
         """`wrong` is ("complete", the VIPs to add) or ("drop", the VIPs to give up) or None;
         the same comes back once it has lasted `limit` s."""
         return wrong if self.lasted(wrong is not None, now) else None
+
+
+def completes_split(stack: str, state: str) -> bool:
+    """The anchor's holder adds the VIPs it lacks while its stack claims them, or while heartbeat
+    sits in rscstatus "transition": a heartbeat restarted by a step-out sat there 250 s holding the
+    IPv4 VIP vip-takeover had added, the others dropped by its peer's split check, and nothing
+    completed the set (suite, session 30). A takeover that is under way adds the same VIPs."""
+    return claims_vip(stack, state) or (stack == "heartbeat" and state == "transition")
 
 
 def split_of(info: dict, held: list[str], claims: bool,
@@ -765,10 +774,8 @@ def watch(log: Callable[[str], None]) -> int:
                 empty = not held and other is None and vacant(
                     info, peer_answers, claims_vip(info["stack"], probe.state), lan_works)
                 check_vacancy(vacancy, w, unit, info, probe.state, empty, log)
-                # a stack in transition (heartbeat's rscstatus) claims nothing, so it is never
-                # completed, but its strays are dropped: a heartbeat sat in it for minutes (CI)
                 wrong = None if other else split_of(
-                    info, held, claims_vip(info["stack"], probe.state), answered_elsewhere)
+                    info, held, completes_split(info["stack"], probe.state), answered_elsewhere)
                 if fix := split.observe(wrong, time.monotonic()):
                     mend_split(fix, info, held, split.limit, log)
                     held = held_vips(info)

@@ -426,6 +426,10 @@ def test_a_split_vip_set_is_mended_towards_the_holder_of_the_first_ipv4_vip():
     assert hawatch.split_of(info, ["2001:db8:40::100"], False, elsewhere) == ("drop", ["2001:db8:40::100"])
     assert hawatch.split_of(info, ["2001:db8:40::100"], True, nowhere) is None  # nobody has the anchor
     assert hawatch.split_of({**info, "vips": ["2001:db8:40::100"]}, ["2001:db8:40::100"], True, elsewhere) is None
+    # who completes: a stack that claims the VIPs, or a heartbeat sat in transition (suite, session 30)
+    assert hawatch.completes_split("heartbeat", "transition") and hawatch.completes_split("heartbeat", "local")
+    assert not hawatch.completes_split("heartbeat", "none") and not hawatch.completes_split("keepalived", "BACKUP")
+    assert hawatch.completes_split("keepalived", "MASTER")
     s = hawatch.Split(12)
     fix = ("drop", ["2001:db8:40::100"])
     assert s.observe(fix, 0) is None and s.observe(fix, 11.9) is None
