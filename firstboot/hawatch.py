@@ -442,8 +442,7 @@ class Split(Lasting):
     other): no VIP held twice, none vacant, so neither check saw it, and no stack ever mends it.
     The first IPv4 VIP decides: once a split has lasted `limit` s, its holder (while its stack
     claims the VIPs, or heartbeat sits in transition: completes_split) adds those it lacks, and a
-    director without it drops those it holds while
-    another host answers for it."""
+    director without it drops those it holds while another host answers for it."""
 
     def observe(self, wrong: tuple[str, list[str]] | None, now: float) -> tuple[str, list[str]] | None:
         """`wrong` is ("complete", the VIPs to add) or ("drop", the VIPs to give up) or None;
