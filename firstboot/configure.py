@@ -113,14 +113,15 @@ def seed_from(data: dict, instance: str, image_role: str | None) -> Seed:
     return Seed(instance, cluster, node, key if node.is_director else None, host_key, data, tls)
 
 
-def stored(state: Path = STATE, image_role: str | None = None) -> Seed:
-    """What this node runs now: its applied.json (first boot's seed, or `builder apply`'s)."""
+def stored(state: Path = STATE, image_role: str | None = None) -> tuple[dict, Seed]:
+    """What this node runs now: its applied.json entry (first boot's seed, or `builder apply`'s)
+    and the Seed it holds."""
     try:
         entry = applied.read(state)
     except (OSError, ValueError) as e:
         raise SeedError(f"this node has no applied configuration ({e}): it was never configured "
                         "from a seed, or by an image older than `builder apply`") from None
-    return seed_from(entry["data"], entry["instance"], image_role)
+    return entry, seed_from(entry["data"], entry["instance"], image_role)
 
 
 def files_for(seed: Seed) -> dict[str, File]:
@@ -341,16 +342,16 @@ def _keep(state: Path, root: Path, image_role: str | None) -> int:
     """A later boot: the files are there (else rendered again); redo what does not survive a reboot."""
     if not applied.applied_path(state).exists():
         return 0
-    seed = stored(state, image_role)
-    if applied.rendered_here(state, root):
+    entry, seed = stored(state, image_role)
+    if applied.rendered_here(entry, root):
         apply_live(seed, root)
         return 0
     # the state survived and the root did not: an update's fresh root (issue 25), or a root
     # older than its stamp. The node is the same; its files come back from what it runs.
     files = _render(seed, state, root)
-    applied.mark(state, root)
+    applied.mark(entry, root)
     say(f"appliance: rendered {seed.node.name}'s {len(files)} files again on this root from its "
-        f"applied configuration ({applied.read(state)['by']}, instance {seed.instance_id})")
+        f"applied configuration ({entry['by']}, instance {seed.instance_id})")
     return 0
 
 

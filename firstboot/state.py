@@ -38,20 +38,19 @@ def stamp(entry: dict) -> str:
     return f"{entry['instance']} {digest}\n"
 
 
-def rendered_here(state: Path, root: Path) -> bool:
-    """The root's files are the applied configuration's (contract.RENDERED says so). A root that
-    does not say so (an update's fresh root, or one older than the stamp) must be rendered again."""
-    marker = root / contract.RENDERED.lstrip("/")
+def rendered_here(entry: dict, root: Path) -> bool:
+    """The root's files are the applied configuration `entry`'s (contract.RENDERED says so). A root
+    that does not say so (an update's fresh root, or one older than the stamp) must be rendered again."""
     try:
-        return marker.read_text() == stamp(read(state))
-    except (OSError, ValueError, KeyError):
+        return (root / contract.RENDERED.lstrip("/")).read_text() == stamp(entry)
+    except OSError:
         return False
 
 
-def mark(state: Path, root: Path) -> None:
-    """Say on the root that its files are now the applied configuration's."""
+def mark(entry: dict, root: Path) -> None:
+    """Say on the root that its files are now the applied configuration `entry`'s."""
     from builder.files import write_atomic
-    write_atomic(root / contract.RENDERED.lstrip("/"), stamp(read(state)))
+    write_atomic(root / contract.RENDERED.lstrip("/"), stamp(entry))
 
 
 def write(state: Path, instance: str, data: dict | None, how: str, root: Path | None = None) -> None:
@@ -60,4 +59,4 @@ def write(state: Path, instance: str, data: dict | None, how: str, root: Path | 
     entry = {"instance": instance, "by": how, "at": int(time.time()), "data": data}
     write_atomic(applied_path(state), json.dumps(entry, sort_keys=True) + "\n", 0o600)
     if root is not None:
-        mark(state, root)
+        mark(entry, root)

@@ -88,7 +88,7 @@ def test_a_fresh_root_is_rendered_again_from_what_the_node_runs(web3, node, monk
         assert configure.configure(state, root) == 0
         assert weight(root, "172.20.40.21") == 5 and (root / contract.SSH_HOST_KEY.lstrip("/")).exists() is False
         assert (root / "etc/ha.d/authkeys").stat().st_mode & 0o777 == 0o600
-        assert configure.applied.rendered_here(state, root)
+        assert configure.applied.rendered_here(configure.applied.read(state), root)
         assert ["systemctl", "start", "--no-block", "ldirectord.service"] in told  # its units enabled again
     told.clear()
     (root / "etc/ha.d/ldirectord.cf").write_text("kept")  # a reboot on the same root renders nothing
