@@ -1,0 +1,203 @@
+"""`appliance update BUNDLE_DIR`: install a signed update bundle (builder/bundle.py) into the
+root slot this node does not run, and boot it next, on trial (issue 25; docs/day2-design.md).
+
+The disk (images/base/mkosi.extra/usr/lib/repart.d): the ESP with the image's own kernel and
+entry, root slots A and B, an XBOOTLDR partition (label appliance-boot) for the kernels updates
+bring, and the state partition. Debian trixie has no systemd-sysupdate, so this does its job:
+
+1. check the bundle: the signature by the update key the seed names, then every checksum
+   (bundle.verify), and that its root fits the slot; nothing is written before;
+2. forget the other slot: its boot entry goes first, then its label becomes "_empty" (root
+   discovery ignores it), so a half-written slot is never booted;
+3. write the root into it, label it with the version, copy the kernel and initrd to XBOOTLDR;
+4. write the running version's entry there too (blessed: no counter, naming its slot), so that
+   every version has one entry naming its root, then the new one as
+   `appliance-VERSION+3.conf`: systemd-boot tries it three times; systemd-bless-boot drops the
+   counter once boot-complete.target is reached (the node's health gate), and an entry whose
+   tries are spent sorts after the others, so the previous version boots again by itself.
+
+Every entry carries the running machine-id (`systemd.machine_id=`): the journal and the
+exporters see one machine across versions. The node's files come back from its state
+(firstboot/configure.py renders a root that does not hold what the node runs).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import ApplianceError
+
+ROOT_TYPE = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"      # GPT root partition, x86-64
+XBOOTLDR_TYPE = "bc13c2ff-59e6-4262-a352-b275fd6f7172"  # the Extended Boot Loader Partition
+EMPTY = "_empty"            # systemd's label of an unused slot: root discovery skips it
+BOOT_LABEL = "appliance-boot"
+TRIES = 3                   # boots a new version gets before the previous one boots again
+ENTRY_PREFIX = "appliance-"
+DROPPED = ("root=", "initrd=", "BOOT_IMAGE=", "systemd.machine_id=")  # set per entry here
+
+
+class UpdateError(ApplianceError):
+    """An update this node refuses or could not finish; the message says what and what to do."""
+
+
+@dataclass(frozen=True)
+class Part:
+    device: str     # /dev/vda3
+    partuuid: str
+    label: str
+    parttype: str
+    size: int       # bytes
+
+    @property
+    def number(self) -> int:
+        return int(re.search(r"(\d+)$", self.device).group(1))  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class Layout:
+    disk: str               # /dev/vda
+    running: Part           # the root this boot runs
+    other: Part | None      # the slot an update writes; None on a disk too small for two
+    boot: Part | None       # XBOOTLDR
+
+    def refusal(self) -> str | None:
+        """Why this node cannot be updated in place, or None."""
+        if self.other is None or self.boot is None:
+            return ("this disk has no second root slot (made at first boot only where the disk has room: "
+                    "about 2.5 GiB and more): re-flash it with the new image instead")
+        return None
+
+
+def layout(lsblk: dict, root_device: str) -> Layout:
+    """The disk of the running root (`lsblk --json --bytes -o NAME,PATH,PKNAME,PARTUUID,PARTLABEL,
+    PARTTYPE,SIZE`) read as slots: the running one, the other root-type partition, XBOOTLDR."""
+    parts = [child for disk in lsblk["blockdevices"] for child in disk.get("children") or []]
+
+    def part(d: dict) -> Part:
+        return Part(d["path"], (d.get("partuuid") or "").lower(), d.get("partlabel") or "",
+                    (d.get("parttype") or "").lower(), int(d.get("size") or 0))
+    running = next((d for d in parts if d["path"] == root_device), None)
+    if running is None:
+        raise UpdateError(f"the running root {root_device} is not a partition lsblk lists")
+    disk = [d for d in parts if d.get("pkname") == running.get("pkname")]
+    roots = [part(d) for d in disk if (d.get("parttype") or "").lower() == ROOT_TYPE and d["path"] != root_device]
+    boots = [part(d) for d in disk if (d.get("parttype") or "").lower() == XBOOTLDR_TYPE]
+    return Layout(f"/dev/{running['pkname']}", part(running), roots[0] if roots else None,
+                  boots[0] if boots else None)
+
+
+def kernel_options(cmdline: str) -> str:
+    """This boot's kernel command line without what each entry sets for itself."""
+    return " ".join(w for w in shlex.split(cmdline) if not w.startswith(DROPPED))
+
+
+def entry_name(version: str, tries: int | None = TRIES) -> str:
+    """The entry file: counted (`+3`: systemd-boot's boot counting) until the version proved itself."""
+    return f"{ENTRY_PREFIX}{version}" + (f"+{tries}" if tries is not None else "") + ".conf"
+
+
+def entry(version: str, slot: Part, options: str, machine_id: str) -> str:
+    """A Boot Loader Specification entry on XBOOTLDR: its kernel and initrd beside it, its root named."""
+    return (f"title Appliance {version}\nsort-key appliance\nversion {version}\n"
+            f"linux /{ENTRY_PREFIX}{version}/vmlinuz\ninitrd /{ENTRY_PREFIX}{version}/initrd\n"
+            f"options root=PARTUUID={slot.partuuid} {options} systemd.machine_id={machine_id}\n")
+
+
+def version_of(name: str) -> str | None:
+    """The version an entry file of ours names (counted or not), else None."""
+    m = re.fullmatch(rf"{ENTRY_PREFIX}(.+?)(?:\+\d+(?:-\d+)?)?\.conf", name)
+    return m.group(1) if m else None
+
+
+def entries_naming(entries: Path, slot: Part) -> list[Path]:
+    """The entries on XBOOTLDR that boot `slot`: they go before the slot is written."""
+    mark = f"root=PARTUUID={slot.partuuid}"
+    return sorted(p for p in entries.glob(f"{ENTRY_PREFIX}*.conf") if mark in p.read_text().split())
+
+
+def slot_label(version: str) -> str:
+    """A GPT label holds 36 UTF-16 characters."""
+    return f"root-{version}"[:36]
+
+
+@dataclass
+class Update:
+    """One install, its side effects injected (`run` takes argv, returns stdout) so that the
+    order of what it does is tested on the host."""
+    bundle: Path
+    public_key: str
+    run: Callable[[list[str]], str]
+    boot_mount: Path            # where XBOOTLDR is mounted
+    running_version: str
+    running_kernel: Path        # this boot's kernel and initrd (the ESP's, or XBOOTLDR's)
+    running_initrd: Path
+    say: Callable[[str], None] = print
+
+    def install(self, lay: Layout, cmdline: str, machine_id: str) -> str:
+        from builder import bundle  # the image stages builder/: one verifier on host and node
+        refused = lay.refusal()
+        if refused:
+            raise UpdateError(refused)
+        assert lay.other and lay.boot
+        try:
+            version = bundle.verify(self.bundle, self.public_key)
+        except bundle.BundleError as e:
+            raise UpdateError(f"refused, nothing changed: {e}") from None
+        if version == self.running_version:
+            raise UpdateError(f"this node runs {version} already: nothing to do")
+        size = self.root_size()
+        if size > lay.other.size:
+            raise UpdateError(f"refused, nothing changed: the bundle's root is {size / 2**20:.0f} MiB, the slot "
+                              f"{lay.other.size / 2**20:.0f} MiB: re-flash with the new image")
+        entries = self.boot_mount / "loader/entries"
+        options = kernel_options(cmdline)
+        # the running version gets an entry naming its slot (the image's own on the ESP names none)
+        self.write(entries / entry_name(self.running_version, None),
+                   entry(self.running_version, lay.running, options, machine_id),
+                   {self.running_kernel: "vmlinuz", self.running_initrd: "initrd"}, self.running_version)
+        for old in entries_naming(entries, lay.other):
+            old.unlink()
+            self.say(f"removed {old.name}: its slot {lay.other.device} is about to be written")
+        self.run(["sfdisk", "--part-label", lay.disk, str(lay.other.number), EMPTY])
+        self.say(f"writing {version}'s root to {lay.other.device} ({size / 2**20:.0f} MiB)")
+        self.run(["sh", "-c", f"zstd -dc {shlex.quote(str(self.bundle / 'root.ext4.zst'))} | "
+                              f"dd of={shlex.quote(lay.other.device)} bs=4M conv=fsync status=none"])
+        self.run(["sfdisk", "--part-label", lay.disk, str(lay.other.number), slot_label(version)])
+        self.write(entries / entry_name(version), entry(version, lay.other, options, machine_id),
+                   {self.bundle / "vmlinuz": "vmlinuz", self.bundle / "initrd": "initrd"}, version)
+        self.say(f"{version} installed in {lay.other.device}: it boots next, {TRIES} tries before "
+                 f"{self.running_version} boots again by itself")
+        return version
+
+    def root_size(self) -> int:
+        """The root's size, from zstd's frame header (the builder writes it)."""
+        listed = self.run(["zstd", "-lv", str(self.bundle / "root.ext4.zst")])
+        m = re.search(r"Decompressed Size:.*\((\d+) B\)", listed)
+        if not m:
+            raise UpdateError(f"{self.bundle / 'root.ext4.zst'}: zstd names no decompressed size")
+        return int(m.group(1))
+
+    def write(self, path: Path, text: str, files: dict[Path, str], version: str) -> None:
+        """An entry and the files it boots, the files first (an entry never names a missing kernel)."""
+        directory = self.boot_mount / f"{ENTRY_PREFIX}{version}"
+        directory.mkdir(parents=True, exist_ok=True)
+        for src, name in files.items():
+            if not (directory / name).exists():
+                self.run(["cp", str(src), str(directory / f".{name}.new")])
+                (directory / f".{name}.new").rename(directory / name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not any(p for p in path.parent.glob(f"{ENTRY_PREFIX}{version}*.conf") if version_of(p.name) == version):
+            tmp = path.with_name(f".{path.name}.new")
+            tmp.write_text(text)
+            tmp.rename(path)
+        self.run(["sync", "-f", str(path.parent)])
+
+
+def lsblk() -> dict:
+    from builder.run import run
+    out = run(["lsblk", "--json", "--bytes", "-o", "NAME,PATH,PKNAME,PARTUUID,PARTLABEL,PARTTYPE,SIZE"]).stdout
+    return json.loads(out)

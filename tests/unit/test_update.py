@@ -1,0 +1,125 @@
+"""`appliance update` (firstboot/update.py): the slots read from lsblk, the entries it writes,
+and the order of an install, on the host with its side effects recorded."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import bundle
+from firstboot import update
+
+ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+
+
+def disk(*parts, name="vda"):
+    return {"blockdevices": [{"name": name, "path": f"/dev/{name}", "pkname": None, "children": [
+        {"name": f"{name}{i}", "path": f"/dev/{name}{i}", "pkname": name, "partuuid": uuid, "partlabel": label,
+         "parttype": ptype, "size": size} for i, (uuid, label, ptype, size) in enumerate(parts, 1)]}]}
+
+
+FULL = disk(("E5-0", "esp", ESP, 64 << 20), ("B1-0", "linux", "21686148-6449-6e6f-744e-656564454649", 1 << 20),
+            ("AAAA-1", "root-x86-64", update.ROOT_TYPE, 1 << 30), ("BBBB-2", "_empty", update.ROOT_TYPE, 1 << 30),
+            ("CCCC-3", "appliance-boot", update.XBOOTLDR_TYPE, 160 << 20),
+            ("DDDD-4", "appliance-state", "0fc63daf-8483-4772-8e79-3d69d8477de4", 2 << 30))
+
+
+def test_the_slots_of_a_disk_with_room_and_of_one_without():
+    lay = update.layout(FULL, "/dev/vda3")
+    assert (lay.disk, lay.running.partuuid, lay.other.device, lay.boot.device) == (
+        "/dev/vda", "aaaa-1", "/dev/vda4", "/dev/vda5")
+    assert lay.refusal() is None and lay.other.number == 4
+    # running from B after an update: A is the other slot
+    assert update.layout(FULL, "/dev/vda4").other.device == "/dev/vda3"
+    small = disk(("E5-0", "esp", ESP, 64 << 20), ("AAAA-1", "root-x86-64", update.ROOT_TYPE, 400 << 20))
+    assert "no second root slot" in update.layout(small, "/dev/vda2").refusal()
+    with pytest.raises(update.UpdateError, match="/dev/sda3 is not a partition"):
+        update.layout(FULL, "/dev/sda3")
+
+
+def test_every_entry_names_its_root_and_keeps_the_machine():
+    cmdline = ("initrd=\\debian\\initrd console=tty0 console=ttyS0,115200 net.ifnames=0 quiet "
+               "root=PARTUUID=aaaa-1 systemd.machine_id=0123 systemd.default_device_timeout_sec=300")
+    options = update.kernel_options(cmdline)
+    assert options == "console=tty0 console=ttyS0,115200 net.ifnames=0 quiet systemd.default_device_timeout_sec=300"
+    lay = update.layout(FULL, "/dev/vda3")
+    text = update.entry("1.4", lay.other, options, "9ea0")
+    assert "options root=PARTUUID=bbbb-2 console=tty0" in text and text.endswith("systemd.machine_id=9ea0\n")
+    assert "linux /appliance-1.4/vmlinuz\ninitrd /appliance-1.4/initrd\n" in text
+    assert update.entry_name("1.4") == "appliance-1.4+3.conf" and update.entry_name("1.3", None) == "appliance-1.3.conf"
+    for name in ("appliance-1.4+3.conf", "appliance-1.4+1-2.conf", "appliance-1.4+0-3.conf", "appliance-1.4.conf"):
+        assert update.version_of(name) == "1.4", name
+    assert update.version_of("debian-6.12.conf") is None
+    assert len(update.slot_label("v" * 50)) == 36
+
+
+@pytest.fixture
+def signed(tmp_path):
+    """A bundle signed by a fresh update key (its root a few KiB of zstd), and that key."""
+    b = tmp_path / "bundle"
+    b.mkdir()
+    (tmp_path / "root.ext4").write_bytes(b"\0" * 65536)
+    subprocess.run(["zstd", "-q", str(tmp_path / "root.ext4"), "-o", str(b / "root.ext4.zst")], check=True)
+    (b / "vmlinuz").write_bytes(b"kernel")
+    (b / "initrd").write_bytes(b"initrd")
+    (b / "VERSION").write_text("1.4\n")
+    key = bundle.signing_key(tmp_path / "secrets")
+    bundle.sign(b, key)
+    return b, key.with_suffix(".pub").read_text()
+
+
+def installer(tmp_path, b, public_key, ran):
+    boot = tmp_path / "xbootldr"
+    (tmp_path / "esp").mkdir(exist_ok=True)
+    for name in ("vmlinuz", "initrd"):
+        (tmp_path / "esp" / name).write_text(f"running {name}")
+
+    def run(argv):
+        ran.append(argv)
+        if argv[0] == "cp":
+            Path(argv[2]).write_bytes(Path(argv[1]).read_bytes())
+        if argv[0] == "zstd":
+            return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        return ""
+    return update.Update(b, public_key, run, boot, "1.3", tmp_path / "esp/vmlinuz", tmp_path / "esp/initrd",
+                         say=lambda line: None)
+
+
+def test_an_install_forgets_the_other_slot_before_writing_it_and_adds_a_counted_entry(tmp_path, signed):
+    b, public_key = signed
+    ran: list[list[str]] = []
+    u = installer(tmp_path, b, public_key, ran)
+    entries = tmp_path / "xbootldr/loader/entries"
+    entries.mkdir(parents=True)
+    (entries / "appliance-1.2.conf").write_text("linux /appliance-1.2/vmlinuz\noptions root=PARTUUID=bbbb-2 quiet\n")
+    lay = update.layout(FULL, "/dev/vda3")
+    assert u.install(lay, "quiet root=PARTUUID=aaaa-1", "9ea0") == "1.4"
+    assert sorted(p.name for p in entries.iterdir()) == ["appliance-1.3.conf", "appliance-1.4+3.conf"]
+    assert "root=PARTUUID=aaaa-1 quiet systemd.machine_id=9ea0" in (entries / "appliance-1.3.conf").read_text()
+    assert "root=PARTUUID=bbbb-2 quiet" in (entries / "appliance-1.4+3.conf").read_text()
+    assert (tmp_path / "xbootldr/appliance-1.3/vmlinuz").read_text() == "running vmlinuz"
+    assert (tmp_path / "xbootldr/appliance-1.4/initrd").read_bytes() == b"initrd"
+    steps = [a[0] if a[0] != "sfdisk" else f"label {a[-1]}" for a in ran if a[0] not in ("cp", "sync")]
+    assert steps == ["zstd", "label _empty", "sh", "label root-1.4"]  # checked, forgotten, written, named
+    assert "dd of=/dev/vda4 " in ran[[a[0] for a in ran].index("sh")][2]
+
+
+def test_a_bundle_that_is_not_as_signed_or_does_not_fit_changes_nothing(tmp_path, signed):
+    b, public_key = signed
+    lay = update.layout(FULL, "/dev/vda3")
+    (b / "vmlinuz").write_bytes(b"another kernel")
+    ran: list[list[str]] = []
+    with pytest.raises(update.UpdateError, match="refused, nothing changed: .*vmlinuz: missing or not the file"):
+        installer(tmp_path, b, public_key, ran).install(lay, "quiet", "9ea0")
+    assert ran == [] and not (tmp_path / "xbootldr").exists()
+    (b / "vmlinuz").write_bytes(b"kernel")
+    small = update.Layout(lay.disk, lay.running, update.Part("/dev/vda4", "bbbb-2", "_empty", update.ROOT_TYPE, 4096),
+                          lay.boot)
+    with pytest.raises(update.UpdateError, match="the bundle's root is 0 MiB, the slot 0 MiB"):
+        installer(tmp_path, b, public_key, ran).install(small, "quiet", "9ea0")
+    assert [a[0] for a in ran] == ["zstd"]
+    with pytest.raises(update.UpdateError, match="runs 1.4 already"):
+        u = installer(tmp_path, b, public_key, [])
+        u.running_version = "1.4"
+        u.install(lay, "quiet", "9ea0")
