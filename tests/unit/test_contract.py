@@ -37,12 +37,12 @@ def test_no_contract_value_is_written_out_in_the_code():
 
 
 def test_image_files_use_the_contract_values():
-    """Unit files and shell scripts name the state directory only as its 'configured' flag,
-    and keepalived's runtime files only as the contract says."""
+    """Unit files and shell scripts name the state directory only whole (the state partition's
+    bind) or as its 'configured' flag, and keepalived's runtime files only as the contract says."""
     for path in IMAGE_FILES:
         text = path.read_text(errors="replace")
         for used in re.findall(re.escape(contract.STATE_DIR) + r"[^\s\"']*", text):
-            assert used in (contract.CONFIGURED, contract.NODE_JSON), f"{path}: {used}"
+            assert used in (contract.STATE_DIR, contract.CONFIGURED, contract.NODE_JSON), f"{path}: {used}"
         for used in re.findall(r"/run/keepalived[^\s\"']*|/run/vrrp\.pid", text):
             assert used in (contract.KEEPALIVED_STATE, contract.KEEPALIVED_VRRP_PID, f"{contract.KEEPALIVED_STATE}.new",
                             "/run/keepalived"), f"{path}: {used}"
