@@ -5,6 +5,7 @@
     appliance config            what it runs: cluster, node, instance (no secret, no key)
     appliance apply  < CHANGE   files the builder rendered, made live without a reboot
     appliance stage  < ENTRY    a seed for the next boot (`builder apply --reboot`)
+    appliance update BUNDLE     a signed bundle into the other root slot, booted on trial
 
 `apply` takes what `builder apply` rendered and checked (builder/day2.py: the same rendering as
 first boot, refused there if it cannot change live), writes only the files that differ, each
@@ -187,10 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("config", help="the configuration this node runs, as JSON (no secret, no key)")
     sub.add_parser("apply", help="write the rendered files on stdin and reload their daemons")
     sub.add_parser("stage", help="keep the {instance, data} on stdin as the next boot's seed")
+    p = sub.add_parser("update", help="install a signed update bundle in the other root slot and boot it "
+                                      "on trial (the previous version boots again if it fails three times)")
+    p.add_argument("bundle", metavar="BUNDLE_DIR", help="a directory `python -m builder bundle` wrote")
+    p.add_argument("--no-reboot", action="store_true", help="install only; the next reboot tries it")
     args = parser.parse_args(argv)
     if args.command == "status":
         from firstboot import status
         return status.main(["--json"] if args.json else [])
+    if args.command == "update":
+        from firstboot import update
+        try:
+            return update.main(args.bundle, reboot=not args.no_reboot)
+        except (ApplianceError, OSError) as e:
+            print(f"appliance update: {e}", file=sys.stderr)
+            return 1
     return _run(args.command)
 
 

@@ -201,3 +201,73 @@ def lsblk() -> dict:
     from builder.run import run
     out = run(["lsblk", "--json", "--bytes", "-o", "NAME,PATH,PKNAME,PARTUUID,PARTLABEL,PARTTYPE,SIZE"]).stdout
     return json.loads(out)
+
+
+ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+MOUNTS = Path("/run/appliance/update")
+
+
+def image_version(os_release: Path = Path("/usr/lib/os-release")) -> str:
+    """The running root's version (IMAGE_VERSION, written by the builder)."""
+    for line in os_release.read_text().splitlines():
+        if line.startswith("IMAGE_VERSION="):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise UpdateError(f"{os_release} names no IMAGE_VERSION: an image older than versioned builds")
+
+
+def esp_entry(esp: Path) -> tuple[Path, list[Path]]:
+    """The kernel and initrds of the image's own entry on the ESP (mkosi writes one)."""
+    for conf in sorted((esp / "loader/entries").glob("*.conf")):
+        fields = [line.split(None, 1) for line in conf.read_text().splitlines() if " " in line]
+        linux = [v.strip() for k, v in fields if k == "linux"]
+        initrds = [v.strip() for k, v in fields if k == "initrd"]
+        if linux and initrds:
+            return esp / linux[0].lstrip("/"), [esp / i.lstrip("/") for i in initrds]
+    raise UpdateError(f"no boot entry with a kernel on the ESP ({esp / 'loader/entries'})")
+
+
+def main(bundle_dir: str, reboot: bool = True) -> int:
+    """`appliance update BUNDLE_DIR [--no-reboot]` on the node."""
+    from builder.run import run
+    from firstboot import state as applied
+    public_key = applied.read().get("data", {}).get("update_key")
+    if not public_key:
+        raise UpdateError("this node's seed names no update key: re-seed it (`python -m builder apply "
+                          "PROFILE --reboot`) with a builder that signs bundles")
+    root = run(["findmnt", "-n", "-o", "SOURCE", "/"]).stdout.strip()
+    lay = layout(lsblk(), root)
+    refused = lay.refusal()
+    if refused:
+        raise UpdateError(refused)
+    assert lay.boot
+    esp = next(p for d in lsblk()["blockdevices"] for p in d.get("children") or []
+               if (p.get("parttype") or "").lower() == ESP_TYPE and p.get("pkname") == lay.disk.rsplit("/", 1)[1])
+    mounted = []
+    try:
+        for name, device in (("esp", esp["path"]), ("boot", lay.boot.device)):
+            (MOUNTS / name).mkdir(parents=True, exist_ok=True)
+            run(["mount", device, str(MOUNTS / name)])
+            mounted.append(MOUNTS / name)
+        version = image_version()
+        own = MOUNTS / "boot" / f"{ENTRY_PREFIX}{version}"
+        if (own / "vmlinuz").exists():
+            kernel, initrd = own / "vmlinuz", own / "initrd"
+        else:  # the image's first version boots from the ESP: its two initrds become one
+            kernel, initrds = esp_entry(MOUNTS / "esp")
+            initrd = MOUNTS / "initrd"
+            with open(initrd, "wb") as out:
+                for part in initrds:
+                    out.write(part.read_bytes())
+
+        def sh(argv: list[str]) -> str:
+            return run(argv).stdout
+        Update(Path(bundle_dir), public_key, sh, MOUNTS / "boot", version, kernel, initrd).install(
+            lay, Path("/proc/cmdline").read_text(), Path("/etc/machine-id").read_text().strip())
+    finally:
+        for m in reversed(mounted):
+            run(["umount", str(m)], check=False)
+        (MOUNTS / "initrd").unlink(missing_ok=True)
+    if reboot:
+        print("rebooting into it", flush=True)
+        run(["systemctl", "reboot"])
+    return 0

@@ -123,3 +123,22 @@ def test_a_bundle_that_is_not_as_signed_or_does_not_fit_changes_nothing(tmp_path
         u = installer(tmp_path, b, public_key, [])
         u.running_version = "1.4"
         u.install(lay, "quiet", "9ea0")
+
+
+def test_the_running_version_and_the_images_own_kernel_are_read_from_the_root_and_esp(tmp_path):
+    osr = tmp_path / "os-release"
+    osr.write_text('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nIMAGE_VERSION="0.30-12-g7e8697c"\n')
+    assert update.image_version(osr) == "0.30-12-g7e8697c"
+    osr.write_text('PRETTY_NAME="Debian"\n')
+    with pytest.raises(update.UpdateError, match="names no IMAGE_VERSION"):
+        update.image_version(osr)
+    entries = tmp_path / "esp/loader/entries"
+    entries.mkdir(parents=True)
+    with pytest.raises(update.UpdateError, match="no boot entry with a kernel"):
+        update.esp_entry(tmp_path / "esp")
+    (entries / "debian-6.12.conf").write_text(  # what mkosi writes
+        "title debian 6.12\nversion 6.12\nlinux /debian/6.12/vmlinuz\noptions quiet\n"
+        "initrd /debian/initrd\ninitrd /debian/6.12/kernel-modules.initrd\n")
+    kernel, initrds = update.esp_entry(tmp_path / "esp")
+    assert kernel == tmp_path / "esp/debian/6.12/vmlinuz"
+    assert initrds == [tmp_path / "esp/debian/initrd", tmp_path / "esp/debian/6.12/kernel-modules.initrd"]
