@@ -43,7 +43,7 @@ STAGED = ["builder/__init__.py", "builder/profile.py", "builder/render.py", "bui
           "builder/templates", "firstboot/__init__.py",
           "firstboot/configure.py", "firstboot/ready.py", "firstboot/hawatch.py", "firstboot/arp.py",
           "builder/files.py", "firstboot/state.py", "firstboot/status.py", "firstboot/appliance.py",
-          "firstboot/metrics.py"]
+          "firstboot/metrics.py", "firstboot/update.py", "builder/bundle.py"]
 UNITS = ["firstboot/appliance-firstboot.service", f"firstboot/{contract.READY_UNIT}"]
 
 
