@@ -90,17 +90,15 @@ def verify(bundle: Path, public_key: str) -> str:
     return (bundle / VERSION).read_text().strip()
 
 
-def write(role: str, image: Path, boot: Path, out: Path, key: Path, level: int = 12) -> Path:
-    """out/ROLE-VERSION from the built image (its root partition, the version the builder
-    recorded beside it) and the kernel and initrd mkosi wrote (`boot`: image.output_dir);
-    nothing is left half-written."""
-    from builder.image import partitions
+def write(role: str, image: Path, root, boot: Path, out: Path, key: Path, level: int = 12) -> Path:
+    """out/ROLE-VERSION from the built image (its root partition `root`: builder.image.partitions,
+    which the node never imports; the version the builder recorded beside it) and the kernel and
+    initrd mkosi wrote (`boot`: image.output_dir); nothing is left half-written."""
     kernel, initrd, recorded = boot / f"{role}.vmlinuz", boot / f"{role}.initrd", image.with_suffix(".version")
     for path in (image, recorded, kernel, initrd):
         if not path.is_file():
             raise BundleError(f"{path} is missing: build the image first (make {role}.img)")
     version_ = recorded.read_text().strip()
-    root = partitions(image)["root"]
     target = out / f"{role}-{version_}"
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{target.name}."))

@@ -148,7 +148,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     key = bundle.signing_key(Path(args.secrets))
     for role in args.role:
         try:
-            made = bundle.write(role, image.ROOT / f"{role}.img", image.output_dir(role), Path(args.out), key)
+            img = image.ROOT / f"{role}.img"
+            made = bundle.write(role, img, image.partitions(img)["root"] if img.exists() else None,
+                                image.output_dir(role), Path(args.out), key)
         except bundle.BundleError as e:
             raise Fail(str(e), hint=f"make {role}.img, then bundle it") from None
         size = sum(p.stat().st_size for p in made.iterdir())

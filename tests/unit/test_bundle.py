@@ -9,6 +9,7 @@ import pytest
 
 from builder import bundle
 from builder.files import sha256
+from builder.image import partitions
 
 
 @pytest.fixture
@@ -86,14 +87,14 @@ def test_write_takes_the_root_partition_and_leaves_nothing_half_written(tmp_path
     boot = tmp_path / "output"
     boot.mkdir()
     with pytest.raises(bundle.BundleError, match="director.version is missing: build the image first"):
-        bundle.write("director", image, boot, tmp_path / "bundles", key)
+        bundle.write("director", image, partitions(image)["root"], boot, tmp_path / "bundles", key)
     (tmp_path / "director.version").write_text("v3\n")
     with pytest.raises(bundle.BundleError, match="director.vmlinuz is missing: build the image first"):
-        bundle.write("director", image, boot, tmp_path / "bundles", key)
+        bundle.write("director", image, partitions(image)["root"], boot, tmp_path / "bundles", key)
     assert not (tmp_path / "bundles").exists()
     (boot / "director.vmlinuz").write_bytes(b"kernel")
     (boot / "director.initrd").write_bytes(b"initrd")
-    made = bundle.write("director", image, boot, tmp_path / "bundles", key, level=1)
+    made = bundle.write("director", image, partitions(image)["root"], boot, tmp_path / "bundles", key, level=1)
     assert made.name == "director-v3" and [p.name for p in made.parent.iterdir()] == ["director-v3"]
     assert bundle.verify(made, public(key)) == "v3"
     root = subprocess.run(["zstd", "-dc", str(made / "root.ext4.zst")], capture_output=True, check=True).stdout
