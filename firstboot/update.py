@@ -197,6 +197,16 @@ class Update:
         self.run(["sync", "-f", str(path.parent)])
 
 
+def firmware_refusal(efi: Path = Path("/sys/firmware/efi")) -> str | None:
+    """Why a node booted by legacy BIOS is not updated in place: grub there boots the one root
+    its grub.cfg names and has no boot counting of ours, so a new slot would never boot (or
+    never fall back). The floor, documented: re-flash, or switch the machine to UEFI."""
+    if efi.is_dir():
+        return None
+    return ("this node boots by legacy BIOS, where updates in place are not supported (no boot counting, "
+            "so no way back): re-flash it with the new image, or boot it by UEFI")
+
+
 def lsblk() -> dict:
     from builder.run import run
     out = run(["lsblk", "--json", "--bytes", "-o", "NAME,PATH,PKNAME,PARTUUID,PARTLABEL,PARTTYPE,SIZE"]).stdout
@@ -230,6 +240,9 @@ def main(bundle_dir: str, reboot: bool = True) -> int:
     """`appliance update BUNDLE_DIR [--no-reboot]` on the node."""
     from builder.run import run
     from firstboot import state as applied
+    refused = firmware_refusal()
+    if refused:
+        raise UpdateError(refused)
     public_key = applied.read().get("data", {}).get("update_key")
     if not public_key:
         raise UpdateError("this node's seed names no update key: re-seed it (`python -m builder apply "

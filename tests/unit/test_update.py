@@ -142,3 +142,10 @@ def test_the_running_version_and_the_images_own_kernel_are_read_from_the_root_an
     kernel, initrds = update.esp_entry(tmp_path / "esp")
     assert kernel == tmp_path / "esp/debian/6.12/vmlinuz"
     assert initrds == [tmp_path / "esp/debian/initrd", tmp_path / "esp/debian/6.12/kernel-modules.initrd"]
+
+
+def test_a_node_booted_by_legacy_bios_is_refused_with_the_way_out(tmp_path):
+    assert update.firmware_refusal(tmp_path / "efi") is not None
+    assert "re-flash" in update.firmware_refusal(tmp_path / "efi")
+    (tmp_path / "efi").mkdir()
+    assert update.firmware_refusal(tmp_path / "efi") is None
