@@ -81,7 +81,9 @@ def verify(bundle: Path, public_key: str) -> str:
     if sorted(listed) != sorted(PAYLOAD):
         raise BundleError(f"{bundle / SUMS} names {', '.join(sorted(listed))}; a bundle holds "
                           f"{', '.join(PAYLOAD)}")
-    extra = sorted(p.name for p in bundle.iterdir() if p.name not in (*PAYLOAD, SUMS, SIGNATURE))
+    # an ext4 medium's own lost+found is the file system's, not the bundle's
+    extra = sorted(p.name for p in bundle.iterdir() if p.name not in (*PAYLOAD, SUMS, SIGNATURE)
+                   and not (p.name == "lost+found" and p.is_dir()))
     if extra:
         raise BundleError(f"{bundle}: {', '.join(extra)} not in {SUMS}")
     for name, digest in listed.items():

@@ -190,6 +190,8 @@ class Machine:
             "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
             "-qmp", f"unix:{d / 'qmp.sock'},server=on,wait=off",
             "-device", "virtio-rng-pci",
+            # an empty PCIe slot (q35's root bus takes no hot-plug): attach_medium plugs a disk in
+            "-device", "pcie-root-port,id=media,chassis=1",
         ]
         if self.accel == "kvm":
             argv += ["-cpu", "host"]
@@ -272,6 +274,12 @@ class Machine:
         finally:
             with contextlib.suppress(QMPError, OSError, EOFError):  # after quit the line is gone
                 qmp.close()
+
+    def attach_medium(self, path: Path) -> None:
+        """Plug a read-only disk image in, as an operator inserts a stick with an update on it."""
+        self.monitor("blockdev-add", driver="raw", **{"node-name": "medium", "read-only": True},
+                     file={"driver": "file", "filename": str(path), "read-only": True})
+        self.monitor("device_add", driver="virtio-blk-pci", drive="medium", id="medium0", bus="media")
 
     def crash(self) -> None:
         """Power loss: QEMU is killed, no shutdown, no goodbye on the network. The disk keeps

@@ -18,6 +18,9 @@ from lab.paths import ROOT, image, results
 pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = contract.BOOT_TIMEOUT  # several machines at once on a 2-core TCG host
 PINNED_MAC = "52:54:00:12:34:99"
+# a root slot's size, as first boot's systemd-repart makes it
+SLOT = int(re.search(r"SizeMaxBytes=(\d+)G", (ROOT / "images/base/mkosi.extra/usr/lib/repart.d/10-root.conf")
+                     .read_text()).group(1))  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,22 @@ def check(vm: Machine, case: Case, title: str, ready: re.Match) -> None:
     assert ready.group(1, 3) == (case.node, str(node.address)), ready.group(0)
     iface = "lan0" if case.pinned else "eth0"
     assert f"inet {node.address}/24" in vm.succeed(f"ip -4 addr show {iface}")
-    # the root file system fills its disk (less the ESP and partition alignment)
+    # A disk with room: the root grown to its slot, an empty slot B, the boot partition for
+    # updates' kernels and the state partition holding the rest, mounted and bound. A disk no
+    # larger than the image: the root fills it and the node's state stays on it (no updates).
     size = case.hardware.disk_size
     disk = float(size.rstrip("G")) if size else gib(vm.image.stat().st_size)
     root = gib(vm.succeed("df -B1 --output=size / | tail -n 1").strip())
-    assert disk - 0.35 < root <= disk, f"root is {root:.2f} GiB on a {disk:.2f} GiB disk"
+    labels = vm.succeed("lsblk -nro PARTLABEL").split()
+    if size:
+        assert SLOT - 0.1 < root <= SLOT, f"root is {root:.2f} GiB, its slot {SLOT:.2f} GiB"
+        assert {"_empty", "appliance-boot", "appliance-state"} <= set(labels), labels
+        state = gib(vm.succeed("df -B1 --output=size /state | tail -n 1").strip())
+        assert disk - 2 * SLOT - 0.45 < state, f"state is {state:.2f} GiB on a {disk:.2f} GiB disk"
+        assert "/var/lib/appliance" in vm.succeed("findmnt -n -o TARGET /var/lib/appliance")
+    else:
+        assert disk - 0.35 < root <= disk, f"root is {root:.2f} GiB on a {disk:.2f} GiB disk"
+        assert "appliance-state" not in labels, labels
     # and where it could not grow, first boot still left room (the image's margin)
     free = int(vm.succeed("df -B1 --output=avail / | tail -n 1").strip()) / 2**20
     print(f"\n{title}: root {root:.2f} GiB, {free:.0f} MiB free after first boot")

@@ -68,6 +68,13 @@ def test_an_unsigned_or_padded_bundle_is_refused(signed, key):
     with pytest.raises(bundle.BundleError, match="extra.sh not in SHA256SUMS"):
         bundle.verify(signed, public(key))
     (signed / "extra.sh").unlink()
+    (signed / "lost+found").mkdir()  # a bundle on an ext4 stick: the file system's own directory
+    assert bundle.verify(signed, public(key))
+    (signed / "lost+found").rmdir()
+    (signed / "lost+found").write_text("a file, not the file system's directory")
+    with pytest.raises(bundle.BundleError, match="lost\\+found not in SHA256SUMS"):
+        bundle.verify(signed, public(key))
+    (signed / "lost+found").unlink()
     (signed / bundle.SIGNATURE).unlink()
     with pytest.raises(bundle.BundleError, match="no SHA256SUMS.sig: not a signed bundle"):
         bundle.verify(signed, public(key))
