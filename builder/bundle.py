@@ -107,7 +107,10 @@ def write(role: str, image: Path, root, boot: Path, out: Path, key: Path, level:
     try:
         with open(image, "rb") as src, open(tmp / "root.ext4.zst", "wb") as dst:
             src.seek(root.start)
-            zstd = subprocess.Popen(["zstd", "-q", f"-{level}", "-T0", "-c"], stdin=subprocess.PIPE, stdout=dst)
+            # --stream-size: the frame header says the root's size, which the node checks against
+            # its slot before it writes anything (`zstd -lv`: "Decompressed Size")
+            zstd = subprocess.Popen(["zstd", "-q", f"-{level}", "-T0", f"--stream-size={root.size}", "-c"],
+                                    stdin=subprocess.PIPE, stdout=dst)
             assert zstd.stdin
             left = root.size
             while left:

@@ -106,3 +106,6 @@ def test_write_takes_the_root_partition_and_leaves_nothing_half_written(tmp_path
     assert bundle.verify(made, public(key)) == "v3"
     root = subprocess.run(["zstd", "-dc", str(made / "root.ext4.zst")], capture_output=True, check=True).stdout
     assert root == pattern
+    # the frame names the root's size: the node compares it with its slot before writing a byte
+    listed = subprocess.run(["zstd", "-lv", str(made / "root.ext4.zst")], capture_output=True, text=True).stdout
+    assert f"Decompressed Size: 2.00 MiB ({len(pattern)} B)" in listed
