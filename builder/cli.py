@@ -210,6 +210,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    op = _operation(args)
+    op.update(args.node, Path(args.bundle))
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     op = _operation(args)
     weight = 0 if args.command == "drain" else _node(op.cluster, args.node).weight
@@ -351,6 +357,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="re-seed and reboot each node, standby director first, each back before the next")
     p.add_argument("--drain-timeout", type=float, default=contract.DRAIN_TIMEOUT, metavar="S", help=drain_help)
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("update", help="install a signed update bundle on one node and boot it",
+                       description="Check BUNDLE (`builder bundle`) against the update key, copy it to NODE "
+                       "over SSH, install it into the root slot the node does not run (`appliance update`) "
+                       "and reboot into it on trial: a version that fails the node's health gate three "
+                       "times is left and the previous one boots again by itself, which this reports as "
+                       "an error. Drain a real server first (`builder drain`) to lose no request.")
+    day2_args(p)
+    p.add_argument("node", help="the node's name")
+    p.add_argument("bundle", help="a bundle directory (bundles/ROLE-VERSION)")
+    p.set_defaults(func=cmd_update)
 
     for name, what in (("drain", "take a real server out of service: weight 0, then wait until its "
                         "connections end (or the drain timeout)"),

@@ -334,6 +334,64 @@ class Operation:
                               timeout)
             self.say(f"{self._t()} {node.name}: back after {took:.0f} s")
 
+    def update(self, name: str, bundle_dir: Path, timeout: float = contract.BOOT_TIMEOUT) -> float:
+        """Install a signed bundle on one node and boot it (`appliance update`): checked here
+        first against the update key the seeds name, copied over SSH, installed into the slot
+        the node does not run, rebooted, and waited for until the node runs the new version
+        with its stack answering. A node back on its old version has rolled back by itself
+        (the new one failed its health gate three times): that is an error. Returns seconds."""
+        from builder import bundle
+        try:
+            node = self.cluster.node(name)
+        except KeyError:
+            raise Day2Error(f"no node {name!r} in the profile; its nodes: "
+                            f"{', '.join(n.name for n in self.cluster.nodes)}") from None
+        if not self.keys.update_key:
+            raise Day2Error("no update key in the secrets directory: `python -m builder bundle` makes it")
+        try:
+            version = bundle.verify(bundle_dir, self.keys.update_key)
+        except bundle.BundleError as e:
+            raise Day2Error(f"refused before touching {name}: {e}") from None
+        was = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config")).get("version")
+        if was == version:
+            self.say(f"{self._t()} {name}: runs {version} already")
+            return 0.0
+        incoming = contract.UPDATE_INCOMING
+        self.say(f"{self._t()} {name}: copying {bundle_dir.name} ({version}) to {incoming}")
+        remote.send(node, self.reach, bundle_dir, incoming)
+        out = remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} update {incoming} --no-reboot; s=$?; "
+                         f"rm -rf {incoming}; exit $s", timeout=900)
+        for line in out.splitlines():
+            self.say(f"{self._t()} {name}: {line}")
+        remote.run(node, self.reach, "systemd-run --on-active=1 systemctl reboot")
+        remote.forget(node, self.reach)
+        self.say(f"{self._t()} {name}: rebooting into {version}")
+        started = time.monotonic()
+        time.sleep(5)
+        wait_until(f"{name} back on any version", functools.partial(self._back_on, node, None), timeout)
+        now = self._version(node)
+        if now != version:
+            raise Day2Error(f"{name} came back on {now}, not {version}: the new version failed its health gate "
+                            "and the node rolled back by itself", hint=f"look at {name}'s journal of the failed "
+                            "boots: `journalctl --list-boots`, then `journalctl -b -1`")
+        took = time.monotonic() - started
+        self.say(f"{self._t()} {name}: runs {version}, healthy after {took:.0f} s")
+        return took
+
+    def _version(self, node: Node) -> str | None:
+        try:
+            return json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config", timeout=10)).get("version")
+        except (remote.RemoteError, ValueError):
+            return None
+
+    def _back_on(self, node: Node, version: str | None) -> bool:
+        """The node answers over SSH (on `version`, if given) and, a director, its stack too."""
+        now = self._version(node)
+        if now is None or (version is not None and now != version):
+            return False
+        status = remote.statuses(self.cluster, self.reach, (node,))[node.name]
+        return isinstance(status, dict) and (not node.is_director or status.get("answering") is True)
+
     def _back(self, node: Node, instance: str) -> bool:
         """The node answers over SSH and runs `instance`; a director's stack answers again."""
         try:

@@ -67,6 +67,19 @@ def run(node: Node, reach: Reach, command: str, timeout: float = 30, stdin: str 
     return proc.stdout
 
 
+def send(node: Node, reach: Reach, local: Path, there: str, timeout: float = 900) -> None:
+    """Copy the directory `local` to `there` on the node (replaced whole), over the verified
+    connection: tar through ssh, with nothing but tar and ssh on either side."""
+    started = time.monotonic()
+    argv = ssh_argv(node, reach, f"rm -rf {there} && mkdir -p {there} && tar -C {there} -xf -")
+    with subprocess.Popen(["tar", "-C", str(local), "-cf", "-", "."], stdout=subprocess.PIPE) as tar:
+        proc = subprocess.run(argv, stdin=tar.stdout, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0 or tar.returncode != 0:
+        raise RemoteError(f"{node.name} ({node.address}): copying {local} to {there} failed: "
+                          f"{proc.stderr.strip() or 'tar exited ' + str(tar.returncode)}")
+    log.debug("%s: sent %s to %s (%.1f s)", node.name, local, there, time.monotonic() - started)
+
+
 def stream(node: Node, reach: Reach, command: str) -> subprocess.Popen:
     """`command` started on the node, its output read as it comes (the caller kills it)."""
     log.debug("%s: %s (streamed)", node.name, command)

@@ -146,12 +146,24 @@ def stage(entry: dict, state: Path = STATE) -> str:
     return f"staged {entry['instance']}: the next boot configures this node from it"
 
 
+def image_version(os_release: Path = Path("/usr/lib/os-release")) -> str | None:
+    """The running root's version (IMAGE_VERSION, written by the builder), None if it names none."""
+    try:
+        for line in os_release.read_text().splitlines():
+            if line.startswith("IMAGE_VERSION="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return None
+
+
 def config(state: Path = STATE) -> dict:
     """What this node runs, and the VIPs it holds (`builder apply` changes the standby first)."""
     entry = applied.read(state)
     node = applied.node(state)
     return {"node": entry["data"]["node"], "instance": entry["instance"], "by": entry.get("by"),
-            "at": entry.get("at"), "holds": held_vips(node), "cluster": entry["data"]["cluster"]}
+            "at": entry.get("at"), "holds": held_vips(node), "cluster": entry["data"]["cluster"],
+            "version": image_version()}
 
 
 def _run(command: str) -> int:

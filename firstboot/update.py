@@ -218,11 +218,13 @@ MOUNTS = Path("/run/appliance/update")
 
 
 def image_version(os_release: Path = Path("/usr/lib/os-release")) -> str:
-    """The running root's version (IMAGE_VERSION, written by the builder)."""
-    for line in os_release.read_text().splitlines():
-        if line.startswith("IMAGE_VERSION="):
-            return line.split("=", 1)[1].strip().strip('"')
-    raise UpdateError(f"{os_release} names no IMAGE_VERSION: an image older than versioned builds")
+    """The running root's version; an image from before versioned builds cannot say which slot
+    holds what, and is refused."""
+    from firstboot.appliance import image_version as read
+    version = read(os_release)
+    if not version:
+        raise UpdateError("/usr/lib/os-release names no IMAGE_VERSION: an image older than versioned builds")
+    return version
 
 
 def esp_entry(esp: Path) -> tuple[Path, list[Path]]:

@@ -149,3 +149,46 @@ def test_a_node_booted_by_legacy_bios_is_refused_with_the_way_out(tmp_path):
     assert "re-flash" in update.firmware_refusal(tmp_path / "efi")
     (tmp_path / "efi").mkdir()
     assert update.firmware_refusal(tmp_path / "efi") is None
+
+
+@pytest.mark.parametrize("comes_back_on", ["1.4", "1.3"])
+def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_path, signed, monkeypatch,
+                                                                            comes_back_on):
+    """The host checks the bundle before any node is touched; a node back on its old version
+    rolled back by itself, which is an error, not a success."""
+    import json
+
+    from builder import contract, day2, profile, seed
+    from builder.remote import Reach
+    from tests.conftest import ROOT
+    b, public_key = signed
+    cluster = profile.load(ROOT / "profiles" / "three-web.toml")
+    did: list[str] = []
+    booted = {"v": "1.3"}
+
+    def run(node, reach, command, timeout=30, stdin=None):
+        if command.endswith(" config"):
+            return json.dumps({"version": booted["v"]})
+        if command.endswith("status --json"):
+            return json.dumps({"answering": True})
+        did.append(command.split()[0] if not command.startswith(contract.APPLIANCE_CLI) else command.split()[1])
+        if command.startswith("systemd-run"):
+            booted["v"] = comes_back_on
+        return ""
+    monkeypatch.setattr(day2.remote, "run", run)
+    monkeypatch.setattr(day2.remote, "send", lambda node, reach, local, there: did.append(f"send {there}"))
+    monkeypatch.setattr(day2.remote, "forget", lambda node, reach: None)
+    monkeypatch.setattr(day2.time, "sleep", lambda s: None)
+
+    def op(key):
+        return day2.Operation(cluster, Reach(Path("kh")), seed.Keys("0" * 64, update_key=key), lambda line: None)
+    other = bundle.signing_key(tmp_path / "other").with_suffix(".pub").read_text()
+    with pytest.raises(day2.Day2Error, match="refused before touching app2"):
+        op(other).update("app2", b, timeout=5)
+    assert did == []
+    if comes_back_on == "1.4":
+        op(public_key).update("app2", b, timeout=5)
+    else:
+        with pytest.raises(day2.Day2Error, match="came back on 1.3, not 1.4: .* rolled back by itself"):
+            op(public_key).update("app2", b, timeout=5)
+    assert did == [f"send {contract.UPDATE_INCOMING}", "update", "systemd-run"]
