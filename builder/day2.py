@@ -380,7 +380,8 @@ class Operation:
 
     def _version(self, node: Node) -> str | None:
         try:
-            return json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config", timeout=10)).get("version")
+            out = remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config", timeout=10)
+            return json.loads(out).get("version")
         except (remote.RemoteError, ValueError):
             return None
 

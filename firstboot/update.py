@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import ApplianceError
@@ -100,9 +101,12 @@ def entry_name(version: str, tries: int | None = TRIES) -> str:
     return f"{ENTRY_PREFIX}{version}" + (f"+{tries}" if tries is not None else "") + ".conf"
 
 
-def entry(version: str, slot: Part, options: str, machine_id: str) -> str:
-    """A Boot Loader Specification entry on XBOOTLDR: its kernel and initrd beside it, its root named."""
-    return (f"title Appliance {version}\nsort-key appliance\nversion {version}\n"
+def entry(version: str, slot: Part, options: str, machine_id: str, order: str = "0") -> str:
+    """A Boot Loader Specification entry on XBOOTLDR: its kernel and initrd beside it, its root named.
+    systemd-boot boots the entry with the highest `version` first (among those with tries left),
+    and image versions (`git describe`, a bare commit hash without a tag) need not sort: the
+    entry's version starts with `order`, the time of its install ("0": the version that ran)."""
+    return (f"title Appliance {version}\nsort-key appliance\nversion {order}-{version}\n"
             f"linux /{ENTRY_PREFIX}{version}/vmlinuz\ninitrd /{ENTRY_PREFIX}{version}/initrd\n"
             f"options root=PARTUUID={slot.partuuid} {options} systemd.machine_id={machine_id}\n")
 
@@ -136,6 +140,7 @@ class Update:
     running_kernel: Path        # this boot's kernel and initrd (the ESP's, or XBOOTLDR's)
     running_initrd: Path
     say: Callable[[str], None] = print
+    installed_at: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S", time.gmtime()))
 
     def install(self, lay: Layout, cmdline: str, machine_id: str) -> str:
         from builder import bundle  # the image stages builder/: one verifier on host and node
@@ -167,7 +172,7 @@ class Update:
         self.run(["sh", "-c", f"zstd -dc {shlex.quote(str(self.bundle / 'root.ext4.zst'))} | "
                               f"dd of={shlex.quote(lay.other.device)} bs=4M conv=fsync status=none"])
         self.run(["sfdisk", "--part-label", lay.disk, str(lay.other.number), slot_label(version)])
-        self.write(entries / entry_name(version), entry(version, lay.other, options, machine_id),
+        self.write(entries / entry_name(version), entry(version, lay.other, options, machine_id, self.installed_at),
                    {self.bundle / "vmlinuz": "vmlinuz", self.bundle / "initrd": "initrd"}, version)
         self.say(f"{version} installed in {lay.other.device}: it boots next, {TRIES} tries before "
                  f"{self.running_version} boots again by itself")

@@ -83,7 +83,7 @@ def installer(tmp_path, b, public_key, ran):
             return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
         return ""
     return update.Update(b, public_key, run, boot, "1.3", tmp_path / "esp/vmlinuz", tmp_path / "esp/initrd",
-                         say=lambda line: None)
+                         say=lambda line: None, installed_at="20261203182500")
 
 
 def test_an_install_forgets_the_other_slot_before_writing_it_and_adds_a_counted_entry(tmp_path, signed):
@@ -98,6 +98,10 @@ def test_an_install_forgets_the_other_slot_before_writing_it_and_adds_a_counted_
     assert sorted(p.name for p in entries.iterdir()) == ["appliance-1.3.conf", "appliance-1.4+3.conf"]
     assert "root=PARTUUID=aaaa-1 quiet systemd.machine_id=9ea0" in (entries / "appliance-1.3.conf").read_text()
     assert "root=PARTUUID=bbbb-2 quiet" in (entries / "appliance-1.4+3.conf").read_text()
+    # systemd-boot boots the highest version first: the install's time, not the image versions
+    # (bare commit hashes), decides; the version that ran sorts below it
+    assert "version 20261203182500-1.4\n" in (entries / "appliance-1.4+3.conf").read_text()
+    assert "version 0-1.3\n" in (entries / "appliance-1.3.conf").read_text()
     assert (tmp_path / "xbootldr/appliance-1.3/vmlinuz").read_text() == "running vmlinuz"
     assert (tmp_path / "xbootldr/appliance-1.4/initrd").read_bytes() == b"initrd"
     steps = [a[0] if a[0] != "sfdisk" else f"label {a[-1]}" for a in ran if a[0] not in ("cp", "sync")]
