@@ -216,6 +216,12 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    op = _operation(args)
+    op.upgrade(Path(args.bundles), args.drain_timeout)
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     op = _operation(args)
     weight = 0 if args.command == "drain" else _node(op.cluster, args.node).weight
@@ -368,6 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("node", help="the node's name")
     p.add_argument("bundle", help="a bundle directory (bundles/ROLE-VERSION)")
     p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("upgrade", help="update every node of a running cluster, without an outage",
+                       description="Upgrade the cluster to the bundles in BUNDLES (one director-VERSION and "
+                       "one webserver-VERSION, `builder bundle`): the real servers one at a time (drained, "
+                       "updated, their weight back once healthy), the standby director, then the active "
+                       "one hands its VIPs over (heartbeat: hb_standby; keepalived: stopped, a priority-0 "
+                       "advert) and is updated last. Stops at the first node not back healthy.")
+    day2_args(p)
+    p.add_argument("bundles", help="a directory with one bundle per image role")
+    p.add_argument("--drain-timeout", type=float, default=contract.DRAIN_TIMEOUT, metavar="S", help=drain_help)
+    p.set_defaults(func=cmd_upgrade)
 
     for name, what in (("drain", "take a real server out of service: weight 0, then wait until its "
                         "connections end (or the drain timeout)"),

@@ -378,6 +378,43 @@ class Operation:
         self.say(f"{self._t()} {name}: runs {version}, healthy after {took:.0f} s")
         return took
 
+    def upgrade(self, bundles: Path, drain_timeout: float = contract.DRAIN_TIMEOUT,
+                timeout: float = contract.BOOT_TIMEOUT) -> dict[str, float]:
+        """Every node to the bundles in `bundles` (one ROLE-VERSION directory per image role),
+        without an outage: real servers one at a time (drained, updated, weight back), the
+        standby director, then the active one hands its VIPs over (the stack's hand_over) and is
+        updated last. Stops at the first node that does not come back healthy. Seconds per node."""
+        found = {role: sorted(bundles.glob(f"{image}-*")) for role, image in contract.IMAGE_OF.items()}
+        for role, dirs in found.items():
+            if len(dirs) != 1:
+                named = ", ".join(d.name for d in dirs) or "none"
+                raise Day2Error(f"{bundles}: one {contract.IMAGE_OF[role]}-VERSION bundle wanted, found {named}",
+                                hint="`python -m builder bundle director webserver --out DIR` writes one of each")
+        took: dict[str, float] = {}
+        for server in self.cluster.real_servers:
+            self.set_weight(server.name, 0, drain_timeout)
+            took[server.name] = self.update(server.name, found[profile.REALSERVER][0], timeout)
+            self.set_weight(server.name, server.weight, drain_timeout)
+        standby, active = running(self.cluster, self.reach).directors_in_order()
+        took[standby.name] = self.update(standby.name, found[profile.DIRECTOR][0], timeout)
+        self.hand_over(active, standby)
+        took[active.name] = self.update(active.name, found[profile.DIRECTOR][0], timeout)
+        self.say(f"{self._t()} upgraded: " + ", ".join(f"{n} {t:.0f} s" for n, t in took.items()))
+        return took
+
+    def hand_over(self, active: Node, standby: Node, timeout: float = 60) -> float:
+        """The active director gives every VIP to its peer now (heartbeat: hb_standby;
+        keepalived: stopped, a priority-0 advert), and the peer holds them all."""
+        remote.run(active, self.reach, self.cluster.failover.hand_over)
+        vips = {str(v) for v in self.cluster.vips}
+
+        def holds_all() -> bool:
+            status = remote.statuses(self.cluster, self.reach, (standby,))[standby.name]
+            return isinstance(status, dict) and vips <= set(status.get("vips") or [])
+        took = wait_until(f"{standby.name} holding {', '.join(sorted(vips))}", holds_all, timeout)
+        self.say(f"{self._t()} {active.name} handed the VIPs over: {standby.name} holds them after {took:.1f} s")
+        return took
+
     def _version(self, node: Node) -> str | None:
         try:
             out = remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config", timeout=10)

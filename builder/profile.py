@@ -380,6 +380,9 @@ class Heartbeat(_Limits):
         then heartbeat's resource scripts (tens of seconds of shell under TCG)."""
         return self.deadtime_s * 4 + 60
 
+    # run on the active director, it gives every resource to its peer at once, no deadtime waited
+    hand_over = "/usr/share/heartbeat/hb_standby all"
+
 
 @dataclass(frozen=True)
 class Vrrp(_Limits):
@@ -416,6 +419,9 @@ class Vrrp(_Limits):
     def takeover_limit(self) -> float:
         """keepalived adds the VIP in-process: the verdict plus a margin for a loaded host."""
         return self.deadtime_s * 4 + 30
+
+    # a stopping keepalived sends a priority-0 advert: the backup takes over at once
+    hand_over = "systemctl stop keepalived.service"
 
 
 def ipv4_networks(t: _Table, key: str, default: Any) -> Any:
@@ -502,7 +508,7 @@ class Cluster:
     @property
     def failover(self) -> Heartbeat | Vrrp:
         """The chosen stack's failover settings: both answer deadtime_s, takeover_limit,
-        rejoin_limit, auto_failback, ping_nodes and balances_on_both."""
+        rejoin_limit, auto_failback, ping_nodes, balances_on_both and hand_over."""
         return self.vrrp if self.keepalived else self.heartbeat
 
     @property

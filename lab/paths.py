@@ -2,11 +2,12 @@
 import os
 from pathlib import Path
 
+from builder.contract import IMAGE_OF
 from builder.errors import LabError
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "test-results"
-IMAGES = {"director": "director.img", "realserver": "webserver.img"}
+IMAGES = {role: f"{name}.img" for role, name in IMAGE_OF.items()}
 
 
 class ImageMissing(LabError, FileNotFoundError):

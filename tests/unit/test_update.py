@@ -196,3 +196,59 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
         with pytest.raises(day2.Day2Error, match="came back on 1.3, not 1.4: .* rolled back by itself"):
             op(public_key).update("app2", b, timeout=5)
     assert did == [f"send {contract.UPDATE_INCOMING}", "update", "systemd-run"]
+
+
+def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_over(tmp_path, monkeypatch):
+    """One bundle per image role; the active director is updated last, after its hand-over."""
+    from builder import contract, day2, profile, seed
+    from builder.remote import Reach
+    from tests.conftest import ROOT
+    cluster = profile.load(ROOT / "profiles" / "three-web.toml")
+    op = day2.Operation(cluster, Reach(Path("kh")), seed.Keys("0" * 64), lambda line: None)
+    did: list[str] = []
+    monkeypatch.setattr(op, "set_weight", lambda name, weight, timeout: did.append(f"weight {name} {weight}"))
+    monkeypatch.setattr(op, "update", lambda name, b, timeout: did.append(f"update {name} {b.name}") or 60.0)
+    monkeypatch.setattr(op, "hand_over", lambda active, standby: did.append(f"hand over {active.name}"))
+    monkeypatch.setattr(day2, "running", lambda c, r: day2.Running(c, frozenset({"lvs-a"})))
+    bundles = tmp_path / "bundles"
+    (bundles / "director-1.4").mkdir(parents=True)
+    with pytest.raises(day2.Day2Error, match="one webserver-VERSION bundle wanted, found none"):
+        op.upgrade(bundles)
+    (bundles / "webserver-1.4").mkdir()
+    (bundles / "webserver-1.3").mkdir()
+    with pytest.raises(day2.Day2Error, match="found webserver-1.3, webserver-1.4"):
+        op.upgrade(bundles)
+    assert did == []
+    (bundles / "webserver-1.3").rmdir()
+    took = op.upgrade(bundles)
+    assert did == ["weight app1 0", "update app1 webserver-1.4", "weight app1 3",
+                   "weight app2 0", "update app2 webserver-1.4", "weight app2 2",
+                   "weight app3 0", "update app3 webserver-1.4", "weight app3 1",
+                   "update lvs-b director-1.4", "hand over lvs-a", "update lvs-a director-1.4"]
+    assert list(took) == ["app1", "app2", "app3", "lvs-b", "lvs-a"]
+    assert contract.IMAGE_OF[profile.REALSERVER] == "webserver"
+    assert cluster.failover.hand_over.endswith("hb_standby all")
+
+
+@pytest.mark.parametrize("stack_profile, command", [("dual-stack.toml", "hb_standby all"),
+                                                    ("keepalived.toml", "systemctl stop keepalived.service")])
+def test_a_hand_over_runs_the_stacks_command_and_waits_for_every_vip_on_the_peer(monkeypatch, stack_profile,
+                                                                                 command):
+    from builder import day2, profile, seed
+    from builder.remote import Reach
+    from tests.conftest import ROOT
+    cluster = profile.load(ROOT / "profiles" / stack_profile)
+    op = day2.Operation(cluster, Reach(Path("kh")), seed.Keys("0" * 64), lambda line: None)
+    ran, looks = [], []
+    monkeypatch.setattr(day2.remote, "run", lambda node, reach, c, timeout=30, stdin=None: ran.append((node.name, c)))
+    vips = [str(v) for v in cluster.vips]
+
+    def statuses(c, reach, nodes):  # the peer takes the VIPs one at a time
+        looks.append(nodes[0].name)
+        return {nodes[0].name: {"vips": vips[:len(looks)]}}
+    monkeypatch.setattr(day2.remote, "statuses", statuses)
+    monkeypatch.setattr(day2.time, "sleep", lambda s: None)
+    active, standby = cluster.directors
+    op.hand_over(active, standby)
+    assert ran == [(active.name, cluster.failover.hand_over)] and command in ran[0][1]
+    assert len(looks) == len(vips) and set(looks) == {standby.name}
