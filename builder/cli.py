@@ -322,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                        description="Write OUT/ROLE-VERSION: the image's root file system (zstd), "
                        "kernel and initrd, its VERSION (ROLE.version, recorded by the build) and "
                        "SHA256SUMS signed with the update key kept "
-                       "in --secrets (made on first use, 0600). Installing bundles on a node is "
-                       "not built yet (docs/day2-design.md).")
+                       "in --secrets (made on first use, 0600), whose public half every seed carries. "
+                       "`builder update` and `builder upgrade` install bundles (docs/day2-design.md).")
     p.add_argument("role", nargs="+", choices=image.ROLES)
     p.add_argument("--out", default="bundles", metavar="DIR", help="where bundles go (default: bundles)")
     p.add_argument("--secrets", default=".secrets", metavar="DIR",

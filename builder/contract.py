@@ -26,6 +26,12 @@ IMAGE_OF = {"director": "director", "realserver": "webserver"}  # a node's role 
 # on the root: which applied configuration its files are (state.stamp). A root that holds another
 # (an update's fresh root: issue 25) is rendered again at boot from applied.json
 RENDERED = "/etc/appliance/rendered"
+# GPT partition types (lower case, as lsblk prints them): the image's (mkosi.repart/) and those
+# first boot adds (repart.d: slot B is a root, XBOOTLDR holds updates' kernels)
+GPT_ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+GPT_BIOS = "21686148-6449-6e6f-744e-656564454649"
+GPT_ROOT = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"     # x86-64
+GPT_XBOOTLDR = "bc13c2ff-59e6-4262-a352-b275fd6f7172"
 APPLIANCE_CLI = "/usr/bin/appliance"      # status, config, apply: what the builder runs over SSH
 SSH_UNIT = "ssh.service"                  # enabled by first boot only where the profile gives keys
 UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants"  # where first boot and apply enable units

@@ -48,9 +48,8 @@ UNITS = ["firstboot/appliance-firstboot.service", f"firstboot/{contract.READY_UN
 
 
 # GPT partition types of the image's partitions (mkosi.repart/), by the names used here
-PARTITION_TYPES = {"C12A7328-F81F-11D2-BA4B-00A0C93EC93B": "esp",
-                   "21686148-6449-6E6F-744E-656564454649": "bios",
-                   "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709": "root"}
+PARTITION_TYPES = {contract.GPT_ESP.upper(): "esp", contract.GPT_BIOS.upper(): "bios",
+                   contract.GPT_ROOT.upper(): "root"}
 # free space left in the root file system of the image: room for first boot where the disk is
 # no larger than the image (elsewhere first boot grows the file system to the disk)
 ROOT_MARGIN = 32 * 2**20

@@ -30,12 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import contract
 from builder.errors import ApplianceError
 
-ROOT_TYPE = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"      # GPT root partition, x86-64
-XBOOTLDR_TYPE = "bc13c2ff-59e6-4262-a352-b275fd6f7172"  # the Extended Boot Loader Partition
 EMPTY = "_empty"            # systemd's label of an unused slot: root discovery skips it
-BOOT_LABEL = "appliance-boot"
 TRIES = 3                   # boots a new version gets before the previous one boots again
 ENTRY_PREFIX = "appliance-"
 DROPPED = ("root=", "initrd=", "BOOT_IMAGE=", "systemd.machine_id=")  # set per entry here
@@ -85,8 +83,9 @@ def layout(lsblk: dict, root_device: str) -> Layout:
     if running is None:
         raise UpdateError(f"the running root {root_device} is not a partition lsblk lists")
     disk = [d for d in parts if d.get("pkname") == running.get("pkname")]
-    roots = [part(d) for d in disk if (d.get("parttype") or "").lower() == ROOT_TYPE and d["path"] != root_device]
-    boots = [part(d) for d in disk if (d.get("parttype") or "").lower() == XBOOTLDR_TYPE]
+    roots = [part(d) for d in disk if (d.get("parttype") or "").lower() == contract.GPT_ROOT
+             and d["path"] != root_device]
+    boots = [part(d) for d in disk if (d.get("parttype") or "").lower() == contract.GPT_XBOOTLDR]
     return Layout(f"/dev/{running['pkname']}", part(running), roots[0] if roots else None,
                   boots[0] if boots else None)
 
@@ -218,7 +217,6 @@ def lsblk() -> dict:
     return json.loads(out)
 
 
-ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 MOUNTS = Path("/run/appliance/update")
 
 
@@ -255,13 +253,15 @@ def main(bundle_dir: str, reboot: bool = True) -> int:
         raise UpdateError("this node's seed names no update key: re-seed it (`python -m builder apply "
                           "PROFILE --reboot`) with a builder that signs bundles")
     root = run(["findmnt", "-n", "-o", "SOURCE", "/"]).stdout.strip()
-    lay = layout(lsblk(), root)
+    disks = lsblk()
+    lay = layout(disks, root)
     refused = lay.refusal()
     if refused:
         raise UpdateError(refused)
     assert lay.boot
-    esp = next(p for d in lsblk()["blockdevices"] for p in d.get("children") or []
-               if (p.get("parttype") or "").lower() == ESP_TYPE and p.get("pkname") == lay.disk.rsplit("/", 1)[1])
+    esp = next(p for d in disks["blockdevices"] for p in d.get("children") or []
+               if (p.get("parttype") or "").lower() == contract.GPT_ESP
+               and p.get("pkname") == lay.disk.rsplit("/", 1)[1])
     mounted = []
     try:
         for name, device in (("esp", esp["path"]), ("boot", lay.boot.device)):

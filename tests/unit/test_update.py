@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import bundle
+from builder import bundle, contract
 from firstboot import update
 
-ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+ESP = contract.GPT_ESP
 
 
 def disk(*parts, name="vda"):
@@ -19,9 +19,9 @@ def disk(*parts, name="vda"):
          "parttype": ptype, "size": size} for i, (uuid, label, ptype, size) in enumerate(parts, 1)]}]}
 
 
-FULL = disk(("E5-0", "esp", ESP, 64 << 20), ("B1-0", "linux", "21686148-6449-6e6f-744e-656564454649", 1 << 20),
-            ("AAAA-1", "root-x86-64", update.ROOT_TYPE, 1 << 30), ("BBBB-2", "_empty", update.ROOT_TYPE, 1 << 30),
-            ("CCCC-3", "appliance-boot", update.XBOOTLDR_TYPE, 160 << 20),
+FULL = disk(("E5-0", "esp", ESP, 64 << 20), ("B1-0", "linux", contract.GPT_BIOS, 1 << 20),
+            ("AAAA-1", "root-x86-64", contract.GPT_ROOT, 1 << 30), ("BBBB-2", "_empty", contract.GPT_ROOT, 1 << 30),
+            ("CCCC-3", "appliance-boot", contract.GPT_XBOOTLDR, 160 << 20),
             ("DDDD-4", "appliance-state", "0fc63daf-8483-4772-8e79-3d69d8477de4", 2 << 30))
 
 
@@ -32,7 +32,7 @@ def test_the_slots_of_a_disk_with_room_and_of_one_without():
     assert lay.refusal() is None and lay.other.number == 4
     # running from B after an update: A is the other slot
     assert update.layout(FULL, "/dev/vda4").other.device == "/dev/vda3"
-    small = disk(("E5-0", "esp", ESP, 64 << 20), ("AAAA-1", "root-x86-64", update.ROOT_TYPE, 400 << 20))
+    small = disk(("E5-0", "esp", ESP, 64 << 20), ("AAAA-1", "root-x86-64", contract.GPT_ROOT, 400 << 20))
     assert "no second root slot" in update.layout(small, "/dev/vda2").refusal()
     with pytest.raises(update.UpdateError, match="/dev/sda3 is not a partition"):
         update.layout(FULL, "/dev/sda3")
@@ -118,7 +118,7 @@ def test_a_bundle_that_is_not_as_signed_or_does_not_fit_changes_nothing(tmp_path
         installer(tmp_path, b, public_key, ran).install(lay, "quiet", "9ea0")
     assert ran == [] and not (tmp_path / "xbootldr").exists()
     (b / "vmlinuz").write_bytes(b"kernel")
-    small = update.Layout(lay.disk, lay.running, update.Part("/dev/vda4", "bbbb-2", "_empty", update.ROOT_TYPE, 4096),
+    small = update.Layout(lay.disk, lay.running, update.Part("/dev/vda4", "bbbb-2", "_empty", contract.GPT_ROOT, 4096),
                           lay.boot)
     with pytest.raises(update.UpdateError, match="the bundle's root is 0 MiB, the slot 0 MiB"):
         installer(tmp_path, b, public_key, ran).install(small, "quiet", "9ea0")
@@ -162,7 +162,7 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
     rolled back by itself, which is an error, not a success."""
     import json
 
-    from builder import contract, day2, profile, seed
+    from builder import day2, profile, seed
     from builder.remote import Reach
     from tests.conftest import ROOT
     b, public_key = signed
@@ -200,7 +200,7 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
 
 def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_over(tmp_path, monkeypatch):
     """One bundle per image role; the active director is updated last, after its hand-over."""
-    from builder import contract, day2, profile, seed
+    from builder import day2, profile, seed
     from builder.remote import Reach
     from tests.conftest import ROOT
     cluster = profile.load(ROOT / "profiles" / "three-web.toml")
