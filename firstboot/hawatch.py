@@ -805,7 +805,7 @@ def watch(log: Callable[[str], None]) -> int:
         sample = gauges.sample(probe.state, probe.answering, held_vips(info) if held is None else held,
                                len(w.restarts), other is not None)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),
-                      "restarts": len(w.restarts), "gave_up": w.gave_up, "duplicate": other,
+                      "up": up, "restarts": len(w.restarts), "gave_up": w.gave_up, "duplicate": other,
                       "peer_heard_at": gauges.peer_heard_at})
         if info.get("metrics"):  # node_exporter's textfile collector reads it; written whole, like the health
             write_file(Path(c.METRICS_TEXTFILE), metrics.text(sample))

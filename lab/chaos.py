@@ -33,6 +33,7 @@ class Event:
     both_held: bool       # both directors held the VIP at once (a real dual master)
     converged: float      # seconds from the fault's end to one VIP holder
     holder: str           # who holds it once both stacks answer too
+    waited: float = 0.0   # seconds the pair took to be ready for this event (the last one's aftermath)
 
 
 def methods(cluster) -> tuple[str, ...]:
@@ -51,7 +52,10 @@ def one_holder_answering(cluster, down: frozenset[str] = frozenset()) -> Machine
 
 
 def dual_master(cluster, how: str, limit: float) -> Event:
-    """One forced dual-master event; raises wait.Timeout if the pair has not healed in `limit` s."""
+    """One forced dual-master event; raises wait.Timeout if the pair has not healed in `limit` s.
+    It starts once the pair is ready for it (Cluster.ready_for_fault): the last event's step-out
+    may have restarted a stack, which takes no VIP over before its first verdict."""
+    waited = cluster.wait_ready_for_fault(limit)
     active = cluster.active_director()
     standby = cluster.standby_of(active)
     faults = {"pause": (active.pause, active.resume),
@@ -73,7 +77,7 @@ def dual_master(cluster, how: str, limit: float) -> Event:
     converged = time.monotonic() - ended
     holder = wait.until(lambda: one_holder_answering(cluster), limit,
                         "one VIP holder with both stacks answering", interval=0.5)
-    return Event(how, active.name, both, converged, holder.name)
+    return Event(how, active.name, both, converged, holder.name, waited)
 
 
 def summary(events: list[Event]) -> str:

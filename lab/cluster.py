@@ -339,6 +339,35 @@ class Cluster:
         except ValueError:
             return True  # the agent's output garbled: ask again
 
+    def stack_up_for(self, director: Machine) -> float | None:
+        """Seconds the director's stack unit had run when its watchdog last looked (None: not
+        running, or no report yet)."""
+        rc, out = director.execute(f"cat {contract.HAWATCH_HEALTH}")
+        try:
+            return json.loads(out).get("up") if rc == 0 else None
+        except ValueError:
+            return None
+
+    def ready_for_fault(self) -> bool:
+        """The pair can answer a fault the way it is meant to: one holder, both stacks answering
+        and in the pair, nothing moving, and each stack has run past its first verdict (a
+        heartbeat restarted moments ago still counts initdead before it can take anything over:
+        a fault then is a second fault, not the one a step means to test)."""
+        views = [self.view(d) for d in self.directors]
+        if any(v is None or not v.in_pair or v.busy or not v.answering for v in views):
+            return False
+        if sum(v.holds_vip for v in views if v) != 1:
+            return False
+        verdict = self.spec.failover.initdead_s + contract.HAWATCH_GRACE
+        return all((up := self.stack_up_for(d)) is not None and up >= verdict for d in self.directors)
+
+    def wait_ready_for_fault(self, timeout: float) -> float:
+        """Waits until ready_for_fault; how long that took."""
+        started = time.monotonic()
+        wait.until(self.ready_for_fault, timeout, "the pair ready for the next fault (one holder, "
+                   "both stacks past their first verdict)", interval=1)
+        return time.monotonic() - started
+
     def wait_stacks_started(self, directors: list[Machine], timeout: float) -> None:
         wait.until(lambda: not any(self.stack_starting(d) for d in directors), timeout,
                    "every stack past its start-up")

@@ -544,7 +544,8 @@ def test_13_forced_dual_masters_always_heal_to_one_holder(cluster):
         how = chaos.methods(cluster)[i % len(chaos.methods(cluster))]
         event = chaos.dual_master(cluster, how, limit)
         print(f"\n  dual master {i + 1} ({event.how} {event.victim}, both held: {event.both_held}): "
-              f"one holder ({event.holder}) after {event.converged:.1f} s", end="")
+              f"one holder ({event.holder}) after {event.converged:.1f} s; "
+              f"ready for it after {event.waited:.1f} s", end="")
         events.append(event)
     print("\n" + chaos.summary(events))
     for d in cluster.directors:
@@ -560,6 +561,7 @@ def test_14_a_hung_stack_is_restarted_by_the_watchdog(cluster):
     says it is in charge, it answers nothing). The status shows it HUNG, the peer takes over,
     and the director's watchdog restarts it, with a journal line that says why, so the pair
     has one VIP holder again."""
+    cluster.wait_ready_for_fault(cluster.spec.failover.takeover_limit + 60)
     active = cluster.active_director()
     standby = cluster.standby_of(active)
     active.succeed(cluster.stack.hang_command())

@@ -27,3 +27,35 @@ def test_a_director_with_any_of_the_profiles_vips_holds_them():
     assert s.vip_in("    inet 172.20.40.100/24 scope global secondary eth0\n")
     # 172.20.40.10 is not 172.20.40.100, nor 2001:db8:40::1 the IPv6 VIP
     assert not s.vip_in("    inet 172.20.40.10/24 scope global eth0\n    inet6 2001:db8:40::1/64 scope global\n")
+
+
+def test_the_next_fault_waits_for_a_pair_past_its_first_verdict(tmp_path, monkeypatch):
+    """A heartbeat the last event's step-out restarted takes nothing over before initdead: a
+    fault then would be two faults at once (CI, stop 41: the standby took no VIP in 72 s)."""
+    from lab.cluster import Cluster
+
+    class Vm:
+        def __init__(self, name):
+            self.name = name
+
+    c = Cluster(ROOT / "profiles/dual-stack.toml", tmp_path, "tcg")
+    a, b = Vm("lvs-a"), Vm("lvs-b")
+    monkeypatch.setattr(Cluster, "directors", property(lambda self: [a, b]))
+    verdict = c.spec.failover.initdead_s + contract.HAWATCH_GRACE
+    assert verdict >= 30  # dual-stack's initdead
+    views = {"lvs-a": stack.View(True, False, True, "all"), "lvs-b": stack.View(True, False, False, "none")}
+    up = {"lvs-a": verdict + 100, "lvs-b": verdict + 1}
+    monkeypatch.setattr(c, "view", lambda d: views[d.name])
+    monkeypatch.setattr(c, "stack_up_for", lambda d: up[d.name])
+    assert c.ready_for_fault()
+    up["lvs-b"] = verdict - 1  # restarted moments ago
+    assert not c.ready_for_fault()
+    up["lvs-b"] = None  # stopped, or the watchdog has not reported
+    assert not c.ready_for_fault()
+    up["lvs-b"] = verdict + 1
+    views["lvs-b"] = stack.View(True, True, False, "transition")  # moving resources
+    assert not c.ready_for_fault()
+    views["lvs-b"] = stack.View(True, False, True, "all")  # two holders
+    assert not c.ready_for_fault()
+    views["lvs-b"] = stack.View(False, False, False, "HUNG", answering=False)
+    assert not c.ready_for_fault()
