@@ -1,5 +1,5 @@
-"""Update bundles: the builder's half of in-place updates (issue 25). Installing one on a node
-(A/B root slots, boot counting) is not built yet: docs/day2-design.md has the layout.
+"""Update bundles: the builder's half of in-place updates (issue 25). The node's half, A/B root
+slots and boot counting, is firstboot/update.py (`appliance update`); docs/day2-design.md.
 
 A bundle is a directory a node can check before it writes anything:
 

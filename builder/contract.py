@@ -22,6 +22,7 @@ APPLIED = f"{STATE_DIR}/applied.json"
 SEEDS_SEEN = f"{STATE_DIR}/seeds-seen"
 NEXT_SEED = f"{STATE_DIR}/next-seed.json"
 UPDATE_INCOMING = f"{STATE_DIR}/incoming"  # `builder update` copies a bundle here (the state partition)
+UPDATE_TRIES = 3  # boots a new version gets (systemd-boot's counter) before the previous one boots again
 IMAGE_OF = {"director": "director", "realserver": "webserver"}  # a node's role -> its image (and bundle)
 # on the root: which applied configuration its files are (state.stamp). A root that holds another
 # (an update's fresh root: issue 25) is rendered again at boot from applied.json

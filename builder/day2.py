@@ -368,7 +368,9 @@ class Operation:
         self.say(f"{self._t()} {name}: rebooting into {version}")
         started = time.monotonic()
         time.sleep(5)
-        wait_until(f"{name} back on any version", functools.partial(self._back_on, node, None), timeout)
+        # a version that fails its gate boots UPDATE_TRIES times before the old one: each may take a boot
+        wait_until(f"{name} back on any version", functools.partial(self._back_on, node, None),
+                   timeout * (contract.UPDATE_TRIES + 1))
         now = self._version(node)
         if now != version:
             raise Day2Error(f"{name} came back on {now}, not {version}: the new version failed its health gate "
@@ -423,9 +425,15 @@ class Operation:
             return None
 
     def _back_on(self, node: Node, version: str | None) -> bool:
-        """The node answers over SSH (on `version`, if given) and, a director, its stack too."""
+        """The node answers over SSH (on `version`, if given), its health gate has passed this
+        boot (READY_UNIT, what boot assessment requires: a trial boot that will fail it answers
+        over SSH with the new version first) and, a director, its stack answers."""
         now = self._version(node)
         if now is None or (version is not None and now != version):
+            return False
+        try:
+            remote.run(node, self.reach, f"systemctl is-active --quiet {contract.READY_UNIT}", timeout=10)
+        except remote.RemoteError:
             return False
         status = remote.statuses(self.cluster, self.reach, (node,))[node.name]
         return isinstance(status, dict) and (not node.is_director or status.get("answering") is True)

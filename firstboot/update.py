@@ -34,7 +34,7 @@ from builder import contract
 from builder.errors import ApplianceError
 
 EMPTY = "_empty"            # systemd's label of an unused slot: root discovery skips it
-TRIES = 3                   # boots a new version gets before the previous one boots again
+TRIES = contract.UPDATE_TRIES  # boots a new version gets before the previous one boots again
 ENTRY_PREFIX = "appliance-"
 DROPPED = ("root=", "initrd=", "BOOT_IMAGE=", "systemd.machine_id=")  # set per entry here
 

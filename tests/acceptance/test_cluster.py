@@ -754,6 +754,68 @@ def test_17_vips_split_between_the_directors_come_back_together(cluster):
     cluster.wait_all_serving(settle_time(cluster) * 2)
 
 
+@step(18)
+def test_18_a_rolling_upgrade_under_load_drops_nothing(cluster):
+    """Issue 25: the operator's `builder upgrade` takes every node from the built images' version
+    to the next (lab/bundles.py: the same roots under another version, signed by the cluster's
+    update key): real servers drained, updated and back one at a time, the standby, a hand-over,
+    the old active last. Under steady load, with downloads in flight across the first real
+    server's drain and across the hand-over: no failed request, every download byte-exact, one
+    VIP move. Per node the time to healthy."""
+    from builder import bundle
+    from builder import image as image_mod
+    from lab import bundles
+    from lab.bench import Load
+    spec = cluster.spec
+    if not spec.link:  # ~15 min a run
+        pytest.skip("runs on profiles with a dedicated link (`make acceptance-dual-stack`, `-keepalived`)")
+    key = bundle.signing_key(cluster.workdir / "secrets")  # the key the seeds name
+    made, target = cluster.workdir / "bundles", {}
+    for role in contract.IMAGE_OF.values():
+        v1 = bundle.write(role, image(role), image_mod.partitions(image(role))["root"], image_mod.output_dir(role),
+                          made / "built", key, level=3)
+        version = f"{(v1 / bundle.VERSION).read_text().strip()}-next"
+        target[role] = bundles.variant(v1, made / "next", version, key)
+    version = target["director"].name.removeprefix("director-")
+
+    def runs_next(vm) -> bool:
+        return f'IMAGE_VERSION="{version}"' in vm.execute("cat /usr/lib/os-release", timeout=10)[1]
+    first_active = cluster.active_director()
+    load = Load(cluster, duration=1800, timeout=3.0)
+    across_drain = InFlight(cluster, TRANSFERS, rate="16k")  # app servers' drains wait for them
+    across_hand_over, moves, holders = None, 0, [first_active.name]
+    op = cluster.operation(spec, say=lambda line: print(f"  {line}"))
+    print()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            upgrade = pool.submit(op.upgrade, made / "next", 180)
+            while not upgrade.done():
+                time.sleep(3)
+                if across_hand_over is None and all(runs_next(w) for w in cluster.real_servers):
+                    # every real server on its new root: the blob again, and downloads slow enough
+                    # (~10 min) to be in flight when the active hands over and reboots
+                    across_hand_over = InFlight(cluster, TRANSFERS, rate="2k")
+                held = [d.name for d in cluster.vip_holders()]
+                if len(held) == 1 and held[0] != holders[-1]:
+                    holders.append(held[0])
+                    moves += 1
+                    if across_hand_over is not None:
+                        across_hand_over.in_flight()  # the hand-over came while they ran
+            took = upgrade.result()
+        assert across_hand_over is not None, "the upgrade ended before every real server ran the next version"
+        broken = across_drain.broken(timeout=300) + across_hand_over.broken(timeout=900)
+    finally:
+        requests = load.finish(stop=True)
+    failed = [r for r in requests if not r.ok]
+    print(f"  upgraded to {version}: " + ", ".join(f"{n} healthy {t:.0f} s after its reboot" for n, t in took.items()))
+    print(f"  {len(requests)} requests, {len(failed)} failed (3 s timeout); {2 * TRANSFERS} downloads, "
+          f"{len(broken)} broken; VIP moves: {moves} ({' -> '.join(holders)})")
+    assert all(runs_next(cluster.vms[n.name]) for n in spec.nodes), "a node does not run the next version"
+    assert not broken, f"broken transfers (curl exit, said, bytes): {broken}"
+    assert len(requests) > 100 and not failed, failed[:5]
+    assert moves == 1 and holders[-1] != first_active.name, holders
+
+
 def _shows(cluster, target) -> bool:
     try:
         directors_show(cluster, target)

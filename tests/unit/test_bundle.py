@@ -109,3 +109,35 @@ def test_write_takes_the_root_partition_and_leaves_nothing_half_written(tmp_path
     # the frame names the root's size: the node compares it with its slot before writing a byte
     listed = subprocess.run(["zstd", "-lv", str(made / "root.ext4.zst")], capture_output=True, text=True).stdout
     assert f"Decompressed Size: 2.00 MiB ({len(pattern)} B)" in listed
+
+
+def cat(ext4: Path, path: str) -> str:
+    return subprocess.run(["debugfs", "-R", f"cat {path}", ext4], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_labs_variants_are_the_same_root_as_another_version_signed_again(tmp_path, key):
+    """lab/bundles.py: what the update boot test installs. The variant's root says its version
+    (and, broken, carries the drop-in that fails the health gate); the bundle verifies."""
+    from lab import bundles
+    tree = tmp_path / "tree"
+    (tree / "usr/lib").mkdir(parents=True)
+    (tree / "usr/lib/os-release").write_text('ID=debian\nIMAGE_VERSION="v1"\n')
+    root = tmp_path / "root.ext4"
+    subprocess.run(["truncate", "-s", "8M", root], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-d", tree, root], check=True)
+    src = tmp_path / "director-v1-dirty"  # a version with a dash (git describe --dirty)
+    src.mkdir()
+    subprocess.run(["zstd", "-q", root, "-o", src / "root.ext4.zst"], check=True)
+    for name in ("vmlinuz", "initrd"):
+        (src / name).write_bytes(name.encode() * 100)
+    (src / bundle.VERSION).write_text("v1-dirty\n")
+    for broken in (False, True):
+        made = bundles.variant(src, tmp_path / "out", f"v2-{broken}", key, broken=broken)
+        assert made.name == f"director-v2-{broken}"
+        assert bundle.verify(made, public(key)) == f"v2-{broken}"
+        out = tmp_path / f"check-{broken}.ext4"
+        subprocess.run(["zstd", "-q", "-d", made / "root.ext4.zst", "-o", out], check=True)
+        assert cat(out, bundles.OS_RELEASE) == f'ID=debian\nIMAGE_VERSION="v2-{broken}"\n'
+        assert ("ExecStartPre=/bin/false" in cat(out, f"{bundles.BROKEN_DROPIN_DIR}/broken.conf")) is broken
+        assert out.stat().st_size == root.stat().st_size  # the frame says the size a slot must have
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith("tmp")]  # nothing half-made

@@ -169,12 +169,18 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
     cluster = profile.load(ROOT / "profiles" / "three-web.toml")
     did: list[str] = []
     booted = {"v": "1.3"}
+    gate = []  # answers of the health gate after the reboot: not yet passed, then passed
 
     def run(node, reach, command, timeout=30, stdin=None):
         if command.endswith(" config"):
             return json.dumps({"version": booted["v"]})
         if command.endswith("status --json"):
             return json.dumps({"answering": True})
+        if command == f"systemctl is-active --quiet {contract.READY_UNIT}":
+            gate.append(len(gate) > 0)
+            if not gate[-1]:  # a trial boot answers with the new version before its gate
+                raise day2.remote.RemoteError(f"{node.name}: exit 3")
+            return ""
         did.append(command.split()[0] if not command.startswith(contract.APPLIANCE_CLI) else command.split()[1])
         if command.startswith("systemd-run"):
             booted["v"] = comes_back_on
@@ -196,6 +202,7 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
         with pytest.raises(day2.Day2Error, match="came back on 1.3, not 1.4: .* rolled back by itself"):
             op(public_key).update("app2", b, timeout=5)
     assert did == [f"send {contract.UPDATE_INCOMING}", "update", "systemd-run"]
+    assert gate == [False, True]  # back only once its health gate has passed
 
 
 def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_over(tmp_path, monkeypatch):
