@@ -54,8 +54,10 @@ def one_holder_answering(cluster, down: frozenset[str] = frozenset()) -> Machine
 def dual_master(cluster, how: str, limit: float) -> Event:
     """One forced dual-master event; raises wait.Timeout if the pair has not healed in `limit` s.
     It starts once the pair is ready for it (Cluster.ready_for_fault): the last event's step-out
-    may have restarted a stack, which takes no VIP over before its first verdict."""
-    waited = cluster.wait_ready_for_fault(limit)
+    may have restarted a stack, which takes no VIP over before its first verdict, and a heartbeat
+    left in "transition" is the watchdog's to restart (after its vacancy limit): that, a restart
+    and a first verdict may pass before the pair is ready (the wait is printed, never hidden)."""
+    waited = cluster.wait_ready_for_fault()
     active = cluster.active_director()
     standby = cluster.standby_of(active)
     faults = {"pause": (active.pause, active.resume),

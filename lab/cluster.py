@@ -361,8 +361,12 @@ class Cluster:
         verdict = self.spec.failover.initdead_s + contract.HAWATCH_GRACE
         return all((up := self.stack_up_for(d)) is not None and up >= verdict for d in self.directors)
 
-    def wait_ready_for_fault(self, timeout: float) -> float:
-        """Waits until ready_for_fault; how long that took."""
+    def wait_ready_for_fault(self, timeout: float | None = None) -> float:
+        """Waits until ready_for_fault; how long that took. By default as long as the watchdog may
+        take to restart a heartbeat left in "transition" (its vacancy limit), plus a takeover's
+        limit and margin, plus a restarted stack's first verdict."""
+        f = self.spec.failover
+        timeout = timeout or f.takeover_limit + 60 + f.vacancy_limit + f.initdead_s + contract.HAWATCH_GRACE
         started = time.monotonic()
         wait.until(self.ready_for_fault, timeout, "the pair ready for the next fault (one holder, "
                    "both stacks past their first verdict)", interval=1)
