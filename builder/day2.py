@@ -33,6 +33,7 @@ from builder.remote import Reach
 from firstboot.status import from_proc, parse_ipvs, service_dict
 
 POLL = 0.25  # seconds between looks at the directors' tables
+BOOT_ID = "/proc/sys/kernel/random/boot_id"  # new every boot: tells a rebooted node from one going down
 # While apply waits, each director prints its IPVS table this often (a bounded loop on the
 # node): a change is seen a tenth of a second after it lands, not an SSH round per look later
 WATCH_EVERY = 0.1
@@ -363,13 +364,16 @@ class Operation:
                          f"rm -rf {incoming}; exit $s", timeout=900)
         for line in out.splitlines():
             self.say(f"{self._t()} {name}: {line}")
+        # the boot this is: until the node runs another, an answer comes from the old system, still
+        # shutting down (under load its sshd outlived a 5-s wait, and its old version read as a rollback)
+        boot = remote.run(node, self.reach, f"cat {BOOT_ID}").strip()
         remote.run(node, self.reach, "systemd-run --on-active=1 systemctl reboot")
         remote.forget(node, self.reach)
         self.say(f"{self._t()} {name}: rebooting into {version}")
         started = time.monotonic()
         time.sleep(5)
         # a version that fails its gate boots UPDATE_TRIES times before the old one: each may take a boot
-        wait_until(f"{name} back on any version", functools.partial(self._back_on, node, None),
+        wait_until(f"{name} back on any version", functools.partial(self._back_after, node, boot),
                    timeout * (contract.UPDATE_TRIES + 1))
         now = self._version(node)
         if now != version:
@@ -424,16 +428,16 @@ class Operation:
         except (remote.RemoteError, ValueError):
             return None
 
-    def _back_on(self, node: Node, version: str | None) -> bool:
-        """The node answers over SSH (on `version`, if given), its health gate has passed this
-        boot (READY_UNIT, what boot assessment requires: a trial boot that will fail it answers
-        over SSH with the new version first) and, a director, its stack answers."""
-        now = self._version(node)
-        if now is None or (version is not None and now != version):
-            return False
+    def _back_after(self, node: Node, boot: str) -> bool:
+        """The node answers over SSH from a boot other than `boot`, its health gate has passed
+        in it (READY_UNIT, what boot assessment requires: a trial boot that will fail it answers
+        over SSH first) and, a director, its stack answers."""
         try:
-            remote.run(node, self.reach, f"systemctl is-active --quiet {contract.READY_UNIT}", timeout=10)
+            now = remote.run(node, self.reach, f"cat {BOOT_ID}; systemctl is-active --quiet {contract.READY_UNIT}",
+                             timeout=10).strip()
         except remote.RemoteError:
+            return False
+        if now == boot or self._version(node) is None:
             return False
         status = remote.statuses(self.cluster, self.reach, (node,))[node.name]
         return isinstance(status, dict) and (not node.is_director or status.get("answering") is True)

@@ -168,22 +168,28 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
     b, public_key = signed
     cluster = profile.load(ROOT / "profiles" / "three-web.toml")
     did: list[str] = []
-    booted = {"v": "1.3"}
-    gate = []  # answers of the health gate after the reboot: not yet passed, then passed
+    booted = {"v": "1.3", "boot": "boot-1"}
+    # looks after the reboot: the old system still shutting down (its gate passed long ago), the
+    # new boot before its gate, the new boot past it
+    looks = [("boot-1", True), ("boot-2", False), ("boot-2", True)]
+    seen = []
 
     def run(node, reach, command, timeout=30, stdin=None):
         if command.endswith(" config"):
             return json.dumps({"version": booted["v"]})
         if command.endswith("status --json"):
             return json.dumps({"answering": True})
-        if command == f"systemctl is-active --quiet {contract.READY_UNIT}":
-            gate.append(len(gate) > 0)
-            if not gate[-1]:  # a trial boot answers with the new version before its gate
+        if command == f"cat {day2.BOOT_ID}":
+            return booted["boot"] + "\n"
+        if command == f"cat {day2.BOOT_ID}; systemctl is-active --quiet {contract.READY_UNIT}":
+            boot, passed = looks[len(seen)]
+            seen.append(boot)
+            if boot == "boot-2":  # the old system answers as the old version till it is gone
+                booted["v"] = comes_back_on
+            if not passed:
                 raise day2.remote.RemoteError(f"{node.name}: exit 3")
-            return ""
+            return boot + "\n"
         did.append(command.split()[0] if not command.startswith(contract.APPLIANCE_CLI) else command.split()[1])
-        if command.startswith("systemd-run"):
-            booted["v"] = comes_back_on
         return ""
     monkeypatch.setattr(day2.remote, "run", run)
     monkeypatch.setattr(day2.remote, "send", lambda node, reach, local, there: did.append(f"send {there}"))
@@ -202,7 +208,7 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
         with pytest.raises(day2.Day2Error, match="came back on 1.3, not 1.4: .* rolled back by itself"):
             op(public_key).update("app2", b, timeout=5)
     assert did == [f"send {contract.UPDATE_INCOMING}", "update", "systemd-run"]
-    assert gate == [False, True]  # back only once its health gate has passed
+    assert seen == ["boot-1", "boot-2", "boot-2"]  # back only in a new boot past its health gate
 
 
 def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_over(tmp_path, monkeypatch):
