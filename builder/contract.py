@@ -52,6 +52,7 @@ TLS_CERT = "/etc/appliance/tls/cluster.crt"
 TLS_KEY = "/etc/appliance/tls/cluster.key"
 APACHE_TLS_SITE = "/etc/apache2/sites-enabled/appliance-tls.conf"
 DRAIN_TIMEOUT = 300.0       # seconds a drained real server may keep connections before removal
+SYNC_WAIT = 120.0           # seconds a hand-over waits for the standby to hold the active's connections
 
 # the console lines a harness (the lab, a hypervisor's serial log) waits for
 READY = "APPLIANCE READY"                 # READY node=N role=R address=A instance=I
