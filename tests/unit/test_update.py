@@ -257,7 +257,7 @@ def test_a_hand_over_runs_the_stacks_command_and_waits_for_every_vip_on_the_peer
 
     def run(node, reach, c, timeout=30, stdin=None):
         if c == "ipvsadm -L -n -c":  # one connection, synced at once
-            return ("IPVS connection entries\npro expire state       source             virtual            destination\n"
+            return ("IPVS connection entries\npro expire state       source             virtual       destination\n"
                     "TCP 14:59  ESTABLISHED 172.20.40.254:4000 172.20.40.100:80   172.20.40.21:80\n")
         ran.append((node.name, c))
     monkeypatch.setattr(day2.remote, "run", run)
