@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import re
+import shutil
 import threading
 import time
 from collections import Counter
@@ -772,6 +773,7 @@ def test_18_a_rolling_upgrade_under_load_drops_nothing(cluster):
         pytest.skip("runs on profiles with a dedicated link (`make acceptance-dual-stack`, `-keepalived`)")
     key = bundle.signing_key(cluster.workdir / "secrets")  # the key the seeds name
     made, target = cluster.workdir / "bundles", {}
+    shutil.rmtree(made, ignore_errors=True)  # an earlier run's bundles are other versions
     for role in contract.IMAGE_OF.values():
         v1 = bundle.write(role, image(role), image_mod.partitions(image(role))["root"], image_mod.output_dir(role),
                           made / "built", key, level=3)
