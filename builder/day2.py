@@ -419,12 +419,14 @@ class Operation:
         a connection only at its next sync message, every 50 packets (a slow download's was a
         minute away), and a hand-over before that resets it (keepalived suite, step 18: 3 of 4
         downloads). What is still missing after `timeout` is returned and said, not waited for."""
-        first, started = self.established(active), time.monotonic()
+        first = now = self.established(active)
+        started = time.monotonic()
         while True:
-            missing = (first & self.established(active)) - self.established(standby)
+            missing = (first & now) - self.established(standby)
             if not missing or time.monotonic() - started > timeout:
                 break
             time.sleep(2)
+            now = self.established(active)
         took = time.monotonic() - started
         if missing:
             self.say(f"{self._t()} {standby.name} still lacks {len(missing)} of {active.name}'s {len(first)} "

@@ -25,6 +25,11 @@ def with_version(os_release: str, version: str) -> str:
     return "\n".join(lines + [f'IMAGE_VERSION="{version}"']) + "\n"
 
 
+def cat(image: Path, path: str) -> str:
+    """A file in an ext4 image, read with debugfs (empty when there is none)."""
+    return run(["debugfs", "-R", f"cat {path}", image]).stdout
+
+
 def debugfs(image: Path, *requests: str) -> str:
     """debugfs -w on an ext4 image; its requests go in on stdin, one a line."""
     return run(["debugfs", "-w", "-f", "-", image], input="\n".join(requests) + "\n").stdout
@@ -41,7 +46,7 @@ def variant(src: Path, out: Path, version: str, key: Path, broken: bool = False,
         root = tmp / "root.ext4"
         run(["zstd", "-q", "-d", src / "root.ext4.zst", "-o", root])
         release = tmp / "os-release"
-        release.write_text(with_version(run(["debugfs", "-R", f"cat {OS_RELEASE}", root]).stdout, version))
+        release.write_text(with_version(cat(root, OS_RELEASE), version))
         requests = [f"rm {OS_RELEASE}", f"write {release} {OS_RELEASE}"]
         if broken:
             dropin = tmp / "broken.conf"
@@ -54,7 +59,7 @@ def variant(src: Path, out: Path, version: str, key: Path, broken: bool = False,
         if broken:
             wanted[f"{BROKEN_DROPIN_DIR}/broken.conf"] = BROKEN_DROPIN
         for path, text in wanted.items():
-            if text not in run(["debugfs", "-R", f"cat {path}", root]).stdout:
+            if text not in cat(root, path):
                 raise RuntimeError(f"debugfs did not write {path} into {src}'s root")
         made = tmp / target.name
         made.mkdir()

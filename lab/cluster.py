@@ -329,34 +329,34 @@ class Cluster:
         """How `director` sees the pair (None while its stack cannot say)."""
         return self.stack.view(director, self.standby_of(director))
 
+    def health(self, director: Machine) -> dict | None:
+        """What the director's HA watchdog last wrote (HAWATCH_HEALTH); None before its first
+        report, or when the agent's output came garbled (ask again)."""
+        rc, out = director.execute(f"cat {contract.HAWATCH_HEALTH}")
+        try:
+            return json.loads(out) if rc == 0 else None
+        except ValueError:
+            return None
+
     def stack_starting(self, director: Machine) -> bool:
         """Its watchdog still counts the stack as starting (contract.HAWATCH_GRACE after a start),
         or has not reported yet (a boot): its state may yet change on its own (a VRRP backup whose
         timers ran late goes MASTER)."""
-        rc, out = director.execute(f"cat {contract.HAWATCH_HEALTH}")
-        try:
-            return rc != 0 or json.loads(out).get("state") == "STARTING"
-        except ValueError:
-            return True  # the agent's output garbled: ask again
+        health = self.health(director)
+        return health is None or health.get("state") == "STARTING"
 
     def stack_up_for(self, director: Machine) -> float | None:
         """Seconds the director's stack unit had run when its watchdog last looked (None: not
         running, or no report yet)."""
-        rc, out = director.execute(f"cat {contract.HAWATCH_HEALTH}")
-        try:
-            return json.loads(out).get("up") if rc == 0 else None
-        except ValueError:
-            return None
+        health = self.health(director)
+        return health.get("up") if health else None
 
     def ready_for_fault(self) -> bool:
         """The pair can answer a fault the way it is meant to: one holder, both stacks answering
         and in the pair, nothing moving, and each stack has run past its first verdict (a
         heartbeat restarted moments ago still counts initdead before it can take anything over:
         a fault then is a second fault, not the one a step means to test)."""
-        views = [self.view(d) for d in self.directors]
-        if any(v is None or not v.in_pair or v.busy or not v.answering for v in views):
-            return False
-        if sum(v.holds_vip for v in views if v) != 1:
+        if not self._one_holder_in_pair(answering=True):
             return False
         verdict = self.spec.failover.initdead_s + contract.HAWATCH_GRACE
         return all((up := self.stack_up_for(d)) is not None and up >= verdict for d in self.directors)
@@ -420,10 +420,15 @@ class Cluster:
     def settled(self) -> bool:
         """Both directors are in the pair and neither is moving resources, exactly one holds
         the VIP, and every real server answers through it."""
+        return self._one_holder_in_pair() and self.all_serving()
+
+    def _one_holder_in_pair(self, answering: bool = False) -> bool:
+        """Both directors in the pair (answering their status interface, if asked), neither
+        moving resources, exactly one holding the VIP."""
         views = [self.view(d) for d in self.directors]
-        if any(v is None or not v.in_pair or v.busy for v in views):
+        if any(v is None or not v.in_pair or v.busy or (answering and not v.answering) for v in views):
             return False
-        return sum(v.holds_vip for v in views if v) == 1 and self.all_serving()
+        return sum(v.holds_vip for v in views if v) == 1
 
     def wait_settled(self, timeout: float, steady: float = 10) -> None:
         """After a split brain heartbeat v1 gives up resources and restarts on both nodes, for

@@ -111,10 +111,6 @@ def test_write_takes_the_root_partition_and_leaves_nothing_half_written(tmp_path
     assert f"Decompressed Size: 2.00 MiB ({len(pattern)} B)" in listed
 
 
-def cat(ext4: Path, path: str) -> str:
-    return subprocess.run(["debugfs", "-R", f"cat {path}", ext4], capture_output=True, text=True, check=True).stdout
-
-
 def test_the_labs_variants_are_the_same_root_as_another_version_signed_again(tmp_path, key):
     """lab/bundles.py: what the update boot test installs. The variant's root says its version
     (and, broken, carries the drop-in that fails the health gate); the bundle verifies."""
@@ -137,7 +133,7 @@ def test_the_labs_variants_are_the_same_root_as_another_version_signed_again(tmp
         assert bundle.verify(made, public(key)) == f"v2-{broken}"
         out = tmp_path / f"check-{broken}.ext4"
         subprocess.run(["zstd", "-q", "-d", made / "root.ext4.zst", "-o", out], check=True)
-        assert cat(out, bundles.OS_RELEASE) == f'ID=debian\nIMAGE_VERSION="v2-{broken}"\n'
-        assert ("ExecStartPre=/bin/false" in cat(out, f"{bundles.BROKEN_DROPIN_DIR}/broken.conf")) is broken
+        assert bundles.cat(out, bundles.OS_RELEASE) == f'ID=debian\nIMAGE_VERSION="v2-{broken}"\n'
+        assert ("ExecStartPre=/bin/false" in bundles.cat(out, f"{bundles.BROKEN_DROPIN_DIR}/broken.conf")) is broken
         assert out.stat().st_size == root.stat().st_size  # the frame says the size a slot must have
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith("tmp")]  # nothing half-made
