@@ -30,6 +30,7 @@ from builder import contract, plan, profile, remote, secret, seed
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 from builder.remote import Reach
+from firstboot.hawatch import claims_vip
 from firstboot.status import from_proc, parse_ipvs, service_dict
 
 POLL = 0.25  # seconds between looks at the directors' tables
@@ -438,17 +439,25 @@ class Operation:
         return missing
 
     def hand_over(self, active: Node, standby: Node, timeout: float = 60) -> float:
-        """The active director gives every VIP to its peer now (heartbeat: hb_standby;
-        keepalived: stopped, a priority-0 advert), and the peer holds them all; first the peer
-        holds the active's established connections (wait_synced)."""
+        """The active director gives every VIP to its peer now (heartbeat: the peer takes them
+        first, then hb_standby; keepalived: stopped, a priority-0 advert), until the peer's stack
+        holds them all and the active none; first the peer holds the active's established
+        connections (wait_synced)."""
         self.wait_synced(active, standby)
-        remote.run(active, self.reach, self.cluster.failover.hand_over)
+        failover = self.cluster.failover
+        if failover.take_first:
+            remote.run(standby, self.reach, failover.take_first)
+        remote.run(active, self.reach, failover.hand_over)
         vips = {str(v) for v in self.cluster.vips}
 
-        def holds_all() -> bool:
-            status = remote.statuses(self.cluster, self.reach, (standby,))[standby.name]
-            return isinstance(status, dict) and vips <= set(status.get("vips") or [])
-        took = wait_until(f"{standby.name} holding {', '.join(sorted(vips))}", holds_all, timeout)
+        def moved() -> bool:
+            found = remote.statuses(self.cluster, self.reach, (standby, active))
+            peer, old = found[standby.name], found[active.name]
+            return (isinstance(peer, dict) and vips <= set(peer.get("vips") or [])
+                    and claims_vip(self.cluster.stack, str(peer.get("state")))
+                    and isinstance(old, dict) and not old.get("vips"))
+        took = wait_until(f"{standby.name}'s {self.cluster.stack} holding {', '.join(sorted(vips))} and "
+                          f"{active.name} none", moved, timeout)
         self.say(f"{self._t()} {active.name} handed the VIPs over: {standby.name} holds them after {took:.1f} s")
         return took
 

@@ -380,8 +380,20 @@ class Heartbeat(_Limits):
         then heartbeat's resource scripts (tens of seconds of shell under TCG)."""
         return self.deadtime_s * 4 + 60
 
-    # run on the active director, it gives every resource to its peer at once, no deadtime waited
-    hand_over = "/usr/share/heartbeat/hb_standby all"
+    @property
+    def take_first(self) -> str | None:
+        """Run on the standby before hand_over, when it balances too (ldirectord on both): it adds
+        and announces the VIPs at once, and the active drops them right after asking heartbeat
+        to stand by; heartbeat's own release and takeover then find nothing left to move. Without
+        it, requests failed for the seconds of shell in between (suite step 18: 40 of 17635)."""
+        return f"{contract.APPLIANCE_CLI} take-vips" if self.ldirectord_on_both else None
+
+    @property
+    def hand_over(self) -> str:
+        """Run on the active director: it gives every resource to its peer at once, no deadtime
+        waited (hb_standby asks heartbeat and returns)."""
+        standby = "/usr/share/heartbeat/hb_standby all"
+        return f"{standby} && {contract.APPLIANCE_CLI} release-vips" if self.take_first else standby
 
 
 @dataclass(frozen=True)
@@ -422,6 +434,7 @@ class Vrrp(_Limits):
 
     # a stopping keepalived sends a priority-0 advert: the backup takes over at once
     hand_over = "systemctl stop keepalived.service"
+    take_first = None
 
 
 def ipv4_networks(t: _Table, key: str, default: Any) -> Any:

@@ -6,6 +6,8 @@
     appliance apply  < CHANGE   files the builder rendered, made live without a reboot
     appliance stage  < ENTRY    a seed for the next boot (`builder apply --reboot`)
     appliance update BUNDLE     a signed bundle into the other root slot, booted on trial
+    appliance take-vips         a director: every VIP added and announced (a hand-over's first half)
+    appliance release-vips      a director: every VIP dropped (its second half, on the old active)
 
 `apply` takes what `builder apply` rendered and checked (builder/day2.py: the same rendering as
 first boot, refused there if it cannot change live), writes only the files that differ, each
@@ -182,6 +184,22 @@ def _run(command: str) -> int:
     return 0
 
 
+def _move_vips(command: str) -> int:
+    """take-vips or release-vips, on a director (firstboot/hawatch.py)."""
+    from firstboot import hawatch
+    node = applied.node(STATE)
+    if not node.get("vips"):
+        print(f"appliance {command}: not a director: this node holds no VIP", file=sys.stderr)
+        return 1
+    if command == "take-vips":
+        took = hawatch.take_vips(node)
+        print(f"added and announced {', '.join(took)}" if took else "every VIP was here already")
+    else:
+        held = hawatch.release_vips(node)
+        print(f"dropped {', '.join(held)}" if held else "held no VIP")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # what `builder status|apply` runs over SSH, without argparse: a seventh of a second under
@@ -204,7 +222,14 @@ def main(argv: list[str] | None = None) -> int:
                                       "on trial (the previous version boots again if it fails three times)")
     p.add_argument("bundle", metavar="BUNDLE_DIR", help="a directory `python -m builder bundle` wrote")
     p.add_argument("--no-reboot", action="store_true", help="install only; the next reboot tries it")
+    for name, what in (("take-vips", "add every VIP and announce it: the first half of a graceful hand-over, on "
+                                      "the standby (`builder upgrade` runs it, then the active's hand-over)"),
+                       ("release-vips", "drop every VIP: the second half, on the old active, whose stack's own "
+                                        "release follows")):
+        sub.add_parser(name, help=what)
     args = parser.parse_args(argv)
+    if args.command in ("take-vips", "release-vips"):
+        return _move_vips(args.command)
     if args.command == "status":
         from firstboot import status
         return status.main(["--json"] if args.json else [])

@@ -586,19 +586,41 @@ def follow_sync(sync: SyncFollower, held: list[str], log: Callable[[str], None])
             + ("" if ok else f" (failed: {(done.stderr.strip() if done else 'no answer')})"))
 
 
-def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
-    """Clear what a killed stack left behind, as a reboot would: the VIPs on the cluster NIC, the
-    ARP announcer, the master sync daemon (bounded: LVSSyncDaemonSwap), stale state files."""
-    info = info or applied.node()
-    iface = info["interface"]
-    for vip in info.get("vips", []):
-        run(["ip", "addr", "del", f"{vip}/{prefixlen(info, vip)}", "dev", iface])
+def take_vips(info: dict) -> list[str]:
+    """A graceful hand-over's first half, on the standby (`appliance take-vips`, run by `builder
+    upgrade` before the active's hb_standby): every VIP not held yet, added and announced, so
+    clients move before the active lets go. heartbeat's release and takeover are seconds of
+    shell each under TCG (a dual-stack suite: 6.5 s to release, 19 s to acquire the IPv6 VIP),
+    and requests in between failed; with both holding for a moment, either director serves
+    (both balance: the standby's IPVS table is loaded and synced). heartbeat's acquisition then
+    finds the VIPs running. The VIPs added, in order."""
+    missing = [v for v in info.get("vips", []) if v not in held_vips(info)]
+    add_vips(missing, info)
+    return missing
+
+
+def release_vips(info: dict) -> list[str]:
+    """The VIPs off the cluster NIC and their ARP announcers stopped (`appliance release-vips`:
+    the hand-over's second half on the old active, whose stack's own release follows and finds
+    nothing left to do; and reset()). The VIPs this director held."""
+    held = held_vips(info)
+    for vip in info.get("vips", []):  # each: an IPv6 copy that failed DAD is not "held" but is on the NIC
+        run(["ip", "addr", "del", f"{vip}/{prefixlen(info, vip)}", "dev", info["interface"]])
         pidfile = Path(c.SEND_ARP_PIDFILE.format(vip=vip))
         try:
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
         except (OSError, ValueError):
             pass
         pidfile.unlink(missing_ok=True)
+    return held
+
+
+def reset(info: dict | None = None, log: Callable[[str], None] = print) -> None:
+    """Clear what a killed stack left behind, as a reboot would: the VIPs on the cluster NIC, the
+    ARP announcer, the master sync daemon (bounded: LVSSyncDaemonSwap), stale state files."""
+    info = info or applied.node()
+    iface = info["interface"]
+    release_vips(info)
     run([c.SYNC_SCRIPT, "master", "stop"], timeout=15)
     for stale in (Path(c.KEEPALIVED_STATE), *Path("/run/heartbeat/rsctmp").glob("*")):
         stale.unlink(missing_ok=True)
@@ -790,7 +812,8 @@ def watch(log: Callable[[str], None]) -> int:
                              f"answers and {unit} claims nothing ({probe.state}): ",
                              f"{c.HAWATCH_RESTARTED} {unit} so that it gives its verdict afresh", wait=False)
                 follow_sync(sync, held, log)
-                if info["stack"] == "heartbeat" and announcer.due(bool(held), time.monotonic()):
+                # never while another host answers for them too (a hand-over's moment of two holders)
+                if info["stack"] == "heartbeat" and other is None and announcer.due(bool(held), time.monotonic()):
                     announce(held, info)
                 deprecate(deprecator.due(held), info)
         if not probe.answering:  # starting, stopped, hung: no vacancy clock runs on from before

@@ -607,3 +607,34 @@ def test_only_an_active_peer_counts_as_heard(monkeypatch):
         assert not hawatch.peer_active({"peer": "lvs-b"})
     monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: None)  # cl_status hung
     assert not hawatch.peer_active({"peer": "lvs-b"})
+
+
+def test_a_hand_over_takes_the_missing_vips_on_the_standby_and_drops_them_all_on_the_old_active(monkeypatch):
+    """`appliance take-vips` adds (IPv4 with its broadcast, IPv6 without DAD and deprecated) and
+    announces only what is not held yet; `release-vips` drops every VIP and ends its announcer."""
+    info = {"interface": "eth0", "vips": ["172.20.40.100", "172.20.40.101", "2001:db8:40::100"],
+            "prefixlen": 24, "prefixlen6": 64}
+    held = ["172.20.40.101"]
+    ran, announced = [], []
+    monkeypatch.setattr(hawatch, "held_vips", lambda i: list(held))
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
+    monkeypatch.setattr(hawatch, "announce", lambda vips, i: announced.extend(vips))
+    assert hawatch.take_vips(info) == ["172.20.40.100", "2001:db8:40::100"]
+    assert ["ip", "addr", "add", "172.20.40.100/24", "dev", "eth0", "brd", "+"] in ran
+    assert ["ip", "addr", "add", "2001:db8:40::100/64", "dev", "eth0", "nodad", "preferred_lft", "0"] in ran
+    assert not any("172.20.40.101/24" in argv for argv in ran)
+    assert announced == ["172.20.40.100", "2001:db8:40::100"]
+    ran.clear()
+    held[:] = info["vips"]
+    assert hawatch.take_vips(info) == [] and not ran
+    monkeypatch.setattr(hawatch.c, "SEND_ARP_PIDFILE", "/nonexistent/send_arp-{vip}.pid")
+    assert hawatch.release_vips(info) == info["vips"]
+    assert ran == [["ip", "addr", "del", f"{v}/{p}", "dev", "eth0"] for v, p in
+                   (("172.20.40.100", 24), ("172.20.40.101", 24), ("2001:db8:40::100", 64))]
+
+
+def test_take_vips_refuses_on_a_real_server(monkeypatch, capsys):
+    from firstboot import appliance
+    monkeypatch.setattr(appliance.applied, "node", lambda state: {"role": "realserver", "vips": []})
+    assert appliance.main(["take-vips"]) == 1
+    assert "not a director" in capsys.readouterr().err

@@ -240,13 +240,19 @@ def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_ove
                    "update lvs-b director-1.4", "hand over lvs-a", "update lvs-a director-1.4"]
     assert list(took) == ["app1", "app2", "app3", "lvs-b", "lvs-a"]
     assert contract.IMAGE_OF[profile.REALSERVER] == "webserver"
-    assert cluster.failover.hand_over.endswith("hb_standby all")
+    assert "hb_standby all" in cluster.failover.hand_over
 
 
-@pytest.mark.parametrize("stack_profile, command", [("dual-stack.toml", "hb_standby all"),
-                                                    ("keepalived.toml", "systemctl stop keepalived.service")])
-def test_a_hand_over_runs_the_stacks_command_and_waits_for_every_vip_on_the_peer(monkeypatch, stack_profile,
-                                                                                 command):
+@pytest.mark.parametrize("stack_profile, first, command, claims", [
+    ("dual-stack.toml", "/usr/bin/appliance take-vips",
+     "/usr/share/heartbeat/hb_standby all && /usr/bin/appliance release-vips", "all"),
+    ("keepalived.toml", None, "systemctl stop keepalived.service", "MASTER")])
+def test_a_hand_over_runs_the_stacks_commands_and_waits_until_the_peers_stack_holds_every_vip(
+        monkeypatch, stack_profile, first, command, claims):
+    """heartbeat (ldirectord on both): the standby takes the VIPs before the active asks to stand
+    by and drops them, so no request meets the seconds of resource scripts between; keepalived's
+    priority-0 advert needs no help. Done only once the peer's stack claims every VIP and the
+    old active holds none."""
     from builder import day2, profile, seed
     from builder.remote import Reach
     from tests.conftest import ROOT
@@ -262,15 +268,30 @@ def test_a_hand_over_runs_the_stacks_command_and_waits_for_every_vip_on_the_peer
         ran.append((node.name, c))
     monkeypatch.setattr(day2.remote, "run", run)
     vips = [str(v) for v in cluster.vips]
+    n = len(vips)
 
-    def statuses(c, reach, nodes):  # the peer takes the VIPs one at a time
-        looks.append(nodes[0].name)
-        return {nodes[0].name: {"vips": vips[:len(looks)]}}
+    def statuses(c, reach, nodes):
+        """Look k: the peer holds k VIPs, its stack claims them from look n + 1, the old active
+        lets its last one go at look n + 2."""
+        looks.append(tuple(node.name for node in nodes))
+        k = len(looks)
+        return {standby.name: {"vips": vips[:k], "state": claims if k > n else "none"},
+                active.name: {"vips": vips[:1] if k < n + 2 else []}}
     monkeypatch.setattr(day2.remote, "statuses", statuses)
     monkeypatch.setattr(day2.time, "sleep", lambda s: None)
     op.hand_over(active, standby)
-    assert ran == [(active.name, cluster.failover.hand_over)] and command in ran[0][1]
-    assert len(looks) == len(vips) and set(looks) == {standby.name}
+    assert ran == ([(standby.name, first)] if first else []) + [(active.name, command)]
+    assert cluster.failover.take_first == first and cluster.failover.hand_over == command
+    assert len(looks) == n + 2 and set(looks) == {(standby.name, active.name)}
+
+
+def test_heartbeat_without_ldirectord_on_both_hands_over_with_hb_standby_alone():
+    """A standby whose IPVS table is empty until its own ldirectord starts must not take the VIPs first."""
+    from builder import profile
+    from tests.conftest import ROOT
+    cluster = profile.load(ROOT / "profiles" / "howto.toml")
+    assert not cluster.heartbeat.ldirectord_on_both
+    assert cluster.failover.take_first is None and cluster.failover.hand_over == "/usr/share/heartbeat/hb_standby all"
 
 
 def test_a_hand_over_waits_until_the_standby_holds_the_actives_connections(monkeypatch):
