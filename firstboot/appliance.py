@@ -193,10 +193,14 @@ def _move_vips(command: str) -> int:
         return 1
     if command == "take-vips":
         took = hawatch.take_vips(node)
-        print(f"added and announced {', '.join(took)}" if took else "every VIP was here already")
+        said = f"added and announced {', '.join(took)}" if took else "every VIP was here already"
     else:
         held = hawatch.release_vips(node)
-        print(f"dropped {', '.join(held)}" if held else "held no VIP")
+        said = f"dropped {', '.join(held)}" if held else "held no VIP"
+    print(said)
+    import syslog  # the journal says why the VIPs moved: a hand-over, not a failure
+    syslog.openlog("appliance")
+    syslog.syslog(syslog.LOG_INFO, f"{command} (a graceful hand-over): {said}")
     return 0
 
 

@@ -593,9 +593,11 @@ def take_vips(info: dict) -> list[str]:
     shell each under TCG (a dual-stack suite: 6.5 s to release, 19 s to acquire the IPv6 VIP),
     and requests in between failed; with both holding for a moment, either director serves
     (both balance: the standby's IPVS table is loaded and synced). heartbeat's acquisition then
-    finds the VIPs running. The VIPs added, in order."""
+    finds the VIPs running. The master sync daemon follows the VIPs, as the stack's start would
+    (idempotent). The VIPs added, in order."""
     missing = [v for v in info.get("vips", []) if v not in held_vips(info)]
     add_vips(missing, info)
+    run([c.SYNC_SCRIPT, "master", "start"], timeout=15)
     return missing
 
 

@@ -624,9 +624,11 @@ def test_a_hand_over_takes_the_missing_vips_on_the_standby_and_drops_them_all_on
     assert ["ip", "addr", "add", "2001:db8:40::100/64", "dev", "eth0", "nodad", "preferred_lft", "0"] in ran
     assert not any("172.20.40.101/24" in argv for argv in ran)
     assert announced == ["172.20.40.100", "2001:db8:40::100"]
+    assert ran[-1] == [c.SYNC_SCRIPT, "master", "start"]  # the sync master follows the VIPs
     ran.clear()
     held[:] = info["vips"]
-    assert hawatch.take_vips(info) == [] and not ran
+    assert hawatch.take_vips(info) == [] and ran == [[c.SYNC_SCRIPT, "master", "start"]]
+    ran.clear()
     monkeypatch.setattr(hawatch.c, "SEND_ARP_PIDFILE", "/nonexistent/send_arp-{vip}.pid")
     assert hawatch.release_vips(info) == info["vips"]
     assert ran == [["ip", "addr", "del", f"{v}/{p}", "dev", "eth0"] for v, p in

@@ -212,7 +212,8 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
 
 
 def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_over(tmp_path, monkeypatch):
-    """One bundle per image role; the active director is updated last, after its hand-over."""
+    """One bundle per image role, both checked before any node is touched and copied to every
+    node at once; the active director is updated last, after its hand-over."""
     from builder import day2, profile, seed
     from builder.remote import Reach
     from tests.conftest import ROOT
@@ -220,7 +221,21 @@ def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_ove
     op = day2.Operation(cluster, Reach(Path("kh")), seed.Keys("0" * 64), lambda line: None)
     did: list[str] = []
     monkeypatch.setattr(op, "set_weight", lambda name, weight, timeout: did.append(f"weight {name} {weight}"))
-    monkeypatch.setattr(op, "update", lambda name, b, timeout: did.append(f"update {name} {b.name}") or 60.0)
+    sent: list[str] = []
+
+    def update(name, b, timeout, copying):
+        copying.result()  # its own copy, started before anything else
+        did.append(f"update {name} {b.name}")
+        return 60.0
+    monkeypatch.setattr(op, "update", update)
+    monkeypatch.setattr(op, "_send", lambda node, b, version: sent.append(f"{node.name} {b.name} {version}"))
+    bad = "director-1.4"
+
+    def verified(b, before):
+        if b.name == bad:
+            raise day2.Day2Error(f"refused before touching {before}: bad signature")
+        return b.name.split("-")[1]
+    monkeypatch.setattr(op, "_verified", verified)
     monkeypatch.setattr(op, "hand_over", lambda active, standby: did.append(f"hand over {active.name}"))
     monkeypatch.setattr(day2, "running", lambda c, r: day2.Running(c, frozenset({"lvs-a"})))
     bundles = tmp_path / "bundles"
@@ -233,7 +248,13 @@ def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_ove
         op.upgrade(bundles)
     assert did == []
     (bundles / "webserver-1.3").rmdir()
+    with pytest.raises(day2.Day2Error, match="refused before touching any node"):
+        op.upgrade(bundles)  # the director's bundle is bad: found before the first real server
+    assert did == [] and sent == []
+    bad = None
     took = op.upgrade(bundles)
+    assert sorted(sent) == ["app1 webserver-1.4 1.4", "app2 webserver-1.4 1.4", "app3 webserver-1.4 1.4",
+                            "lvs-a director-1.4 1.4", "lvs-b director-1.4 1.4"]
     assert did == ["weight app1 0", "update app1 webserver-1.4", "weight app1 3",
                    "weight app2 0", "update app2 webserver-1.4", "weight app2 2",
                    "weight app3 0", "update app3 webserver-1.4", "weight app3 1",
