@@ -79,6 +79,9 @@ KEEPALIVED_NOTIFY_SCRIPT = "/usr/libexec/appliance/vrrp-state"
 # is 2.3's only)
 KEEPALIVED_STATE_DUMP = "/run/keepalived/keepalived.data"
 KEEPALIVED_STATE = "/run/keepalived.state"   # MASTER, BACKUP, FAULT or STOP, written by vrrp-state
+# keepalived's track file for a graceful hand-over: 1 puts the instance in FAULT (a priority-0
+# advert, the VIPs released) while the checkers keep the IPVS table; 0 at every start
+KEEPALIVED_HAND_OVER = "/run/keepalived/hand-over"
 
 # the IPVS sync daemons, run outside both stacks (LVSSyncDaemonSwap says why)
 SYNC_SCRIPT = "/etc/ha.d/resource.d/LVSSyncDaemonSwap"

@@ -432,8 +432,9 @@ class Vrrp(_Limits):
         """keepalived adds the VIP in-process: the verdict plus a margin for a loaded host."""
         return self.deadtime_s * 4 + 30
 
-    # a stopping keepalived sends a priority-0 advert: the backup takes over at once
-    hand_over = "systemctl stop keepalived.service"
+    # the hand-over track file (keepalived.conf): FAULT, a priority-0 advert, the backup takes over
+    # at once, and the IPVS table stays while the VIPs leave (a stop cleared both at once)
+    hand_over = f"echo 1 > {contract.KEEPALIVED_HAND_OVER}"
     take_first = None
 
 

@@ -199,6 +199,13 @@ def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
     # no state_dump_file (keepalived 2.2 rejects it): the unit's TMPDIR places the dump
     assert "state_dump_file" not in conf
     assert "notify" not in [t[0] for t in tokens(vrrp)]
+    # the hand-over's track file: weight 0 (a non-zero value is a FAULT: a priority-0 advert while
+    # the checkers keep the IPVS table), 0 at every start, tracked by the instance
+    hand_over = block(conf, "track_file hand_over")
+    assert [["file", f'"{contract.KEEPALIVED_HAND_OVER}"'], ["weight", "0"], ["init_file", "0"]] == [
+        t for t in tokens(hand_over) if t[0] in ("file", "weight", "init_file")]
+    assert block(vrrp, "track_file").split("{", 1)[1].split() == ["hand_over", "}"]
+    assert c.failover.hand_over == f"echo 1 > {contract.KEEPALIVED_HAND_OVER}"  # what upgrade writes there
     assert 'script "/usr/bin/ping -n -q -c 1 -W 1 172.20.40.1"' in conf and ["weight", "-20"] in tokens(conf)
     vs = block(conf, "virtual_server 172.20.40.100 80")
     assert ["sorry_server", "127.0.0.1", "80"] in tokens(vs) and ["lb_kind", "DR"] in tokens(vs)

@@ -267,13 +267,14 @@ def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_ove
 @pytest.mark.parametrize("stack_profile, first, command, claims", [
     ("dual-stack.toml", "/usr/bin/appliance take-vips",
      "/usr/share/heartbeat/hb_standby all && /usr/bin/appliance release-vips", "all"),
-    ("keepalived.toml", None, "systemctl stop keepalived.service", "MASTER")])
+    ("keepalived.toml", None, "echo 1 > /run/keepalived/hand-over", "MASTER")])
 def test_a_hand_over_runs_the_stacks_commands_and_waits_until_the_peers_stack_holds_every_vip(
         monkeypatch, stack_profile, first, command, claims):
     """heartbeat (ldirectord on both): the standby takes the VIPs before the active asks to stand
-    by and drops them, so no request meets the seconds of resource scripts between; keepalived's
-    priority-0 advert needs no help. Done only once the peer's stack claims every VIP and the
-    old active holds none."""
+    by and drops them, so no request meets the seconds of resource scripts between; keepalived:
+    its hand-over track file puts the active in FAULT (a priority-0 advert) while its checkers
+    keep the IPVS table. Done only once the peer's stack claims every VIP and the old active
+    holds none."""
     from builder import day2, profile, seed
     from builder.remote import Reach
     from tests.conftest import ROOT
