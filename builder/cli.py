@@ -380,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
                        "one webserver-VERSION, `builder bundle`): the real servers one at a time (drained, "
                        "updated, their weight back once healthy), the standby director, then the active "
                        "one hands its VIPs over (heartbeat: the standby takes them, then hb_standby; "
-                       "keepalived: stopped, a priority-0 advert) and is updated last. Both bundles are checked "
-                       "first and copied to every node in the background. Stops at the first node not back healthy.")
+                       "keepalived: its hand-over track file, FAULT and a priority-0 advert) and is updated "
+                       "last. Both bundles are checked first and copied to every node in the background. "
+                       "Stops at the first node not back healthy.")
     day2_args(p)
     p.add_argument("bundles", help="a directory with one bundle per image role")
     p.add_argument("--drain-timeout", type=float, default=contract.DRAIN_TIMEOUT, metavar="S", help=drain_help)

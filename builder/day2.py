@@ -473,9 +473,9 @@ class Operation:
 
     def hand_over(self, active: Node, standby: Node, timeout: float = 60) -> float:
         """The active director gives every VIP to its peer now (heartbeat: the peer takes them
-        first, then hb_standby; keepalived: stopped, a priority-0 advert), until the peer's stack
-        holds them all and the active none; first the peer holds the active's established
-        connections (wait_synced)."""
+        first, then hb_standby; keepalived: FAULT through its track file, a priority-0 advert),
+        until the peer's stack holds them all and the active none; first the peer holds the
+        active's established connections (wait_synced)."""
         self.wait_synced(active, standby)
         failover = self.cluster.failover
         if failover.take_first:
