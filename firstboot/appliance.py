@@ -191,6 +191,10 @@ def _move_vips(command: str) -> int:
     if not node.get("vips"):
         print(f"appliance {command}: not a director: this node holds no VIP", file=sys.stderr)
         return 1
+    if node.get("stack") == "keepalived":  # VIPs added beside VRRP's back make two masters
+        print(f"appliance {command}: keepalived moves its VIPs itself; to hand them over, on the master: "
+              f"echo 1 > {contract.KEEPALIVED_HAND_OVER} (0 takes part again)", file=sys.stderr)
+        return 1
     if command == "take-vips":
         took = hawatch.take_vips(node)
         said = f"added and announced {', '.join(took)}" if took else "every VIP was here already"

@@ -640,3 +640,9 @@ def test_take_vips_refuses_on_a_real_server(monkeypatch, capsys):
     monkeypatch.setattr(appliance.applied, "node", lambda state: {"role": "realserver", "vips": []})
     assert appliance.main(["take-vips"]) == 1
     assert "not a director" in capsys.readouterr().err
+    # keepalived moves its VIPs itself: the hand-over is its track file
+    monkeypatch.setattr(appliance.applied, "node", lambda state: {"role": "director", "stack": "keepalived",
+                                                                   "vips": ["172.20.40.100"]})
+    monkeypatch.setattr(hawatch, "take_vips", lambda info: pytest.fail("VIPs added beside keepalived"))
+    assert appliance.main(["take-vips"]) == 1
+    assert c.KEEPALIVED_HAND_OVER in capsys.readouterr().err
