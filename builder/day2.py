@@ -361,15 +361,15 @@ class Operation:
         return True
 
     def update(self, name: str, bundle_dir: Path, timeout: float = contract.BOOT_TIMEOUT,
-               copying: concurrent.futures.Future | None = None) -> float:
+               copying: concurrent.futures.Future | None = None, verified: str | None = None) -> float:
         """Install a signed bundle on one node and boot it (`appliance update`): checked here
-        first against the update key the seeds name, copied over SSH (or by `copying`, started
-        earlier), installed into the slot the node does not run, rebooted, and waited for until
-        the node runs the new version with its stack answering. A node back on its old version
-        has rolled back by itself (the new one failed its health gate three times): that is an
-        error. Returns seconds."""
+        first against the update key the seeds name (unless the caller did: `verified`, its
+        version), copied over SSH (or by `copying`, started earlier), installed into the slot the
+        node does not run, rebooted, and waited for until the node runs the new version with its
+        stack answering. A node back on its old version has rolled back by itself (the new one
+        failed its health gate three times): that is an error. Returns seconds."""
         node = self._node(name)
-        version = self._verified(bundle_dir, name)
+        version = verified or self._verified(bundle_dir, name)
         incoming = contract.UPDATE_INCOMING
         if copying is not None:
             if not copying.done():
@@ -429,8 +429,8 @@ class Operation:
             copies = {name: pool.submit(self._send, self.cluster.node(name), d, version[d])
                       for name, d in bundle_of.items()}
 
-            def update(name: str) -> float:
-                return self.update(name, bundle_of[name], timeout, copies[name])
+            def update(name: str) -> float:  # each bundle checked once above, not once per node
+                return self.update(name, bundle_of[name], timeout, copies[name], version[bundle_of[name]])
             for server in self.cluster.real_servers:
                 self.set_weight(server.name, 0, drain_timeout)
                 took[server.name] = update(server.name)

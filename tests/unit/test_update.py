@@ -223,8 +223,9 @@ def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_ove
     monkeypatch.setattr(op, "set_weight", lambda name, weight, timeout: did.append(f"weight {name} {weight}"))
     sent: list[str] = []
 
-    def update(name, b, timeout, copying):
+    def update(name, b, timeout, copying, verified):
         copying.result()  # its own copy, started before anything else
+        assert verified == "1.4"  # checked once per bundle, before any node
         did.append(f"update {name} {b.name}")
         return 60.0
     monkeypatch.setattr(op, "update", update)
