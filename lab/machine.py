@@ -308,6 +308,20 @@ class Machine:
         log.info("%s: resume", self.name)
         self.monitor("cont")
 
+    def stall(self, seconds: float) -> None:
+        """An overloaded host: QEMU's threads get no CPU for `seconds`, then run on. Unlike
+        pause() (QMP stop halts the guest's clock too), the guest's clock runs on meanwhile, so
+        on waking every timer it set has expired at once, as under a loaded TCG host."""
+        pid = self.pid()
+        if pid is None:
+            raise RuntimeError(f"{self.name}: QEMU is not running: nothing to stall")
+        log.info("%s: stall for %.1f s", self.name, seconds)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     def block(self, nic: int | None = None) -> None:
         """Pull the network cable of NIC `nic` (default: every NIC)."""
         self._set_links(nic, False)

@@ -100,6 +100,42 @@ def test_without_a_seed_the_node_says_so_and_serves_nothing(unseeded, name, serv
     assert contract.READY not in vm.console()
 
 
+# vip-takeover's own echo, run in the image (its ping, its kernel): heartbeat's verdict that the
+# peer and every ping node are dead is asked again with it before a director steps out
+ECHO_PROBE = """import importlib.machinery, importlib.util, sys
+loader = importlib.machinery.SourceFileLoader("vt", "/usr/libexec/appliance/vip-takeover")
+vt = importlib.util.module_from_spec(importlib.util.spec_from_loader("vt", loader))
+sys.modules["vt"] = vt
+loader.exec_module(vt)
+print(vt.echo(sys.argv[1], float(sys.argv[2])))
+"""
+
+
+def test_a_stalled_director_does_not_take_its_own_silence_for_a_cut(unseeded):
+    """CI, stop 42: a standby, stalled by its loaded host, found heartbeat's ping node and then
+    its own 2-s echo unanswered, stepped out and left its paused peer's VIP vacant for 70 s.
+    A window of silence counts only if the guest lived through it: a stall of the whole guest
+    (its clock runs on, its ping sends nothing) is STALLED; the same silence lived through is
+    SILENT. The ping node here is a neighbour nobody answers for, with no error to say so."""
+    vm = unseeded["loadb1"]
+    vm.wait_for_agent(BOOT_TIMEOUT)
+    vm.put_files({"echo.py": (ECHO_PROBE, 0o644)}, "/tmp/echo")
+    vm.succeed("ip link add echo0 type veth peer name echo1 && ip link set echo0 up && ip link set echo1 up"
+               " && ip addr add 10.9.9.1/24 dev echo0"
+               " && ip neigh replace 10.9.9.7 lladdr 02:00:00:00:00:07 dev echo0 nud permanent")
+    try:
+        assert vm.succeed("python3 /tmp/echo/echo.py 10.9.9.1 2").strip() == "answered"
+        assert vm.succeed("python3 /tmp/echo/echo.py 10.9.9.7 6").strip() == "silent"
+        vm.succeed("systemd-run --unit=echo-probe -p StandardOutput=file:/run/echo.out"
+                   " python3 /tmp/echo/echo.py 10.9.9.7 6")
+        vm.wait_until_succeeds("pgrep -x ping", 30)
+        vm.stall(3.5)  # more than 40 % of the 6-s window
+        said = vm.wait_until_succeeds("test -s /run/echo.out && cat /run/echo.out", 30).strip()
+        assert said == "stalled", said
+    finally:
+        vm.succeed("ip link del echo0")
+
+
 def _rendered(cluster, node, secret: str) -> dict[str, tuple[str, int]]:
     return {path: (f.content, f.mode) for path, f in render.node_files(cluster, node, secret).items()}
 

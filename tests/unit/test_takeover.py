@@ -183,12 +183,58 @@ def test_a_ping_node_that_still_answers_our_own_echo_keeps_it_in():
 def test_answering_names_the_first_ping_node_that_echoes():
     asked = []
 
-    def reachable(node, within):
+    def probe(node, within):
         asked.append((node, within))
-        return node == "192.168.0.2"
-    assert vt.answering({"192.168.0.2", "192.168.0.1"}, 2.0, reachable) == "192.168.0.2"
+        return vt.ANSWERED if node == "192.168.0.2" else vt.SILENT
+    assert vt.answering({"192.168.0.2", "192.168.0.1"}, 2.0, probe) == "192.168.0.2"
     assert asked == [("192.168.0.1", 2.0), ("192.168.0.2", 2.0)]
-    assert vt.answering({"192.168.0.1"}, 2.0, reachable) is None
+    assert vt.answering({"192.168.0.1"}, 2.0, probe) is None
+    # a window this director did not live through proves nothing: never None (cut off) then
+    said = {"192.168.0.1": vt.STALLED, "192.168.0.2": vt.SILENT}
+    assert vt.answering(set(said), 2.0, lambda node, _: said[node]) == vt.STALLED
+
+
+def ping_said(returncode: int, stdout: str):
+    return lambda argv, **_: subprocess.CompletedProcess(argv, returncode, stdout)
+
+
+def test_an_echo_window_with_too_few_probes_sent_was_a_stall_not_a_cut():
+    """CI, stop 42: the standby stalled through heartbeat's deadping and then its own 2-s echo,
+    stepped out and left its paused peer's VIP vacant for 70 s. ping sends no probe while its
+    guest stalls, so the count it sent tells a lived-through silence from a stall."""
+    stats = "--- 192.168.0.1 ping statistics ---\n{} packets transmitted, 0 received, 100% packet loss, time 1803ms\n"
+    assert vt.echo("192.168.0.1", 2.0, ping_said(0, stats.replace("0 received", "1 received").format(1))) == vt.ANSWERED
+    assert vt.echo("192.168.0.1", 2.0, ping_said(1, stats.format(10))) == vt.SILENT
+    assert vt.echo("192.168.0.1", 2.0, ping_said(1, stats.format(6))) == vt.SILENT
+    assert vt.echo("192.168.0.1", 2.0, ping_said(1, stats.format(3))) == vt.STALLED
+    # the neighbour entry had failed already: ping is told at once and ends after one probe
+    unreachable = stats.format(1).replace("0 received,", "0 received, +1 errors,")
+    assert vt.echo("192.168.0.1", 2.0, ping_said(1, unreachable)) == vt.SILENT
+    # ping could not send at all (no route: the interface is gone): cut off, not a stall
+    assert vt.echo("192.168.0.1", 2.0, ping_said(2, "")) == vt.SILENT
+
+
+def test_a_stalled_echo_neither_steps_out_nor_counts_as_an_answer():
+    heartbeat, client = socket.socketpair()
+    logged, stepped, asked = [], [], []
+    answers = iter([vt.STALLED, vt.STALLED, None])
+
+    def confirm():
+        asked.append(time.monotonic())
+        return next(answers)
+    thread = threading.Thread(target=lambda: pytest.raises(
+        EOFError, vt.serve, client, "loadb2", {"loadb1", "loadb2"}, lambda: "added",
+        logged.append, frozenset({"192.168.0.1"}), lambda: stepped.append(1), None, 30.0, confirm, 5.0))
+    thread.start()
+    heartbeat.sendall(vt.encode({"t": "status", **PING_DEAD}) + vt.encode({"t": "status", **PEER_DEAD}))
+    time.sleep(3.0)  # asked again about every second, not every confirm_every (5 s)
+    heartbeat.close()
+    thread.join(30)
+    assert stepped == [1] and len(asked) == 3, (asked, logged)
+    assert [line for line in logged if "stalled while it waited" in line] == [logged[0]]  # said once
+    assert "killing heartbeat until a ping node answers" in logged[-1]
+    # the peer's death came in the same read as the isolation: a stalled echo does not lose it
+    assert any(line.startswith("loadb1 is dead: added") for line in logged), logged
 
 
 def test_step_out_keeps_heartbeat_down_until_a_ping_node_answers(tmp_path, monkeypatch):
