@@ -60,8 +60,9 @@ def sign(bundle: Path, key: Path) -> None:
     run(["ssh-keygen", "-q", "-Y", "sign", "-f", key, "-n", UPDATE_NAMESPACE, bundle / SUMS])
 
 
-def verify(bundle: Path, public_key: str) -> str:
-    """The bundle's version if `public_key` signed it and every file is as signed."""
+def signed_sums(bundle: Path, public_key: str) -> dict[str, str]:
+    """SHA256SUMS's digests (file name -> sha256) once `public_key`'s signature of it holds and it
+    names exactly the payload; no other file is read."""
     for name in (SUMS, SIGNATURE):
         if not (bundle / name).is_file():
             raise BundleError(f"{bundle}: no {name}: not a signed bundle")
@@ -81,6 +82,12 @@ def verify(bundle: Path, public_key: str) -> str:
     if sorted(listed) != sorted(PAYLOAD):
         raise BundleError(f"{bundle / SUMS} names {', '.join(sorted(listed))}; a bundle holds "
                           f"{', '.join(PAYLOAD)}")
+    return listed
+
+
+def verify(bundle: Path, public_key: str) -> str:
+    """The bundle's version if `public_key` signed it and every file is as signed."""
+    listed = signed_sums(bundle, public_key)
     # an ext4 medium's own lost+found is the file system's, not the bundle's
     extra = sorted(p.name for p in bundle.iterdir() if p.name not in (*PAYLOAD, SUMS, SIGNATURE)
                    and not (p.name == "lost+found" and p.is_dir()))

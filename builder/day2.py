@@ -353,18 +353,25 @@ class Operation:
             raise Day2Error(f"no node {name!r} in the profile; its nodes: "
                             f"{', '.join(n.name for n in self.cluster.nodes)}") from None
 
-    def _send(self, node: Node, bundle_dir: Path, version: str) -> bool:
-        """The bundle copied to the node's incoming directory, unless the node runs its version."""
+    def _prepare(self, node: Node, bundle_dir: Path, version: str) -> bool:
+        """The bundle copied to the node's incoming directory and staged there (`appliance update
+        --stage`: checked and written into the other slot, booted by nothing yet, at the lowest
+        CPU and I/O priority: the node serves meanwhile), unless the node runs its version."""
         if self._version(node) == version:
             return False
         remote.send(node, self.reach, bundle_dir, contract.UPDATE_INCOMING)
+        out = remote.run(node, self.reach, f"nice -n 19 ionice -c 3 {contract.APPLIANCE_CLI} update "
+                         f"{contract.UPDATE_INCOMING} --stage", timeout=900)
+        for line in out.splitlines():
+            self.say(f"{self._t()} {node.name}: {line}")
         return True
 
     def update(self, name: str, bundle_dir: Path, timeout: float = contract.BOOT_TIMEOUT,
                copying: concurrent.futures.Future | None = None, verified: str | None = None) -> float:
         """Install a signed bundle on one node and boot it (`appliance update`): checked here
         first against the update key the seeds name (unless the caller did: `verified`, its
-        version), copied over SSH (or by `copying`, started earlier), installed into the slot the
+        version), copied over SSH (or copied and staged by `copying`, started earlier: the install
+        then checks the staged slot and writes its boot entry alone), installed into the slot the
         node does not run, rebooted, and waited for until the node runs the new version with its
         stack answering. A node back on its old version has rolled back by itself (the new one
         failed its health gate three times): that is an error. Returns seconds."""
@@ -373,7 +380,7 @@ class Operation:
         incoming = contract.UPDATE_INCOMING
         if copying is not None:
             if not copying.done():
-                self.say(f"{self._t()} {name}: waiting for {bundle_dir.name}'s copy to {incoming}")
+                self.say(f"{self._t()} {name}: waiting for {bundle_dir.name} to be copied and staged")
             copying.result()
         was = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config")).get("version")
         if was == version:
@@ -414,7 +421,9 @@ class Operation:
         updated last. Both bundles are checked before any node is touched, and copied to every
         node at once in the background: a copy took 40-80 s a node under TCG and load (suite
         step 18), added up node after node. Stops at the first node that does not come back
-        healthy (the copies on later nodes are left unused). Seconds per node."""
+        healthy (the copies on later nodes are left unused). Each copy is staged on its node at
+        once (`appliance update --stage`: the slot written, 28-57 s a node under TCG and load), so
+        a node's turn arms it in seconds. Seconds per node."""
         found = {role: sorted(bundles.glob(f"{image}-*")) for role, image in contract.IMAGE_OF.items()}
         for role, dirs in found.items():
             if len(dirs) != 1:
@@ -425,8 +434,8 @@ class Operation:
         version = {d: self._verified(d, "any node") for d in {d for dirs in found.values() for d in dirs}}
         took: dict[str, float] = {}
         with concurrent.futures.ThreadPoolExecutor(len(bundle_of)) as pool:
-            self.say(f"{self._t()} copying the bundles to every node, in the background")
-            copies = {name: pool.submit(self._send, self.cluster.node(name), d, version[d])
+            self.say(f"{self._t()} copying and staging the bundles on every node, in the background")
+            copies = {name: pool.submit(self._prepare, self.cluster.node(name), d, version[d])
                       for name, d in bundle_of.items()}
 
             def update(name: str) -> float:  # each bundle checked once above, not once per node

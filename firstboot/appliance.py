@@ -6,6 +6,7 @@
     appliance apply  < CHANGE   files the builder rendered, made live without a reboot
     appliance stage  < ENTRY    a seed for the next boot (`builder apply --reboot`)
     appliance update BUNDLE     a signed bundle into the other root slot, booted on trial
+                     --stage    the slot written only (the slow part, ahead of time)
     appliance take-vips         a director: every VIP added and announced (a hand-over's first half)
     appliance release-vips      a director: every VIP dropped (its second half, on the old active)
 
@@ -229,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("update", help="install a signed update bundle in the other root slot and boot it "
                                       "on trial (the previous version boots again if it fails three times)")
     p.add_argument("bundle", metavar="BUNDLE_DIR", help="a directory `python -m builder bundle` wrote")
-    p.add_argument("--no-reboot", action="store_true", help="install only; the next reboot tries it")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--no-reboot", action="store_true", help="install only; the next reboot tries it")
+    when.add_argument("--stage", action="store_true", help="write the slot only, booted by nothing: a later "
+                      "`appliance update` of the same bundle finds it staged and arms it in seconds")
     for name, what in (("take-vips", "add every VIP and announce it: the first half of a graceful hand-over, on "
                                       "the standby (`builder upgrade` runs it, then the active's hand-over)"),
                        ("release-vips", "drop every VIP: the second half, on the old active, whose stack's own "
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "update":
         from firstboot import update
         try:
-            return update.main(args.bundle, reboot=not args.no_reboot)
+            return update.main(args.bundle, reboot=not (args.no_reboot or args.stage), stage=args.stage)
         except (ApplianceError, OSError) as e:
             print(f"appliance update: {e}", file=sys.stderr)
             return 1

@@ -16,6 +16,10 @@ bring, and the state partition. Debian trixie has no systemd-sysupdate, so this 
    counter once boot-complete.target is reached (the node's health gate), and an entry whose
    tries are spent sorts after the others, so the previous version boots again by itself.
 
+`--stage` does 1-3 only (with a note of the signed sums beside the kernel): the slow part, which
+`builder upgrade` runs on every node at once in the background; the later `appliance update`
+finds the slot staged (signature, note, label and kernel checked again) and writes step 4 alone.
+
 Every entry carries the running machine-id (`systemd.machine_id=`): the journal and the
 exporters see one machine across versions. The node's files come back from its state
 (firstboot/configure.py renders a root that does not hold what the node runs).
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,10 +37,12 @@ from pathlib import Path
 
 from builder import contract
 from builder.errors import ApplianceError
+from builder.files import sha256
 
 EMPTY = "_empty"            # systemd's label of an unused slot: root discovery skips it
 TRIES = contract.UPDATE_TRIES  # boots a new version gets before the previous one boots again
 ENTRY_PREFIX = "appliance-"
+STAGED = "staged.json"      # beside a staged version's kernel: the slot and signed sums it came from
 DROPPED = ("root=", "initrd=", "BOOT_IMAGE=", "systemd.machine_id=")  # set per entry here
 
 
@@ -142,6 +149,27 @@ class Update:
     installed_at: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S", time.gmtime()))
 
     def install(self, lay: Layout, cmdline: str, machine_id: str) -> str:
+        """Steps 1-4: the bundle into the other slot (unless `stage` wrote it already, which is
+        checked, not trusted), then the entries that boot it next, on trial."""
+        version = self.staged(lay) or self.stage(lay)
+        assert lay.other
+        entries = self.boot_mount / "loader/entries"
+        options = kernel_options(cmdline)
+        # the running version gets an entry naming its slot (the image's own on the ESP names none)
+        self.write(entries / entry_name(self.running_version, None),
+                   entry(self.running_version, lay.running, options, machine_id),
+                   {self.running_kernel: "vmlinuz", self.running_initrd: "initrd"}, self.running_version)
+        self.write(entries / entry_name(version), entry(version, lay.other, options, machine_id, self.installed_at),
+                   {self.bundle / "vmlinuz": "vmlinuz", self.bundle / "initrd": "initrd"}, version)
+        (self.boot_mount / f"{ENTRY_PREFIX}{version}" / STAGED).unlink(missing_ok=True)
+        self.say(f"{version} installed in {lay.other.device}: it boots next, {TRIES} tries before "
+                 f"{self.running_version} boots again by itself")
+        return version
+
+    def stage(self, lay: Layout) -> str:
+        """Steps 1-3 with no entry: the slot written and named, the kernel and initrd beside, and
+        a note of the signed sums it came from (STAGED). Nothing boots it until `install`: a
+        rolling upgrade stages every node at once and arms each in its turn in seconds."""
         from builder import bundle  # the image stages builder/: one verifier on host and node
         refused = lay.refusal()
         if refused:
@@ -157,24 +185,44 @@ class Update:
         if size > lay.other.size:
             raise UpdateError(f"refused, nothing changed: the bundle's root is {size / 2**20:.0f} MiB, the slot "
                               f"{lay.other.size / 2**20:.0f} MiB: re-flash with the new image")
-        entries = self.boot_mount / "loader/entries"
-        options = kernel_options(cmdline)
-        # the running version gets an entry naming its slot (the image's own on the ESP names none)
-        self.write(entries / entry_name(self.running_version, None),
-                   entry(self.running_version, lay.running, options, machine_id),
-                   {self.running_kernel: "vmlinuz", self.running_initrd: "initrd"}, self.running_version)
-        for old in entries_naming(entries, lay.other):
+        for old in entries_naming(self.boot_mount / "loader/entries", lay.other):
             old.unlink()
             self.say(f"removed {old.name}: its slot {lay.other.device} is about to be written")
         self.run(["sfdisk", "--part-label", lay.disk, str(lay.other.number), EMPTY])
+        directory = self.boot_mount / f"{ENTRY_PREFIX}{version}"
+        shutil.rmtree(directory, ignore_errors=True)  # an earlier stage's files, maybe of another build
         self.say(f"writing {version}'s root to {lay.other.device} ({size / 2**20:.0f} MiB)")
         self.run(["sh", "-c", f"zstd -dc {shlex.quote(str(self.bundle / 'root.ext4.zst'))} | "
                               f"dd of={shlex.quote(lay.other.device)} bs=4M conv=fsync status=none"])
         self.run(["sfdisk", "--part-label", lay.disk, str(lay.other.number), slot_label(version)])
-        self.write(entries / entry_name(version), entry(version, lay.other, options, machine_id, self.installed_at),
-                   {self.bundle / "vmlinuz": "vmlinuz", self.bundle / "initrd": "initrd"}, version)
-        self.say(f"{version} installed in {lay.other.device}: it boots next, {TRIES} tries before "
-                 f"{self.running_version} boots again by itself")
+        self.copy_files(directory, {self.bundle / "vmlinuz": "vmlinuz", self.bundle / "initrd": "initrd"})
+        note = json.dumps({"slot": lay.other.partuuid, "sums": sha256(self.bundle / bundle.SUMS)})
+        (directory / f".{STAGED}.new").write_text(note + "\n")
+        (directory / f".{STAGED}.new").rename(directory / STAGED)
+        self.run(["sync", "-f", str(directory)])
+        self.say(f"{version} staged in {lay.other.device}: nothing boots it until `appliance update` arms it")
+        return version
+
+    def staged(self, lay: Layout) -> str | None:
+        """The bundle's version if `stage` wrote it into the other slot: its signature holds, the
+        note names this slot and these signed sums, the slot bears the version's label and the
+        kernel and initrd beside the note are the signed ones. Else None (the whole install)."""
+        from builder import bundle
+        if lay.refusal() or not lay.other:
+            return None
+        try:
+            sums = bundle.signed_sums(self.bundle, self.public_key)
+            version = (self.bundle / bundle.VERSION).read_text().strip()
+            directory = self.boot_mount / f"{ENTRY_PREFIX}{version}"
+            note = json.loads((directory / STAGED).read_text())
+        except (bundle.BundleError, OSError, ValueError):
+            return None
+        if (note.get("slot") != lay.other.partuuid or note.get("sums") != sha256(self.bundle / bundle.SUMS)
+                or lay.other.label != slot_label(version) or version == self.running_version
+                or sha256(self.bundle / bundle.VERSION) != sums[bundle.VERSION]
+                or any(sha256(directory / name) != sums[name] for name in ("vmlinuz", "initrd"))):
+            return None
+        self.say(f"{version} was staged in {lay.other.device}: arming it")
         return version
 
     def root_size(self) -> int:
@@ -185,14 +233,17 @@ class Update:
             raise UpdateError(f"{self.bundle / 'root.ext4.zst'}: zstd names no decompressed size")
         return int(m.group(1))
 
-    def write(self, path: Path, text: str, files: dict[Path, str], version: str) -> None:
-        """An entry and the files it boots, the files first (an entry never names a missing kernel)."""
-        directory = self.boot_mount / f"{ENTRY_PREFIX}{version}"
+    def copy_files(self, directory: Path, files: dict[Path, str]) -> None:
+        """Each file copied to `directory` under its name, unless there: whole or not at all."""
         directory.mkdir(parents=True, exist_ok=True)
         for src, name in files.items():
             if not (directory / name).exists():
                 self.run(["cp", str(src), str(directory / f".{name}.new")])
                 (directory / f".{name}.new").rename(directory / name)
+
+    def write(self, path: Path, text: str, files: dict[Path, str], version: str) -> None:
+        """An entry and the files it boots, the files first (an entry never names a missing kernel)."""
+        self.copy_files(self.boot_mount / f"{ENTRY_PREFIX}{version}", files)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not any(p for p in path.parent.glob(f"{ENTRY_PREFIX}{version}*.conf") if version_of(p.name) == version):
             tmp = path.with_name(f".{path.name}.new")
@@ -241,8 +292,8 @@ def esp_entry(esp: Path) -> tuple[Path, list[Path]]:
     raise UpdateError(f"no boot entry with a kernel on the ESP ({esp / 'loader/entries'})")
 
 
-def main(bundle_dir: str, reboot: bool = True) -> int:
-    """`appliance update BUNDLE_DIR [--no-reboot]` on the node."""
+def main(bundle_dir: str, reboot: bool = True, stage: bool = False) -> int:
+    """`appliance update BUNDLE_DIR [--no-reboot | --stage]` on the node."""
     from builder.run import run
     from firstboot import state as applied
     refused = firmware_refusal()
@@ -281,8 +332,11 @@ def main(bundle_dir: str, reboot: bool = True) -> int:
 
         def sh(argv: list[str]) -> str:
             return run(argv).stdout
-        Update(Path(bundle_dir), public_key, sh, MOUNTS / "boot", version, kernel, initrd).install(
-            lay, Path("/proc/cmdline").read_text(), Path("/etc/machine-id").read_text().strip())
+        u = Update(Path(bundle_dir), public_key, sh, MOUNTS / "boot", version, kernel, initrd)
+        if stage:
+            u.stage(lay)
+            return 0
+        u.install(lay, Path("/proc/cmdline").read_text(), Path("/etc/machine-id").read_text().strip())
     finally:
         for m in reversed(mounted):
             run(["umount", str(m)], check=False)

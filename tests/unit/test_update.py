@@ -107,6 +107,58 @@ def test_an_install_forgets_the_other_slot_before_writing_it_and_adds_a_counted_
     steps = [a[0] if a[0] != "sfdisk" else f"label {a[-1]}" for a in ran if a[0] not in ("cp", "sync")]
     assert steps == ["zstd", "label _empty", "sh", "label root-1.4"]  # checked, forgotten, written, named
     assert "dd of=/dev/vda4 " in ran[[a[0] for a in ran].index("sh")][2]
+    assert not (tmp_path / "xbootldr/appliance-1.4" / update.STAGED).exists()
+
+
+def staged_layout(lay: update.Layout, label: str) -> update.Layout:
+    """The layout lsblk shows once the other slot bears `label`."""
+    return update.Layout(lay.disk, lay.running, update.Part(lay.other.device, lay.other.partuuid, label,
+                                                            lay.other.parttype, lay.other.size), lay.boot)
+
+
+def test_a_staged_slot_is_armed_by_its_entries_alone_once_checked_again(tmp_path, signed):
+    """`builder upgrade` stages every node at once (the slot written, no entry: nothing boots it);
+    the install in a node's turn checks what was staged (signature, note, label, kernel) and
+    writes the entries alone. Anything that does not match is installed whole again."""
+    b, public_key = signed
+    ran: list[list[str]] = []
+    lay = update.layout(FULL, "/dev/vda3")
+    assert installer(tmp_path, b, public_key, ran).stage(lay) == "1.4"
+    entries = tmp_path / "xbootldr/loader/entries"
+    assert not entries.exists() or not list(entries.iterdir())  # nothing boots it yet
+    assert [a[0] for a in ran if a[0] == "sh"] == ["sh"]
+    assert (tmp_path / "xbootldr/appliance-1.4/vmlinuz").read_bytes() == b"kernel"
+    after = staged_layout(lay, "root-1.4")  # what lsblk says once the stage named the slot
+    ran.clear()
+    assert installer(tmp_path, b, public_key, ran).install(after, "quiet root=PARTUUID=aaaa-1", "9ea0") == "1.4"
+    assert "sh" not in [a[0] for a in ran] and not [a for a in ran if a[0] == "sfdisk"]  # armed, not written
+    assert sorted(p.name for p in entries.iterdir()) == ["appliance-1.3.conf", "appliance-1.4+3.conf"]
+    assert not (tmp_path / "xbootldr/appliance-1.4" / update.STAGED).exists()  # armed once
+
+
+@pytest.mark.parametrize("spoil", ["kernel", "label", "slot", "sums"])
+def test_a_staged_slot_that_does_not_match_is_written_again(tmp_path, signed, spoil):
+    b, public_key = signed
+    lay = update.layout(FULL, "/dev/vda3")
+    installer(tmp_path, b, public_key, []).stage(lay)
+    after = staged_layout(lay, "root-1.4")
+    staged = tmp_path / "xbootldr/appliance-1.4"
+    if spoil == "kernel":  # changed on the node since: what boots must be what was signed
+        (staged / "vmlinuz").write_bytes(b"another kernel")
+    elif spoil == "label":  # the stage did not finish (a power loss mid-write leaves "_empty")
+        after = staged_layout(lay, update.EMPTY)
+    elif spoil == "slot":  # staged into the other slot of another boot
+        after = update.layout(FULL, "/dev/vda4")
+    else:  # another build of the same version, signed anew
+        (b / "VERSION").write_text("1.4\n\n")
+        bundle.sign(b, bundle.signing_key(tmp_path / "secrets"))
+    ran: list[list[str]] = []
+    u = installer(tmp_path, b, public_key, ran)
+    assert u.staged(after) is None
+    if spoil != "slot":
+        u.install(after, "quiet", "9ea0")
+        assert "sh" in [a[0] for a in ran]  # the whole install, the slot written again
+        assert (staged / "vmlinuz").read_bytes() == b"kernel"  # the signed one, copied anew
 
 
 def test_a_bundle_that_is_not_as_signed_or_does_not_fit_changes_nothing(tmp_path, signed):
@@ -229,7 +281,7 @@ def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_ove
         did.append(f"update {name} {b.name}")
         return 60.0
     monkeypatch.setattr(op, "update", update)
-    monkeypatch.setattr(op, "_send", lambda node, b, version: sent.append(f"{node.name} {b.name} {version}"))
+    monkeypatch.setattr(op, "_prepare", lambda node, b, version: sent.append(f"{node.name} {b.name} {version}"))
     bad = "director-1.4"
 
     def verified(b, before):
@@ -345,3 +397,31 @@ def test_a_hand_over_waits_until_the_standby_holds_the_actives_connections(monke
     missing = op.wait_synced(active, standby, timeout=120)
     assert missing == {("172.20.40.254:2", "172.20.40.100:80", "172.20.40.21:80")}
     assert "still lacks 1 of lvs-a's 2 established connections" in said[-1]
+
+
+def test_an_upgrade_prepares_a_node_by_copying_then_staging_at_the_lowest_priority(monkeypatch):
+    import json
+
+    from builder import day2, profile, seed
+    from builder.remote import Reach
+    from tests.conftest import ROOT
+    cluster = profile.load(ROOT / "profiles" / "three-web.toml")
+    did: list[str] = []
+    runs = {"v": "1.3"}
+
+    def run(node, reach, command, timeout=30, stdin=None):
+        if command.endswith(" config"):
+            return json.dumps({"version": runs["v"]})
+        did.append(command)
+        return "1.4 staged in /dev/vda4: nothing boots it until `appliance update` arms it\n"
+    monkeypatch.setattr(day2.remote, "run", run)
+    monkeypatch.setattr(day2.remote, "send", lambda node, reach, local, there: did.append(f"send {there}"))
+    said: list[str] = []
+    op = day2.Operation(cluster, Reach(Path("kh")), seed.Keys("0" * 64), said.append)
+    assert op._prepare(cluster.node("app1"), Path("webserver-1.4"), "1.4") is True
+    assert did == [f"send {contract.UPDATE_INCOMING}",
+                   f"nice -n 19 ionice -c 3 {contract.APPLIANCE_CLI} update {contract.UPDATE_INCOMING} --stage"]
+    assert said[-1].endswith("app1: 1.4 staged in /dev/vda4: nothing boots it until `appliance update` arms it")
+    did.clear()
+    runs["v"] = "1.4"  # runs it already: nothing copied, nothing staged
+    assert op._prepare(cluster.node("app1"), Path("webserver-1.4"), "1.4") is False and did == []
