@@ -281,7 +281,9 @@ def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_ove
         did.append(f"update {name} {b.name}")
         return 60.0
     monkeypatch.setattr(op, "update", update)
-    monkeypatch.setattr(op, "_prepare", lambda node, b, version: sent.append(f"{node.name} {b.name} {version}"))
+    monkeypatch.setattr(op, "_send", lambda node, b, version: sent.append(f"{node.name} {b.name} {version}") or True)
+    staged: list[str] = []
+    monkeypatch.setattr(op, "_stage", lambda node, sent: sent.result() and staged.append(node.name))
     bad = "director-1.4"
 
     def verified(b, before):
@@ -313,6 +315,7 @@ def test_builder_upgrade_drains_each_real_server_then_the_standby_then_hands_ove
                    "weight app3 0", "update app3 webserver-1.4", "weight app3 1",
                    "update lvs-b director-1.4", "hand over lvs-a", "update lvs-a director-1.4"]
     assert list(took) == ["app1", "app2", "app3", "lvs-b", "lvs-a"]
+    assert staged == list(took)  # one at a time, in the upgrade's order
     assert contract.IMAGE_OF[profile.REALSERVER] == "webserver"
     assert "hb_standby all" in cluster.failover.hand_over
 
@@ -400,6 +403,7 @@ def test_a_hand_over_waits_until_the_standby_holds_the_actives_connections(monke
 
 
 def test_an_upgrade_prepares_a_node_by_copying_then_staging_at_the_lowest_priority(monkeypatch):
+    import concurrent.futures
     import json
 
     from builder import day2, profile, seed
@@ -418,10 +422,18 @@ def test_an_upgrade_prepares_a_node_by_copying_then_staging_at_the_lowest_priori
     monkeypatch.setattr(day2.remote, "send", lambda node, reach, local, there: did.append(f"send {there}"))
     said: list[str] = []
     op = day2.Operation(cluster, Reach(Path("kh")), seed.Keys("0" * 64), said.append)
-    assert op._prepare(cluster.node("app1"), Path("webserver-1.4"), "1.4") is True
+
+    def copied(value: bool) -> concurrent.futures.Future:
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        done.set_result(value)
+        return done
+    assert op._send(cluster.node("app1"), Path("webserver-1.4"), "1.4") is True
+    op._stage(cluster.node("app1"), copied(True))
     assert did == [f"send {contract.UPDATE_INCOMING}",
                    f"nice -n 19 ionice -c 3 {contract.APPLIANCE_CLI} update {contract.UPDATE_INCOMING} --stage"]
     assert said[-1].endswith("app1: 1.4 staged in /dev/vda4: nothing boots it until `appliance update` arms it")
     did.clear()
     runs["v"] = "1.4"  # runs it already: nothing copied, nothing staged
-    assert op._prepare(cluster.node("app1"), Path("webserver-1.4"), "1.4") is False and did == []
+    assert op._send(cluster.node("app1"), Path("webserver-1.4"), "1.4") is False
+    op._stage(cluster.node("app1"), copied(False))
+    assert did == []
