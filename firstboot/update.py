@@ -193,7 +193,8 @@ class Update:
         shutil.rmtree(directory, ignore_errors=True)  # an earlier stage's files, maybe of another build
         self.say(f"writing {version}'s root to {lay.other.device} ({size / 2**20:.0f} MiB)")
         self.run(["sh", "-c", f"zstd -dc {shlex.quote(str(self.bundle / 'root.ext4.zst'))} | "
-                              f"dd of={shlex.quote(lay.other.device)} bs=4M conv=fsync status=none"])
+                              f"dd of={shlex.quote(lay.other.device)} bs=4M iflag=fullblock oflag=direct "
+                              "conv=fsync status=none"])  # direct: the slot does not crowd the page cache
         self.run(["sfdisk", "--part-label", lay.disk, str(lay.other.number), slot_label(version)])
         self.copy_files(directory, {self.bundle / "vmlinuz": "vmlinuz", self.bundle / "initrd": "initrd"})
         note = json.dumps({"slot": lay.other.partuuid, "sums": sha256(self.bundle / bundle.SUMS)})

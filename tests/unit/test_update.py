@@ -430,7 +430,8 @@ def test_an_upgrade_prepares_a_node_by_copying_then_staging_at_the_lowest_priori
     assert op._send(cluster.node("app1"), Path("webserver-1.4"), "1.4") is True
     op._stage(cluster.node("app1"), copied(True))
     assert did == [f"send {contract.UPDATE_INCOMING}",
-                   f"nice -n 19 ionice -c 3 {contract.APPLIANCE_CLI} update {contract.UPDATE_INCOMING} --stage"]
+                   f"systemd-run --quiet --scope {contract.UPDATE_STAGE_LIMITS} "
+                   f"nice -n 19 {contract.APPLIANCE_CLI} update {contract.UPDATE_INCOMING} --stage"]
     assert said[-1].endswith("app1: 1.4 staged in /dev/vda4: nothing boots it until `appliance update` arms it")
     did.clear()
     runs["v"] = "1.4"  # runs it already: nothing copied, nothing staged
