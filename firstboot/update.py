@@ -17,7 +17,7 @@ bring, and the state partition. Debian trixie has no systemd-sysupdate, so this 
    tries are spent sorts after the others, so the previous version boots again by itself.
 
 `--stage` does 1-3 only (with a note of the signed sums beside the kernel): the slow part, which
-`builder upgrade` runs on every node at once in the background; the later `appliance update`
+`builder upgrade` runs ahead, node by node in the background; the later `appliance update`
 finds the slot staged (signature, note, label and kernel checked again) and writes step 4 alone.
 
 Every entry carries the running machine-id (`systemd.machine_id=`): the journal and the
@@ -198,6 +198,7 @@ class Update:
         self.run(["sfdisk", "--part-label", lay.disk, str(lay.other.number), slot_label(version)])
         self.copy_files(directory, {self.bundle / "vmlinuz": "vmlinuz", self.bundle / "initrd": "initrd"})
         note = json.dumps({"slot": lay.other.partuuid, "sums": sha256(self.bundle / bundle.SUMS)})
+        # by hand, not files.write_atomic: XBOOTLDR is vfat, where its fchmod can be refused
         (directory / f".{STAGED}.new").write_text(note + "\n")
         (directory / f".{STAGED}.new").rename(directory / STAGED)
         self.run(["sync", "-f", str(directory)])

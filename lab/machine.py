@@ -314,7 +314,7 @@ class Machine:
         on waking every timer it set has expired at once, as under a loaded TCG host."""
         pid = self.pid()
         if pid is None:
-            raise RuntimeError(f"{self.name}: QEMU is not running: nothing to stall")
+            raise QemuError(f"{self.name}: QEMU is not running: nothing to stall")
         log.info("%s: stall for %.1f s", self.name, seconds)
         os.kill(pid, signal.SIGSTOP)
         try:
