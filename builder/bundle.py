@@ -129,14 +129,20 @@ def write(role: str, image: Path, root, boot: Path, out: Path, key: Path, level:
             zstd.stdin.close()
             if zstd.wait() != 0:
                 raise BundleError(f"zstd failed compressing {image}'s root partition")
-        shutil.copyfile(kernel, tmp / "vmlinuz")
-        shutil.copyfile(initrd, tmp / "initrd")
-        (tmp / VERSION).write_text(version_ + "\n")
-        sign(tmp, key)
-        tmp.chmod(0o755)  # mkdtemp's 0700 is for while it is being written
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        seal(tmp, target, version_, kernel, initrd, key)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def seal(tmp: Path, target: Path, version: str, kernel: Path, initrd: Path, key: Path) -> None:
+    """Finish a bundle being written in `tmp` (its root.ext4.zst in place): the kernel and
+    initrd, VERSION, the signed sums; then it replaces `target` whole."""
+    shutil.copyfile(kernel, tmp / "vmlinuz")
+    shutil.copyfile(initrd, tmp / "initrd")
+    (tmp / VERSION).write_text(version + "\n")
+    sign(tmp, key)
+    tmp.chmod(0o755)  # mkdtemp's 0700 is for while it is being written
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)

@@ -389,7 +389,7 @@ class Operation:
             if not copying.done():
                 self.say(f"{self._t()} {name}: waiting for {bundle_dir.name} to be copied and staged")
             copying.result()
-        was = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config")).get("version")
+        was = self._version(node, strict=True)
         if was == version:
             self.say(f"{self._t()} {name}: runs {version} already")
             return 0.0
@@ -515,11 +515,14 @@ class Operation:
         self.say(f"{self._t()} {active.name} handed the VIPs over: {standby.name} holds them after {took:.1f} s")
         return took
 
-    def _version(self, node: Node) -> str | None:
+    def _version(self, node: Node, strict: bool = False) -> str | None:
+        """The version the node runs; None when it does not answer (strict: the error)."""
         try:
             out = remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} config", timeout=10)
             return json.loads(out).get("version")
         except (remote.RemoteError, ValueError):
+            if strict:
+                raise
             return None
 
     def _back_after(self, node: Node, boot: str) -> bool:

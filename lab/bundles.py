@@ -7,7 +7,6 @@ image in place; nothing is mounted), and, broken, a drop-in that makes the node'
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -65,12 +64,7 @@ def variant(src: Path, out: Path, version: str, key: Path, broken: bool = False,
         made.mkdir()
         run(["zstd", "-q", f"-{level}", "-T0", f"--stream-size={root.stat().st_size}", root,
              "-o", made / "root.ext4.zst"])
-        for name in ("vmlinuz", "initrd"):
-            shutil.copyfile(src / name, made / name)
-        (made / bundle.VERSION).write_text(version + "\n")
-        bundle.sign(made, key)
-        shutil.rmtree(target, ignore_errors=True)
-        made.rename(target)
+        bundle.seal(made, target, version, src / "vmlinuz", src / "initrd", key)
     return target
 
 
