@@ -124,6 +124,7 @@ HAWATCH_SYNC_REPAIRED = "sync master repaired"  # the master sync daemon put bac
 HAWATCH_VACANT = "no director holds the VIP"     # both up, neither holding it: the claimant restarts
 HAWATCH_VACANCY_MENDED = "put the VIPs back"     # ... or, first, puts them back itself
 HAWATCH_DEAF = "neither the peer nor a VIP holder answers on the LAN"  # the stack's verdict overdue: restarted
+HAWATCH_DADFAILED = "failed duplicate address detection"  # an IPv6 VIP copy nobody can use: removed
 HAWATCH_SPLIT = "the VIPs were split between the directors"  # each held part: mended towards the first IPv4 VIP
 
 # metrics ([metrics], firstboot/metrics.py): node_exporter reads the HA state the watchdog writes

@@ -49,7 +49,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
 from builder import contract as c
@@ -540,13 +540,30 @@ class Announcer:
         return True
 
 
+# ifa_flags as /proc/net/if_inet6 gives them (linux/if_addr.h)
+IFA_F_NODAD, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x02, 0x08, 0x20, 0x40
+IF_INET6 = Path("/proc/net/if_inet6")
+
+
+def ipv6_vip_flags(info: dict, table: Path = IF_INET6) -> dict[str, int]:
+    """The IPv6 VIPs on the cluster NIC, as the kernel has them (VIP -> ifa_flags), read from
+    /proc/net/if_inet6: no `ip` process, asked every second."""
+    wanted = {ip_address(v).exploded.replace(":", ""): v for v in info.get("vips", []) if c.is_ipv6(v)}
+    try:
+        lines = table.read_text().splitlines() if wanted else []
+    except OSError:
+        return {}
+    return {wanted[f[0]]: int(f[4], 16) for f in (line.split() for line in lines)
+            if len(f) == 6 and f[5] == info["interface"] and f[0] in wanted}
+
+
 @dataclass
 class Deprecator:
     """An IPv6 VIP must never be the director's source address: its checks of IPv6 real
     servers would leave from the VIP, and each real server answers an address it holds on lo
-    itself. vip-takeover adds IPv6 VIPs deprecated (preferred lifetime 0); heartbeat's IPv6addr
-    and keepalived add them preferred, so a VIP this director newly holds is deprecated here,
-    once per holding (within HAWATCH_INTERVAL of the takeover)."""
+    itself. vip-takeover and keepalived (`preferred_lft 0`) add IPv6 VIPs deprecated; heartbeat's
+    IPv6addr adds them preferred, so a VIP this director newly holds is deprecated here, once
+    per holding (within HAWATCH_INTERVAL of the takeover), or again once its DAD is over."""
     done: set[str] = field(default_factory=set)
 
     def due(self, held: list[str]) -> list[str]:
@@ -555,11 +572,38 @@ class Deprecator:
         self.done = now
         return new
 
+    def retry(self, vips: list[str]) -> None:
+        self.done -= set(vips)
 
-def deprecate(vips: list[str], info: dict) -> None:
+
+def deprecate(vips: list[str], info: dict, flags: dict[str, int]) -> list[str]:
+    """Deprecate each VIP that is there, usable and still preferred (`flags`: ipv6_vip_flags);
+    returns those still in duplicate address detection, to ask again. Never another: `ip addr
+    change` of an address that is gone adds it (the kernel's RTM_NEWADDR creates what it does
+    not find), and without `nodad` it clears the flag. A VIP keepalived had just released came
+    back that way, failed DAD against the new holder and stayed on the backup, dadfailed."""
+    later = []
     for vip in vips:
+        f = flags.get(vip)
+        if f is None or f & (IFA_F_DEPRECATED | IFA_F_DADFAILED):
+            continue
+        if f & IFA_F_TENTATIVE:
+            later.append(vip)
+            continue
         run(["ip", "-6", "addr", "change", f"{vip}/{prefixlen(info, vip)}", "dev", info["interface"],
-             "preferred_lft", "0"], timeout=5)
+             "nodad", "preferred_lft", "0"], timeout=5)
+    return later
+
+
+def drop_dadfailed(info: dict, flags: dict[str, int], log: Callable[[str], None]) -> list[str]:
+    """An IPv6 VIP whose duplicate address detection failed (added while another host answered
+    for it) serves nothing, and stays: the stack's next add of it finds it there (EEXIST) and
+    the VIP stays dead on the next takeover. Removed, with a journal line; the VIPs removed."""
+    dead = sorted(v for v, f in flags.items() if f & IFA_F_DADFAILED)
+    for vip in dead:
+        run(["ip", "addr", "del", f"{vip}/{prefixlen(info, vip)}", "dev", info["interface"]], timeout=5)
+        log(f"{vip} on {info['interface']} {c.HAWATCH_DADFAILED} (another host answered for it): removed")
+    return dead
 
 
 def announce(held: list[str], info: dict) -> None:
@@ -817,7 +861,9 @@ def watch(log: Callable[[str], None]) -> int:
                 # never while another host answers for them too (a hand-over's moment of two holders)
                 if info["stack"] == "heartbeat" and other is None and announcer.due(bool(held), time.monotonic()):
                     announce(held, info)
-                deprecate(deprecator.due(held), info)
+                flags = ipv6_vip_flags(info)
+                drop_dadfailed(info, flags, log)
+                deprecator.retry(deprecate(deprecator.due(held), info, flags))
         if not probe.answering:  # starting, stopped, hung: no vacancy clock runs on from before
             vacancy.observe(False, False, time.monotonic())
         healthy = probe.answering and other is None

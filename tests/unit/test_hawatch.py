@@ -275,8 +275,46 @@ def test_ipv6_vips_are_neither_arp_probed_nor_left_as_a_source_address(monkeypat
     assert d.due(["172.20.40.100"]) == [] and d.due(info["vips"]) == ["2001:db8:40::100"]  # held again
     ran = []
     monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
-    hawatch.deprecate(["2001:db8:40::100"], info)
-    assert ran == [["ip", "-6", "addr", "change", "2001:db8:40::100/64", "dev", "eth0", "preferred_lft", "0"]]
+    assert hawatch.deprecate(["2001:db8:40::100"], info, {"2001:db8:40::100": 0x80}) == []
+    assert ran == [["ip", "-6", "addr", "change", "2001:db8:40::100/64", "dev", "eth0", "nodad", "preferred_lft", "0"]]
+
+
+IF_INET6 = """\
+20010db8004000000000000000000011 02 40 00 80     eth0
+20010db8004000000000000000000100 02 40 00 {flags}     eth0
+20010db8004000000000000000000101 02 40 00 a2     eth1
+fe80000000000000505400fffe14280b 02 40 20 80     eth0
+"""
+
+
+def test_a_released_or_failed_ipv6_vip_is_never_added_back_and_a_dadfailed_copy_is_removed(monkeypatch, tmp_path):
+    """On keepalived + IPv6 a forced dual master left the backup with its VIP `dadfailed
+    tentative` for good: the watchdog's `ip addr change` (to deprecate it) ran just after
+    keepalived released it, and the kernel adds an address a change does not find, here
+    without nodad. Only a VIP that is there, usable and preferred is deprecated (keeping
+    nodad); one in DAD is asked again; a dadfailed copy is removed with a journal line."""
+    info = {"interface": "eth0", "vips": ["2001:db8:40::100", "2001:db8:40::101"], "prefixlen6": 64}
+    table = tmp_path / "if_inet6"
+
+    def flags(value: str) -> dict[str, int]:
+        table.write_text(IF_INET6.format(flags=value))
+        return hawatch.ipv6_vip_flags(info, table)
+    # ::101 is on eth1, not the cluster NIC; the node's own ::11 is not a VIP
+    assert flags("80") == {"2001:db8:40::100": 0x80}
+    ran, said = [], []
+    monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
+    vip = ["2001:db8:40::100"]
+    assert hawatch.deprecate(vip, info, {}) == [] and ran == []                     # released: not added back
+    assert hawatch.deprecate(vip, info, flags("a2")) == [] and ran == []            # deprecated already (nodad)
+    assert hawatch.deprecate(vip, info, flags("c0")) == vip and ran == []           # in DAD: ask again
+    assert hawatch.drop_dadfailed(info, flags("80"), said.append) == [] and ran == []
+    assert hawatch.drop_dadfailed(info, flags("e8"), said.append) == vip            # dadfailed deprecated tentative
+    assert ran == [["ip", "addr", "del", "2001:db8:40::100/64", "dev", "eth0"]]
+    assert c.HAWATCH_DADFAILED in said[0] and "2001:db8:40::100" in said[0]
+    d = hawatch.Deprecator()
+    assert d.due(vip) == vip and d.due(vip) == []
+    d.retry(vip)
+    assert d.due(vip) == vip                                                         # asked again once DAD is over
 
 
 def test_a_vip_nobody_holds_restarts_the_claimant_first_then_the_higher_address():
@@ -646,3 +684,37 @@ def test_take_vips_refuses_on_a_real_server(monkeypatch, capsys):
     monkeypatch.setattr(hawatch, "take_vips", lambda info: pytest.fail("VIPs added beside keepalived"))
     assert appliance.main(["take-vips"]) == 1
     assert c.KEEPALIVED_HAND_OVER in capsys.readouterr().err
+
+
+DEPRECATE_IN_A_NETNS = """
+import subprocess
+from firstboot import hawatch
+subprocess.run("ip link add v0 type veth peer name v1 && ip link set v0 up && ip link set v1 up",
+               shell=True, check=True)
+info = {"interface": "v0", "vips": ["2001:db8:9::9"], "prefixlen6": 64}
+def show(a):
+    out = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", "v0", "to", a + "/128"],
+                         capture_output=True, text=True).stdout.strip()
+    return out or "absent"
+hawatch.deprecate(info["vips"], info, hawatch.ipv6_vip_flags(info))
+print(show("2001:db8:9::9"))
+subprocess.run(["ip", "addr", "add", "2001:db8:9::9/64", "dev", "v0", "nodad"], check=True)
+hawatch.deprecate(info["vips"], info, hawatch.ipv6_vip_flags(info))
+print(show("2001:db8:9::9"))
+subprocess.run(["ip", "-6", "addr", "change", "2001:db8:9::8/64", "dev", "v0", "preferred_lft", "0"])
+print(show("2001:db8:9::8"))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
+def test_deprecating_a_vip_never_adds_it_and_keeps_nodad_in_the_kernel():
+    """The real kernel, in a network namespace of its own: `ip addr change` of an address that
+    is not there adds it, with DAD (the hole); deprecate() leaves a released VIP released, and
+    a held one deprecated without DAD."""
+    import subprocess
+    import sys
+    out = subprocess.run(["unshare", "-n", sys.executable, "-c", DEPRECATE_IN_A_NETNS], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "absent"
+    assert "2001:db8:9::9/64" in out[1] and "nodad" in out[1] and "deprecated" in out[1], out[1]
+    assert "2001:db8:9::8/64" in out[2] and "nodad" not in out[2], out[2]  # what the old change did
