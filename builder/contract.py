@@ -150,6 +150,12 @@ JOURNAL_UPLOAD_CONF = "/etc/systemd/journal-upload.conf.d/10-appliance.conf"
 OPTIONAL_UNITS = (SSH_UNIT, NODE_EXPORTER_UNIT, APACHE_EXPORTER_UNIT, NFTABLES_UNIT, JOURNAL_UPLOAD_UNIT)
 
 
+# the kernel's IPv6 address flags (linux/if_addr.h): vip-takeover adds VIPs with NODAD, the HA
+# watchdog reads them all from IF_INET6 (hex, 5th column) to leave a VIP in DAD or failed alone
+IFA_F_NODAD, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x02, 0x08, 0x20, 0x40
+IF_INET6 = "/proc/net/if_inet6"
+
+
 def is_ipv6(address: str) -> bool:
     """An address as the seed and the nodes carry it (text): only IPv6 has colons. The builder's
     side holds ipaddress objects and asks `.version == 6`."""

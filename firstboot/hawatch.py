@@ -540,12 +540,7 @@ class Announcer:
         return True
 
 
-# ifa_flags as /proc/net/if_inet6 gives them (linux/if_addr.h)
-IFA_F_NODAD, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x02, 0x08, 0x20, 0x40
-IF_INET6 = Path("/proc/net/if_inet6")
-
-
-def ipv6_vip_flags(info: dict, table: Path = IF_INET6) -> dict[str, int]:
+def ipv6_vip_flags(info: dict, table: Path = Path(c.IF_INET6)) -> dict[str, int]:
     """The IPv6 VIPs on the cluster NIC, as the kernel has them (VIP -> ifa_flags), read from
     /proc/net/if_inet6: no `ip` process, asked every second."""
     wanted = {ip_address(v).exploded.replace(":", ""): v for v in info.get("vips", []) if c.is_ipv6(v)}
@@ -585,9 +580,9 @@ def deprecate(vips: list[str], info: dict, flags: dict[str, int]) -> list[str]:
     later = []
     for vip in vips:
         f = flags.get(vip)
-        if f is None or f & (IFA_F_DEPRECATED | IFA_F_DADFAILED):
+        if f is None or f & (c.IFA_F_DEPRECATED | c.IFA_F_DADFAILED):
             continue
-        if f & IFA_F_TENTATIVE:
+        if f & c.IFA_F_TENTATIVE:
             later.append(vip)
             continue
         run(["ip", "-6", "addr", "change", f"{vip}/{prefixlen(info, vip)}", "dev", info["interface"],
@@ -599,7 +594,7 @@ def drop_dadfailed(info: dict, flags: dict[str, int], log: Callable[[str], None]
     """An IPv6 VIP whose duplicate address detection failed (added while another host answered
     for it) serves nothing, and stays: the stack's next add of it finds it there (EEXIST) and
     the VIP stays dead on the next takeover. Removed, with a journal line; the VIPs removed."""
-    dead = sorted(v for v, f in flags.items() if f & IFA_F_DADFAILED)
+    dead = sorted(v for v, f in flags.items() if f & c.IFA_F_DADFAILED)
     for vip in dead:
         run(["ip", "addr", "del", f"{vip}/{prefixlen(info, vip)}", "dev", info["interface"]], timeout=5)
         log(f"{vip} on {info['interface']} {c.HAWATCH_DADFAILED} (another host answered for it): removed")
