@@ -101,10 +101,12 @@ SEND_ARP_PIDFILE = "/run/vipaddr-send_arp-{vip}.pid"
 SEND_ARP = "/usr/libexec/heartbeat/send_arp"  # gratuitous ARP (resource-agents)
 SEND_UA = "/usr/libexec/heartbeat/send_ua"    # unsolicited neighbour advertisement
 # A new master announces its VIPs when it takes them; a switch or client that missed that burst
-# keeps sending to the old director. The holder announces them again ANNOUNCE_DELAY s after the
-# takeover (keepalived: vrrp_garp_master_delay's default), then every ANNOUNCE_REFRESH s
-# (keepalived: vrrp_garp_master_refresh; heartbeat: the HA watchdog), ANNOUNCE_REPEAT packets each.
-ANNOUNCE_DELAY = 5
+# keeps sending to the old director. The HA watchdog (either stack) announces them again every
+# ANNOUNCE_EARLY_EVERY s for the first ANNOUNCE_EARLY_FOR s after the takeover, so a client that
+# missed the stack's own burst waits about a second, not keepalived's second burst (5 s) or
+# heartbeat's none; then every ANNOUNCE_REFRESH s while it holds them; ANNOUNCE_REPEAT packets each.
+ANNOUNCE_EARLY_EVERY = 1
+ANNOUNCE_EARLY_FOR = 10
 ANNOUNCE_REFRESH = 60
 ANNOUNCE_REPEAT = 2
 HAWATCH_INTERVAL = 1.0      # seconds between probes

@@ -84,10 +84,7 @@ def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
     priority = 100 + (AUTO_FAILBACK_GAP if cluster.vrrp.auto_failback and first else 0)
     render = _renderer(cluster, node, priority=priority, ping_weight=PING_WEIGHT, page_digest=page_digest,
                        notify_fifo=contract.KEEPALIVED_NOTIFY_FIFO, notify_script=contract.KEEPALIVED_NOTIFY_SCRIPT,
-                       state_dump=contract.KEEPALIVED_STATE_DUMP, hand_over=contract.KEEPALIVED_HAND_OVER,
-                       announce_delay=contract.ANNOUNCE_DELAY,
-                       announce_refresh=contract.ANNOUNCE_REFRESH,
-                       announce_repeat=contract.ANNOUNCE_REPEAT)
+                       state_dump=contract.KEEPALIVED_STATE_DUMP, hand_over=contract.KEEPALIVED_HAND_OVER)
     return {KEEPALIVED_CONF: File(render("keepalived.conf"))}
 
 

@@ -519,22 +519,29 @@ class SyncFollower:
 
 @dataclass
 class Announcer:
-    """heartbeat announces a VIP only when it takes it; while this director holds VIPs it
-    announces them again ANNOUNCE_DELAY s after the takeover (keepalived's second burst), then
-    every ANNOUNCE_REFRESH s (keepalived's own refresh setting does the same)."""
-    delay: float = c.ANNOUNCE_DELAY
+    """A new holder's stack announces its VIPs with the takeover, once (heartbeat) or again 5 s
+    later (keepalived). A switch or client that missed it sends to the old director until the
+    next: so, on either stack, this announces them again every `early_every` s for the first
+    `early_for` s of the holding, then every `every` s while it lasts."""
+    early_every: float = c.ANNOUNCE_EARLY_EVERY
+    early_for: float = c.ANNOUNCE_EARLY_FOR
     every: float = c.ANNOUNCE_REFRESH
-    since: float | None = None   # when this director was first seen holding them
-    last: float | None = None    # the last re-announcement
+    since: float | None = None   # when this director was last seen taking a VIP
+    last: float | None = None    # the last announcement
+    held: frozenset[str] = frozenset()
 
-    def due(self, held: bool, now: float) -> bool:
+    def due(self, held: list[str], now: float) -> bool:
+        """Whether to announce `held` now; a VIP newly held (heartbeat may take an IPv6 VIP
+        seconds after the IPv4 ones) starts the early repeats again."""
         if not held:
-            self.since = self.last = None
+            self.since, self.last, self.held = None, None, frozenset()
             return False
-        if self.since is None:  # the stack's own announcement went out with the takeover
-            self.since = now
-        wait, since = (self.delay, self.since) if self.last is None else (self.every, self.last)
-        if now - since < wait:
+        if self.since is None or self.last is None or not self.held >= set(held):
+            self.since = self.last = now  # the stack's own announcement went out just now
+            self.held = frozenset(held)
+            return False
+        self.held = frozenset(held)
+        if now - self.last < (self.early_every if now - self.since < self.early_for else self.every):
             return False
         self.last = now
         return True
@@ -854,7 +861,7 @@ def watch(log: Callable[[str], None]) -> int:
                              f"{c.HAWATCH_RESTARTED} {unit} so that it gives its verdict afresh", wait=False)
                 follow_sync(sync, held, log)
                 # never while another host answers for them too (a hand-over's moment of two holders)
-                if info["stack"] == "heartbeat" and other is None and announcer.due(bool(held), time.monotonic()):
+                if other is None and announcer.due(held, time.monotonic()):
                     announce(held, info)
                 flags = ipv6_vip_flags(info)
                 drop_dadfailed(info, flags, log)

@@ -204,13 +204,18 @@ def test_a_held_vip_is_a_local_address():
     assert status.held_vips(info) == ["127.0.0.1"] and status.held_vips({"interface": "lo"}) == []
 
 
-def test_a_holder_announces_its_vips_again_after_the_delay_then_every_refresh(monkeypatch):
-    a = hawatch.Announcer(delay=5, every=60)
-    assert not a.due(True, 100)           # the takeover's own announcement went out just now
-    assert not a.due(True, 104) and a.due(True, 105) and not a.due(True, 106)  # the second burst
-    assert not a.due(True, 164) and a.due(True, 165) and not a.due(True, 166)  # then the refresh
-    assert not a.due(False, 300)          # gone: the next takeover starts the count again
-    assert not a.due(True, 301) and not a.due(True, 305) and a.due(True, 306) and not a.due(True, 365)
+def test_a_holder_announces_its_vips_every_second_for_a_while_then_every_refresh(monkeypatch):
+    a, v4, both = hawatch.Announcer(early_every=1, early_for=10, every=60), ["172.20.40.100"], ["172.20.40.100", "::1"]
+    assert not a.due(v4, 100)           # the takeover's own announcement went out just now
+    assert not a.due(v4, 100.5)
+    early = [t for t in (101, 101.5, 102, 103, 104, 105, 106, 107, 108, 109) if a.due(v4, t)]
+    assert early == [101, 102, 103, 104, 105, 106, 107, 108, 109]  # a client that missed it waits ~1 s
+    assert not a.due(v4, 110) and not a.due(v4, 168)                # then the refresh
+    assert a.due(v4, 169) and not a.due(v4, 170) and a.due(v4, 229)
+    assert not a.due(both, 240) and a.due(both, 241) and a.due(both, 242)  # a VIP taken late: early again
+    assert a.due(v4, 243) and not a.due(v4, 251) and a.due(v4, 303)  # one released: no new start
+    assert not a.due([], 310)           # gone: the next takeover starts the count again
+    assert not a.due(v4, 311) and a.due(v4, 312) and a.due(v4, 313)
     started = []
     monkeypatch.setattr(hawatch.subprocess, "Popen", lambda argv, **kw: started.append(argv))
     hawatch.announce(["172.20.40.100", "2001:db8:40::100"], {"interface": "eth0", "prefixlen6": 64})
