@@ -106,6 +106,9 @@ acceptance-redundant: $(IMAGES) test-tools  ## three weighted real servers, a de
 acceptance-dual-stack: $(IMAGES) test-tools  ## redundant's suite on a dual-stack LAN: steps 3 and 6 on every VIP, IPv6 too
 	$(MAKE) --no-print-directory acceptance PROFILE=profiles/dual-stack.toml
 
+acceptance-dual-stack-keepalived: $(IMAGES) test-tools  ## dual-stack's services (IPv6, the TLS group) on keepalived
+	$(MAKE) --no-print-directory acceptance PROFILE=profiles/dual-stack-keepalived.toml
+
 acceptance-three-web: $(IMAGES) test-tools  ## the same suite on three weighted real servers, other names and subnet
 	$(MAKE) --no-print-directory acceptance PROFILE=profiles/three-web.toml
 
