@@ -99,17 +99,18 @@ SYNC_BACKUP_UNIT = "ipvs-sync-backup.service"
 HAWATCH_UNIT = "appliance-hawatch.service"
 HAWATCH_HEALTH = "/run/appliance/ha-health.json"
 HA_RESET = "/usr/libexec/appliance/ha-reset"   # clears what a killed stack left (VIP, sync master)
-# the gratuitous-ARP announcer a VIP's start leaves running (heartbeat's send_arp), per VIP:
-# VIPaddr and vip-takeover start it, a reset stops it (shell and the image's script spell it out)
+# the gratuitous-ARP announcer of a VIP (heartbeat's send_arp), one per VIP: VIPaddr, vip-takeover
+# and the HA watchdog start it (a new one replaces the last), a release or reset stops it (shell
+# and the image's script spell the name out)
 SEND_ARP_PIDFILE = "/run/vipaddr-send_arp-{vip}.pid"
 SEND_ARP = "/usr/libexec/heartbeat/send_arp"  # gratuitous ARP (resource-agents)
 SEND_UA = "/usr/libexec/heartbeat/send_ua"    # unsolicited neighbour advertisement
 # A new master announces its VIPs when it takes them; a switch or client that missed that burst
-# keeps sending to the old director. The HA watchdog (either stack) announces them again every
-# ANNOUNCE_EARLY_EVERY s for the first ANNOUNCE_EARLY_FOR s after the takeover, so a client that
-# missed the stack's own burst waits about a second, not keepalived's second burst (5 s) or
-# heartbeat's none; then every ANNOUNCE_REFRESH s while it holds them; ANNOUNCE_REPEAT packets each.
-ANNOUNCE_EARLY_EVERY = 1
+# keeps sending to the old director. So the HA watchdog (either stack), once it sees a VIP newly
+# held, announces every held VIP every ANNOUNCE_INTERVAL_MS for ANNOUNCE_EARLY_FOR s (one
+# send_arp / send_ua run per VIP, stopped if the VIP goes), then ANNOUNCE_REPEAT packets every
+# ANNOUNCE_REFRESH s while it holds them. keepalived's own second burst (5 s) stays; its refresh is off.
+ANNOUNCE_INTERVAL_MS = 500
 ANNOUNCE_EARLY_FOR = 10
 ANNOUNCE_REFRESH = 60
 ANNOUNCE_REPEAT = 2

@@ -519,32 +519,31 @@ class SyncFollower:
 
 @dataclass
 class Announcer:
-    """A new holder's stack announces its VIPs with the takeover, once (heartbeat) or again 5 s
-    later (keepalived). A switch or client that missed it sends to the old director until the
-    next: so, on either stack, this announces them again every `early_every` s for the first
-    `early_for` s of the holding, then every `every` s while it lasts."""
-    early_every: float = c.ANNOUNCE_EARLY_EVERY
-    early_for: float = c.ANNOUNCE_EARLY_FOR
+    """A new holder's stack announces its VIPs with the takeover: once (heartbeat), again 5 s
+    later (keepalived). A switch or client that missed that sends to the old director until the
+    next. So, on either stack, a VIP newly held starts a run of `early` announcements of every
+    held VIP (ANNOUNCE_INTERVAL_MS apart: a client that missed the takeover's waits half a
+    second, not minutes), then ANNOUNCE_REPEAT every `every` s while they are held; a VIP let go
+    has its run stopped (an announcement of a VIP held elsewhere would pull its clients here)."""
+    early: int = c.ANNOUNCE_EARLY_FOR * 1000 // c.ANNOUNCE_INTERVAL_MS
     every: float = c.ANNOUNCE_REFRESH
-    since: float | None = None   # when this director was last seen taking a VIP
-    last: float | None = None    # the last announcement
+    last: float | None = None    # the last run started
     held: frozenset[str] = frozenset()
 
-    def due(self, held: list[str], now: float) -> bool:
-        """Whether to announce `held` now; a VIP newly held (heartbeat may take an IPv6 VIP
-        seconds after the IPv4 ones) starts the early repeats again."""
-        if not held:
-            self.since, self.last, self.held = None, None, frozenset()
-            return False
-        if self.since is None or self.last is None or not self.held >= set(held):
-            self.since = self.last = now  # the stack's own announcement went out just now
-            self.held = frozenset(held)
-            return False
+    def observe(self, held: list[str], now: float) -> tuple[int, list[str]]:
+        """(how many announcements of `held` to start now, 0 for none; the VIPs no longer held)."""
+        gone, new = sorted(self.held - set(held)), set(held) - self.held
         self.held = frozenset(held)
-        if now - self.last < (self.early_every if now - self.since < self.early_for else self.every):
-            return False
-        self.last = now
-        return True
+        if not held:
+            self.last = None
+            return 0, gone
+        if new or self.last is None:
+            self.last = now
+            return self.early, gone
+        if now - self.last >= self.every:
+            self.last = now
+            return c.ANNOUNCE_REPEAT, gone
+        return 0, gone
 
 
 def ipv6_vip_flags(info: dict, table: Path = Path(c.IF_INET6)) -> dict[str, int]:
@@ -608,16 +607,33 @@ def drop_dadfailed(info: dict, flags: dict[str, int], log: Callable[[str], None]
     return dead
 
 
-def announce(held: list[str], info: dict) -> None:
-    """Gratuitous ARPs for IPv4 VIPs, unsolicited NAs for IPv6 ones, in the background."""
-    iface, repeat = info["interface"], str(c.ANNOUNCE_REPEAT)
+def announce(held: list[str], info: dict, count: int = c.ANNOUNCE_REPEAT) -> None:
+    """`count` gratuitous ARPs for each IPv4 VIP, unsolicited NAs for each IPv6 one,
+    ANNOUNCE_INTERVAL_MS apart, in the background (one run per VIP: a new one replaces the last)."""
+    iface, n, ms = info["interface"], str(count), str(c.ANNOUNCE_INTERVAL_MS)
     for vip in held:
-        argv = ([c.SEND_UA, "-c", repeat, vip, str(prefixlen(info, vip)), iface] if c.is_ipv6(vip)
-                else [c.SEND_ARP, "-i", "200", "-r", repeat, iface, vip, "auto", "not_used", "not_used"])
+        stop_announcing([vip])
+        argv = ([c.SEND_UA, "-i", ms, "-c", n, vip, str(prefixlen(info, vip)), iface] if c.is_ipv6(vip)
+                else [c.SEND_ARP, "-i", ms, "-r", n, "-p", c.SEND_ARP_PIDFILE.format(vip=vip), iface, vip,
+                      "auto", "not_used", "not_used"])
         try:
             subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError:
             pass
+
+
+def stop_announcing(vips: list[str]) -> None:
+    """End the announcements of these VIPs, whoever started them (VIPaddr, vip-takeover, announce)."""
+    for vip in vips:
+        if c.is_ipv6(vip):  # send_ua keeps no PID file
+            run(["pkill", "-f", f"^{c.SEND_UA} .* {vip} "], timeout=5)
+            continue
+        pidfile = Path(c.SEND_ARP_PIDFILE.format(vip=vip))
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+        pidfile.unlink(missing_ok=True)
 
 
 def follow_sync(sync: SyncFollower, held: list[str], log: Callable[[str], None]) -> None:
@@ -654,12 +670,7 @@ def release_vips(info: dict) -> list[str]:
     held = held_vips(info)
     for vip in info.get("vips", []):  # each: an IPv6 copy that failed DAD is not "held" but is on the NIC
         run(["ip", "addr", "del", f"{vip}/{prefixlen(info, vip)}", "dev", info["interface"]])
-        pidfile = Path(c.SEND_ARP_PIDFILE.format(vip=vip))
-        try:
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
-        pidfile.unlink(missing_ok=True)
+    stop_announcing(info.get("vips", []))
     return held
 
 
@@ -861,8 +872,10 @@ def watch(log: Callable[[str], None]) -> int:
                              f"{c.HAWATCH_RESTARTED} {unit} so that it gives its verdict afresh", wait=False)
                 follow_sync(sync, held, log)
                 # never while another host answers for them too (a hand-over's moment of two holders)
-                if other is None and announcer.due(held, time.monotonic()):
-                    announce(held, info)
+                count, gone = announcer.observe(held if other is None else [], time.monotonic())
+                stop_announcing(gone)
+                if count:
+                    announce(held, info, count)
                 flags = ipv6_vip_flags(info)
                 drop_dadfailed(info, flags, log)
                 deprecator.retry(deprecate(deprecator.due(held), info, flags))

@@ -87,9 +87,9 @@ def measure_outages(cluster, timeout: float) -> dict[str, tuple[float, int]]:
 def stale_client_catches_up(cluster, old) -> dict[str, float]:
     """A client on the LAN that missed the takeover's announcements (its neighbour cache still
     gives every VIP the crashed director's MAC, its own probing held off for minutes) reaches
-    every VIP again by the holder's next announcement: every ANNOUNCE_EARLY_EVERY s for the
-    first ANNOUNCE_EARLY_FOR s after the takeover, or its refresh every ANNOUNCE_REFRESH s (a
-    client poisoned later than that). url -> seconds until it answered."""
+    every VIP again by the holder's next announcement: every ANNOUNCE_INTERVAL_MS for the first
+    ANNOUNCE_EARLY_FOR s after the takeover, or its refresh every ANNOUNCE_REFRESH s (a client
+    poisoned later than that). url -> seconds until it answered."""
     neighbour, old_mac = cluster.neighbour(), old.nics[faults.LAN].mac
     assert old_mac, f"{old.name}'s LAN NIC has no MAC of the lab's"
     for family in ("ipv4", "ipv6"):

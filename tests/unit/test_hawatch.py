@@ -3,6 +3,8 @@ with the contract it reads."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -204,24 +206,33 @@ def test_a_held_vip_is_a_local_address():
     assert status.held_vips(info) == ["127.0.0.1"] and status.held_vips({"interface": "lo"}) == []
 
 
-def test_a_holder_announces_its_vips_every_second_for_a_while_then_every_refresh(monkeypatch):
-    a, v4, both = hawatch.Announcer(early_every=1, early_for=10, every=60), ["172.20.40.100"], ["172.20.40.100", "::1"]
-    assert not a.due(v4, 100)           # the takeover's own announcement went out just now
-    assert not a.due(v4, 100.5)
-    early = [t for t in (101, 101.5, 102, 103, 104, 105, 106, 107, 108, 109) if a.due(v4, t)]
-    assert early == [101, 102, 103, 104, 105, 106, 107, 108, 109]  # a client that missed it waits ~1 s
-    assert not a.due(v4, 110) and not a.due(v4, 168)                # then the refresh
-    assert a.due(v4, 169) and not a.due(v4, 170) and a.due(v4, 229)
-    assert not a.due(both, 240) and a.due(both, 241) and a.due(both, 242)  # a VIP taken late: early again
-    assert a.due(v4, 243) and not a.due(v4, 251) and a.due(v4, 303)  # one released: no new start
-    assert not a.due([], 310)           # gone: the next takeover starts the count again
-    assert not a.due(v4, 311) and a.due(v4, 312) and a.due(v4, 313)
-    started = []
+def test_a_new_holder_announces_for_a_while_then_every_refresh_and_stops_what_it_lets_go(monkeypatch):
+    a, v4, both = hawatch.Announcer(early=20, every=60), ["172.20.40.100"], ["172.20.40.100", "2001:db8:40::100"]
+    assert a.observe(v4, 100) == (20, [])             # taken: a run of 20, half a second apart
+    assert a.observe(v4, 101) == (0, []) and a.observe(v4, 159) == (0, [])
+    assert a.observe(v4, 160) == (c.ANNOUNCE_REPEAT, []) and a.observe(v4, 161) == (0, [])  # the refresh
+    assert a.observe(both, 170) == (20, [])           # a VIP taken late: a new run, for every held VIP
+    assert a.observe(v4, 171) == (0, ["2001:db8:40::100"])  # one let go: its run stops, no new one
+    assert a.observe([], 172) == (0, ["172.20.40.100"])     # a duplicate or a release: all stop
+    assert a.observe(v4, 173) == (20, [])             # held again: the next takeover's run
+    assert hawatch.Announcer().early * c.ANNOUNCE_INTERVAL_MS == c.ANNOUNCE_EARLY_FOR * 1000
+    started, ran = [], []
     monkeypatch.setattr(hawatch.subprocess, "Popen", lambda argv, **kw: started.append(argv))
-    hawatch.announce(["172.20.40.100", "2001:db8:40::100"], {"interface": "eth0", "prefixlen6": 64})
-    assert started == [[c.SEND_ARP, "-i", "200", "-r", str(c.ANNOUNCE_REPEAT), "eth0", "172.20.40.100",
-                        "auto", "not_used", "not_used"],
-                       [c.SEND_UA, "-c", str(c.ANNOUNCE_REPEAT), "2001:db8:40::100", "64", "eth0"]]
+    monkeypatch.setattr(hawatch, "run", lambda argv, **kw: ran.append(argv))
+    hawatch.announce(["172.20.40.100", "2001:db8:40::100"], {"interface": "eth0", "prefixlen6": 64}, 20)
+    ms = str(c.ANNOUNCE_INTERVAL_MS)
+    assert started == [[c.SEND_ARP, "-i", ms, "-r", "20", "-p", "/run/vipaddr-send_arp-172.20.40.100.pid", "eth0",
+                        "172.20.40.100", "auto", "not_used", "not_used"],
+                       [c.SEND_UA, "-i", ms, "-c", "20", "2001:db8:40::100", "64", "eth0"]]
+    assert ran == [["pkill", "-f", f"^{c.SEND_UA} .* 2001:db8:40::100 "]]  # the last run replaced
+
+
+def test_stopping_an_ipv4_vips_announcements_ends_its_send_arp_by_its_pid_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(c, "SEND_ARP_PIDFILE", str(tmp_path / "send_arp-{vip}.pid"))
+    runner = subprocess.Popen(["sleep", "30"])
+    (tmp_path / "send_arp-172.20.40.100.pid").write_text(str(runner.pid))
+    hawatch.stop_announcing(["172.20.40.100", "172.20.40.101"])  # the second has none: nothing to do
+    assert runner.wait(timeout=5) == -signal.SIGTERM and not (tmp_path / "send_arp-172.20.40.100.pid").exists()
 
 
 def test_a_burst_of_split_brains_each_cured_by_a_step_out_never_spends_the_budget():
@@ -661,7 +672,7 @@ def test_a_hand_over_takes_the_missing_vips_on_the_standby_and_drops_them_all_on
     ran, announced = [], []
     monkeypatch.setattr(hawatch, "held_vips", lambda i: list(held))
     monkeypatch.setattr(hawatch, "run", lambda argv, timeout=0: ran.append(argv))
-    monkeypatch.setattr(hawatch, "announce", lambda vips, i: announced.extend(vips))
+    monkeypatch.setattr(hawatch, "announce", lambda vips, i, count=0: announced.extend(vips))
     assert hawatch.take_vips(info) == ["172.20.40.100", "2001:db8:40::100"]
     assert ["ip", "addr", "add", "172.20.40.100/24", "dev", "eth0", "brd", "+"] in ran
     assert ["ip", "addr", "add", "2001:db8:40::100/64", "dev", "eth0", "nodad", "preferred_lft", "0"] in ran
@@ -675,7 +686,8 @@ def test_a_hand_over_takes_the_missing_vips_on_the_standby_and_drops_them_all_on
     monkeypatch.setattr(hawatch.c, "SEND_ARP_PIDFILE", "/nonexistent/send_arp-{vip}.pid")
     assert hawatch.release_vips(info) == info["vips"]
     assert ran == [["ip", "addr", "del", f"{v}/{p}", "dev", "eth0"] for v, p in
-                   (("172.20.40.100", 24), ("172.20.40.101", 24), ("2001:db8:40::100", 64))]
+                   (("172.20.40.100", 24), ("172.20.40.101", 24), ("2001:db8:40::100", 64))] + [
+        ["pkill", "-f", f"^{c.SEND_UA} .* 2001:db8:40::100 "]]  # and every announcement ends
 
 
 def test_take_vips_refuses_on_a_real_server(monkeypatch, capsys):
