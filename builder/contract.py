@@ -74,11 +74,7 @@ NIC_WAIT = 120.0       # seconds first boot waits for the profile's NIC to appea
 # keepalived: its VRRP process, the notify FIFO that carries its transitions in order, and the
 # state dump it writes on SIGUSR1 (the watchdog's proof that the process still answers)
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
-# its virtual servers (keepalived.conf includes them): a change to them alone reloads only the
-# checker process
-KEEPALIVED_SERVICES = "/etc/keepalived/virtual-servers.conf"
 KEEPALIVED_VRRP_PID = "/run/vrrp.pid"        # Debian's keepalived keeps its pid files in /run
-KEEPALIVED_CHECKERS_PID = "/run/checkers.pid"
 # /run/keepalived is the unit's RuntimeDirectory (images/director: keepalived.service.d)
 KEEPALIVED_NOTIFY_FIFO = "/run/keepalived/vrrp-notify.fifo"
 KEEPALIVED_NOTIFY_SCRIPT = "/usr/libexec/appliance/vrrp-state"

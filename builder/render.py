@@ -19,12 +19,12 @@ TEMPLATES = Path(__file__).with_name("templates")
 DOCROOT = "/var/www/html"  # Debian's Apache serves here, not the howto's /var/www
 SYSCTL_DIRECTOR, SYSCTL_REALSERVER = contract.SYSCTL_DIRECTOR, contract.SYSCTL_REALSERVER
 LINK_FILE = "/etc/systemd/network/10-appliance-cluster.link"
-KEEPALIVED_CONF, KEEPALIVED_SERVICES = contract.KEEPALIVED_CONF, contract.KEEPALIVED_SERVICES
+KEEPALIVED_CONF = contract.KEEPALIVED_CONF
 # Each stack's own files: first boot removes the other stack's (a node re-seeded onto another
 # stack), and their units start only where their file is (ConditionPathExists).
 STACK_FILES = {"heartbeat": ("/etc/ha.d/ha.cf", "/etc/ha.d/haresources", "/etc/ha.d/authkeys",
                              contract.LDIRECTORD_CF),
-               "keepalived": (KEEPALIVED_CONF, KEEPALIVED_SERVICES)}
+               "keepalived": (KEEPALIVED_CONF,)}
 PING_WEIGHT = 20  # priority a director loses per unreachable ping node (keepalived)
 AUTO_FAILBACK_GAP = 10  # the first director's extra priority with auto_failback: less than one ping node
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -79,16 +79,13 @@ def ldirectord_virtuals(cluster: Cluster) -> list[dict]:
 
 
 def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
-    """keepalived: VRRP for the VIP in its file, the virtual servers (its checkers in place of
-    ldirectord) in theirs."""
+    """keepalived: VRRP for the VIP, its checkers in place of ldirectord, its sync daemon."""
     first = node == cluster.directors[0]
     priority = 100 + (AUTO_FAILBACK_GAP if cluster.vrrp.auto_failback and first else 0)
     render = _renderer(cluster, node, priority=priority, ping_weight=PING_WEIGHT, page_digest=page_digest,
                        notify_fifo=contract.KEEPALIVED_NOTIFY_FIFO, notify_script=contract.KEEPALIVED_NOTIFY_SCRIPT,
-                       state_dump=contract.KEEPALIVED_STATE_DUMP, hand_over=contract.KEEPALIVED_HAND_OVER,
-                       services_file=Path(KEEPALIVED_SERVICES).name)
-    return {KEEPALIVED_CONF: File(render("keepalived.conf")),
-            KEEPALIVED_SERVICES: File(render("keepalived-services.conf"))}
+                       state_dump=contract.KEEPALIVED_STATE_DUMP, hand_over=contract.KEEPALIVED_HAND_OVER)
+    return {KEEPALIVED_CONF: File(render("keepalived.conf"))}
 
 
 def heartbeat_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, File]:

@@ -14,8 +14,7 @@
 first boot, refused there if it cannot change live), writes only the files that differ, each
 atomically, and tells the daemons that read them: ldirectord (SIGHUP: it keeps the IPVS entries
 and their connections while it adds, re-weights and removes real servers), keepalived (the
-master reloads, a backup restarts: see reload(); its virtual servers alone: the checker
-process reloads), sshd. It stores the new seed data
+master reloads, a backup restarts: see reload()), sshd. It stores the new seed data
 (applied.json), so a reboot keeps it even with the old seed still attached
 (firstboot/configure.py). Only `stage` imports the profile code: the rest must answer in a
 second or two under TCG.
@@ -85,10 +84,6 @@ def reload(paths: list[str]) -> list[str]:
         how = "reload" if held_vips(applied.node()) else "restart"
         _systemctl(how, "keepalived.service")
         told.append(f"keepalived ({how})")
-    elif contract.KEEPALIVED_SERVICES in paths and _hup(contract.KEEPALIVED_CHECKERS_PID):
-        # virtual servers alone (real servers, weights, checks): the checker process re-reads
-        # them and changes IPVS in place; VRRP goes on advertising, on the backup as on the master
-        told.append("keepalived's checkers")
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
         _systemctl("reload", contract.SSH_UNIT)
         told.append("sshd")

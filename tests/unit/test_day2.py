@@ -256,24 +256,6 @@ def test_keepalived_reloads_on_the_master_and_restarts_on_a_backup(monkeypatch, 
     assert (how, "keepalived.service") in told
 
 
-def test_a_keepalived_reweight_reloads_only_its_checkers_on_master_and_backup_alike(node):
-    """Real servers, weights and checks are in the virtual servers' file: the checker process
-    re-reads it (SIGHUP); VRRP is neither reloaded nor restarted, whoever holds the VIP."""
-    root, state, attach, told = node
-    kd = profile.load(ROOT / "profiles" / "keepalived.toml")
-    attach(kd, "lvs-b")
-    assert configure.configure(state, root) == 0
-    told.clear()
-    heavier = day2.reweighted(kd, "app1", 5)
-    out = appliance.apply(day2.change(seed.Keys(KEY), kd, heavier, "lvs-b"), state, root)
-    assert out["written"] == [contract.KEEPALIVED_SERVICES] and out["reloaded"] == ["keepalived's checkers"]
-    assert told == [["kill", "-HUP", contract.KEEPALIVED_CHECKERS_PID]]
-    assert "weight 5" in (root / contract.KEEPALIVED_SERVICES.lstrip("/")).read_text()
-    # keepalived.conf reads them from beside itself
-    conf = (root / contract.KEEPALIVED_CONF.lstrip("/")).read_text()
-    assert f"include {Path(contract.KEEPALIVED_SERVICES).name}" in conf
-
-
 def test_a_new_tls_certificate_or_site_reloads_apache_gracefully(monkeypatch):
     told = []
     monkeypatch.setattr(appliance, "_systemctl", lambda *args: told.append(args) or 0)

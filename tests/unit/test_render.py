@@ -207,9 +207,7 @@ def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
     assert block(vrrp, "track_file").split("{", 1)[1].split() == ["hand_over", "}"]
     assert c.failover.hand_over == f"echo 1 > {contract.KEEPALIVED_HAND_OVER}"  # what upgrade writes there
     assert 'script "/usr/bin/ping -n -q -c 1 -W 1 172.20.40.1"' in conf and ["weight", "-20"] in tokens(conf)
-    # the virtual servers in their own file (a live change reloads only the checkers), included
-    assert conf.rstrip().endswith(f"include {Path(contract.KEEPALIVED_SERVICES).name}")
-    vs = block(files[render.KEEPALIVED_SERVICES].content, "virtual_server 172.20.40.100 80")
+    vs = block(conf, "virtual_server 172.20.40.100 80")
     assert ["sorry_server", "127.0.0.1", "80"] in tokens(vs) and ["lb_kind", "DR"] in tokens(vs)
     assert [t[:2] for t in tokens(vs) if t[0] in ("real_server", "weight")] == [
         ["real_server", "172.20.40.21"], ["weight", "3"], ["real_server", "172.20.40.22"], ["weight", "2"]]
