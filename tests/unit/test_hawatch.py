@@ -176,9 +176,16 @@ def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
     run = subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     assert calls.read_text().splitlines() == ["master start"] and state.read_text() == "MASTER\n"
+    # a VIP let go is announced no more: the watchdog's run after the takeover ends with it
+    prefix = c.SEND_ARP_PIDFILE.split("{")[0]
+    assert f"for pidfile in {prefix}*.pid" in script and f"pkill -f '^{c.SEND_UA} '" in script
+    (tmp_path / "vrrp-state").write_text(script.replace(prefix, str(tmp_path / "arp-")))
+    runner = subprocess.Popen(["sleep", "30"])
+    (tmp_path / "arp-172.20.40.100.pid").write_text(str(runner.pid))
     fifo.write_text('INSTANCE "VI_51" BACKUP_PRIORITY 80\nINSTANCE "VI_51" BACKUP 80\n')
     subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], check=True, timeout=30)
     assert calls.read_text().splitlines() == ["master start", "master stop"] and state.read_text() == "BACKUP\n"
+    assert runner.wait(timeout=5) == -signal.SIGTERM and not (tmp_path / "arp-172.20.40.100.pid").exists()
 
 
 def test_a_units_age_comes_from_its_cgroup_and_its_oldest_process(tmp_path):

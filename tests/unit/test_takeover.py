@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import profile, render
+from builder import contract, profile, render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA = ROOT / "images" / "director" / "mkosi.extra"
@@ -313,6 +313,27 @@ def test_vipaddr_status_checks_the_interface_and_rejects_a_bad_argument():
     assert absent.stdout.strip() == "VIPaddr 127.0.0.77 stopped"
     bad = subprocess.run(["sh", str(VIPADDR), "127.0.0.1/8/lo", "start"], capture_output=True, text=True)
     assert bad.returncode == 2 and "IP/PREFIX/IFACE/BROADCAST" in bad.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writes its PID file in /run")
+def test_vipaddr_start_leaves_a_running_announcer_alone():
+    """The HA watchdog's 10-s run of announcements after a takeover (or vip-takeover's) goes on
+    when heartbeat's acquisition starts VIPaddr a second later: replacing it cut it short."""
+    pidfile = Path(contract.SEND_ARP_PIDFILE.format(vip="127.0.0.1"))
+    runner = subprocess.Popen(["bash", "-c", f"exec -a {contract.SEND_ARP} sleep 30"])
+    try:
+        time.sleep(0.2)
+        pidfile.write_text(f"{runner.pid}\n")
+        start = subprocess.run(["sh", str(VIPADDR), "127.0.0.1/8/lo/127.255.255.255", "start"],
+                               capture_output=True, text=True, timeout=30)
+        assert start.returncode == 0, start.stderr
+        assert runner.poll() is None and pidfile.read_text().strip() == str(runner.pid)
+        subprocess.run(["sh", str(VIPADDR), "127.0.0.77/8/lo/127.255.255.255", "stop"], check=True, timeout=30)
+        assert runner.poll() is None  # another VIP's stop leaves it too
+    finally:
+        runner.kill()
+        runner.wait()
+        pidfile.unlink(missing_ok=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
