@@ -95,9 +95,9 @@ SYNC_BACKUP_UNIT = "ipvs-sync-backup.service"
 HAWATCH_UNIT = "appliance-hawatch.service"
 HAWATCH_HEALTH = "/run/appliance/ha-health.json"
 HA_RESET = "/usr/libexec/appliance/ha-reset"   # clears what a killed stack left (VIP, sync master)
-# the gratuitous-ARP announcer of a VIP (heartbeat's send_arp), one per VIP: VIPaddr, vip-takeover
-# and the HA watchdog start it (a new one replaces the last), a release or reset stops it (shell
-# and the image's script spell the name out)
+# the gratuitous-ARP announcer of a VIP (heartbeat's send_arp), one per VIP: vip-takeover and the
+# HA watchdog start it (replacing a running one), VIPaddr only when none runs; a release, a reset
+# or keepalived leaving MASTER stops it (shell and the image's scripts spell the name out)
 SEND_ARP_PIDFILE = "/run/vipaddr-send_arp-{vip}.pid"
 SEND_ARP = "/usr/libexec/heartbeat/send_arp"  # gratuitous ARP (resource-agents)
 SEND_UA = "/usr/libexec/heartbeat/send_ua"    # unsolicited neighbour advertisement

@@ -611,8 +611,8 @@ def announce(held: list[str], info: dict, count: int = c.ANNOUNCE_REPEAT) -> Non
     """`count` gratuitous ARPs for each IPv4 VIP, unsolicited NAs for each IPv6 one,
     ANNOUNCE_INTERVAL_MS apart, in the background (one run per VIP: a new one replaces the last)."""
     iface, n, ms = info["interface"], str(count), str(c.ANNOUNCE_INTERVAL_MS)
+    stop_announcing(held)
     for vip in held:
-        stop_announcing([vip])
         argv = ([c.SEND_UA, "-i", ms, "-c", n, vip, str(prefixlen(info, vip)), iface] if c.is_ipv6(vip)
                 else [c.SEND_ARP, "-i", ms, "-r", n, "-p", c.SEND_ARP_PIDFILE.format(vip=vip), iface, vip,
                       "auto", "not_used", "not_used"])
@@ -623,11 +623,12 @@ def announce(held: list[str], info: dict, count: int = c.ANNOUNCE_REPEAT) -> Non
 
 
 def stop_announcing(vips: list[str]) -> None:
-    """End the announcements of these VIPs, whoever started them (VIPaddr, vip-takeover, announce)."""
-    for vip in vips:
-        if c.is_ipv6(vip):  # send_ua keeps no PID file
-            run(["pkill", "-f", f"^{c.SEND_UA} .* {vip} "], timeout=5)
-            continue
+    """End the announcements of these VIPs, whoever started them (VIPaddr, vip-takeover, announce):
+    send_arp by its PID file, send_ua (which keeps none) by one pkill for all the IPv6 VIPs, not a
+    process each inside the watchdog's loop."""
+    if six := [v for v in vips if c.is_ipv6(v)]:
+        run(["pkill", "-f", f"^{c.SEND_UA} .* ({'|'.join(six)}) "], timeout=5)
+    for vip in (v for v in vips if not c.is_ipv6(v)):
         pidfile = Path(c.SEND_ARP_PIDFILE.format(vip=vip))
         try:
             os.kill(int(pidfile.read_text()), signal.SIGTERM)

@@ -231,7 +231,7 @@ def test_a_new_holder_announces_for_a_while_then_every_refresh_and_stops_what_it
     assert started == [[c.SEND_ARP, "-i", ms, "-r", "20", "-p", "/run/vipaddr-send_arp-172.20.40.100.pid", "eth0",
                         "172.20.40.100", "auto", "not_used", "not_used"],
                        [c.SEND_UA, "-i", ms, "-c", "20", "2001:db8:40::100", "64", "eth0"]]
-    assert ran == [["pkill", "-f", f"^{c.SEND_UA} .* 2001:db8:40::100 "]]  # the last run replaced
+    assert ran == [["pkill", "-f", f"^{c.SEND_UA} .* (2001:db8:40::100) "]]  # the last run replaced
 
 
 def test_stopping_an_ipv4_vips_announcements_ends_its_send_arp_by_its_pid_file(tmp_path, monkeypatch):
@@ -694,7 +694,7 @@ def test_a_hand_over_takes_the_missing_vips_on_the_standby_and_drops_them_all_on
     assert hawatch.release_vips(info) == info["vips"]
     assert ran == [["ip", "addr", "del", f"{v}/{p}", "dev", "eth0"] for v, p in
                    (("172.20.40.100", 24), ("172.20.40.101", 24), ("2001:db8:40::100", 64))] + [
-        ["pkill", "-f", f"^{c.SEND_UA} .* 2001:db8:40::100 "]]  # and every announcement ends
+        ["pkill", "-f", f"^{c.SEND_UA} .* (2001:db8:40::100) "]]  # and every announcement ends
 
 
 def test_take_vips_refuses_on_a_real_server(monkeypatch, capsys):
