@@ -239,10 +239,14 @@ class Operation:
 
     def directors_show(self, watch: TableWatch, target: Cluster, exact: set[str],
                        timeout: float = SHOW_TIMEOUT) -> float:
-        """Wait until every director with an IPVS table shows `target`; the time since start."""
+        """Wait until every director with an IPVS table shows `target`, and as many as should have
+        one (both, where the standby balances too: a table emptied by a restart in progress is not
+        "shown"); the time since start."""
+        loaded = len(target.directors) if target.failover.balances_on_both else 1
+
         def ok(latest: dict[str, dict]) -> bool:
             found = [t for t in latest.values() if t["services"]]
-            return bool(found) and all(shows(target, t, exact) for t in found)
+            return len(found) >= loaded and all(shows(target, t, exact) for t in found)
         watch.wait(ok, timeout, "the directors' IPVS tables showing the change")
         self.shown_after = time.monotonic() - self.started
         self.say(f"{self._t()} both directors' IPVS tables show it")
@@ -281,6 +285,8 @@ class Operation:
         now = running(self.cluster, self.reach)
         old = now.cluster
         changes = plan.diff(old, self.cluster)
+        self.say(f"{self._t()} read what {', '.join(d.name for d in now.directors_in_order())} run "
+                 f"(holding the VIPs: {', '.join(sorted(now.holders)) or 'neither'})")
         for c in changes:
             self.say(f"  {c}")
         if not changes:

@@ -31,7 +31,8 @@ TEST_TOOLS = {"chromium": "chromium", "curl": "curl", "socat": "socat",  # socat
               "prometheus": "prometheus", "promtool": "prometheus",  # the lab's Prometheus, the rules' tests
               "/lib/systemd/systemd-journal-remote": "systemd-journal-remote",  # the lab's log receiver
               "wrk": "wrk",  # `make bench DATAPLANE=1`: requests/s and latency through a VIP
-              "ping": "iputils-ping"}  # and the round trips that say where its time goes
+              "tcpdump": "tcpdump",  # and each leg of a request, timed on the taps
+              "ping": "iputils-ping"}  # and the idle round trips beside them
 # per host release: what its own suite has too old (later releases have all of it)
 # grub: mkosi runs the host's grub-mkimage over the image's i386-pc modules; trixie's are 2.12;
 # systemd-journal-remote: it must match the libsystemd-shared that backports' systemd-boot brought;

@@ -9,6 +9,8 @@
                      --stage    the slot written only (the slow part, ahead of time)
     appliance take-vips         a director: every VIP added and announced (a hand-over's first half)
     appliance release-vips      a director: every VIP dropped (its second half, on the old active)
+    appliance announce          a director: the VIPs it holds announced (ARP/NA), every half second
+                                for 10 s: keepalived's notify FIFO runs it on MASTER (vrrp-state)
 
 `apply` takes what `builder apply` rendered and checked (builder/day2.py: the same rendering as
 first boot, refused there if it cannot change live), writes only the files that differ, each
@@ -81,9 +83,15 @@ def reload(paths: list[str]) -> list[str]:
         # the VIP over). A backup restarts: it starts as BACKUP and hears the master long before
         # its down timer; a reload kept the old timer across a re-read slow under TCG, and the
         # backup claimed the VIP for a moment (suite step 15, resetting downloads in flight).
-        how = "reload" if held_vips(applied.node()) else "restart"
-        _systemctl(how, "keepalived.service")
-        told.append(f"keepalived ({how})")
+        # The restart is queued, not waited for: keepalived's VRRP process lingers a fixed second
+        # on its way out (vrrp_daemon.c, shutdown timer), and `builder apply` goes on to the master
+        # meanwhile; it waits for both directors' IPVS tables to show the change.
+        if held_vips(applied.node()):
+            _systemctl("reload", "keepalived.service")
+            told.append("keepalived (reload)")
+        else:
+            _systemctl("restart", "--no-block", "keepalived.service")
+            told.append("keepalived (restarting)")
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
         _systemctl("reload", contract.SSH_UNIT)
         told.append("sshd")
@@ -209,6 +217,15 @@ def _move_vips(command: str) -> int:
     return 0
 
 
+def _announce() -> int:
+    """The VIPs this director holds announced now (firstboot/hawatch.py: announce_takeover)."""
+    from firstboot import hawatch
+    node = applied.node(STATE)
+    held = hawatch.announce_takeover(node) if node.get("vips") else []
+    print(f"announcing {', '.join(held)}" if held else "holds no VIP: nothing to announce")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # what `builder status|apply` runs over SSH, without argparse: a seventh of a second under
@@ -218,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return status.main(argv[1:])
     if argv in (["config"], ["apply"]):
         return _run(argv[0])
+    if argv == ["announce"]:  # at a takeover, before argparse: the sooner the better
+        return _announce()
     import argparse
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__.split("\n\n")[0],
                                      epilog="The host's side: python -m builder status|apply|drain PROFILE")
@@ -237,9 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, what in (("take-vips", "add every VIP and announce it: the first half of a graceful hand-over, on "
                                       "the standby (`builder upgrade` runs it, then the active's hand-over)"),
                        ("release-vips", "drop every VIP: the second half, on the old active, whose stack's own "
-                                        "release follows")):
+                                        "release follows"),
+                       ("announce", "announce the VIPs this director holds (gratuitous ARP, unsolicited NA) every "
+                                    "half second for 10 s, as after a takeover")):
         sub.add_parser(name, help=what)
     args = parser.parse_args(argv)
+    if args.command == "announce":
+        return _announce()
     if args.command in ("take-vips", "release-vips"):
         return _move_vips(args.command)
     if args.command == "status":

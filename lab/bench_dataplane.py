@@ -8,6 +8,9 @@ much the director's forwarding adds on top of a real server's own time, not what
 from __future__ import annotations
 
 import re
+import signal
+import statistics
+import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from lab.cluster import Cluster
 
 CONNECTIONS = (1, 4, 16)
 SECONDS = 10
+TRACE_SECONDS = 5  # wrk at one connection under tcpdump, per traced target
 PINGS = 100  # per hop: where the time goes (one TCG guest's round trip), 20 ms apart
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -100,6 +104,88 @@ def hops(cluster: Cluster, count: int = PINGS) -> dict[str, float]:
     return found
 
 
+# tcpdump -r F -tt -n -S: "<epoch> IP[6] <src>.<port> > <dst>.<port>: Flags [P.], seq A:B, ack C, ..."
+SEGMENT = re.compile(r"^(\d+\.\d+) IP6? (\S+)\.(\d+) > (\S+)\.(\d+): Flags \[[^]]*\], seq (\d+):(\d+), ack (\d+)",
+                     re.M)
+LEGS = ("to the director", "in the director", "director to real server", "in the real server",
+        "real server to client", "client to real server")
+
+
+def sightings(text: str, port: int) -> dict[tuple[str, str], list[float]]:
+    """One capture's data segments of a keep-alive HTTP exchange, by request: ("req", key) for
+    each request and ("resp", key) for the response that acknowledges it (key: the client's port
+    and the request's end sequence number, so that a response is matched to its request), each
+    with the times it passed, in order (the director's tap sees a request twice: in, then out)."""
+    seen: dict[tuple[str, str], list[float]] = {}
+    for m in SEGMENT.finditer(text):
+        t, sport, dport, end, ack = float(m[1]), int(m[3]), int(m[5]), m[7], m[8]
+        if dport == port:
+            seen.setdefault(("req", f"{sport}/{end}"), []).append(t)
+        elif sport == port:
+            seen.setdefault(("resp", f"{dport}/{ack}"), []).append(t)
+    return seen
+
+
+def legs(client: dict, real: dict, director: dict | None = None) -> dict[str, float]:
+    """Median milliseconds per leg of a request's round trip, from the captures on the client's
+    bridge, the real servers' taps and (through a VIP) the active director's tap: `sightings`
+    of each. Only requests seen at every point count; "requests" says how many did."""
+    per: dict[str, list[float]] = {}
+    for (kind, key), sent in client.items():
+        done = client.get(("resp", key))
+        if kind != "req" or not done or ("req", key) not in real or ("resp", key) not in real:
+            continue
+        t_sent, t_back, t_rs_in, t_rs_out = sent[0], done[0], real[("req", key)][0], real[("resp", key)][0]
+        times = {"round trip": t_back - t_sent, "in the real server": t_rs_out - t_rs_in,
+                 "real server to client": t_back - t_rs_out}
+        if director is not None:
+            through = director.get(("req", key), [])
+            if len(through) < 2:
+                continue
+            times |= {"to the director": through[0] - t_sent, "in the director": through[-1] - through[0],
+                      "director to real server": t_rs_in - through[-1]}
+        else:
+            times["client to real server"] = t_rs_in - t_sent
+        for leg, seconds in times.items():
+            per.setdefault(leg, []).append(seconds * 1000)
+    found = {leg: statistics.median(v) for leg, v in per.items()}
+    return found | {"requests": float(len(per.get("round trip", [])))}
+
+
+def capture(cluster: Cluster, client: Client, via_director: bool, seconds: int, out: Path) -> dict[str, float]:
+    """wrk at one connection while tcpdump records the client's bridge, every real server's LAN
+    tap and (through a VIP) the active director's: `legs` of what it saw."""
+    from lab import faults, net
+    segment = cluster.segment
+    assert segment is not None, "the cluster is not booted"
+    machines = {r.name: cluster[r.name] for r in cluster.spec.serving}
+    if via_director:
+        machines["director"] = cluster.active_director()
+    points = {"client": net.LAN} | {name: vm.nics[faults.LAN].tap or "" for name, vm in machines.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    files = {name: out / f"{name}.pcap" for name in points}
+    dumps = [subprocess.Popen(["ip", "netns", "exec", segment.netns, "tcpdump", "-i", tap, "-w", str(files[name]),
+                               "-U", "-s", "128", "-n", "tcp", "port", str(client.port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for name, tap in points.items()]
+    try:
+        for dump in dumps:  # recording before the first request
+            assert dump.stderr is not None
+            dump.stderr.readline()
+        measure(client, "traced", 1, seconds)
+    finally:
+        for dump in dumps:
+            dump.send_signal(signal.SIGINT)
+            dump.wait(timeout=30)
+    seen = {name: sightings(subprocess.run(["tcpdump", "-r", str(f), "-tt", "-n", "-S"], capture_output=True,
+                                           text=True, check=False, timeout=120).stdout, client.port)
+            for name, f in files.items()}
+    real: dict[tuple[str, str], list[float]] = {}
+    for r in cluster.spec.serving:
+        real |= seen[r.name]
+    return legs(seen["client"], real, seen.get("director"))
+
+
 def table(points: list[Point]) -> list[str]:
     """Per family and connection count: each VIP against the direct figure, p50 ratio last."""
     lines = ["| family | conns | target | req/s | p50 ms | p99 ms | errors | p50 VIP/direct |", "|---" * 8 + "|"]
@@ -136,6 +222,27 @@ def dataplane_profile(profile_path: Path, accel: str, seconds: float, out: Path)
                 print(f"[{name}] {point.family} {connections} conns {target}: {point.rps:.0f} req/s, "
                       f"p50 {point.p50_ms:.2f} ms, p99 {point.p99_ms:.2f} ms, {point.errors} errors", flush=True)
         rtt = hops(cluster)
+        traced: dict[str, dict[str, float]] = {}
+        for target, client in found:  # where a request's time goes, per family: the first VIP and direct
+            kind = f"{'IPv6' if client.host.version == 6 else 'IPv4'} {target.split()[0]}"
+            if kind not in traced:
+                traced[kind] = capture(cluster, client, target.startswith("VIP"), TRACE_SECONDS,
+                                       out / "trace" / name / kind.replace(" ", "-"))
     print("\n".join(f"[{name}] {line}" for line in table(points)), flush=True)
     print(f"[{name}] ping p50 from the client (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in rtt.items()), flush=True)
-    return {"profile": name, "seconds": seconds, "points": [asdict(p) for p in points], "ping_p50_ms": rtt}
+    for line in legs_table(traced):
+        print(f"[{name}] {line}", flush=True)
+    return {"profile": name, "seconds": seconds, "points": [asdict(p) for p in points], "ping_p50_ms": rtt,
+            "legs_ms": traced}
+
+
+def legs_table(traced: dict[str, dict[str, float]]) -> list[str]:
+    """One column per traced run (IPv4 VIP, IPv4 direct, ...), one row per leg: medians in ms."""
+    if not traced:
+        return []
+    rows = ["round trip", *LEGS, "requests"]
+    lines = ["| leg (median ms) | " + " | ".join(traced) + " |", "|---" * (len(traced) + 1) + "|"]
+    for row in rows:
+        cells = [f"{t[row]:.0f}" if row == "requests" else f"{t[row]:.3f}" if row in t else "" for t in traced.values()]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines

@@ -70,3 +70,41 @@ def test_the_hop_figure_is_the_median_reply_and_no_reply_says_so():
     assert dp.ping_p50(text) == 0.9
     with pytest.raises(LabError, match="no reply"):
         dp.ping_p50("5 packets transmitted, 0 received, 100% packet loss\n")
+
+
+def _seg(t: float, src: str, dst: str, seq: str, ack: int, length: int) -> str:
+    family = "IP6" if ":" in src else "IP"
+    return (f"{t:.6f} {family} {src} > {dst}: Flags [P.], seq {seq}, ack {ack}, win 502, "
+            f"options [nop,nop,TS val 1 ecr 2], length {length}: HTTP\n")
+
+
+def test_each_leg_of_a_request_through_a_vip_is_timed_from_the_captures():
+    """Two keep-alive requests on one connection; the director's tap sees each request in and
+    out; pure ACKs (no seq range) and another port's traffic are no request."""
+    c, v = "172.20.40.254.51208", "172.20.40.100.80"  # DR: the real server sees the VIP too
+    client = (_seg(10.000, c, v, "1000:1074", 2000, 74) + _seg(10.010, v, c, "2000:2300", 1074, 300)
+              + f"10.011000 IP {c} > {v}: Flags [.], ack 2300, win 500, length 0\n"
+              + _seg(10.020, c, v, "1074:1148", 2300, 74) + _seg(10.032, v, c, "2300:2600", 1148, 300)
+              + _seg(10.040, "172.20.40.254.40000", "172.20.40.100.443", "1:9", 1, 8))
+    director = _seg(10.001, c, v, "1000:1074", 2000, 74) + _seg(10.003, c, v, "1000:1074", 2000, 74) \
+        + _seg(10.0215, c, v, "1074:1148", 2300, 74) + _seg(10.0245, c, v, "1074:1148", 2300, 74)
+    real = _seg(10.004, c, v, "1000:1074", 2000, 74) + _seg(10.009, v, c, "2000:2300", 1074, 300) \
+        + _seg(10.025, c, v, "1074:1148", 2300, 74) + _seg(10.031, v, c, "2300:2600", 1148, 300)
+    legs = dp.legs(dp.sightings(client, 80), dp.sightings(real, 80), dp.sightings(director, 80))
+    expected = {"round trip": (10, 12), "to the director": (1, 1.5), "in the director": (2, 3),
+                "director to real server": (1, 0.5), "in the real server": (5, 6), "real server to client": (1, 1)}
+    for leg, (first, second) in expected.items():
+        assert legs[leg] == pytest.approx((first + second) / 2, abs=1e-6), leg
+    assert legs["requests"] == 2 and "client to real server" not in legs
+    assert sum(legs[leg] for leg in dp.LEGS if leg in legs) == pytest.approx(legs["round trip"])
+
+
+def test_a_direct_request_has_no_director_leg_and_an_unanswered_one_does_not_count():
+    c, r = "2001:db8:40::254.51210", "2001:db8:40::21.80"
+    client = _seg(5.0, c, r, "1:80", 1, 79) + _seg(5.004, r, c, "1:500", 80, 499) + _seg(5.01, c, r, "80:160", 500, 80)
+    real = _seg(5.001, c, r, "1:80", 1, 79) + _seg(5.003, r, c, "1:500", 80, 499)
+    legs = dp.legs(dp.sightings(client, 80), dp.sightings(real, 80))
+    assert legs["requests"] == 1 and legs["client to real server"] == pytest.approx(1)
+    assert legs["in the real server"] == pytest.approx(2) and "in the director" not in legs
+    assert any("in the director" in line for line in dp.legs_table({"IPv4 VIP": {"in the director": 1.0,
+                                                                                 "requests": 3}}))

@@ -245,15 +245,17 @@ def test_apply_reboot_stages_each_node_and_waits_for_it_standby_director_first(w
     assert staged["app2"] == seed.instance_of(files) != seed.instance_of(before)
 
 
-@pytest.mark.parametrize("held, how", [(["172.20.40.100"], "reload"), ([], "restart")])
-def test_keepalived_reloads_on_the_master_and_restarts_on_a_backup(monkeypatch, held, how):
-    """A backup's reload kept its down timer across a slow re-read and claimed the VIP (step 15)."""
+@pytest.mark.parametrize("held, how, said", [(["172.20.40.100"], ("reload",), "reload"),
+                                             ([], ("restart", "--no-block"), "restarting")])
+def test_keepalived_reloads_on_the_master_and_restarts_on_a_backup(monkeypatch, held, how, said):
+    """A backup's reload kept its down timer across a slow re-read and claimed the VIP (step 15);
+    its restart is queued (a fixed second of VRRP shutdown) while `apply` goes on to the master."""
     told = []
     monkeypatch.setattr(appliance, "_systemctl", lambda *args: told.append(args) or 0)
     monkeypatch.setattr(appliance.applied, "node", lambda: {"interface": "eth0", "vips": ["172.20.40.100"]})
     monkeypatch.setattr(appliance, "held_vips", lambda info: held)
-    assert appliance.reload([contract.KEEPALIVED_CONF]) == [f"keepalived ({how})"]
-    assert (how, "keepalived.service") in told
+    assert appliance.reload([contract.KEEPALIVED_CONF]) == [f"keepalived ({said})"]
+    assert (*how, "keepalived.service") in told
 
 
 def test_a_new_tls_certificate_or_site_reloads_apache_gracefully(monkeypatch):
@@ -323,6 +325,34 @@ def test_the_tables_are_judged_only_once_every_director_has_shown_one(web3, monk
     assert time.monotonic() - started >= 0.3 and [set(s) for s in seen] == [{"lvs-a", "lvs-b"}]
     assert day2.ipvs_view(seen[0]["lvs-a"]) == {"172.20.40.21": 3}
     assert all("/proc/net/ip_vs" in c and "ipvsadm" not in c for c in commands)  # no process per look
+
+
+EMPTY_IP_VS = "\n".join(PROC_IP_VS.splitlines()[:3]) + "\n"
+
+
+@pytest.mark.parametrize("name, waits", [("keepalived.toml", True), ("three-web.toml", True), ("howto.toml", False)])
+def test_a_standby_that_balances_too_counts_only_once_its_table_is_back(monkeypatch, name, waits):
+    """keepalived's backup restarts in the background during `apply` (its table empty for a
+    second): the change is shown only once both tables hold it. A heartbeat standby without
+    ldirectord has no table at all, and the active's alone says it."""
+    cluster = profile.load(ROOT / "profiles" / name)
+
+    def hexed(address) -> str:
+        return address.packed.hex().upper() + ":0050"
+    shown = "".join([*PROC_IP_VS.splitlines(keepends=True)[:3], f"TCP  {hexed(cluster.vip)} wrr\n",
+                     *(f"  -> {hexed(r.address)}      Route   {r.weight}      0          0\n"
+                       for r in cluster.real_servers)])
+    back_at = time.monotonic() + 0.5
+
+    def stream(node, reach, command):
+        standby = node.name == cluster.directors[1].name
+        return TableStream(lambda: EMPTY_IP_VS if standby and time.monotonic() < back_at else shown)
+    monkeypatch.setattr(day2.remote, "stream", stream)
+    op = day2.Operation(cluster, Reach(Path("kh")), seed.Keys(KEY), lambda line: None)
+    started = time.monotonic()
+    with day2.TableWatch(cluster, Reach(Path("kh")), 5) as watch:
+        op.directors_show(watch, cluster, set(), timeout=5)
+    assert (time.monotonic() - started >= 0.4) == waits
 
 
 def test_no_director_streaming_its_table_is_an_error_not_a_wait(web3, monkeypatch):

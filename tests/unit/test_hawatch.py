@@ -169,13 +169,16 @@ def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
     script = (DIRECTOR / c.KEEPALIVED_NOTIFY_SCRIPT.lstrip("/")).read_text()
     script = script.replace(f"STATE={c.KEEPALIVED_STATE}\n", f"STATE={state}\n")
     script = script.replace(f"SYNC={c.SYNC_SCRIPT}\n", f"SYNC={sync}\n")
+    announce = f'ANNOUNCE="timeout 10 {c.APPLIANCE_CLI} announce"\n'
+    assert announce in script  # the takeover's announcements start with MASTER, not at the watchdog's look
+    script = script.replace(announce, f'ANNOUNCE="{sync} announce"\n')
     (tmp_path / "vrrp-state").write_text(script)
     fifo = tmp_path / "fifo"  # keepalived's lines, as a file: the script reads it to the end
     fifo.write_text('INSTANCE "VI_51" MASTER 100\nINSTANCE "VI_51" MASTER_RX_LOWER_PRI 100\n'
                     'INSTANCE "VI_51" MASTER_PRIORITY 80\nGROUP "G" MASTER 0\n')
     run = subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
-    assert calls.read_text().splitlines() == ["master start"] and state.read_text() == "MASTER\n"
+    assert sorted(calls.read_text().splitlines()) == ["announce", "master start"] and state.read_text() == "MASTER\n"
     # a VIP let go is announced no more: the watchdog's run after the takeover ends with it
     prefix = c.SEND_ARP_PIDFILE.split("{")[0]
     assert f"for pidfile in {prefix}*.pid" in script and f"pkill -f '^{c.SEND_UA} '" in script
@@ -184,7 +187,8 @@ def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
     (tmp_path / "arp-172.20.40.100.pid").write_text(str(runner.pid))
     fifo.write_text('INSTANCE "VI_51" BACKUP_PRIORITY 80\nINSTANCE "VI_51" BACKUP 80\n')
     subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], check=True, timeout=30)
-    assert calls.read_text().splitlines() == ["master start", "master stop"] and state.read_text() == "BACKUP\n"
+    assert sorted(calls.read_text().splitlines()) == ["announce", "master start", "master stop"]
+    assert state.read_text() == "BACKUP\n"
     assert runner.wait(timeout=5) == -signal.SIGTERM and not (tmp_path / "arp-172.20.40.100.pid").exists()
 
 
@@ -232,6 +236,19 @@ def test_a_new_holder_announces_for_a_while_then_every_refresh_and_stops_what_it
                         "172.20.40.100", "auto", "not_used", "not_used"],
                        [c.SEND_UA, "-i", ms, "-c", "20", "2001:db8:40::100", "64", "eth0"]]
     assert ran == [["pkill", "-f", f"^{c.SEND_UA} .* (2001:db8:40::100) "]]  # the last run replaced
+
+
+def test_the_takeovers_run_announces_only_what_is_held_now(monkeypatch):
+    """`appliance announce` (keepalived's MASTER event) starts the early run for the VIPs held
+    when it looks: an instance already back to BACKUP by then announces nothing."""
+    runs = []
+    monkeypatch.setattr(hawatch, "announce", lambda held, info, count: runs.append((held, count)))
+    info = {"interface": "eth0", "vips": ["172.20.40.100", "2001:db8:40::100"]}
+    monkeypatch.setattr(hawatch, "held_vips", lambda i: ["172.20.40.100"])
+    assert hawatch.announce_takeover(info) == ["172.20.40.100"]
+    assert runs == [(["172.20.40.100"], hawatch.Announcer.early)]
+    monkeypatch.setattr(hawatch, "held_vips", lambda i: [])
+    assert hawatch.announce_takeover(info) == [] and len(runs) == 1
 
 
 def test_stopping_an_ipv4_vips_announcements_ends_its_send_arp_by_its_pid_file(tmp_path, monkeypatch):
