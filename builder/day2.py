@@ -3,7 +3,9 @@
 What a node runs is its applied.json (`appliance config`); `apply` compares the new profile with
 what the directors run (builder/plan.py), renders each node's files here with first boot's own
 code and pushes them with the node's new seed data (`appliance apply` writes what differs and
-signals ldirectord, keepalived or sshd), then waits until both directors' IPVS tables show it. Order: the standby
+signals ldirectord, keepalived or sshd), then waits until both directors' IPVS tables show it. Each director
+is asked through one `appliance session` (remote.Session), started with the watch on its table at
+the outset: one Python start per director for the whole change, not three in a row. Order: the standby
 director, then the active one, then the real servers. A real server leaving is drained first:
 weight 0 everywhere (established connections carry on, new ones go elsewhere) until the active
 director counts none of its connections, or the drain timeout; only then is it removed, because
@@ -16,6 +18,7 @@ next.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import json
@@ -76,10 +79,23 @@ class Running:
         return sorted(self.cluster.directors, key=lambda d: d.name in self.holders)
 
 
-def running(cluster: Cluster, reach: Reach) -> Running:
-    """Both directors asked (`appliance config`); they must agree (a half-applied change is named)."""
+def _config(session: remote.Session) -> str | remote.RemoteError:
+    try:
+        return session.ask("config")
+    except remote.RemoteError as e:
+        return e
+
+
+def running(cluster: Cluster, reach: Reach, asked: dict[str, remote.Session] | None = None) -> Running:
+    """Both directors asked (`appliance config`, through their sessions if given); they must
+    agree (a half-applied change is named)."""
     found: dict[str, dict | Exception] = {}
-    for name, out in remote.on_nodes(cluster.directors, reach, f"{contract.APPLIANCE_CLI} config").items():
+    if asked:
+        with concurrent.futures.ThreadPoolExecutor(len(asked)) as pool:
+            said = dict(zip(asked, pool.map(_config, asked.values()), strict=True))
+    else:
+        said = remote.on_nodes(cluster.directors, reach, f"{contract.APPLIANCE_CLI} config")
+    for name, out in said.items():
         try:
             found[name] = out if isinstance(out, Exception) else json.loads(out)
         except ValueError as e:
@@ -223,11 +239,14 @@ class Operation:
     def _t(self) -> str:
         return f"[{time.monotonic() - self.started:5.1f} s]"
 
-    def push(self, old: Cluster, target: Cluster, nodes: list[Node], at_once: bool = False) -> None:
-        """`appliance apply` on each node, in order (directors), or all at once (real servers)."""
+    def push(self, old: Cluster, target: Cluster, nodes: list[Node], at_once: bool = False,
+             asked: dict[str, remote.Session] | None = None) -> None:
+        """`appliance apply` on each node (through its session if it has one), in order
+        (directors), or all at once (real servers)."""
         def one(node: Node) -> None:
-            out = json.loads(remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} apply",
-                                        stdin=json.dumps(change(self.keys, old, target, node.name))))
+            stdin = json.dumps(change(self.keys, old, target, node.name))
+            out = json.loads(asked[node.name].ask("apply", stdin) if asked and node.name in asked else
+                             remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} apply", stdin=stdin))
             told = f", reloaded {', '.join(out['reloaded'])}" if out["reloaded"] else ""
             self.say(f"{self._t()} {node.name}: {len(out['written']) + len(out['removed'])} files changed{told}")
         if at_once and nodes:
@@ -265,24 +284,44 @@ class Operation:
             self.say(f"{self._t()} {', '.join(names)}: drain timeout ({timeout:.0f} s) passed with "
                      f"{active()} connections active; removing anyway")
 
-    def change_directors(self, now: Running, new: Cluster, drain_timeout: float) -> float:
-        """Drain what leaves, then make `new` live on both directors, standby first."""
+    def change_directors(self, now: Running, new: Cluster, drain_timeout: float,
+                         asked: dict[str, remote.Session] | None = None, watch: TableWatch | None = None) -> float:
+        """Drain what leaves, then make `new` live on both directors, standby first. `watch`:
+        one already started (with the sessions: its Python start off the change's path)."""
         old, order = now.cluster, now.directors_in_order()
         exact = {r.name for r in new.real_servers
                  if r.name not in {o.name for o in old.real_servers} or old.node(r.name).weight != r.weight}
         leaving, before = plan.drained(old, new), old
         if leaving:
             before = with_draining(new, old)
-            with TableWatch(new, self.reach, SHOW_TIMEOUT) as watch:
-                self.push(old, before, order)
-                self.directors_show(watch, before, exact | set(leaving))
+            self.push_and_show(old, before, order, exact | set(leaving), asked, watch)
+            watch = None  # a drain may outlast its loop: the removal gets a watch of its own
             self.wait_drained(before, leaving, drain_timeout)
-        with TableWatch(new, self.reach, SHOW_TIMEOUT) as watch:
-            self.push(before, new, order)
-            return self.directors_show(watch, new, exact)
+        return self.push_and_show(before, new, order, exact, asked, watch)
+
+    def push_and_show(self, old: Cluster, target: Cluster, order: list[Node], exact: set[str],
+                      asked: dict[str, remote.Session] | None, watch: TableWatch | None) -> float:
+        with contextlib.ExitStack() as stack:
+            if watch is None:
+                watch = stack.enter_context(TableWatch(target, self.reach, SHOW_TIMEOUT))
+            self.push(old, target, order, asked=asked)
+            return self.directors_show(watch, target, exact)
 
     def apply(self, drain_timeout: float = contract.DRAIN_TIMEOUT, dry_run: bool = False) -> list[plan.Change]:
-        now = running(self.cluster, self.reach)
+        with remote.sessions(self.cluster.directors, self.reach) as asked, \
+                TableWatch(self.cluster, self.reach, SHOW_TIMEOUT) as watch:
+            changes, old = self._apply(drain_timeout, dry_run, asked, watch)
+        if changes and not dry_run:
+            self.push(old, self.cluster, list(self.cluster.real_servers), at_once=True)
+            self.say(f"applied {len(changes)} changes; the directors showed them {self.shown_after:.1f} s "
+                     "after apply started")
+        return changes
+
+    def _apply(self, drain_timeout: float, dry_run: bool, asked: dict[str, remote.Session],
+               watch: TableWatch) -> tuple[list[plan.Change], Cluster]:
+        """The directors' part of apply, asked through their sessions, their tables watched
+        from the start."""
+        now = running(self.cluster, self.reach, asked)
         old = now.cluster
         changes = plan.diff(old, self.cluster)
         self.say(f"{self._t()} read what {', '.join(d.name for d in now.directors_in_order())} run "
@@ -291,20 +330,21 @@ class Operation:
             self.say(f"  {c}")
         if not changes:
             self.say("nothing to change: the cluster runs this profile")
-            return changes
+            return changes, old
         refused = plan.refusal(changes)
         if refused:
             raise Day2Error(refused)
-        if dry_run:
-            return changes
-        took = self.change_directors(now, self.cluster, drain_timeout)
-        self.push(old, self.cluster, list(self.cluster.real_servers), at_once=True)
-        self.say(f"applied {len(changes)} changes; the directors showed them {took:.1f} s after apply started")
-        return changes
+        if not dry_run:
+            self.change_directors(now, self.cluster, drain_timeout, asked, watch)
+        return changes, old
 
     def set_weight(self, name: str, weight: int, drain_timeout: float) -> None:
         """drain (weight 0, then wait for its connections to end) and undrain."""
-        now = running(self.cluster, self.reach)
+        with remote.sessions(self.cluster.directors, self.reach) as asked:
+            self._set_weight(name, weight, drain_timeout, asked)
+
+    def _set_weight(self, name: str, weight: int, drain_timeout: float, asked: dict[str, remote.Session]) -> None:
+        now = running(self.cluster, self.reach, asked)
         old = now.cluster
         try:
             node = old.node(name)
@@ -317,7 +357,7 @@ class Operation:
         if new == old:
             self.say(f"{name} already has weight {weight}")
             return
-        self.change_directors(now, new, drain_timeout)
+        self.change_directors(now, new, drain_timeout, asked)
         if weight == 0:
             self.wait_drained(new, [name], drain_timeout)
 

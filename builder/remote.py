@@ -7,13 +7,18 @@ logs in is the operator's own (ssh-agent or ~/.ssh), one of the profile's [acces
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
+import queue
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import contract
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 
@@ -85,6 +90,93 @@ def stream(node: Node, reach: Reach, command: str) -> subprocess.Popen:
     log.debug("%s: %s (streamed)", node.name, command)
     return subprocess.Popen(ssh_argv(node, reach, command), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+
+
+class Session:
+    """`appliance session` on a node: `appliance config` and `apply` asked as JSON lines of one
+    Python process, started once for all of an apply's questions (each call of `run` starts one,
+    ~1 s on a TCG guest). `ask` gives what `appliance COMMAND` would print and fails as `run`
+    does; a node whose image has no `session` (older than this builder) is asked per call."""
+
+    def __init__(self, node: Node, reach: Reach, start: bool = True):
+        self.node, self.reach, self.answered = node, reach, False
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.said: list[str | None] = []  # its stderr: read as it comes, so that it never fills up
+        self.proc: subprocess.Popen | None = None  # None: asked per call
+        if not start:
+            return
+        command = f"{contract.APPLIANCE_CLI} session"
+        log.debug("%s: %s (a session)", node.name, command)
+        self.proc = subprocess.Popen(ssh_argv(node, reach, command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.said.append), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, put) -> None:
+        for line in stream:
+            put(line)
+        put(None)
+
+    def ask(self, command: str, stdin: str | None = None, timeout: float = 30) -> str:
+        if self.proc is None:
+            return run(self.node, self.reach, f"{contract.APPLIANCE_CLI} {command}", timeout, stdin)
+        started, where = time.monotonic(), f"{self.node.name} ({self.node.address})"
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"do": command, "stdin": stdin}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it ended: said below
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RemoteError(f"{where}: `appliance {command}` took over {timeout:.0f} s") from None
+        if line is None:
+            said = self.close()
+            if not self.answered and "session" in said:  # argparse: "invalid choice: 'session'"
+                log.debug("%s: no `appliance session` (an older image): asked per call", self.node.name)
+                return run(self.node, self.reach, f"{contract.APPLIANCE_CLI} {command}", timeout, stdin)
+            raise RemoteError(f"{where}: `appliance session` ended: {said or 'no answer'}",
+                              hint="is the node up, and is your key one of the profile's [access] ssh_keys?")
+        self.answered = True
+        answer = json.loads(line)
+        log.debug("%s: appliance %s (%.2f s in a session, exit %d)", self.node.name, command,
+                  time.monotonic() - started, answer["exit"])
+        if answer["exit"] != 0:
+            raise RemoteError(f"{where}: `appliance {command}` exited {answer['exit']}: "
+                              f"{answer['stderr'].strip() or answer['stdout'].strip()}")
+        return answer["stdout"]
+
+    def close(self) -> str:
+        """End the session (its stdin closed: the node's loop ends); what it said on stderr."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return ""
+        with contextlib.suppress(OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        deadline = time.monotonic() + 2  # the stderr reader's last lines
+        while (not self.said or self.said[-1] is not None) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "".join(line for line in self.said if line).strip()
+
+
+@contextlib.contextmanager
+def sessions(nodes: tuple[Node, ...], reach: Reach, start: bool = True) -> Iterator[dict[str, Session]]:
+    """A Session on each node, all started at once (their handshakes and Python starts overlap);
+    start=False asks per call."""
+    opened = {n.name: Session(n, reach, start) for n in nodes}
+    try:
+        yield opened
+    finally:
+        for s in opened.values():
+            s.close()
 
 
 def forget(node: Node, reach: Reach) -> None:

@@ -4,6 +4,7 @@
     appliance status [--json]   what this node is doing (firstboot/status.py)
     appliance config            what it runs: cluster, node, instance (no secret, no key)
     appliance apply  < CHANGE   files the builder rendered, made live without a reboot
+    appliance session           config and apply, asked as JSON lines: one Python start for all
     appliance stage  < ENTRY    a seed for the next boot (`builder apply --reboot`)
     appliance update BUNDLE     a signed bundle into the other root slot, booted on trial
                      --stage    the slot written only (the slow part, ahead of time)
@@ -193,6 +194,46 @@ def _run(command: str) -> int:
     return 0
 
 
+SESSION_COMMANDS = ("config", "apply")
+
+
+def session(requests, answers) -> int:
+    """`appliance session`: `builder apply`'s questions to a director, one Python start for all
+    of them (a TCG guest takes ~1 s to start Python, and a live change asked three times in a
+    row). Each request is a JSON line {"do": "config" | "apply", "stdin": text}; each answer a
+    JSON line {"exit": code, "stdout": ..., "stderr": ...}, what `appliance DO < stdin` gives.
+    The daemons' tools apply starts write to stderr, never into the answers."""
+    import contextlib
+    import io
+    for line in requests:
+        try:
+            request = json.loads(line)
+            do = request["do"]
+        except (ValueError, KeyError, TypeError):
+            do, request = None, {}
+        out, err = io.StringIO(), io.StringIO()
+        if do in SESSION_COMMANDS:
+            saved = sys.stdin
+            sys.stdin = io.StringIO(request.get("stdin") or "")
+            try:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    code = _run(do)
+            finally:
+                sys.stdin = saved
+        else:
+            code = 2
+            err.write(f"appliance session: not a request: {line.strip()[:80]} (do: {', '.join(SESSION_COMMANDS)})\n")
+        answers.write(json.dumps({"exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()}) + "\n")
+        answers.flush()
+    return 0
+
+
+def _session() -> int:
+    answers = os.fdopen(os.dup(1), "w")  # the answers' own descriptor; fd 1 (what systemctl and
+    os.dup2(2, 1)                        # the rest inherit) now goes to stderr
+    return session(sys.stdin, answers)
+
+
 def _move_vips(command: str) -> int:
     """take-vips or release-vips, on a director (firstboot/hawatch.py)."""
     from firstboot import hawatch
@@ -222,7 +263,12 @@ def _announce() -> int:
     from firstboot import hawatch
     node = applied.node(STATE)
     held = hawatch.announce_takeover(node) if node.get("vips") else []
-    print(f"announcing {', '.join(held)}" if held else "holds no VIP: nothing to announce")
+    said = (f"announcing {', '.join(held)} every {contract.ANNOUNCE_INTERVAL_MS} ms for "
+            f"{contract.ANNOUNCE_EARLY_FOR} s" if held else "holds no VIP: nothing to announce")
+    print(said)
+    import syslog  # the journal says when a takeover's clients were told, beside the transition
+    syslog.openlog("appliance")
+    syslog.syslog(syslog.LOG_INFO, f"announce: {said}")
     return 0
 
 
@@ -237,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv[0])
     if argv == ["announce"]:  # at a takeover, before argparse: the sooner the better
         return _announce()
+    if argv == ["session"]:
+        return _session()
     import argparse
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__.split("\n\n")[0],
                                      epilog="The host's side: python -m builder status|apply|drain PROFILE")
@@ -245,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object (what `builder status` reads)")
     sub.add_parser("config", help="the configuration this node runs, as JSON (no secret, no key)")
     sub.add_parser("apply", help="write the rendered files on stdin and reload their daemons")
+    sub.add_parser("session", help="answer config and apply requests, one JSON line each (what `builder "
+                                   "apply` asks a director)")
     sub.add_parser("stage", help="keep the {instance, data} on stdin as the next boot's seed")
     p = sub.add_parser("update", help="install a signed update bundle in the other root slot and boot it "
                                       "on trial (the previous version boots again if it fails three times)")
@@ -263,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "announce":
         return _announce()
+    if args.command == "session":
+        return _session()
     if args.command in ("take-vips", "release-vips"):
         return _move_vips(args.command)
     if args.command == "status":

@@ -19,6 +19,14 @@ from tests.conftest import ROOT
 KEY = "3f9a1c5e7b2d4086" * 4
 
 
+@pytest.fixture(autouse=True)
+def per_call(monkeypatch):
+    """The directors asked per call (remote.run, which each test fakes), not through a session
+    over ssh; test_a_session_* speak the session's protocol itself."""
+    import functools
+    monkeypatch.setattr(day2.remote, "sessions", functools.partial(day2.remote.sessions, start=False))
+
+
 @pytest.fixture
 def web3():
     return profile.load(ROOT / "profiles" / "three-web.toml")
@@ -393,3 +401,63 @@ def test_a_configuration_the_directors_could_not_read_back_is_refused_before_any
     with pytest.raises(profile.ProfileError, match="checkinterval differs between services"):
         day2.Operation(bumped, Reach(Path("kh")), seed.Keys(KEY), lambda line: None)
     assert fake.pushed == []
+
+
+NODE_SIDE = """
+import subprocess, sys
+sys.path.insert(0, {root!r})
+from firstboot import appliance
+def run(command):
+    subprocess.run(["echo", "systemctl says something"])  # a child's output: never an answer
+    if command == "config":
+        print('{{"cluster": {{}}, "holds": []}}')
+        return 0
+    data = sys.stdin.read()
+    if data == "bad":
+        print("appliance apply: this is lvs-a; the change is for lvs-b", file=sys.stderr)
+        return 1
+    print(len(data))
+    return 0
+appliance._run = run
+raise SystemExit(appliance._session())
+"""
+
+
+def test_a_session_answers_config_and_apply_in_order_from_one_process(web3, monkeypatch):
+    """Both sides of `appliance session` for real (the node side a local Python): each answer
+    is what `appliance DO` would print, a failure raises as remote.run does, and what the
+    daemons' tools print never mixes into the answers."""
+    import sys
+    monkeypatch.setattr(day2.remote, "ssh_argv", lambda node, reach, command:
+                        [sys.executable, "-c", NODE_SIDE.format(root=str(ROOT))])
+    monkeypatch.setattr(day2.remote, "run", lambda *a, **kw: pytest.fail("asked per call"))
+    node = web3.node("lvs-a")
+    session = day2.remote.Session(node, Reach(Path("kh")))
+    try:
+        assert json.loads(session.ask("config")) == {"cluster": {}, "holds": []}
+        assert session.ask("apply", "x" * 5000).strip() == "5000"
+        with pytest.raises(day2.remote.RemoteError, match="`appliance apply` exited 1: appliance apply: this is lvs-a"):
+            session.ask("apply", "bad")
+        assert session.ask("config").startswith("{")  # the session goes on after a refusal
+    finally:
+        assert "systemctl says something" in session.close()
+
+
+def test_a_node_without_sessions_is_asked_per_call_and_a_dead_one_is_an_error(web3, monkeypatch):
+    import sys
+    said = {"old": "usage: appliance [-h] COMMAND\nappliance: error: argument COMMAND: invalid choice: 'session'",
+            "down": "ssh: connect to host 172.20.40.11 port 22: Connection refused"}
+    which = {}
+    monkeypatch.setattr(day2.remote, "ssh_argv", lambda node, reach, command: [
+        sys.executable, "-c", f"import sys; sys.stderr.write({said[which['node']]!r}); sys.exit(2)"])
+    asked = []
+    monkeypatch.setattr(day2.remote, "run", lambda node, reach, command, timeout=30, stdin=None:
+                        asked.append(command) or "{}")
+    which["node"] = "old"
+    session = day2.remote.Session(web3.node("lvs-a"), Reach(Path("kh")))
+    assert session.ask("config") == "{}" and session.ask("apply", "{}") == "{}"
+    assert asked == [f"{contract.APPLIANCE_CLI} config", f"{contract.APPLIANCE_CLI} apply"]
+    which["node"] = "down"
+    session = day2.remote.Session(web3.node("lvs-a"), Reach(Path("kh")))
+    with pytest.raises(day2.remote.RemoteError, match="session` ended: ssh: connect to host"):
+        session.ask("config")
