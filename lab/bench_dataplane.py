@@ -183,6 +183,10 @@ def capture(cluster: Cluster, client: Client, via_director: bool, seconds: int, 
     real: dict[tuple[str, str], list[float]] = {}
     for r in cluster.spec.serving:
         real |= seen[r.name]
+    # one keep-alive connection: one real server served it all (the direct figure is app1's)
+    served = {r.name: sum(kind == "req" for kind, _ in seen[r.name]) for r in cluster.spec.serving}
+    print(f"  traced {client.url('/')}: requests seen by " + ", ".join(f"{n} {c}" for n, c in served.items()),
+          flush=True)
     return legs(seen["client"], real, seen.get("director"))
 
 

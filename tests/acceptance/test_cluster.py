@@ -850,10 +850,14 @@ def _shows(cluster, target) -> bool:
 
 
 def active_connections(director, cluster) -> dict[str, int]:
-    """real server address -> active connections (`ipvsadm -L -n`) for the web service."""
-    out = {}
+    """real server address -> active connections (`ipvsadm -L -n`), summed over every service
+    that sends it some: a port group's firewall-mark service lists the same address (port 0),
+    and in whichever order ipvsadm listed them the last one used to win (dual-stack, step 15:
+    the group's zeros hid the downloads)."""
+    out: dict[str, int] = {}
     for line in director.succeed("ipvsadm -L -n").splitlines():
         parts = line.split()
         if parts[:1] == ["->"] and len(parts) >= 6 and parts[4].isdigit():
-            out[parts[1].rsplit(":", 1)[0]] = int(parts[4])
+            address = parts[1].rsplit(":", 1)[0]
+            out[address] = out.get(address, 0) + int(parts[4])
     return out
