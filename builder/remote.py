@@ -120,7 +120,7 @@ class Session:
 
     def ask(self, command: str, stdin: str | None = None, timeout: float = 30) -> str:
         if self.proc is None:
-            return run(self.node, self.reach, f"{contract.APPLIANCE_CLI} {command}", timeout, stdin)
+            return self._per_call(command, stdin, timeout)
         started, where = time.monotonic(), f"{self.node.name} ({self.node.address})"
         try:
             assert self.proc.stdin is not None
@@ -136,7 +136,7 @@ class Session:
             said = self.close()
             if not self.answered and "session" in said:  # argparse: "invalid choice: 'session'"
                 log.debug("%s: no `appliance session` (an older image): asked per call", self.node.name)
-                return run(self.node, self.reach, f"{contract.APPLIANCE_CLI} {command}", timeout, stdin)
+                return self._per_call(command, stdin, timeout)
             raise RemoteError(f"{where}: `appliance session` ended: {said or 'no answer'}",
                               hint="is the node up, and is your key one of the profile's [access] ssh_keys?")
         self.answered = True
@@ -147,6 +147,9 @@ class Session:
             raise RemoteError(f"{where}: `appliance {command}` exited {answer['exit']}: "
                               f"{answer['stderr'].strip() or answer['stdout'].strip()}")
         return answer["stdout"]
+
+    def _per_call(self, command: str, stdin: str | None, timeout: float) -> str:
+        return run(self.node, self.reach, f"{contract.APPLIANCE_CLI} {command}", timeout, stdin)
 
     def close(self) -> str:
         """End the session (its stdin closed: the node's loop ends); what it said on stderr."""

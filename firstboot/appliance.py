@@ -252,9 +252,7 @@ def _move_vips(command: str) -> int:
         held = hawatch.release_vips(node)
         said = f"dropped {', '.join(held)}" if held else "held no VIP"
     print(said)
-    import syslog  # the journal says why the VIPs moved: a hand-over, not a failure
-    syslog.openlog("appliance")
-    syslog.syslog(syslog.LOG_INFO, f"{command} (a graceful hand-over): {said}")
+    _journal(f"{command} (a graceful hand-over): {said}")  # why the VIPs moved: not a failure
     return 0
 
 
@@ -266,10 +264,15 @@ def _announce() -> int:
     said = (f"announcing {', '.join(held)} every {contract.ANNOUNCE_INTERVAL_MS} ms for "
             f"{contract.ANNOUNCE_EARLY_FOR} s" if held else "holds no VIP: nothing to announce")
     print(said)
-    import syslog  # the journal says when a takeover's clients were told, beside the transition
-    syslog.openlog("appliance")
-    syslog.syslog(syslog.LOG_INFO, f"announce: {said}")
+    _journal(f"announce: {said}")  # when a takeover's clients were told, beside the transition
     return 0
+
+
+def _journal(line: str) -> None:
+    """One line in the node's journal, as `appliance` (syslog)."""
+    import syslog
+    syslog.openlog("appliance")
+    syslog.syslog(syslog.LOG_INFO, line)
 
 
 def main(argv: list[str] | None = None) -> int:

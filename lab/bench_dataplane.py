@@ -56,10 +56,14 @@ def argv(url: str, connections: int, seconds: int = SECONDS) -> list[str]:
     return ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "5s", url]
 
 
+def family(client: Client) -> str:
+    return "IPv6" if client.host.version == 6 else "IPv4"
+
+
 def measure(client: Client, target: str, connections: int, seconds: int = SECONDS) -> Point:
     out = client.segment.run(*argv(client.url("/"), connections, seconds), check=False, timeout=seconds + 30)
     rps, p50, p99, errors = parse(out.stdout + out.stderr)
-    return Point(target, "IPv6" if client.host.version == 6 else "IPv4", connections, rps, p50, p99, errors)
+    return Point(target, family(client), connections, rps, p50, p99, errors)
 
 
 def targets(cluster: Cluster) -> list[tuple[str, Client]]:
@@ -183,7 +187,8 @@ def capture(cluster: Cluster, client: Client, via_director: bool, seconds: int, 
     real: dict[tuple[str, str], list[float]] = {}
     for r in cluster.spec.serving:
         real |= seen[r.name]
-    # one keep-alive connection: one real server served it all (the direct figure is app1's)
+    # Apache ends a keep-alive connection after 100 requests and IPVS places the next one, so
+    # through a VIP every real server may serve some (the direct figure is the first one's)
     served = {r.name: sum(kind == "req" for kind, _ in seen[r.name]) for r in cluster.spec.serving}
     print(f"  traced {client.url('/')}: requests seen by " + ", ".join(f"{n} {c}" for n, c in served.items()),
           flush=True)
@@ -228,7 +233,7 @@ def dataplane_profile(profile_path: Path, accel: str, seconds: float, out: Path)
         rtt = hops(cluster)
         traced: dict[str, dict[str, float]] = {}
         for target, client in found:  # where a request's time goes, per family: the first VIP and direct
-            kind = f"{'IPv6' if client.host.version == 6 else 'IPv4'} {target.split()[0]}"
+            kind = f"{family(client)} {target.split()[0]}"
             if kind not in traced:
                 traced[kind] = capture(cluster, client, target.startswith("VIP"), TRACE_SECONDS,
                                        out / "trace" / name / kind.replace(" ", "-"))

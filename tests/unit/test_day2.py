@@ -405,12 +405,11 @@ def test_a_configuration_the_directors_could_not_read_back_is_refused_before_any
 
 NODE_SIDE = """
 import subprocess, sys
-sys.path.insert(0, {root!r})
 from firstboot import appliance
 def run(command):
     subprocess.run(["echo", "systemctl says something"])  # a child's output: never an answer
     if command == "config":
-        print('{{"cluster": {{}}, "holds": []}}')
+        print('{"cluster": {}, "holds": []}')
         return 0
     data = sys.stdin.read()
     if data == "bad":
@@ -429,7 +428,7 @@ def test_a_session_answers_config_and_apply_in_order_from_one_process(web3, monk
     daemons' tools print never mixes into the answers."""
     import sys
     monkeypatch.setattr(day2.remote, "ssh_argv", lambda node, reach, command:
-                        [sys.executable, "-c", NODE_SIDE.format(root=str(ROOT))])
+                        [sys.executable, "-c", NODE_SIDE])
     monkeypatch.setattr(day2.remote, "run", lambda *a, **kw: pytest.fail("asked per call"))
     node = web3.node("lvs-a")
     session = day2.remote.Session(node, Reach(Path("kh")))
