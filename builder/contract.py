@@ -64,6 +64,8 @@ FAILED = "APPLIANCE FAILED"
 READY_PATTERN = READY + r" node=(\S+) role=(\S+) address=(\S+) instance=(\S+)"
 PROBLEM_PATTERN = r"APPLIANCE (NOT CONFIGURED|FAILED).*"
 READY_UNIT = "appliance-ready.service"    # prints READY or FAILED (also to the journal)
+# systemd-boot sets it on a boot whose entry counts tries: a boot on trial (firstboot/update.py)
+TRIAL_BOOT_VAR = "/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 # builds: the Debian release by default, and the timestamp of everything when neither
 # SOURCE_DATE_EPOCH nor a git commit gives one (images and seeds alike: reproducible)
 RELEASE = "trixie"
@@ -110,6 +112,20 @@ ANNOUNCE_INTERVAL_MS = 500
 ANNOUNCE_EARLY_FOR = 10
 ANNOUNCE_REFRESH = 60
 ANNOUNCE_REPEAT = 2
+ANNOUNCE_EARLY = ANNOUNCE_EARLY_FOR * 1000 // ANNOUNCE_INTERVAL_MS  # a takeover's run, in announcements
+# keepalived's MASTER event starts the takeover's run from vrrp-state (shell, no Python to start:
+# 2.5 s under a loaded TCG guest, CI): one command per VIP, rendered with the configuration
+KEEPALIVED_ANNOUNCE = "/etc/keepalived/announce"
+
+
+def announce_argv(vip: str, prefixlen: int, iface: str, count: int) -> list[str]:
+    """One VIP's run of `count` announcements, ANNOUNCE_INTERVAL_MS apart: gratuitous ARP (with its
+    PID file, by which a release stops it) or, for IPv6, unsolicited neighbour advertisements."""
+    n, ms = str(count), str(ANNOUNCE_INTERVAL_MS)
+    if is_ipv6(vip):
+        return [SEND_UA, "-i", ms, "-c", n, vip, str(prefixlen), iface]
+    return [SEND_ARP, "-i", ms, "-r", n, "-p", SEND_ARP_PIDFILE.format(vip=vip), iface, vip,
+            "auto", "not_used", "not_used"]
 HAWATCH_INTERVAL = 1.0      # seconds between probes
 HAWATCH_PROBE_TIMEOUT = 3.0  # a stack that takes longer than this to answer has missed a probe
 HAWATCH_MISSES = 2           # missed probes in a row before the stack is restarted

@@ -24,7 +24,7 @@ KEEPALIVED_CONF = contract.KEEPALIVED_CONF
 # stack), and their units start only where their file is (ConditionPathExists).
 STACK_FILES = {"heartbeat": ("/etc/ha.d/ha.cf", "/etc/ha.d/haresources", "/etc/ha.d/authkeys",
                              contract.LDIRECTORD_CF),
-               "keepalived": (KEEPALIVED_CONF,)}
+               "keepalived": (KEEPALIVED_CONF, contract.KEEPALIVED_ANNOUNCE)}
 PING_WEIGHT = 20  # priority a director loses per unreachable ping node (keepalived)
 AUTO_FAILBACK_GAP = 10  # the first director's extra priority with auto_failback: less than one ping node
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -84,8 +84,20 @@ def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
     priority = 100 + (AUTO_FAILBACK_GAP if cluster.vrrp.auto_failback and first else 0)
     render = _renderer(cluster, node, priority=priority, ping_weight=PING_WEIGHT, page_digest=page_digest,
                        notify_fifo=contract.KEEPALIVED_NOTIFY_FIFO, notify_script=contract.KEEPALIVED_NOTIFY_SCRIPT,
-                       state_dump=contract.KEEPALIVED_STATE_DUMP, hand_over=contract.KEEPALIVED_HAND_OVER)
-    return {KEEPALIVED_CONF: File(render("keepalived.conf"))}
+                       state_dump=contract.KEEPALIVED_STATE_DUMP, hand_over=contract.KEEPALIVED_HAND_OVER,
+                       announce=contract.KEEPALIVED_ANNOUNCE)
+    return {KEEPALIVED_CONF: File(render("keepalived.conf")),
+            contract.KEEPALIVED_ANNOUNCE: File(announcements(cluster))}
+
+
+def announcements(cluster: Cluster) -> str:
+    """vrrp-state's commands at MASTER: each VIP's takeover run (contract.announce_argv), one per line."""
+    net, iface = cluster.network, cluster.network.interface
+    runs = [contract.announce_argv(str(v), net.prefixlen, iface, contract.ANNOUNCE_EARLY) for v in cluster.vips4]
+    runs += [contract.announce_argv(str(v), net.prefix6.prefixlen, iface, contract.ANNOUNCE_EARLY)
+             for v in cluster.vips6 if net.prefix6]
+    return (f"# {cluster.name}: each VIP's announcements when keepalived goes MASTER, started by vrrp-state\n"
+            + "".join(" ".join(argv) + "\n" for argv in runs))
 
 
 def heartbeat_files(cluster: Cluster, node: Node, secret: str | None) -> dict[str, File]:

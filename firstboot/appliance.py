@@ -11,7 +11,9 @@
     appliance take-vips         a director: every VIP added and announced (a hand-over's first half)
     appliance release-vips      a director: every VIP dropped (its second half, on the old active)
     appliance announce          a director: the VIPs it holds announced (ARP/NA), every half second
-                                for 10 s: keepalived's notify FIFO runs it on MASTER (vrrp-state)
+                                for 10 s, as keepalived's MASTER event does (vrrp-state)
+    appliance trial-failed      a boot on trial failed its health gate: a stack holding no VIP is
+                                killed before the reboot (appliance-trial-failed.service)
 
 `apply` takes what `builder apply` rendered and checked (builder/day2.py: the same rendering as
 first boot, refused there if it cannot change live), writes only the files that differ, each
@@ -268,6 +270,25 @@ def _announce() -> int:
     return 0
 
 
+def _trial_failed() -> int:
+    """A boot on trial failed its health gate; its unit reboots next. A director's stack holding no
+    VIP has nothing to hand over, so it is killed, not stopped: heartbeat holds a stop until its
+    communication is up (initdead: 30 s and more while its peer is away), and every failed try
+    waited that long before the next. One holding a VIP stops with the reboot, handing it over."""
+    if not Path(contract.TRIAL_BOOT_VAR).exists():
+        print("appliance: this boot is not on trial: nothing done", file=sys.stderr)
+        return 1
+    try:
+        node = applied.node(STATE)
+    except (OSError, ValueError):
+        return 0  # not configured: no stack runs
+    if node.get("stack") and not held_vips(node):
+        unit = f"{node['stack']}.service"
+        subprocess.run(["systemctl", "kill", "--signal=SIGKILL", unit], check=False, timeout=60)
+        _journal(f"trial failed: {unit} killed (it held no VIP); rebooting")
+    return 0
+
+
 def _journal(line: str) -> None:
     """One line in the node's journal, as `appliance` (syslog)."""
     import syslog
@@ -288,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return _announce()
     if argv == ["session"]:
         return _session()
+    if argv == ["trial-failed"]:
+        return _trial_failed()
     import argparse
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__.split("\n\n")[0],
                                      epilog="The host's side: python -m builder status|apply|drain PROFILE")
@@ -311,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                        ("release-vips", "drop every VIP: the second half, on the old active, whose stack's own "
                                         "release follows"),
                        ("announce", "announce the VIPs this director holds (gratuitous ARP, unsolicited NA) every "
-                                    "half second for 10 s, as after a takeover")):
+                                    "half second for 10 s, as after a takeover"),
+                       ("trial-failed", "a boot on trial failed its health gate: kill the HA stack if it holds "
+                                        "no VIP (appliance-trial-failed.service reboots next)")):
         sub.add_parser(name, help=what)
     args = parser.parse_args(argv)
     if args.command == "announce":

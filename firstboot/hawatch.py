@@ -525,7 +525,7 @@ class Announcer:
     held VIP (ANNOUNCE_INTERVAL_MS apart: a client that missed the takeover's waits half a
     second, not minutes), then ANNOUNCE_REPEAT every `every` s while they are held; a VIP let go
     has its run stopped (an announcement of a VIP held elsewhere would pull its clients here)."""
-    early: int = c.ANNOUNCE_EARLY_FOR * 1000 // c.ANNOUNCE_INTERVAL_MS
+    early: int = c.ANNOUNCE_EARLY
     every: float = c.ANNOUNCE_REFRESH
     last: float | None = None    # the last run started
     held: frozenset[str] = frozenset()
@@ -610,12 +610,9 @@ def drop_dadfailed(info: dict, flags: dict[str, int], log: Callable[[str], None]
 def announce(held: list[str], info: dict, count: int = c.ANNOUNCE_REPEAT) -> None:
     """`count` gratuitous ARPs for each IPv4 VIP, unsolicited NAs for each IPv6 one,
     ANNOUNCE_INTERVAL_MS apart, in the background (one run per VIP: a new one replaces the last)."""
-    iface, n, ms = info["interface"], str(count), str(c.ANNOUNCE_INTERVAL_MS)
     stop_announcing(held)
     for vip in held:
-        argv = ([c.SEND_UA, "-i", ms, "-c", n, vip, str(prefixlen(info, vip)), iface] if c.is_ipv6(vip)
-                else [c.SEND_ARP, "-i", ms, "-r", n, "-p", c.SEND_ARP_PIDFILE.format(vip=vip), iface, vip,
-                      "auto", "not_used", "not_used"])
+        argv = c.announce_argv(vip, prefixlen(info, vip), info["interface"], count)
         try:
             subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError:
@@ -623,11 +620,9 @@ def announce(held: list[str], info: dict, count: int = c.ANNOUNCE_REPEAT) -> Non
 
 
 def announce_takeover(info: dict) -> list[str]:
-    """The early run for the VIPs held now, started by the stack's own MASTER event (keepalived's
-    notify FIFO: `appliance announce`), not a loop of the watchdog's later: its probe takes ~2 s
-    under TCG, and a client that missed keepalived's burst at the transition waited for it (CI,
-    keepalived suite: 3.3 s against an outage of 1.0 s). The watchdog's first sight of the VIPs
-    starts its own run over this one. The VIPs announced."""
+    """The early run for the VIPs held now (`appliance announce`, an operator's). keepalived's
+    MASTER event starts the same runs from vrrp-state, without Python (contract.KEEPALIVED_ANNOUNCE).
+    The VIPs announced."""
     held = held_vips(info)
     if held:
         announce(held, info, Announcer.early)

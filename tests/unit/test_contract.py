@@ -48,6 +48,11 @@ def test_image_files_use_the_contract_values():
                             "/run/keepalived"), f"{path}: {used}"
 
 
+def test_a_boot_on_trial_is_the_same_fact_for_the_unit_and_the_command():
+    unit = ROOT / "images/base/mkosi.extra/usr/lib/systemd/system/appliance-trial-failed.service"
+    assert f"ConditionPathExists={contract.TRIAL_BOOT_VAR}\n" in unit.read_text()
+
+
 def test_the_contract_is_consistent():
     assert contract.NODE_JSON.startswith(contract.STATE_DIR + "/")
     assert contract.CONFIGURED.startswith(contract.STATE_DIR + "/")

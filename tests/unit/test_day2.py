@@ -104,6 +104,28 @@ def test_a_fresh_root_is_rendered_again_from_what_the_node_runs(web3, node, monk
     assert told == []
 
 
+def test_a_failed_trial_kills_a_stack_that_holds_no_vip_and_stops_one_that_does(tmp_path, monkeypatch, capsys):
+    """heartbeat holds a stop until its communication is up: a failed try of an update on a director
+    whose peer is away waited initdead (30 s) before its reboot. Only a boot on trial is touched."""
+    killed = []
+    monkeypatch.setattr(appliance.subprocess, "run", lambda argv, **kw: killed.append(argv))
+    monkeypatch.setattr(appliance, "_journal", lambda line: None)
+    monkeypatch.setattr(contract, "TRIAL_BOOT_VAR", str(tmp_path / "LoaderBootCountPath"))
+    assert appliance.main(["trial-failed"]) == 1 and "not on trial" in capsys.readouterr().err and killed == []
+    (tmp_path / "LoaderBootCountPath").write_text("x")
+    monkeypatch.setattr(appliance, "STATE", tmp_path / "state")
+    assert appliance.main(["trial-failed"]) == 0 and killed == []  # not configured: no stack
+    monkeypatch.setattr(appliance.applied, "node", lambda state: {"stack": "heartbeat", "vips": ["172.20.40.100"]})
+    monkeypatch.setattr(appliance, "held_vips", lambda node: ["172.20.40.100"])
+    assert appliance.main(["trial-failed"]) == 0 and killed == []  # the reboot's stop hands the VIP over
+    monkeypatch.setattr(appliance, "held_vips", lambda node: [])
+    assert appliance.main(["trial-failed"]) == 0
+    assert killed == [["systemctl", "kill", "--signal=SIGKILL", "heartbeat.service"]]
+    monkeypatch.setattr(appliance.applied, "node", lambda state: {"role": "realserver"})
+    killed.clear()
+    assert appliance.main(["trial-failed"]) == 0 and killed == []  # a real server has no stack
+
+
 def test_appliance_config_answers_without_argparse_and_names_a_missing_state(web3, node, monkeypatch, capsys):
     root, state, attach, _ = node
     monkeypatch.setattr(appliance, "STATE", state)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from builder import contract as c
+from builder import profile, render
 from firstboot import hawatch, status
 from firstboot.hawatch import Probe, Watch
+from lab import wait
 from tests.conftest import ROOT
 
 HUNG = Probe(False, True, "HUNG", "no answer")
@@ -161,7 +163,6 @@ def test_a_repair_runs_the_sync_script_and_says_so(monkeypatch):
 def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
     """keepalived's notify FIFO carries events beside transitions (MASTER_RX_LOWER_PRI, the
     priority changes): the master keeps its sync daemon and its state through them."""
-    import subprocess
     calls, state = tmp_path / "calls", tmp_path / "state"
     sync = tmp_path / "sync"
     sync.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
@@ -169,16 +170,16 @@ def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
     script = (DIRECTOR / c.KEEPALIVED_NOTIFY_SCRIPT.lstrip("/")).read_text()
     script = script.replace(f"STATE={c.KEEPALIVED_STATE}\n", f"STATE={state}\n")
     script = script.replace(f"SYNC={c.SYNC_SCRIPT}\n", f"SYNC={sync}\n")
-    announce = f'ANNOUNCE="timeout 10 {c.APPLIANCE_CLI} announce"\n'
-    assert announce in script  # the takeover's announcements start with MASTER, not at the watchdog's look
-    script = script.replace(announce, f'ANNOUNCE="{sync} announce"\n')
+    assert f"ANNOUNCE={c.KEEPALIVED_ANNOUNCE}\n" in script
+    script = script.replace(f"ANNOUNCE={c.KEEPALIVED_ANNOUNCE}\n", f"ANNOUNCE={tmp_path / 'announce'}\n")
+    (tmp_path / "announce").write_text("")  # no VIP: nothing to announce
     (tmp_path / "vrrp-state").write_text(script)
     fifo = tmp_path / "fifo"  # keepalived's lines, as a file: the script reads it to the end
     fifo.write_text('INSTANCE "VI_51" MASTER 100\nINSTANCE "VI_51" MASTER_RX_LOWER_PRI 100\n'
                     'INSTANCE "VI_51" MASTER_PRIORITY 80\nGROUP "G" MASTER 0\n')
     run = subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
-    assert sorted(calls.read_text().splitlines()) == ["announce", "master start"] and state.read_text() == "MASTER\n"
+    assert calls.read_text().splitlines() == ["master start"] and state.read_text() == "MASTER\n"
     # a VIP let go is announced no more: the watchdog's run after the takeover ends with it
     prefix = c.SEND_ARP_PIDFILE.split("{")[0]
     assert f"for pidfile in {prefix}*.pid" in script and f"pkill -f '^{c.SEND_UA} '" in script
@@ -187,9 +188,41 @@ def test_vrrp_state_follows_transitions_and_ignores_keepalived_events(tmp_path):
     (tmp_path / "arp-172.20.40.100.pid").write_text(str(runner.pid))
     fifo.write_text('INSTANCE "VI_51" BACKUP_PRIORITY 80\nINSTANCE "VI_51" BACKUP 80\n')
     subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], check=True, timeout=30)
-    assert sorted(calls.read_text().splitlines()) == ["announce", "master start", "master stop"]
+    assert calls.read_text().splitlines() == ["master start", "master stop"]
     assert state.read_text() == "BACKUP\n"
     assert runner.wait(timeout=5) == -signal.SIGTERM and not (tmp_path / "arp-172.20.40.100.pid").exists()
+
+
+def test_vrrp_state_starts_each_vips_run_at_master_and_ends_them_when_it_lets_go(tmp_path):
+    """At MASTER the rendered commands (render.announcements) run at once, in the background, one
+    per VIP, with no Python to start; a BACKUP right after ends them, before their PID files exist."""
+    log = tmp_path / "runs"
+    fake = tmp_path / "heartbeat" / "send_arp"  # the path's /heartbeat/send_ marks a run of ours
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "start $*" >> {log}\n'
+                    f'trap \'echo "end $*" >> {log}; kill $!; exit 0\' TERM\nsleep 30 & wait\n')
+    fake.chmod(0o755)
+    spec = profile.load(ROOT / "profiles/dual-stack-keepalived.toml")
+    rendered = render.announcements(spec)
+    lines = [line for line in rendered.splitlines() if not line.startswith("#")]
+    assert len(lines) == len(spec.vips4) + len(spec.vips6) == 3
+    (tmp_path / "announce").write_text(rendered.replace(c.SEND_ARP, str(fake)).replace(c.SEND_UA, str(fake)))
+    script = (DIRECTOR / c.KEEPALIVED_NOTIFY_SCRIPT.lstrip("/")).read_text()
+    script = script.replace(f"ANNOUNCE={c.KEEPALIVED_ANNOUNCE}\n", f"ANNOUNCE={tmp_path / 'announce'}\n")
+    script = script.replace("STATE=/run/", f"STATE={tmp_path}/").replace("SYNC=/etc/", f"SYNC={tmp_path}/")
+    (tmp_path / "ha.d" / "resource.d").mkdir(parents=True)
+    (tmp_path / "ha.d" / "resource.d" / "LVSSyncDaemonSwap").write_text("#!/bin/sh\nsleep 0.5\n")
+    (tmp_path / "ha.d" / "resource.d" / "LVSSyncDaemonSwap").chmod(0o755)
+    (tmp_path / "vrrp-state").write_text(script.replace(c.SEND_ARP_PIDFILE.split("{")[0], str(tmp_path / "arp-")))
+    fifo = tmp_path / "fifo"  # the runs have the sync daemon's start (half a second here) to begin
+    fifo.write_text('INSTANCE "VI_51" MASTER 100\nINSTANCE "VI_51" BACKUP 80\n')
+    subprocess.run(["sh", str(tmp_path / "vrrp-state"), str(fifo)], check=True, timeout=30)
+    wait.until(lambda: log.exists() and len(log.read_text().splitlines()) == 6, 10, "three runs started and ended")
+    said = log.read_text().splitlines()
+    assert sorted(x for x in said if x.startswith("start ")) == sorted(f"start {' '.join(line.split()[1:])}"
+                                                                      for line in lines)
+    assert sorted(x for x in said if x.startswith("end ")) == sorted(f"end {' '.join(line.split()[1:])}"
+                                                                    for line in lines)
 
 
 def test_a_units_age_comes_from_its_cgroup_and_its_oldest_process(tmp_path):
@@ -230,7 +263,8 @@ def test_a_new_holder_announces_for_a_while_then_every_refresh_and_stops_what_it
     started, ran = [], []
     monkeypatch.setattr(hawatch.subprocess, "Popen", lambda argv, **kw: started.append(argv))
     monkeypatch.setattr(hawatch, "run", lambda argv, **kw: ran.append(argv))
-    hawatch.announce(["172.20.40.100", "2001:db8:40::100"], {"interface": "eth0", "prefixlen6": 64}, 20)
+    info = {"interface": "eth0", "prefixlen": 24, "prefixlen6": 64}
+    hawatch.announce(["172.20.40.100", "2001:db8:40::100"], info, 20)
     ms = str(c.ANNOUNCE_INTERVAL_MS)
     assert started == [[c.SEND_ARP, "-i", ms, "-r", "20", "-p", "/run/vipaddr-send_arp-172.20.40.100.pid", "eth0",
                         "172.20.40.100", "auto", "not_used", "not_used"],
