@@ -117,15 +117,6 @@ ANNOUNCE_EARLY = ANNOUNCE_EARLY_FOR * 1000 // ANNOUNCE_INTERVAL_MS  # a takeover
 # 2.5 s under a loaded TCG guest, CI): one command per VIP, rendered with the configuration
 KEEPALIVED_ANNOUNCE = "/etc/keepalived/announce"
 
-
-def announce_argv(vip: str, prefixlen: int, iface: str, count: int) -> list[str]:
-    """One VIP's run of `count` announcements, ANNOUNCE_INTERVAL_MS apart: gratuitous ARP (with its
-    PID file, by which a release stops it) or, for IPv6, unsolicited neighbour advertisements."""
-    n, ms = str(count), str(ANNOUNCE_INTERVAL_MS)
-    if is_ipv6(vip):
-        return [SEND_UA, "-i", ms, "-c", n, vip, str(prefixlen), iface]
-    return [SEND_ARP, "-i", ms, "-r", n, "-p", SEND_ARP_PIDFILE.format(vip=vip), iface, vip,
-            "auto", "not_used", "not_used"]
 HAWATCH_INTERVAL = 1.0      # seconds between probes
 HAWATCH_PROBE_TIMEOUT = 3.0  # a stack that takes longer than this to answer has missed a probe
 HAWATCH_MISSES = 2           # missed probes in a row before the stack is restarted
@@ -179,3 +170,13 @@ def is_ipv6(address: str) -> bool:
     """An address as the seed and the nodes carry it (text): only IPv6 has colons. The builder's
     side holds ipaddress objects and asks `.version == 6`."""
     return ":" in address
+
+
+def announce_argv(vip: str, prefixlen: int, iface: str, count: int) -> list[str]:
+    """One VIP's run of `count` announcements, ANNOUNCE_INTERVAL_MS apart: gratuitous ARP (with its
+    PID file, by which a release stops it) or, for IPv6, unsolicited neighbour advertisements."""
+    n, ms = str(count), str(ANNOUNCE_INTERVAL_MS)
+    if is_ipv6(vip):
+        return [SEND_UA, "-i", ms, "-c", n, vip, str(prefixlen), iface]
+    return [SEND_ARP, "-i", ms, "-r", n, "-p", SEND_ARP_PIDFILE.format(vip=vip), iface, vip,
+            "auto", "not_used", "not_used"]
