@@ -574,16 +574,17 @@ class Operation:
     def _back_after(self, node: Node, boot: str) -> bool:
         """The node answers over SSH from a boot other than `boot`, its health gate has passed
         in it (READY_UNIT, what boot assessment requires: a trial boot that will fail it answers
-        over SSH first) and, a director, its stack answers."""
+        over SSH first) and, a director, its stack answers. One command a look: each costs the
+        node a process start, and this asks every few seconds while the node boots."""
         try:
-            now = remote.run(node, self.reach, f"cat {BOOT_ID}; systemctl is-active --quiet {contract.READY_UNIT}",
-                             timeout=10).strip()
-        except remote.RemoteError:
+            now, _, said = remote.run(node, self.reach, f"cat {BOOT_ID} && systemctl is-active --quiet "
+                                      f"{contract.READY_UNIT} && {contract.APPLIANCE_CLI} status --json",
+                                      timeout=15).partition("\n")
+            status = json.loads(said)
+        except (remote.RemoteError, ValueError):
             return False
-        if now == boot or self._version(node) is None:
-            return False
-        status = remote.statuses(self.cluster, self.reach, (node,))[node.name]
-        return isinstance(status, dict) and (not node.is_director or status.get("answering") is True)
+        return now.strip() != boot and isinstance(status, dict) and (
+            not node.is_director or status.get("answering") is True)
 
     def _back(self, node: Node, instance: str) -> bool:
         """The node answers over SSH and runs `instance`; a director's stack answers again."""

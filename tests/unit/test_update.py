@@ -229,18 +229,19 @@ def test_builder_update_checks_copies_installs_reboots_and_names_a_rollback(tmp_
     def run(node, reach, command, timeout=30, stdin=None):
         if command.endswith(" config"):
             return json.dumps({"version": booted["v"]})
-        if command.endswith("status --json"):
-            return json.dumps({"answering": True})
         if command == f"cat {day2.BOOT_ID}":
             return booted["boot"] + "\n"
-        if command == f"cat {day2.BOOT_ID}; systemctl is-active --quiet {contract.READY_UNIT}":
+        if command == (f"cat {day2.BOOT_ID} && systemctl is-active --quiet {contract.READY_UNIT} && "
+                       f"{contract.APPLIANCE_CLI} status --json"):
             boot, passed = looks[len(seen)]
             seen.append(boot)
             if boot == "boot-2":  # the old system answers as the old version till it is gone
                 booted["v"] = comes_back_on
             if not passed:
                 raise day2.remote.RemoteError(f"{node.name}: exit 3")
-            return boot + "\n"
+            return boot + "\n" + json.dumps({"answering": True}) + "\n"
+        if command.endswith("status --json"):
+            return json.dumps({"answering": True})
         did.append(command.split()[0] if not command.startswith(contract.APPLIANCE_CLI) else command.split()[1])
         return ""
     monkeypatch.setattr(day2.remote, "run", run)
