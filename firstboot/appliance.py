@@ -283,8 +283,9 @@ def _trial_failed() -> int:
     except (OSError, ValueError):
         return 0  # not configured: no stack runs
     if node.get("stack") and not held_vips(node):
-        unit = f"{node['stack']}.service"
-        subprocess.run(["systemctl", "kill", "--signal=SIGKILL", unit], check=False, timeout=60)
+        from firstboot import hawatch
+        unit = hawatch.STACKS[node["stack"]][0]
+        _systemctl("kill", "--signal=SIGKILL", unit)
         _journal(f"trial failed: {unit} killed (it held no VIP); rebooting")
     return 0
 

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -108,7 +109,8 @@ def test_a_failed_trial_kills_a_stack_that_holds_no_vip_and_stops_one_that_does(
     """heartbeat holds a stop until its communication is up: a failed try of an update on a director
     whose peer is away waited initdead (30 s) before its reboot. Only a boot on trial is touched."""
     killed = []
-    monkeypatch.setattr(appliance.subprocess, "run", lambda argv, **kw: killed.append(argv))
+    monkeypatch.setattr(appliance.subprocess, "run",
+                        lambda argv, **kw: killed.append(argv) or subprocess.CompletedProcess(argv, 0))
     monkeypatch.setattr(appliance, "_journal", lambda line: None)
     monkeypatch.setattr(contract, "TRIAL_BOOT_VAR", str(tmp_path / "LoaderBootCountPath"))
     assert appliance.main(["trial-failed"]) == 1 and "not on trial" in capsys.readouterr().err and killed == []
