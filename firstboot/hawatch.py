@@ -154,6 +154,36 @@ def probe_heartbeat(timeout: float = c.HAWATCH_PROBE_TIMEOUT) -> Probe:
     return Probe(True, False, rsc.stdout.strip(), "heartbeat API: rscstatus")
 
 
+def heard_every_node(runner: Callable = run) -> bool:
+    """heartbeat has heard every node it knows (the peer, each ping node) or declared it dead:
+    from then on it judges a silence by deadtime, not initdead (heartbeat.c, check_comm_isup and
+    check_for_timeouts). A node not heard yet still says "init"."""
+    nodes = runner(["cl_status", "listnodes"])
+    names = nodes.stdout.split() if nodes and nodes.returncode == 0 else []
+    return bool(names) and all(metrics.node_status(runner, n) not in (None, "init") for n in names)
+
+
+@dataclass
+class FirstVerdict:
+    """Whether the stack has run past its first verdict on the peer. Before it a fault is not one
+    the stack can answer yet (a fresh heartbeat waits initdead for a silent peer): the deaf check
+    waits, and the lab injects none (lab Cluster.ready_for_fault reads it from the health JSON).
+    Past the watchdog's grace, a heartbeat that has heard every node has given it (a step-out's
+    restart: ~20 s, not initdead + grace, 50 s on dual-stack.toml); any stack after initdead +
+    grace. Given stays given until the unit starts again."""
+    given: bool = False
+    last_up: float | None = None
+
+    def observe(self, info: dict, up: float | None, heard_all: Callable[[], bool]) -> bool:
+        if up is None or (self.last_up is not None and up < self.last_up):
+            self.given = False
+        self.last_up = up
+        if not self.given and up is not None and up >= c.HAWATCH_GRACE:
+            self.given = (up >= info.get("initdead", 0) + c.HAWATCH_GRACE
+                          or (info["stack"] == "heartbeat" and heard_all()))
+        return self.given
+
+
 def peer_active(info: dict) -> bool:
     """heartbeat hears the peer: `cl_status nodestatus PEER` says "active" (a ping node is "up")."""
     return metrics.node_status(run, info["peer"]) == "active"
@@ -393,16 +423,16 @@ class Deaf(Lasting):
         return True
 
 
-def deaf_to_peer(info: dict, state: str, held: list[str], up: float,
+def deaf_to_peer(info: dict, state: str, held: list[str], verdict: bool,
                  answered_elsewhere: Callable[[str], bool], on_link: Callable[[], bool],
                  busy: Callable[[], bool]) -> bool:
-    """This director holds no VIP and its stack claims none, it has run past a fresh stack's
-    first verdict and runs no takeover (`busy`: heartbeat's resource scripts), and on the LAN
+    """This director holds no VIP and its stack claims none, it has run past its first verdict
+    (`verdict`: FirstVerdict) and runs no takeover (`busy`: heartbeat's resource scripts), and on the LAN
     nobody answers for the first IPv4 VIP, the peer does not answer for its own address, and a
     real server does. A peer still heard on the dedicated link (`on_link`) is alive with its LAN
     cut: ipfail's business, which a restart here would disturb."""
     anchor = anchor_vip(info)
-    if anchor is None or held or claims_vip(info["stack"], state) or up < info.get("initdead", 0) + c.HAWATCH_GRACE:
+    if anchor is None or held or claims_vip(info["stack"], state) or not verdict:
         return False
     if answered_elsewhere(anchor) or answered_elsewhere(info["peer_address"]):
         return False
@@ -819,6 +849,7 @@ def watch(log: Callable[[str], None]) -> int:
     split = Split(info["duplicate_limit"])
     stuck = Stuck(info.get("vacancy_limit") or 0)
     deaf = Deaf(info["duplicate_limit"])
+    first = FirstVerdict()
 
     def answered_elsewhere(address: str) -> bool:
         return holder_of(info, address) is not None
@@ -834,6 +865,7 @@ def watch(log: Callable[[str], None]) -> int:
         f"at most {c.HAWATCH_RESTARTS} times in {c.HAWATCH_WINDOW:.0f} s")
     while True:
         up, confirm, other, held = unit_active_for(unit), False, None, None
+        verdict = first.observe(info, up, heard_every_node)
         if w.gave_up:
             probe = Probe(False, False, "GAVE-UP", f"{unit} restarted {c.HAWATCH_RESTARTS} times in "
                           f"{c.HAWATCH_WINDOW:.0f} s and still hung: stopped, the peer serves")
@@ -872,7 +904,7 @@ def watch(log: Callable[[str], None]) -> int:
                     step_out(w, unit, info, log, f"{unit} sat in rscstatus transition for {stuck.limit:.0f} s, "
                              "holding no VIP while the peer serves: ", f"{c.HAWATCH_RESTARTED} {unit}")
                     held = []
-                elif (deaf.observe(deaf_to_peer(info, probe.state, held, up, answered_elsewhere,
+                elif (deaf.observe(deaf_to_peer(info, probe.state, held, verdict, answered_elsewhere,
                                                  lambda: peer_on_link(info), taking_over), time.monotonic())
                       and w.budget_left(time.monotonic())):  # never a give-up: nobody else serves
                     step_out(w, unit, info, log, f"{c.HAWATCH_DEAF} for {deaf.limit:.0f} s while a real server "
@@ -899,8 +931,8 @@ def watch(log: Callable[[str], None]) -> int:
         sample = gauges.sample(probe.state, probe.answering, held_vips(info) if held is None else held,
                                len(w.restarts), other is not None)
         write_health({"stack": info["stack"], "unit": unit, **asdict(probe), "checked": time.time(),
-                      "up": up, "restarts": len(w.restarts), "gave_up": w.gave_up, "duplicate": other,
-                      "peer_heard_at": gauges.peer_heard_at})
+                      "up": up, "verdict": verdict, "restarts": len(w.restarts), "gave_up": w.gave_up,
+                      "duplicate": other, "peer_heard_at": gauges.peer_heard_at})
         if info.get("metrics"):  # node_exporter's textfile collector reads it; written whole, like the health
             write_file(Path(c.METRICS_TEXTFILE), metrics.text(sample))
         if not confirm:

@@ -345,21 +345,21 @@ class Cluster:
         health = self.health(director)
         return health is None or health.get("state") == "STARTING"
 
-    def stack_up_for(self, director: Machine) -> float | None:
-        """Seconds the director's stack unit had run when its watchdog last looked (None: not
-        running, or no report yet)."""
+    def past_first_verdict(self, director: Machine) -> bool:
+        """Its watchdog found the stack past its first verdict on the peer (hawatch.FirstVerdict:
+        a heartbeat that has heard every node, or any stack up initdead + grace); False before
+        the watchdog's first report."""
         health = self.health(director)
-        return health.get("up") if health else None
+        return bool(health and health.get("verdict"))
 
     def ready_for_fault(self) -> bool:
         """The pair can answer a fault the way it is meant to: one holder, both stacks answering
-        and in the pair, nothing moving, and each stack has run past its first verdict (a
-        heartbeat restarted moments ago still counts initdead before it can take anything over:
-        a fault then is a second fault, not the one a step means to test)."""
+        and in the pair, nothing moving, and each stack past its first verdict (a heartbeat
+        restarted moments ago that has not heard every node still counts initdead before it can
+        take anything over: a fault then is a second fault, not the one a step means to test)."""
         if not self._one_holder_in_pair(answering=True):
             return False
-        verdict = self.spec.failover.initdead_s + contract.HAWATCH_GRACE
-        return all((up := self.stack_up_for(d)) is not None and up >= verdict for d in self.directors)
+        return all(self.past_first_verdict(d) for d in self.directors)
 
     def wait_ready_for_fault(self, timeout: float | None = None) -> float:
         """Waits until ready_for_fault; how long that took. By default as long as the watchdog may

@@ -642,7 +642,7 @@ def test_a_stack_deaf_to_its_peers_absence_is_restarted_once_while_a_real_server
     def elsewhere(address):
         asked.append(address)
         return address in answers
-    up = 30 + c.HAWATCH_GRACE
+    up = True  # past its first verdict (FirstVerdict)
     link, busy = [False], [False]
 
     def deaf_to_peer(info, state, held, up, elsewhere):
@@ -654,7 +654,7 @@ def test_a_stack_deaf_to_its_peers_absence_is_restarted_once_while_a_real_server
     link[0], busy[0] = False, True  # heartbeat's resource scripts run: a takeover under way
     assert not deaf_to_peer(info, "none", [], up, elsewhere)
     busy[0] = False
-    assert not deaf_to_peer(info, "none", [], up - 1, elsewhere)  # a fresh stack: initdead is its own
+    assert not deaf_to_peer(info, "none", [], False, elsewhere)  # a fresh stack: initdead is its own
     assert not deaf_to_peer(info, "local", [], up, elsewhere)  # it claims them: Vacancy's
     assert deaf_to_peer(info, "transition", [], up, elsewhere)  # sat there, no script running (CI, stop 40)
     busy[0] = True
@@ -678,6 +678,42 @@ def test_a_stack_deaf_to_its_peers_absence_is_restarted_once_while_a_real_server
     assert not deaf.observe(True, 26) and not deaf.observe(True, 100)  # once per absence
     assert not deaf.observe(False, 101)  # the peer is back (or somebody serves): a new absence may act
     assert not deaf.observe(True, 102) and deaf.observe(True, 115)
+
+
+def test_a_restarted_heartbeat_that_heard_every_node_is_past_its_first_verdict_before_initdead():
+    """heartbeat counts initdead only until it has heard (or declared dead) every node: a step-out's
+    restart that hears its peer and ping node is ready after the watchdog's grace, not 50 s."""
+    info = {"stack": "heartbeat", "initdead": 30}
+    heard = [False]
+    first = hawatch.FirstVerdict()
+    assert not first.observe(info, None, lambda: True)  # stopped
+    assert not first.observe(info, c.HAWATCH_GRACE - 1, lambda: True)  # the watchdog's grace
+    assert not first.observe(info, c.HAWATCH_GRACE + 1, lambda: heard[0])  # the ping node not heard yet
+    heard[0] = True
+    assert first.observe(info, c.HAWATCH_GRACE + 2, lambda: heard[0])
+    heard[0] = False  # given stays given: no more cl_status calls
+    assert first.observe(info, c.HAWATCH_GRACE + 3, lambda: pytest.fail("asked again"))
+    assert not first.observe(info, 2, lambda: True)  # started again (a restart): from the start
+    assert not first.observe(info, 30 + c.HAWATCH_GRACE - 1, lambda: heard[0])
+    assert first.observe(info, 30 + c.HAWATCH_GRACE, lambda: heard[0])  # initdead has passed: given anyway
+    kept = hawatch.FirstVerdict()  # keepalived: nothing to ask, its initdead (deadtime) + grace
+    assert not kept.observe({"stack": "keepalived", "initdead": 3}, c.HAWATCH_GRACE + 2, lambda: True)
+    assert kept.observe({"stack": "keepalived", "initdead": 3}, c.HAWATCH_GRACE + 3, lambda: False)
+
+
+def test_heard_every_node_asks_heartbeat_for_each_node_it_knows():
+    statuses = {"lvs-a": "active", "lvs-b": "active", "172.20.40.1": "init"}
+
+    def run(argv, timeout=0):
+        if argv == ["cl_status", "listnodes"]:
+            return subprocess.CompletedProcess(argv, 0, "\n".join(statuses) + "\n", "")
+        return subprocess.CompletedProcess(argv, 0, statuses[argv[-1]] + "\n", "")
+    assert not hawatch.heard_every_node(run)  # the ping node not heard yet
+    statuses["172.20.40.1"] = "ping"
+    assert hawatch.heard_every_node(run)
+    statuses["lvs-b"] = "dead"  # declared dead: heartbeat's comm is up too
+    assert hawatch.heard_every_node(run)
+    assert not hawatch.heard_every_node(lambda argv, timeout=0: None)  # heartbeat does not answer
 
 
 def test_a_deaf_restart_skips_the_rejoin_wait(monkeypatch):

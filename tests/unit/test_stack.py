@@ -30,8 +30,9 @@ def test_a_director_with_any_of_the_profiles_vips_holds_them():
 
 
 def test_the_next_fault_waits_for_a_pair_past_its_first_verdict(tmp_path, monkeypatch):
-    """A heartbeat the last event's step-out restarted takes nothing over before initdead: a
-    fault then would be two faults at once (CI, stop 41: the standby took no VIP in 72 s)."""
+    """A heartbeat the last event's step-out restarted takes nothing over before its first
+    verdict: a fault then would be two faults at once (CI, stop 41: the standby took no VIP in
+    72 s). The watchdog says when that verdict is given (hawatch.FirstVerdict)."""
     from lab.cluster import Cluster
 
     class Vm:
@@ -41,18 +42,16 @@ def test_the_next_fault_waits_for_a_pair_past_its_first_verdict(tmp_path, monkey
     c = Cluster(ROOT / "profiles/dual-stack.toml", tmp_path, "tcg")
     a, b = Vm("lvs-a"), Vm("lvs-b")
     monkeypatch.setattr(Cluster, "directors", property(lambda self: [a, b]))
-    verdict = c.spec.failover.initdead_s + contract.HAWATCH_GRACE
-    assert verdict >= 30  # dual-stack's initdead
     views = {"lvs-a": stack.View(True, False, True, "all"), "lvs-b": stack.View(True, False, False, "none")}
-    up = {"lvs-a": verdict + 100, "lvs-b": verdict + 1}
+    health = {"lvs-a": {"up": 500, "verdict": True}, "lvs-b": {"up": 25, "verdict": True}}
     monkeypatch.setattr(c, "view", lambda d: views[d.name])
-    monkeypatch.setattr(c, "stack_up_for", lambda d: up[d.name])
+    monkeypatch.setattr(c, "health", lambda d: health[d.name])
     assert c.ready_for_fault()
-    up["lvs-b"] = verdict - 1  # restarted moments ago
+    health["lvs-b"] = {"up": 25, "verdict": False}  # restarted moments ago, some node not heard yet
     assert not c.ready_for_fault()
-    up["lvs-b"] = None  # stopped, or the watchdog has not reported
+    health["lvs-b"] = None  # the watchdog has not reported
     assert not c.ready_for_fault()
-    up["lvs-b"] = verdict + 1
+    health["lvs-b"] = {"up": 25, "verdict": True}
     views["lvs-b"] = stack.View(True, True, False, "transition")  # moving resources
     assert not c.ready_for_fault()
     views["lvs-b"] = stack.View(True, False, True, "all")  # two holders
