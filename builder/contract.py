@@ -73,7 +73,15 @@ FALLBACK_EPOCH = 1700000000
 BOOT_TIMEOUT = 600.0   # seconds a machine may take to READY: several at once on 2 TCG cores
 NIC_WAIT = 120.0       # seconds first boot waits for the profile's NIC to appear (its driver's probe)
 
-# keepalived: its VRRP process, the notify FIFO that carries its transitions in order, and the
+# keepalived runs as two daemons from two files: VRRP (KEEPALIVED_UNIT, --vrrp) and the checkers
+# that keep the IPVS table (KEEPALIVED_CHECKERS_UNIT, --check). A live change to the real servers
+# reloads the checkers only: a VRRP reload pauses the master's adverts, and on a starved guest
+# the pause outlasted the backup's down timer (keepalived suite, step 18: the VIP moved, 4 RSTs).
+KEEPALIVED_UNIT = "keepalived.service"
+KEEPALIVED_CHECKERS_UNIT = "keepalived-checkers.service"
+KEEPALIVED_CHECKERS_CONF = "/etc/keepalived/checkers.conf"
+KEEPALIVED_CHECKERS_PID = "/run/keepalived-checkers.pid"  # its main pid file: VRRP's daemon keeps Debian's
+# keepalived's VRRP process, the notify FIFO that carries its transitions in order, and the
 # state dump it writes on SIGUSR1 (the watchdog's proof that the process still answers)
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 KEEPALIVED_VRRP_PID = "/run/vrrp.pid"        # Debian's keepalived keeps its pid files in /run

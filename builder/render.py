@@ -24,7 +24,7 @@ KEEPALIVED_CONF = contract.KEEPALIVED_CONF
 # stack), and their units start only where their file is (ConditionPathExists).
 STACK_FILES = {"heartbeat": ("/etc/ha.d/ha.cf", "/etc/ha.d/haresources", "/etc/ha.d/authkeys",
                              contract.LDIRECTORD_CF),
-               "keepalived": (KEEPALIVED_CONF, contract.KEEPALIVED_ANNOUNCE)}
+               "keepalived": (KEEPALIVED_CONF, contract.KEEPALIVED_CHECKERS_CONF, contract.KEEPALIVED_ANNOUNCE)}
 PING_WEIGHT = 20  # priority a director loses per unreachable ping node (keepalived)
 AUTO_FAILBACK_GAP = 10  # the first director's extra priority with auto_failback: less than one ping node
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -79,14 +79,17 @@ def ldirectord_virtuals(cluster: Cluster) -> list[dict]:
 
 
 def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
-    """keepalived: VRRP for the VIP, its checkers in place of ldirectord, its sync daemon."""
+    """keepalived: VRRP for the VIPs, and its checkers in place of ldirectord, each in a file
+    (and a daemon) of its own (contract.KEEPALIVED_CHECKERS_UNIT says why)."""
     first = node == cluster.directors[0]
     priority = 100 + (AUTO_FAILBACK_GAP if cluster.vrrp.auto_failback and first else 0)
     render = _renderer(cluster, node, priority=priority, ping_weight=PING_WEIGHT, page_digest=page_digest,
                        notify_fifo=contract.KEEPALIVED_NOTIFY_FIFO, notify_script=contract.KEEPALIVED_NOTIFY_SCRIPT,
                        state_dump=contract.KEEPALIVED_STATE_DUMP, hand_over=contract.KEEPALIVED_HAND_OVER,
-                       announce=contract.KEEPALIVED_ANNOUNCE)
+                       announce=contract.KEEPALIVED_ANNOUNCE, checkers_conf=contract.KEEPALIVED_CHECKERS_CONF,
+                       checkers_unit=contract.KEEPALIVED_CHECKERS_UNIT)
     return {KEEPALIVED_CONF: File(render("keepalived.conf")),
+            contract.KEEPALIVED_CHECKERS_CONF: File(render("keepalived-checkers.conf")),
             contract.KEEPALIVED_ANNOUNCE: File(announcements(cluster))}
 
 

@@ -18,8 +18,8 @@
 `apply` takes what `builder apply` rendered and checked (builder/day2.py: the same rendering as
 first boot, refused there if it cannot change live), writes only the files that differ, each
 atomically, and tells the daemons that read them: ldirectord (SIGHUP: it keeps the IPVS entries
-and their connections while it adds, re-weights and removes real servers), keepalived (the
-master reloads, a backup restarts: see reload()), sshd. It stores the new seed data
+and their connections while it adds, re-weights and removes real servers), keepalived's checkers
+(a reload, VRRP untouched: see reload()), sshd. It stores the new seed data
 (applied.json), so a reboot keeps it even with the old seed still attached
 (firstboot/configure.py). Only `stage` imports the profile code: the rest must answer in a
 second or two under TCG.
@@ -81,19 +81,25 @@ def reload(paths: list[str]) -> list[str]:
     # heartbeat runs ldirectord on the active director only, unless ldirectord_on_both
     if contract.LDIRECTORD_CF in paths and _hup(contract.LDIRECTORD_PID):
         told.append("ldirectord")
-    if contract.KEEPALIVED_CONF in paths and _systemctl("is-active", "--quiet", "keepalived.service") == 0:
-        # The master reloads: it keeps its state and sends adverts at once (a restart would hand
-        # the VIP over). A backup restarts: it starts as BACKUP and hears the master long before
-        # its down timer; a reload kept the old timer across a re-read slow under TCG, and the
-        # backup claimed the VIP for a moment (suite step 15, resetting downloads in flight).
-        # The restart is queued, not waited for: keepalived's VRRP process lingers a fixed second
-        # on its way out (vrrp_daemon.c, shutdown timer), and `builder apply` goes on to the master
-        # meanwhile; it waits for both directors' IPVS tables to show the change.
+    # keepalived's checkers (real servers, weights, checks: what `builder apply` changes live)
+    # reload on their own, on both directors alike: VRRP goes on undisturbed
+    if contract.KEEPALIVED_CHECKERS_CONF in paths \
+            and _systemctl("is-active", "--quiet", contract.KEEPALIVED_CHECKERS_UNIT) == 0:
+        _systemctl("reload", contract.KEEPALIVED_CHECKERS_UNIT)
+        told.append("keepalived checkers (reload)")
+    if contract.KEEPALIVED_CONF in paths and _systemctl("is-active", "--quiet", contract.KEEPALIVED_UNIT) == 0:
+        # VRRP's own file (a VIP's services added, say). The master reloads: it keeps its state
+        # and sends adverts at once (a restart would hand the VIP over). A backup restarts: it
+        # starts as BACKUP and hears the master long before its down timer; a reload kept the
+        # old timer across a re-read slow under TCG, and the backup claimed the VIP for a moment
+        # (suite step 15, resetting downloads in flight). The restart is queued, not waited for:
+        # keepalived's VRRP process lingers a fixed second on its way out (vrrp_daemon.c,
+        # shutdown timer), and `builder apply` goes on to the master meanwhile.
         if held_vips(applied.node()):
-            _systemctl("reload", "keepalived.service")
+            _systemctl("reload", contract.KEEPALIVED_UNIT)
             told.append("keepalived (reload)")
         else:
-            _systemctl("restart", "--no-block", "keepalived.service")
+            _systemctl("restart", "--no-block", contract.KEEPALIVED_UNIT)
             told.append("keepalived (restarting)")
     if set(SSHD_FILES) & set(paths) and _systemctl("is-active", "--quiet", contract.SSH_UNIT) == 0:
         _systemctl("reload", contract.SSH_UNIT)

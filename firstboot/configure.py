@@ -165,12 +165,13 @@ def mounted(device: str):
 WANTS = Path(contract.UNIT_WANTS.lstrip("/"))
 # Units first boot enables itself (the preset leaves them off): which depends on the profile
 OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
-             "keepalived.service": "/lib/systemd/system/keepalived.service",
+             contract.KEEPALIVED_UNIT: f"/lib/systemd/system/{contract.KEEPALIVED_UNIT}",
+             contract.KEEPALIVED_CHECKERS_UNIT: f"/lib/systemd/system/{contract.KEEPALIVED_CHECKERS_UNIT}",
              **{u: f"/lib/systemd/system/{u}" for u in contract.OPTIONAL_UNITS}}
 
 
 def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
-    """What to switch on besides the preset: keepalived on keepalived directors, ldirectord's
+    """What to switch on besides the preset: keepalived (VRRP and checkers) on keepalived directors, ldirectord's
     own unit where heartbeat runs it on both directors, sshd where the profile gives keys, the
     exporters and their firewall where it asks for metrics, nftables where directors mark
     port groups."""
@@ -186,7 +187,7 @@ def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
     if cluster.fwmark_services:  # the port groups' marks (render.nftables_files)
         wanted.add(contract.NFTABLES_UNIT)
     if cluster.keepalived:
-        return wanted | {"keepalived.service"}
+        return wanted | {contract.KEEPALIVED_UNIT, contract.KEEPALIVED_CHECKERS_UNIT}
     return wanted | ({"ldirectord.service"} if cluster.heartbeat.ldirectord_on_both else set())
 
 
@@ -194,7 +195,9 @@ def services(seed: Seed) -> tuple[str, ...]:
     """The units that must be active for the node to be ready."""
     if not seed.node.is_director:
         return (contract.APACHE_UNIT,)
-    return ("keepalived.service" if seed.cluster.keepalived else "heartbeat.service", contract.APACHE_UNIT)
+    if seed.cluster.keepalived:
+        return (contract.KEEPALIVED_CHECKERS_UNIT, contract.KEEPALIVED_UNIT, contract.APACHE_UNIT)
+    return ("heartbeat.service", contract.APACHE_UNIT)
 
 
 def set_units(seed: Seed, root: Path = Path("/")) -> set[str]:

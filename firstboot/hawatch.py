@@ -190,7 +190,7 @@ def peer_active(info: dict) -> bool:
 
 
 STACKS: dict[str, tuple[str, Callable[[], Probe]]] = {
-    "keepalived": ("keepalived.service", probe_keepalived),
+    "keepalived": (c.KEEPALIVED_UNIT, probe_keepalived),
     "heartbeat": ("heartbeat.service", probe_heartbeat),
 }
 

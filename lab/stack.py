@@ -200,9 +200,9 @@ class Heartbeat(Stack):
 
 class Keepalived(Stack):
     name = "keepalived"
-    daemon = "keepalived.service"
-    units = (contract.SYNC_BACKUP_UNIT, "keepalived.service")
-    kill_units = ("keepalived.service",)
+    daemon = contract.KEEPALIVED_UNIT
+    units = (contract.SYNC_BACKUP_UNIT, contract.KEEPALIVED_CHECKERS_UNIT, contract.KEEPALIVED_UNIT)
+    kill_units = (contract.KEEPALIVED_UNIT, contract.KEEPALIVED_CHECKERS_UNIT)
     runtime_files = (contract.KEEPALIVED_STATE,)
     cut_off_steps_out = True            # FAULT when the tracked NIC loses carrier
     STATE = contract.KEEPALIVED_STATE  # written by the image's vrrp-state (the notify FIFO's reader)
@@ -235,7 +235,7 @@ class Keepalived(Stack):
 
     def balancing_command(self) -> str:
         s = self.spec.web_service
-        return (f"systemctl is-active -q keepalived && "
+        return (f"systemctl is-active -q {contract.KEEPALIVED_CHECKERS_UNIT} && "
                 f"ipvsadm -L -n | grep -q '^{s.protocol.upper()}  {self.spec.vip}:{s.port} '")
 
     def pair_intact(self, holder: Machine, other: Machine) -> bool:

@@ -195,7 +195,8 @@ def test_every_profiles_files_pass_their_own_tools_in_the_image(unseeded, case):
             out = vm.succeed(f"mkdir -p /run/keepalived && {run}keepalived --config-test "
                              f"-f {root}{render.KEEPALIVED_CONF} 2>&1")
             assert "hand_over" not in out, out
-            checked.append("keepalived --config-test")
+            vm.succeed(f"{run}keepalived --config-test -f {root}{contract.KEEPALIVED_CHECKERS_CONF} 2>&1")
+            checked.append("keepalived --config-test (VRRP and checkers)")
             continue
         # ldirectord parses its file before it looks for a running daemon: exit 3 = parsed, stopped
         code, out = vm.execute(f"{run}ldirectord {root}/etc/ha.d/ldirectord.cf status 2>&1")

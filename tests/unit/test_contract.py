@@ -45,7 +45,24 @@ def test_image_files_use_the_contract_values():
             assert used in (contract.STATE_DIR, contract.CONFIGURED, contract.NODE_JSON), f"{path}: {used}"
         for used in re.findall(r"/run/keepalived[^\s\"']*|/run/vrrp\.pid", text):
             assert used in (contract.KEEPALIVED_STATE, contract.KEEPALIVED_VRRP_PID, f"{contract.KEEPALIVED_STATE}.new",
-                            "/run/keepalived"), f"{path}: {used}"
+                            contract.KEEPALIVED_CHECKERS_PID, "/run/keepalived"), f"{path}: {used}"
+
+
+def test_keepalived_runs_vrrp_and_its_checkers_as_two_daemons_from_the_contracts_files():
+    """`builder apply` reloads the checkers alone (firstboot/appliance.py): that holds only if
+    the units run the two halves from the files the renderer writes, checkers first."""
+    units = ROOT / "images/director/mkosi.extra"
+    checkers = (units / "usr/lib/systemd/system" / contract.KEEPALIVED_CHECKERS_UNIT).read_text()
+    vrrp = (units / "etc/systemd/system" / f"{contract.KEEPALIVED_UNIT}.d/appliance.conf").read_text()
+    (start,) = re.findall(r"^ExecStart=(/.*)$", checkers, re.M)
+    assert {"--check", f"--use-file={contract.KEEPALIVED_CHECKERS_CONF}",
+            f"--pid={contract.KEEPALIVED_CHECKERS_PID}"} <= set(start.split())
+    assert f"ConditionFileNotEmpty={contract.KEEPALIVED_CHECKERS_CONF}\n" in checkers
+    (start,) = re.findall(r"^ExecStart=(/.*)$", vrrp, re.M)
+    assert "--vrrp" in start.split() and "--use-file" not in start  # Debian's keepalived.conf
+    assert contract.KEEPALIVED_CONF == "/etc/keepalived/keepalived.conf"
+    (after,) = re.findall(r"^After=(.*)$", vrrp, re.M)
+    assert contract.KEEPALIVED_CHECKERS_UNIT in after.split()  # started after, stopped before the table
 
 
 def test_a_boot_on_trial_is_the_same_fact_for_the_unit_and_the_command():

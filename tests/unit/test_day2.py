@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import contract, day2, plan, profile, seed
+from builder import contract, day2, plan, profile, render, seed
 from builder.remote import Reach
 from firstboot import appliance, configure
 from tests.conftest import ROOT
@@ -288,6 +288,25 @@ def test_keepalived_reloads_on_the_master_and_restarts_on_a_backup(monkeypatch, 
     monkeypatch.setattr(appliance, "held_vips", lambda info: held)
     assert appliance.reload([contract.KEEPALIVED_CONF]) == [f"keepalived ({said})"]
     assert (*how, "keepalived.service") in told
+
+
+def test_a_change_of_real_servers_reloads_keepalived_checkers_alone_on_either_director(monkeypatch):
+    """A VRRP reload pauses the master's adverts: on a starved guest the pause outlasted the
+    backup's down timer and the VIP moved under load (step 18). The checkers' file is their own."""
+    told = []
+    monkeypatch.setattr(appliance, "_systemctl", lambda *args: told.append(args) or 0)
+    for held in (["172.20.40.100"], []):
+        told.clear()
+        monkeypatch.setattr(appliance, "held_vips", lambda info, held=held: held)
+        assert appliance.reload([contract.KEEPALIVED_CHECKERS_CONF]) == ["keepalived checkers (reload)"]
+        assert ("reload", contract.KEEPALIVED_CHECKERS_UNIT) in told
+        assert not [t for t in told if contract.KEEPALIVED_UNIT in t and t[0] != "is-active"]
+    # and a weight in a rendered change touches the checkers' file only
+    kept = profile.load(ROOT / "profiles/keepalived.toml")
+    changed = dataclasses.replace(kept, real_servers=tuple(
+        dataclasses.replace(r, weight=r.weight + 1) if r.name == "app1" else r for r in kept.real_servers))
+    before, after = (render.keepalived_files(c, c.node("lvs-a")) for c in (kept, changed))
+    assert [p for p in after if after[p] != before[p]] == [contract.KEEPALIVED_CHECKERS_CONF]
 
 
 def test_a_new_tls_certificate_or_site_reloads_apache_gracefully(monkeypatch):

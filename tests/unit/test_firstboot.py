@@ -89,12 +89,14 @@ def test_the_stack_units_follow_the_profile(howto, tmp_path):
     (root / "etc/ha.d").mkdir(parents=True)
     (root / "etc/ha.d/ha.cf").write_text("node loadb1\n")
     kseed = configure.read_seed(unpack(kept, "lvs-a", tmp_path), "director")
-    assert configure.set_units(kseed, root) == {"keepalived.service"}
-    assert keepalived.is_symlink() and not ldirectord.is_symlink()
+    # keepalived: VRRP and its checkers, two daemons (contract.KEEPALIVED_CHECKERS_UNIT says why)
+    checkers = root / configure.WANTS / "keepalived-checkers.service"
+    assert configure.set_units(kseed, root) == {"keepalived.service", "keepalived-checkers.service"}
+    assert keepalived.is_symlink() and checkers.is_symlink() and not ldirectord.is_symlink()
     configure.remove_other_stack(kseed, root)
     assert not (root / "etc/ha.d/ha.cf").exists()
-    assert configure.services(kseed) == ("keepalived.service", "apache2.service")
-    assert not configure.set_units(active, root) and not keepalived.is_symlink()
+    assert configure.services(kseed) == ("keepalived-checkers.service", "keepalived.service", "apache2.service")
+    assert not configure.set_units(active, root) and not keepalived.is_symlink() and not checkers.is_symlink()
     # the ready line asks these: it must start after each of them has (a keepalived still
     # starting read as inactive and failed a boot, 2026-12-04)
     unit = (ROOT / "firstboot" / "appliance-ready.service").read_text()

@@ -180,6 +180,8 @@ def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
     files = render.node_files(c, c.node("lvs-b"), None)  # keepalived needs no heartbeat secret
     assert not any(p.startswith("/etc/ha.d/") for p in files)
     conf = files[render.KEEPALIVED_CONF].content
+    checkers = files[contract.KEEPALIVED_CHECKERS_CONF].content  # a daemon of their own: VRRP's file has none
+    assert "virtual_server" not in conf and "vrrp_instance" not in checkers and "virtual_server" in checkers
     vrrp = block(conf, "vrrp_instance")
     # adverts on the link, unicast to the peer's link address; the VIP on the LAN NIC, tracked
     settings = [t for t in tokens(vrrp) if t[0] != "#"]
@@ -207,7 +209,7 @@ def test_keepalived_director_gets_vrrp_checks_and_sync_from_the_profile():
     assert block(vrrp, "track_file").split("{", 1)[1].split() == ["hand_over", "}"]
     assert c.failover.hand_over == f"echo 1 > {contract.KEEPALIVED_HAND_OVER}"  # what upgrade writes there
     assert 'script "/usr/bin/ping -n -q -c 1 -W 1 172.20.40.1"' in conf and ["weight", "-20"] in tokens(conf)
-    vs = block(conf, "virtual_server 172.20.40.100 80")
+    vs = block(checkers, "virtual_server 172.20.40.100 80")
     assert ["sorry_server", "127.0.0.1", "80"] in tokens(vs) and ["lb_kind", "DR"] in tokens(vs)
     assert [t[:2] for t in tokens(vs) if t[0] in ("real_server", "weight")] == [
         ["real_server", "172.20.40.21"], ["weight", "3"], ["real_server", "172.20.40.22"], ["weight", "2"]]

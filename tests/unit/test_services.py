@@ -38,9 +38,9 @@ def test_directors_mark_the_group_and_balance_the_mark(two_sites):
     assert contract.NFTABLES_UNIT in configure.units_for(two_sites, two_sites.node("lvs-a"))
     assert contract.NFTABLES_UNIT not in configure.units_for(two_sites, two_sites.node("app1"))
     if two_sites.keepalived:
-        conf = d[render.KEEPALIVED_CONF]
-        assert "virtual_server 172.20.40.100 80 {" in conf
-        group = conf[conf.index("virtual_server fwmark 1 {"):]
+        conf, checkers = d[render.KEEPALIVED_CONF], d[contract.KEEPALIVED_CHECKERS_CONF]
+        assert "virtual_server 172.20.40.100 80 {" in checkers
+        group = checkers[checkers.index("virtual_server fwmark 1 {"):]
         assert "persistence_timeout 300" in group and "real_server 172.20.40.21 {" in group
         assert "connect_port 80" in group and "protocol" not in group.split("real_server")[0]
         vips = re.search(r"virtual_ipaddress \{\n(.*?)\n    \}", conf, re.S).group(1).split("\n")
@@ -107,7 +107,7 @@ def test_sixteen_vips_lint_and_render():
     rendered = {n.name: files(c, n.name) for n in c.nodes}
     took = time.monotonic() - started
     assert len(c.vips) == 16 and [s.fwmark for s in c.fwmark_services] == list(range(1, 8))
-    assert rendered["lvs-a"][render.KEEPALIVED_CONF].count("virtual_server ") == 16
+    assert rendered["lvs-a"][contract.KEEPALIVED_CHECKERS_CONF].count("virtual_server ") == 16
     assert rendered["app1"]["/etc/network/interfaces"].count("netmask 255.255.255.255") == 16
     print(f"16 VIPs: parsed and rendered for {len(c.nodes)} nodes in {took:.2f} s")
 
@@ -141,12 +141,12 @@ def test_ipv6_vips_render_for_both_stacks_and_the_real_servers(dual):
     assert "up ip -6 addr add 2001:db8:40::100/128 dev lo\n" in real["/etc/network/interfaces"]
     assert "ip6 daddr 2001:db8:40::101 tcp dport { 80, 443 } meta mark set 1" in d[contract.NFTABLES_CONF]
     if dual.keepalived:
-        conf = d[render.KEEPALIVED_CONF]
+        conf, checkers = d[render.KEEPALIVED_CONF], d[contract.KEEPALIVED_CHECKERS_CONF]
         excluded = conf[conf.index("virtual_ipaddress_excluded {"):]
         assert "2001:db8:40::100/64 dev eth0" in excluded and "2001:db8:40::101/64 dev eth0" in excluded
-        v6 = conf[conf.index("virtual_server 2001:db8:40::100 80 {"):]
+        v6 = checkers[checkers.index("virtual_server 2001:db8:40::100 80 {"):]
         assert "real_server 2001:db8:40::21 80 {" in v6 and "sorry_server ::1 80" in v6
-        group = conf[conf.index("virtual_server fwmark 1 {"):]
+        group = checkers[checkers.index("virtual_server fwmark 1 {"):]
         assert "ip_family inet6" in group and "real_server 2001:db8:40::21 {" in group
     else:
         cf = d[contract.LDIRECTORD_CF]
