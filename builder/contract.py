@@ -81,6 +81,12 @@ KEEPALIVED_UNIT = "keepalived.service"
 KEEPALIVED_CHECKERS_UNIT = "keepalived-checkers.service"
 KEEPALIVED_CHECKERS_CONF = "/etc/keepalived/checkers.conf"
 KEEPALIVED_CHECKERS_PID = "/run/keepalived-checkers.pid"  # its main pid file: VRRP's daemon keeps Debian's
+# Which files a node's image reads its configuration from, said by `appliance config`: `builder
+# apply` renders for the layout each director runs, so a builder newer than a node's image
+# (`builder upgrade` drains old nodes) never hands it files its own code misapplies.
+# 1 (no "layout" said): keepalived's VRRP and checkers in one daemon, from keepalived.conf.
+# 2: keepalived's checkers in a daemon of their own, from KEEPALIVED_CHECKERS_CONF.
+FILE_LAYOUT = 2
 # keepalived's VRRP process, the notify FIFO that carries its transitions in order, and the
 # state dump it writes on SIGUSR1 (the watchdog's proof that the process still answers)
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"

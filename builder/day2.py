@@ -29,7 +29,7 @@ from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 
-from builder import contract, plan, profile, remote, secret, seed
+from builder import contract, plan, profile, remote, render, secret, seed
 from builder.errors import ApplianceError
 from builder.profile import Cluster, Node
 from builder.remote import Reach
@@ -57,22 +57,25 @@ def load_keys(cluster: Cluster, profile_path: Path, secrets_dir: Path) -> seed.K
     return seed.Keys.gather(cluster, profile_path, secrets_dir, create=False)
 
 
-def change(keys: seed.Keys, old: Cluster, new: Cluster, name: str) -> dict:
-    """`appliance apply`'s input for one node: new seed data, the files, what goes."""
-    files = keys.files(new, name)
+def change(keys: seed.Keys, old: Cluster, new: Cluster, name: str, layout: int = contract.FILE_LAYOUT) -> dict:
+    """`appliance apply`'s input for one node: new seed data, the files (for the node image's
+    file layout), what goes."""
+    files = render.for_layout(keys.files(new, name), layout)
     from firstboot.configure import units_for  # which optional units (sshd, exporters) run
     node = new.node(name)
     return {"data": seed.appliance(new, node, keys),
             "files": {p: [f.content, f.mode] for p, f in files.items()},
-            "removed": [p for p in keys.files(old, name) if p not in files],
+            "removed": [p for p in render.for_layout(keys.files(old, name), layout) if p not in files],
             "units": sorted(units_for(new, node) & set(contract.OPTIONAL_UNITS))}
 
 
 @dataclasses.dataclass(frozen=True)
 class Running:
-    """What the directors run (they agree), and which of them holds a VIP now."""
+    """What the directors run (they agree), which of them holds a VIP now, and each one's file
+    layout (contract.FILE_LAYOUT; 1 where the image says none)."""
     cluster: Cluster
     holders: frozenset[str]
+    layouts: tuple[tuple[str, int], ...] = ()
 
     def directors_in_order(self) -> list[Node]:
         """The standby first, the active one last."""
@@ -109,7 +112,8 @@ def running(cluster: Cluster, reach: Reach, asked: dict[str, remote.Session] | N
         raise Day2Error("the directors do not run the same configuration ("
                         + ", ".join(f"{n}: {'differs' if isinstance(c, dict) else c}" for n, c in found.items())
                         + "): a change was cut short", hint="apply again to make them agree")
-    return Running(profile.parse(first, "the directors' applied configuration"), holders)
+    layouts = tuple((n, int(c.get("layout", 1))) for n, c in found.items() if isinstance(c, dict))
+    return Running(profile.parse(first, "the directors' applied configuration"), holders, layouts)
 
 
 def tables(cluster: Cluster, reach: Reach) -> dict[str, dict]:
@@ -240,11 +244,12 @@ class Operation:
         return f"[{time.monotonic() - self.started:5.1f} s]"
 
     def push(self, old: Cluster, target: Cluster, nodes: list[Node], at_once: bool = False,
-             asked: dict[str, remote.Session] | None = None) -> None:
+             asked: dict[str, remote.Session] | None = None, layouts: dict[str, int] | None = None) -> None:
         """`appliance apply` on each node (through its session if it has one), in order
-        (directors), or all at once (real servers)."""
+        (directors), or all at once (real servers); each in its image's file layout."""
         def one(node: Node) -> None:
-            stdin = json.dumps(change(self.keys, old, target, node.name))
+            layout = (layouts or {}).get(node.name, contract.FILE_LAYOUT)
+            stdin = json.dumps(change(self.keys, old, target, node.name, layout))
             out = json.loads(asked[node.name].ask("apply", stdin) if asked and node.name in asked else
                              remote.run(node, self.reach, f"{contract.APPLIANCE_CLI} apply", stdin=stdin))
             told = f", reloaded {', '.join(out['reloaded'])}" if out["reloaded"] else ""
@@ -294,17 +299,18 @@ class Operation:
         leaving, before = plan.drained(old, new), old
         if leaving:
             before = with_draining(new, old)
-            self.push_and_show(old, before, order, exact | set(leaving), asked, watch)
+            self.push_and_show(old, before, order, exact | set(leaving), asked, watch, dict(now.layouts))
             watch = None  # a drain may outlast its loop: the removal gets a watch of its own
             self.wait_drained(before, leaving, drain_timeout)
-        return self.push_and_show(before, new, order, exact, asked, watch)
+        return self.push_and_show(before, new, order, exact, asked, watch, dict(now.layouts))
 
     def push_and_show(self, old: Cluster, target: Cluster, order: list[Node], exact: set[str],
-                      asked: dict[str, remote.Session] | None, watch: TableWatch | None) -> float:
+                      asked: dict[str, remote.Session] | None, watch: TableWatch | None,
+                      layouts: dict[str, int] | None = None) -> float:
         with contextlib.ExitStack() as stack:
             if watch is None:
                 watch = stack.enter_context(TableWatch(target, self.reach, SHOW_TIMEOUT))
-            self.push(old, target, order, asked=asked)
+            self.push(old, target, order, asked=asked, layouts=layouts)
             return self.directors_show(watch, target, exact)
 
     def apply(self, drain_timeout: float = contract.DRAIN_TIMEOUT, dry_run: bool = False) -> list[plan.Change]:

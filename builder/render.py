@@ -93,6 +93,19 @@ def keepalived_files(cluster: Cluster, node: Node) -> dict[str, File]:
             contract.KEEPALIVED_ANNOUNCE: File(announcements(cluster))}
 
 
+def for_layout(files: dict[str, File], layout: int) -> dict[str, File]:
+    """A node's files as an image of an older contract.FILE_LAYOUT applies them. Layout 1 ran
+    keepalived's VRRP and checkers as one daemon from keepalived.conf: the virtual servers go
+    back into it (that image's own `appliance apply` reloads the master and restarts a backup)."""
+    if layout >= contract.FILE_LAYOUT or contract.KEEPALIVED_CHECKERS_CONF not in files:
+        return files
+    out = dict(files)
+    checkers = out.pop(contract.KEEPALIVED_CHECKERS_CONF).content
+    servers = checkers[checkers.index("\nvirtual_server "):] if "\nvirtual_server " in checkers else ""
+    out[KEEPALIVED_CONF] = File(out[KEEPALIVED_CONF].content + servers, out[KEEPALIVED_CONF].mode)
+    return out
+
+
 def announcements(cluster: Cluster) -> str:
     """vrrp-state's commands at MASTER: each VIP's takeover run (contract.announce_argv), one per line."""
     net, iface = cluster.network, cluster.network.interface

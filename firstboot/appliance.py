@@ -183,7 +183,7 @@ def config(state: Path = STATE) -> dict:
     node = applied.node(state)
     return {"node": entry["data"]["node"], "instance": entry["instance"], "by": entry.get("by"),
             "at": entry.get("at"), "holds": held_vips(node), "cluster": entry["data"]["cluster"],
-            "version": image_version()}
+            "version": image_version(), "layout": contract.FILE_LAYOUT}
 
 
 def _run(command: str) -> int:

@@ -139,6 +139,7 @@ def test_appliance_config_answers_without_argparse_and_names_a_missing_state(web
     assert appliance.main(["config"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["node"] == "lvs-a" and out["holds"] == [] and out["by"] == "seed"
+    assert out["layout"] == contract.FILE_LAYOUT  # `builder apply` renders for it
     assert profile.parse(out["cluster"], "config") == web3 and "secret" not in json.dumps(out)
 
 
@@ -234,6 +235,31 @@ def test_directors_that_disagree_are_named(web3, monkeypatch):
     monkeypatch.setattr(day2.remote, "run", fake.run)
     with pytest.raises(day2.Day2Error, match="lvs-a: differs, lvs-b: differs"):
         day2.running(web3, Reach(Path("kh")))
+
+
+def test_a_director_on_an_older_file_layout_gets_keepalived_in_one_file(web3, monkeypatch):
+    """`builder upgrade` drains nodes that still run an image from before the checkers' own
+    daemon: their code reloads keepalived.conf alone, so the virtual servers must be in it (a
+    keepalived.conf without them would have emptied their IPVS tables)."""
+    kept = profile.load(ROOT / "profiles/keepalived.toml")
+    moved = day2.reweighted(kept, "app1", 5)
+    keys = seed.Keys(KEY)
+    new = day2.change(keys, kept, moved, "lvs-a")
+    assert "virtual_server" not in new["files"][contract.KEEPALIVED_CONF][0]
+    assert "weight 5" in new["files"][contract.KEEPALIVED_CHECKERS_CONF][0]
+    old = day2.change(keys, kept, moved, "lvs-a", layout=1)
+    conf = old["files"][contract.KEEPALIVED_CONF][0]
+    assert contract.KEEPALIVED_CHECKERS_CONF not in old["files"] and not old["removed"]
+    assert conf.index("vrrp_instance") < conf.index("virtual_server 172.20.40.100 80 {") and "weight 5" in conf
+    assert conf.count("global_defs") == 1 and conf.count("virtual_server ") == len(kept.services)
+    # each director says its layout; an image that says none is layout 1
+    fake = FakeCluster(web3)
+
+    def run(node, reach, command, timeout=0, stdin=None):
+        out = fake.run(node, reach, command, timeout, stdin)
+        return json.dumps({**json.loads(out), "layout": 2}) if node.name == "lvs-b" else out
+    monkeypatch.setattr(day2.remote, "run", run)
+    assert dict(day2.running(web3, Reach(Path("kh"))).layouts) == {"lvs-a": 1, "lvs-b": contract.FILE_LAYOUT}
 
 
 def test_a_table_shows_a_change_only_with_every_server_and_the_new_weights(web3):
