@@ -26,6 +26,11 @@ log = logging.getLogger("builder.remote")
 CONNECT_TIMEOUT = 5  # seconds: a node that does not answer by then is reported down
 # seconds a shared connection outlives its last use: a handshake costs ~1 s on a TCG guest
 CONTROL_PERSIST = 60
+# a shared connection is a Unix socket: its path fits sun_path (104 bytes on BSD and macOS, 108
+# on Linux). ssh names it %C (40 hex digits) in the control directory and binds a temporary
+# name 17 characters longer first: a longer directory gets no sharing, not an unreachable node
+SOCKET_PATH_MAX = 104
+CONTROL_NAME = 40 + 17
 
 
 class RemoteError(ApplianceError):
@@ -41,10 +46,15 @@ class Reach:
     via: tuple[str, ...] = ()
     control: Path | None = None   # a directory for shared connections: one handshake per node
 
+    def shares(self) -> bool:
+        """Connections are shared: a control directory whose sockets' paths fit (a long TMPDIR,
+        or a lab namespace named after a long profile, made ssh fail every command)."""
+        return self.control is not None and len(str(self.control)) + 1 + CONTROL_NAME < SOCKET_PATH_MAX
+
     def options(self) -> list[str]:
         key = ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"] if self.identity else []
         shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control}/%C",
-                  "-o", f"ControlPersist={CONTROL_PERSIST}"] if self.control else []
+                  "-o", f"ControlPersist={CONTROL_PERSIST}"] if self.shares() else []
         # a node that died (power loss, reboot) ends the connection in 10 s, not at TCP's timeout
         return key + shared + ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -82,7 +83,8 @@ class Cluster:
     @property
     def reach(self) -> remote.Reach:
         """ssh to the nodes from inside the lab's namespace, verified by the cluster's known_hosts."""
-        control = Path(f"/tmp/appliance-ssh-{self.netns}")  # short: a socket path is at most 107 bytes
+        # short whatever the namespace's name (a profile's): a socket's path has at most 104 bytes
+        control = Path(f"/tmp/appliance-ssh-{hashlib.sha1(self.netns.encode()).hexdigest()[:12]}")
         control.mkdir(mode=0o700, exist_ok=True)
         return remote.Reach(self.workdir / "secrets" / f"{self.spec.name}.known_hosts",
                             self.workdir / "operator", ("ip", "netns", "exec", self.netns), control)

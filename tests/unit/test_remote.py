@@ -1,6 +1,7 @@
 """builder/remote.py: verified SSH and the cluster's one-table status."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from builder import profile, remote
@@ -42,3 +43,24 @@ def test_shared_connections_live_in_a_directory_only_this_user_can_enter(tmp_pat
     other = cli._control_dir()
     assert other != mine and oct(other.stat().st_mode)[-3:] == "700"
     other.rmdir()
+
+
+def test_a_control_directory_too_long_for_a_socket_shares_nothing_but_reaches_the_node(tmp_path):
+    """ssh failed every command (exit 255, "unix_listener: path ... too long") in a lab named
+    after dual-stack-keepalived.toml; a long TMPDIR (macOS: /var/folders/...) does the same."""
+    node = profile.load(ROOT / "profiles" / "howto.toml").node("loadb1")
+    short = remote.Reach(Path("kh"), control=Path("/tmp/appliance-ssh-0"))
+    assert any(o.startswith("ControlPath=/tmp/appliance-ssh-0/") for o in remote.ssh_argv(node, short, "true"))
+    long = remote.Reach(Path("kh"), control=Path("/tmp/appliance-ssh-lvs-appliance-test-dual-stack-keepalived"))
+    argv = remote.ssh_argv(node, long, "true")
+    assert not any(o.startswith(("ControlPath", "ControlMaster")) for o in argv) and argv[-1] == "true"
+
+
+def test_the_labs_shared_connections_fit_a_socket_for_every_shipped_profile(tmp_path):
+    from lab.cluster import Cluster
+    for path in sorted((ROOT / "profiles").glob("*.toml")):
+        c = Cluster(path, tmp_path / path.stem, "tcg", netns=f"lvs-appliance-test-{path.stem}")
+        reach = c.reach
+        assert reach.shares(), path.name
+        with contextlib.suppress(OSError):  # a lab run's sockets may be in it
+            reach.control.rmdir()
