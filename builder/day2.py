@@ -296,13 +296,13 @@ class Operation:
         old, order = now.cluster, now.directors_in_order()
         exact = {r.name for r in new.real_servers
                  if r.name not in {o.name for o in old.real_servers} or old.node(r.name).weight != r.weight}
-        leaving, before = plan.drained(old, new), old
+        leaving, before, layouts = plan.drained(old, new), old, dict(now.layouts)
         if leaving:
             before = with_draining(new, old)
-            self.push_and_show(old, before, order, exact | set(leaving), asked, watch, dict(now.layouts))
+            self.push_and_show(old, before, order, exact | set(leaving), asked, watch, layouts)
             watch = None  # a drain may outlast its loop: the removal gets a watch of its own
             self.wait_drained(before, leaving, drain_timeout)
-        return self.push_and_show(before, new, order, exact, asked, watch, dict(now.layouts))
+        return self.push_and_show(before, new, order, exact, asked, watch, layouts)
 
     def push_and_show(self, old: Cluster, target: Cluster, order: list[Node], exact: set[str],
                       asked: dict[str, remote.Session] | None, watch: TableWatch | None,

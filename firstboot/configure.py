@@ -164,10 +164,8 @@ def mounted(device: str):
 
 WANTS = Path(contract.UNIT_WANTS.lstrip("/"))
 # Units first boot enables itself (the preset leaves them off): which depends on the profile
-OWN_UNITS = {"ldirectord.service": "/lib/systemd/system/ldirectord.service",
-             contract.KEEPALIVED_UNIT: f"/lib/systemd/system/{contract.KEEPALIVED_UNIT}",
-             contract.KEEPALIVED_CHECKERS_UNIT: f"/lib/systemd/system/{contract.KEEPALIVED_CHECKERS_UNIT}",
-             **{u: f"/lib/systemd/system/{u}" for u in contract.OPTIONAL_UNITS}}
+OWN_UNITS = {u: f"/lib/systemd/system/{u}" for u in ("ldirectord.service", contract.KEEPALIVED_UNIT,
+                                                     contract.KEEPALIVED_CHECKERS_UNIT, *contract.OPTIONAL_UNITS)}
 
 
 def units_for(cluster: profile.Cluster, node: profile.Node) -> set[str]:
